@@ -1,0 +1,175 @@
+"""Open one image file safely: pixel cap, JPEG draft decoding, EXIF orientation and metadata, RGB."""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError, features
+
+from .errors import DecodeError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+if features.check("avif"):  # Pillow >= 11.2 built with libavif
+    IMAGE_EXTENSIONS.add(".avif")
+try:  # optional extra: pip install siglip-search[heif]
+    from pillow_heif import register_heif_opener
+except ImportError:
+    pass
+else:
+    register_heif_opener()
+    IMAGE_EXTENSIONS.update({".heic", ".heif"})
+
+# Pillow's own default (~89 MP, a 4-byte-per-pixel image of ~358 MB): larger is refused.
+DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Exceptions Pillow raises on corrupt, truncated or hostile files (plugins use all of these).
+PILLOW_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, Image.DecompressionBombError)
+
+_EXIF_IFD = 0x8769
+_MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL = 0x010F, 0x0110, 0x0132, 0x9003
+_ORIENTATION = 0x0112
+
+
+@dataclass
+class DecodedImage:
+    """An RGB image ready for the embedder's preprocessing, and what the file says about itself."""
+
+    image: Image.Image  # mode "RGB", EXIF orientation applied, possibly reduced by draft()
+    width: int  # full-resolution size after orientation, not the drafted size
+    height: int
+    taken_at: str | None  # EXIF DateTimeOriginal as ISO 8601, no time zone
+    camera: str | None  # EXIF Make + Model
+
+
+def decode_image(
+    path: str | os.PathLike,
+    *,
+    target_size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> DecodedImage:
+    """Decode `path`; raise DecodeError(reason) for anything that is not a usable image.
+
+    target_size is the model's (height, width). JPEGs much larger than it are decoded at
+    1/2, 1/4 or 1/8 scale with draft(), never below twice the target, so the final resize
+    still has the detail an antialiased downscale needs while decoding 4-16x fewer pixels.
+    """
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise DecodeError("empty file (0 bytes)")
+            return _decode_open_file(f, target_size, max_pixels)
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except FileNotFoundError:
+        raise DecodeError("file disappeared while indexing") from None
+    except IsADirectoryError:
+        raise DecodeError("is a directory") from None
+
+
+def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -> DecodedImage:
+    try:
+        im = Image.open(f)
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb ({exc})") from None
+    except PILLOW_ERRORS as exc:
+        raise DecodeError(f"corrupt image header ({_short(exc)})") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise DecodeError(
+                f"decompression bomb ({width}x{height} = {width * height} pixels, limit {max_pixels})"
+            )
+        exif = _read_exif(im)
+        if im.format == "JPEG" and target_size is not None:
+            side = 2 * max(target_size)  # orientation-agnostic: rotation may swap h and w
+            im.draft("RGB", (side, side))
+        try:
+            im.seek(0)  # animated GIF/WebP/PNG: the first frame
+            im.load()
+        except Image.DecompressionBombError as exc:
+            raise DecodeError(f"decompression bomb ({exc})") from None
+        except PILLOW_ERRORS as exc:
+            raise DecodeError(f"truncated or corrupt image data ({_short(exc)})") from None
+        image = _apply_orientation(im, exif)
+    if exif is not None and exif.get(_ORIENTATION) in (5, 6, 7, 8):
+        width, height = height, width
+    taken_at, camera = _metadata(exif)
+    return DecodedImage(to_rgb(image), width, height, taken_at, camera)
+
+
+def _read_exif(im: Image.Image) -> Image.Exif | None:
+    try:
+        return im.getexif()
+    except PILLOW_ERRORS + (KeyError, TypeError):
+        return None  # unreadable EXIF is lost metadata, not a lost photo
+
+
+def _apply_orientation(im: Image.Image, exif: Image.Exif | None) -> Image.Image:
+    if exif is None or exif.get(_ORIENTATION, 1) == 1:
+        return im.copy()
+    try:
+        return ImageOps.exif_transpose(im)
+    except PILLOW_ERRORS + (KeyError, TypeError):
+        return im.copy()
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB for every mode Pillow decodes to. 16/32-bit grey is scaled, not clipped at 255."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0  # 65535 -> 255
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        # Via RGBA: Pillow warns when palette transparency goes straight to RGB.
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
+
+
+def _metadata(exif: Image.Exif | None) -> tuple[str | None, str | None]:
+    if exif is None:
+        return None, None
+    try:
+        taken = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    except PILLOW_ERRORS + (KeyError, TypeError):
+        taken = exif.get(_DATETIME)
+    make, model = _text(exif.get(_MAKE)), _text(exif.get(_MODEL))
+    if make and model and model.lower().startswith(make.lower()):
+        make = None  # "Canon" + "Canon EOS R5" -> "Canon EOS R5"
+    camera = " ".join(part for part in (make, model) if part) or None
+    return parse_exif_datetime(taken), camera
+
+
+def parse_exif_datetime(value: object) -> str | None:
+    """'2021:07:14 18:03:09' -> '2021-07-14T18:03:09'; None for blanks and garbage."""
+    text = _text(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y:%m:%d"):
+        try:
+            return datetime.strptime(text[:19], fmt).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    return value.replace("\x00", "").strip() or None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

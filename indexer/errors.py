@@ -1,0 +1,52 @@
+"""Typed exceptions of the indexer; only the CLI and UI turn them into messages and exit codes."""
+
+from __future__ import annotations
+
+from siglip_search.errors import SiglipSearchError
+
+
+class IndexerError(SiglipSearchError):
+    """Base class for library and indexing errors a user can act on."""
+
+
+class LibraryNotFoundError(IndexerError):
+    """A command that only reads a library was pointed at a directory that holds none."""
+
+
+class LibraryLockedError(IndexerError):
+    """Another process holds the library's lock (it is being indexed)."""
+
+    def __init__(self, library: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"library {library} is being indexed by {who}; "
+            "wait for it to finish or pass --wait SECONDS to wait for it"
+        )
+        self.pid = pid
+
+
+class ModelMismatchError(IndexerError):
+    """The library was built with another model; mixing vectors of two models is refused."""
+
+
+class ModelNotRecordedError(IndexerError):
+    """A new library needs --model because no model has been recorded for it yet."""
+
+
+class SchemaError(IndexerError):
+    """The database was written by a newer version of siglip-search, or is not a library."""
+
+
+class FolderNotFoundError(IndexerError):
+    """A folder given to `index` does not exist and is not a registered root."""
+
+
+class DecodeError(Exception):
+    """One image file that cannot be indexed; `reason` is stored with the file's row.
+
+    Not an IndexerError: a bad file is data (a failed row), never a reason to stop a job.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,159 @@
+"""Walk photo folders: which files are images, their identity (size, mtime) and content fingerprint."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .decode import IMAGE_EXTENSIONS
+
+# Files and folders that photo tools, NASes and operating systems leave next to photos.
+JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "desktop.ini"})
+# rclip uses 1 MB + 1 KB; a 64 KiB tail also covers JPEG trailers written by editors.
+FINGERPRINT_HEAD_BYTES = 1 << 20
+FINGERPRINT_TAIL_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """One candidate image under a root. `error` is set when it cannot even be stat()ed/read."""
+
+    rel_path: str  # POSIX, relative to the root
+    path: str  # absolute path on this machine
+    size_bytes: int
+    mtime_ns: int
+    error: str | None = None
+
+
+@dataclass
+class ScanResult:
+    """Everything found under one root (or one folder inside it)."""
+
+    files: list[ScannedFile] = field(default_factory=list)
+    # Folders that could not be listed: rows under them are neither removed nor re-added.
+    unreadable_dirs: list[str] = field(default_factory=list)  # rel paths, POSIX
+    skipped: int = 0  # junk files and folders
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_junk(name: str, is_dir: bool) -> bool:
+    """macOS resource forks, NAS thumbnail folders, recycle bins, hidden folders."""
+    if name in JUNK_NAMES or name.startswith("._"):
+        return True
+    return is_dir and name.startswith(".")
+
+
+def to_rel_path(root: str, path: str) -> str:
+    return PurePosixPath(*Path(os.path.relpath(path, root)).parts).as_posix()
+
+
+def scan_folder(root: str, start: str | None = None) -> ScanResult:
+    """All image files under `start` (default: `root`), paths relative to `root`.
+
+    Iterative (no recursion limit on deep trees); folder symlinks are followed once per
+    (st_dev, st_ino) so a link back to an ancestor cannot loop; file symlinks are followed.
+    """
+    result = ScanResult()
+    top = start or root
+    seen: set[tuple[int, int]] = set()
+    top_stat = os.stat(top)
+    seen.add((top_stat.st_dev, top_stat.st_ino))
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                children = sorted(entries, key=lambda e: e.name)
+        except OSError:
+            result.unreadable_dirs.append(to_rel_path(root, folder))
+            continue
+        subdirs = []
+        for entry in children:
+            if _is_dir(entry):
+                if is_junk(entry.name, True):
+                    result.skipped += 1
+                    continue
+                key = _dir_key(entry)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    subdirs.append(entry.path)
+            elif is_junk(entry.name, False):
+                result.skipped += 1
+            elif is_image_name(entry.name):
+                scanned = _scan_file(root, entry)
+                if scanned is not None:
+                    result.files.append(scanned)
+        stack.extend(reversed(subdirs))  # visit in name order
+    result.files.sort(key=lambda f: f.rel_path)
+    return result
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _dir_key(entry: os.DirEntry) -> tuple[int, int] | None:
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _scan_file(root: str, entry: os.DirEntry) -> ScannedFile | None:
+    rel_path = to_rel_path(root, entry.path)
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        # Undecodable bytes in a name cannot be stored as text or shown; record, never crash.
+        shown = os.fsencode(rel_path).decode("utf-8", "backslashreplace")
+        return _failed(shown, entry, "file name is not valid UTF-8")
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except FileNotFoundError:
+        return _failed(rel_path, entry, "broken symlink")
+    except PermissionError:
+        return _failed(rel_path, entry, "permission denied")
+    except OSError as exc:
+        reason = "symlink loop" if exc.errno == errno.ELOOP else f"cannot stat: {exc.strerror}"
+        return _failed(rel_path, entry, reason)
+    if not stat.S_ISREG(st.st_mode):
+        return None  # fifo, socket, device: not a photo
+    return ScannedFile(rel_path, os.path.abspath(entry.path), st.st_size, st.st_mtime_ns)
+
+
+def _failed(rel_path: str, entry: os.DirEntry, reason: str) -> ScannedFile:
+    try:
+        st = entry.stat(follow_symlinks=False)
+        size_bytes, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size_bytes, mtime_ns = 0, 0
+    return ScannedFile(rel_path, os.path.abspath(entry.path), size_bytes, mtime_ns, reason)
+
+
+def fingerprint_file(path: str | os.PathLike) -> str:
+    """sha256 of (size, first 1 MiB, last 64 KiB): cheap, and survives moves and renames."""
+    with open(path, "rb") as f:
+        size_bytes = os.fstat(f.fileno()).st_size
+        digest = hashlib.sha256(str(size_bytes).encode() + b"\0")
+        digest.update(f.read(FINGERPRINT_HEAD_BYTES))
+        if size_bytes > FINGERPRINT_HEAD_BYTES:
+            f.seek(max(FINGERPRINT_HEAD_BYTES, size_bytes - FINGERPRINT_TAIL_BYTES))
+            digest.update(f.read(FINGERPRINT_TAIL_BYTES))
+    return digest.hexdigest()
+
+
+def is_empty_folder(folder: str | os.PathLike) -> bool:
+    """True for a folder with no entries at all: what an unmounted mount point looks like."""
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None

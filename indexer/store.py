@@ -1,0 +1,473 @@
+"""The library database (the only SQLAlchemy importer): roots, images and their embeddings, tags, runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .errors import SchemaError
+
+SCHEMA_VERSION = 2
+GENERATION_KEY = "vectors_generation"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Root(Base):
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)  # absolute, resolved
+    added_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("root_id", "rel_path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"))
+    rel_path: Mapped[str] = mapped_column(Text)  # POSIX, relative to the root: moving a root is free
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[str | None] = mapped_column(String(32))  # EXIF DateTimeOriginal, ISO 8601
+    camera: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # "ok" | "failed"
+    error: Mapped[str | None] = mapped_column(Text)
+    model_id: Mapped[str | None] = mapped_column(Text)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, unit norm
+    indexed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("image_id", "tag", "source"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(Text, index=True)
+    score: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(32))  # "auto" | "user" | ...
+    model: Mapped[str | None] = mapped_column(Text)
+    vocabulary_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16))  # "running" | "ok" | "interrupted"
+    roots: Mapped[str | None] = mapped_column(Text)  # the folders given, one per line
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def _add_tags_table(conn: Connection) -> None:
+    Tag.__table__.create(conn, checkfirst=True)
+
+
+# MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_tags_table}
+
+
+@dataclass(frozen=True)
+class RootRow:
+    id: int
+    path: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    root_id: int
+    root_path: str
+    rel_path: str
+    size_bytes: int
+    mtime_ns: int
+    fingerprint: str | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    camera: str | None
+    status: str
+    error: str | None
+    model_id: str | None
+
+    @property
+    def path(self) -> str:
+        """Absolute path on this machine."""
+        return os.path.join(self.root_path, *self.rel_path.split("/"))
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the diff needs to know about a stored file."""
+
+    id: int
+    rel_path: str
+    size_bytes: int
+    mtime_ns: int
+    fingerprint: str | None
+    status: str
+    error: str | None
+
+
+@dataclass
+class EmbeddedImage:
+    root_id: int
+    rel_path: str
+    size_bytes: int
+    mtime_ns: int
+    fingerprint: str
+    width: int
+    height: int
+    taken_at: str | None
+    camera: str | None
+    model_id: str
+    embedding: np.ndarray  # (dim,) float32
+
+
+@dataclass
+class FailedImage:
+    root_id: int
+    rel_path: str
+    size_bytes: int
+    mtime_ns: int
+    reason: str
+    fingerprint: str | None = None
+
+
+@dataclass
+class FileUpdate:
+    """A stored image found at a new place (moved) or with a new stat (touched): vector kept."""
+
+    image_id: int
+    root_id: int
+    rel_path: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    images: int  # indexed ok, with an embedding
+    failed: int
+    roots: int
+    tags: int
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    roots: list[str]
+    added: int
+    updated: int
+    moved: int
+    removed: int
+    failed: int
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _on_sqlite_connect(dbapi_conn, _record) -> None:
+    # WAL lets searches read while an indexer writes; busy_timeout makes a second writer wait.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across kill -9 in WAL mode
+    cursor.close()
+
+
+def open_store(path_or_url: str | os.PathLike) -> Store:
+    """Open (creating or migrating) the database at a file path or an SQLAlchemy URL."""
+    text = os.fspath(path_or_url)
+    url = text if "://" in text else f"sqlite:///{text}"
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _on_sqlite_connect)
+    migrate(engine)
+    return Store(engine)
+
+
+def migrate(engine: Engine) -> int:
+    """Create a fresh schema or run MIGRATIONS up to SCHEMA_VERSION; return the version found."""
+    with engine.begin() as conn:
+        tables = set(inspect(conn).get_table_names())
+        if "meta" not in tables:
+            if tables:
+                raise SchemaError(f"{engine.url.database} is a database but not a siglip-search library")
+            Base.metadata.create_all(conn)
+            conn.execute(Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            return SCHEMA_VERSION
+        found = int(conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+        conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        return found
+
+
+def _image_row(image: Image, root_path: str) -> ImageRow:
+    return ImageRow(
+        image.id, image.root_id, root_path, image.rel_path, image.size_bytes, image.mtime_ns,
+        image.fingerprint, image.width, image.height, image.taken_at, image.camera,
+        image.status, image.error, image.model_id,
+    )  # fmt: skip
+
+
+class Store:
+    """Typed access to one library database; every public method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._session() as session:
+            return session.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._session.begin() as session:
+            session.merge(Meta(key=key, value=value))
+
+    def vectors_generation(self) -> int:
+        """Bumped in every transaction that changes the set of stored embeddings."""
+        return int(self.get_meta(GENERATION_KEY) or 0)
+
+    def _bump_generation(self, session: Session) -> None:
+        row = session.get(Meta, GENERATION_KEY)
+        if row is None:
+            session.add(Meta(key=GENERATION_KEY, value="1"))
+        else:
+            row.value = str(int(row.value) + 1)
+
+    # --- roots ------------------------------------------------------------------------------
+    def add_root(self, path: str) -> RootRow:
+        with self._session.begin() as session:
+            root = session.scalar(select(Root).where(Root.path == path))
+            if root is None:
+                root = Root(path=path, added_at=_now())
+                session.add(root)
+                session.flush()
+            return RootRow(root.id, root.path, root.added_at)
+
+    def roots(self) -> list[RootRow]:
+        with self._session() as session:
+            return [RootRow(r.id, r.path, r.added_at) for r in session.scalars(select(Root).order_by(Root.path))]
+
+    def merge_root(self, child: RootRow, parent: RootRow) -> None:
+        """`child` lies inside `parent`: re-home its images under `parent` and drop it."""
+        prefix = os.path.relpath(child.path, parent.path).replace(os.sep, "/")
+        with self._session.begin() as session:
+            for image in session.scalars(select(Image).where(Image.root_id == child.id)):
+                image.root_id, image.rel_path = parent.id, f"{prefix}/{image.rel_path}"
+            session.flush()
+            session.execute(delete(Root).where(Root.id == child.id))
+
+    # --- images: writes ---------------------------------------------------------------------
+    def write_batch(self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()) -> None:
+        """Insert or replace images by (root, rel_path), all in one transaction."""
+        embedded, failed = list(embedded), list(failed)
+        with self._session.begin() as session:
+            existing = self._existing(session, [(e.root_id, e.rel_path) for e in embedded + failed])
+            vectors_changed = bool(embedded)
+            for item in embedded:
+                image = existing.get((item.root_id, item.rel_path)) or Image(root_id=item.root_id, rel_path=item.rel_path)
+                image.size_bytes, image.mtime_ns, image.fingerprint = item.size_bytes, item.mtime_ns, item.fingerprint
+                image.width, image.height, image.taken_at, image.camera = item.width, item.height, item.taken_at, item.camera
+                image.status, image.error, image.model_id = "ok", None, item.model_id
+                image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
+                image.indexed_at = _now()
+                session.add(image)
+            for item in failed:
+                image = existing.get((item.root_id, item.rel_path)) or Image(root_id=item.root_id, rel_path=item.rel_path)
+                vectors_changed |= image.embedding is not None
+                image.size_bytes, image.mtime_ns, image.fingerprint = item.size_bytes, item.mtime_ns, item.fingerprint
+                image.width = image.height = image.taken_at = image.camera = image.model_id = image.embedding = None
+                image.status, image.error, image.indexed_at = "failed", item.reason, _now()
+                session.add(image)
+            if vectors_changed:
+                self._bump_generation(session)
+
+    def upsert_image(self, item: EmbeddedImage) -> None:
+        self.write_batch([item])
+
+    def mark_failed(self, item: FailedImage) -> None:
+        self.write_batch([], [item])
+
+    @staticmethod
+    def _existing(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Image]:
+        found: dict[tuple[int, str], Image] = {}
+        for root_id in {root_id for root_id, _ in keys}:
+            paths = [rel for r, rel in keys if r == root_id]
+            for start in range(0, len(paths), 500):  # stay below any bound-parameter limit
+                query = select(Image).where(Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500]))
+                found.update({(i.root_id, i.rel_path): i for i in session.scalars(query)})
+        return found
+
+    def update_locations(self, updates: Iterable[FileUpdate]) -> None:
+        """Moves, renames and touched files: new place or stat, same row id and vector."""
+        with self._session.begin() as session:
+            for u in updates:
+                session.execute(
+                    update(Image).where(Image.id == u.image_id)
+                    .values(root_id=u.root_id, rel_path=u.rel_path, size_bytes=u.size_bytes, mtime_ns=u.mtime_ns)
+                )  # fmt: skip
+
+    def delete_images(self, image_ids: Iterable[int]) -> int:
+        ids = list(image_ids)
+        if not ids:
+            return 0
+        with self._session.begin() as session:
+            for start in range(0, len(ids), 500):
+                session.execute(delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
+                session.execute(delete(Image).where(Image.id.in_(ids[start : start + 500])))
+            self._bump_generation(session)
+        return len(ids)
+
+    # --- images: reads ----------------------------------------------------------------------
+    def file_states(self, root_id: int, prefix: str = "") -> dict[str, FileState]:
+        """Stored files of a root (only under `prefix`/, when given), keyed by rel_path."""
+        query = select(
+            Image.id, Image.rel_path, Image.size_bytes, Image.mtime_ns, Image.fingerprint, Image.status, Image.error
+        ).where(Image.root_id == root_id)
+        with self._session() as session:
+            rows = [FileState(*row) for row in session.execute(query)]
+        if prefix:
+            rows = [r for r in rows if r.rel_path.startswith(prefix + "/")]
+        return {r.rel_path: r for r in rows}
+
+    def iter_embeddings(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images, by id; streamed."""
+        query = (
+            select(Image.id, Image.embedding)
+            .where(Image.status == "ok", Image.embedding.is_not(None))
+            .order_by(Image.id)
+            .execution_options(yield_per=batch_size)
+        )
+        with self._session() as session:
+            for rows in session.execute(query).partitions():
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                yield ids, vectors
+
+    def embeddings_by_ids(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        ids = list(image_ids)
+        with self._session() as session:
+            rows = session.execute(select(Image.id, Image.embedding).where(Image.id.in_(ids), Image.embedding.is_not(None)))
+            return {i: np.frombuffer(e, dtype=np.float32).copy() for i, e in rows}
+
+    def image_by_id(self, image_id: int) -> ImageRow | None:
+        rows = self.images_by_ids([image_id])
+        return rows[0] if rows else None
+
+    def images_by_ids(self, image_ids: Iterable[int]) -> list[ImageRow]:
+        """Rows in the order of `image_ids`; ids that no longer exist are left out."""
+        ids = [int(i) for i in image_ids]
+        found: dict[int, ImageRow] = {}
+        with self._session() as session:
+            for start in range(0, len(ids), 500):
+                query = select(Image, Root.path).join(Root).where(Image.id.in_(ids[start : start + 500]))
+                found.update({image.id: _image_row(image, path) for image, path in session.execute(query)})
+        return [found[i] for i in ids if i in found]
+
+    def iter_images(self, status: str = "ok", batch_size: int = 1000) -> Iterator[ImageRow]:
+        query = (
+            select(Image, Root.path).join(Root).where(Image.status == status)
+            .order_by(Image.id).execution_options(yield_per=batch_size)
+        )  # fmt: skip
+        with self._session() as session:
+            for image, path in session.execute(query):
+                yield _image_row(image, path)
+
+    def failures(self) -> list[ImageRow]:
+        return sorted(self.iter_images("failed"), key=lambda r: r.path)
+
+    def counts(self) -> Counts:
+        with self._session() as session:
+            by_status = dict(session.execute(select(Image.status, func.count()).group_by(Image.status)).all())
+            roots = session.scalar(select(func.count()).select_from(Root)) or 0
+            tags = session.scalar(select(func.count()).select_from(Tag)) or 0
+        return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags)
+
+    def images_per_root(self) -> dict[int, int]:
+        with self._session() as session:
+            query = select(Image.root_id, func.count()).where(Image.status == "ok").group_by(Image.root_id)
+            return dict(session.execute(query).all())
+
+    # --- runs -------------------------------------------------------------------------------
+    def start_run(self, roots: list[str]) -> int:
+        """Record a run; runs still 'running' were killed (the caller holds the lock)."""
+        with self._session.begin() as session:
+            session.execute(update(Run).where(Run.status == "running").values(status="interrupted"))
+            run = Run(started_at=_now(), status="running", roots="\n".join(roots))
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, *, added: int, updated: int, moved: int, removed: int, failed: int) -> None:
+        with self._session.begin() as session:
+            run = session.get_one(Run, run_id)
+            run.finished_at, run.status = _now(), "ok"
+            run.added, run.updated, run.moved, run.removed, run.failed = added, updated, moved, removed, failed
+
+    def last_run(self) -> RunRow | None:
+        with self._session() as session:
+            run = session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
+            if run is None:
+                return None
+            return RunRow(
+                run.id, run.started_at, run.finished_at, run.status, (run.roots or "").splitlines(),
+                run.added, run.updated, run.moved, run.removed, run.failed,
+            )  # fmt: skip

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs siglip-search into the current Python from nothing. --dev adds the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python -m pip install --disable-pip-version-check -q"
+# Pinned: an unpinned torch resolves to a multi-GB CUDA build; 2.13.0 is the CPU build.
+if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    $PIP torch==2.13.0
+fi
+if [[ "${1:-}" == "--dev" ]]; then
+    $PIP -e ".[dev]"
+    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        # The UI tests drive a real headless browser; browsers cannot be downloaded by pip here.
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
+            || echo "setup: could not install chromium; browser tests will be skipped" >&2
+    fi
+else
+    $PIP -e .
+fi

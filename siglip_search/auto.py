@@ -1,0 +1,60 @@
+"""AutoModel / AutoProcessor / AutoTokenizer for SigLIP checkpoints, picking classes from the files."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .checkpoint import resolve_checkpoint_dir
+from .errors import CheckpointError
+from .image_processor import SiglipImageProcessor
+from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .processor import SiglipProcessor
+from .tokenizer import SiglipTokenizer
+
+_MODELS = {
+    "siglip": SiglipModel,
+    "siglip_text_model": SiglipTextModel,
+    "siglip_vision_model": SiglipVisionModel,
+}
+
+
+class AutoModel:
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
+        directory = resolve_checkpoint_dir(name_or_path)
+        try:
+            model_type = json.loads((directory / "config.json").read_text()).get("model_type", "siglip")
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{directory / 'config.json'} cannot be read: {exc}") from None
+        if model_type not in _MODELS:
+            raise CheckpointError(f"model_type {model_type!r} is not a SigLIP model this package supports")
+        return _MODELS[model_type].from_pretrained(directory, **kwargs)
+
+
+class AutoTokenizer:
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
+        directory = resolve_checkpoint_dir(name_or_path)
+        if (directory / "spiece.model").is_file():
+            return SiglipTokenizer.from_pretrained(directory, **kwargs)
+        if (directory / "tokenizer.model").is_file():
+            from .gemma_tokenizer import GemmaSiglipTokenizer
+
+            return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
+        raise CheckpointError(
+            f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
+        )
+
+
+class AutoImageProcessor:
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor:
+        return SiglipImageProcessor.from_pretrained(name_or_path, **kwargs)
+
+
+class AutoProcessor:
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
+        return SiglipProcessor.from_pretrained(name_or_path, **kwargs)

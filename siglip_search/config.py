@@ -1,0 +1,192 @@
+"""SigLIP configuration objects; field names and defaults are those of Hugging Face's config.json."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+
+def _split_known(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = {f.name for f in fields(cls) if f.init and f.name != "extra"}
+    known = {k: v for k, v in data.items() if k in names}
+    extra = {k: v for k, v in data.items() if k not in names}
+    return known, extra
+
+
+class _ConfigMixin:
+    """Dict/JSON round-trips that keep unknown keys (in `extra`) instead of crashing on them."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any):
+        data = dict(data or {}) | overrides
+        known, extra = _split_known(cls, data)
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        return copy.deepcopy(self.extra) | out
+
+    def __getattr__(self, name: str) -> Any:
+        # Unknown config.json keys stay readable as attributes, like HF's PretrainedConfig.
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+@dataclass
+class SiglipTextConfig(_ConfigMixin):
+    vocab_size: int = 32000
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 64
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+    # pad = </s> = 1; bos/eos 49406/49407 are CLIP leftovers that SigLIP never uses.
+    pad_token_id: int = 1
+    bos_token_id: int = 49406
+    eos_token_id: int = 49407
+    projection_size: int | None = None
+    model_type: str = "siglip_text_model"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.projection_size is None:
+            self.projection_size = self.hidden_size
+        _check_heads(self.hidden_size, self.num_attention_heads, "text_config")
+
+
+@dataclass
+class SiglipVisionConfig(_ConfigMixin):
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_channels: int = 3
+    image_size: int = 224
+    patch_size: int = 16
+    hidden_act: str = "gelu_pytorch_tanh"
+    layer_norm_eps: float = 1e-6
+    attention_dropout: float = 0.0
+    vision_use_head: bool = True
+    model_type: str = "siglip_vision_model"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, (list, tuple)):
+            sizes = set(self.image_size)
+            if len(sizes) != 1:
+                raise CheckpointError(f"vision_config.image_size must be square, got {self.image_size}")
+            self.image_size = int(sizes.pop())
+        _check_heads(self.hidden_size, self.num_attention_heads, "vision_config")
+
+    @property
+    def num_patches(self) -> int:
+        # Floor division: a stride-p "valid" convolution drops leftover pixels (384 // 14 = 27).
+        return (self.image_size // self.patch_size) ** 2
+
+
+def _check_heads(hidden: int, heads: int, where: str) -> None:
+    if hidden % heads:
+        raise CheckpointError(
+            f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}"
+        )
+
+
+@dataclass
+class SiglipConfig(_ConfigMixin):
+    text_config: SiglipTextConfig = field(default_factory=SiglipTextConfig)
+    vision_config: SiglipVisionConfig = field(default_factory=SiglipVisionConfig)
+    initializer_factor: float = 1.0
+    model_type: str = "siglip"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __init__(
+        self,
+        text_config: SiglipTextConfig | dict | None = None,
+        vision_config: SiglipVisionConfig | dict | None = None,
+        initializer_factor: float = 1.0,
+        model_type: str = "siglip",
+        extra: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.text_config = _as_config(SiglipTextConfig, text_config)
+        self.vision_config = _as_config(SiglipVisionConfig, vision_config)
+        self.initializer_factor = initializer_factor
+        self.model_type = model_type
+        self.extra = dict(extra or {}) | kwargs
+        if self.text_config.projection_size != self.vision_config.hidden_size:
+            raise CheckpointError(
+                f"text projection_size {self.text_config.projection_size} must equal the vision "
+                f"hidden_size {self.vision_config.hidden_size} (the vision tower has no projection)"
+            )
+
+    @classmethod
+    def from_text_vision_configs(
+        cls, text_config: SiglipTextConfig, vision_config: SiglipVisionConfig, **kwargs: Any
+    ) -> SiglipConfig:
+        return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> SiglipConfig:
+        data = dict(data or {}) | overrides
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = copy.deepcopy(self.extra)
+        out.update(
+            text_config=self.text_config.to_dict(),
+            vision_config=self.vision_config.to_dict(),
+            initializer_factor=self.initializer_factor,
+            model_type=self.model_type,
+        )
+        out.setdefault("architectures", ["SiglipModel"])
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> SiglipConfig:
+        from .checkpoint import resolve_checkpoint_dir
+
+        return load_config(resolve_checkpoint_dir(path) / "config.json")
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text(self.to_json_string())
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def _as_config(cls, value):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls.from_dict(value)
+    raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+def load_config(path: Path) -> SiglipConfig:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: not a SigLIP checkpoint directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    model_type = data.get("model_type", "siglip")
+    if model_type not in ("siglip",):
+        raise CheckpointError(
+            f"{path}: model_type {model_type!r} is not supported (expected 'siglip'; "
+            "SigLIP 2 NaFlex checkpoints use 'siglip2')"
+        )
+    return SiglipConfig.from_dict(data)

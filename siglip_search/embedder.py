@@ -1,0 +1,135 @@
+"""Batched embedding helpers for the application: unit-norm float32 numpy vectors, optional fast modes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .auto import AutoTokenizer
+from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
+from .errors import InputError
+from .image_processor import SiglipImageProcessor
+from .model import SiglipModel
+
+MODES = ("fp32", "int8", "bf16", "compile")
+
+
+class Embedder:
+    """A loaded SigLIP model plus its tokenizer and image processor, in inference mode."""
+
+    def __init__(self, model: SiglipModel, tokenizer: Any, image_processor: SiglipImageProcessor,
+                 model_id: str, mode: str = "fp32", weights_sha256: str = "") -> None:
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.model_id = model_id
+        self.mode = mode
+        self.weights_sha256 = weights_sha256
+        self.dim = int(model.config.vision_config.hidden_size)
+        size = image_processor.size
+        self.image_size = (int(size["height"]), int(size["width"]))
+        self.logit_scale = float(model.logit_scale.detach().float().exp())
+        self.logit_bias = float(model.logit_bias.detach().float())
+        self.text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+        self._text_model, self._vision_model = _prepare(model, mode)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu") -> Embedder:
+        directory = resolve_checkpoint_dir(name_or_path)
+        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32, device=device)
+        local = Path(name_or_path).expanduser()
+        model_id = str(local.resolve()) if local.is_dir() else str(name_or_path)
+        return cls(model, AutoTokenizer.from_pretrained(directory), SiglipImageProcessor.from_pretrained(directory),
+                   model_id, mode, _weights_sha256(directory))
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the vectors: equal identities give interchangeable embeddings."""
+        return {
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "image_size": list(self.image_size),
+            "text_length": self.text_length,
+            "preprocessing": self.image_processor.to_dict(),
+            "weights_sha256": self.weights_sha256,
+        }
+
+    def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
+        """SigLIP's pair probability sigmoid(t * cos + b)."""
+        return 1.0 / (1.0 + np.exp(-(np.asarray(cosine, dtype=np.float64) * self.logit_scale + self.logit_bias)))
+
+    def preprocess_image(self, image: Any) -> np.ndarray:
+        return self.image_processor.preprocess_one(image)
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
+        pixels = torch.as_tensor(pixel_values, dtype=torch.float32, device=self.model.device)
+        if pixels.ndim != 4:
+            raise InputError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixels.shape)}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with _autocast(self.mode):
+            features = self._vision_model(pixels).pooler_output
+        return _unit_rows(features)
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.embed_pixels(np.stack([self.preprocess_image(im) for im in images]))
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise InputError("embed_texts takes a list of strings")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Always pad to the full length and never mask: that is how SigLIP was trained.
+        ids = self.tokenizer(list(texts), padding="max_length", truncation=True,
+                             max_length=self.text_length, return_tensors="pt")["input_ids"]
+        with _autocast(self.mode):
+            features = self._text_model(ids.to(self.model.device)).pooler_output
+        return _unit_rows(features)
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    features = features.float()
+    return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
+
+
+def _autocast(mode: str):
+    if mode == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _prepare(model: SiglipModel, mode: str) -> tuple[nn.Module, nn.Module]:
+    text, vision = model.text_model, model.vision_model
+    if mode == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            text = torch.ao.quantization.quantize_dynamic(text, {nn.Linear}, dtype=torch.qint8)
+            vision = torch.ao.quantization.quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8)
+    elif mode == "compile":
+        text, vision = torch.compile(text, dynamic=True), torch.compile(vision, dynamic=True)
+    return text, vision
+
+
+def _weights_sha256(directory: Path) -> str:
+    digest = hashlib.sha256()
+    files = [directory / WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else []
+    if not files and (directory / WEIGHTS_INDEX_NAME).is_file():
+        files = [directory / WEIGHTS_INDEX_NAME, *sorted(directory.glob("model-*.safetensors"))]
+    for file in files:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

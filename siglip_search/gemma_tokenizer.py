@@ -1,0 +1,90 @@
+"""Tokenizer for fixed-resolution SigLIP 2 checkpoints: Gemma SentencePiece, lower-case only.
+
+Unverified offline against the hub (see README): whether EOS is appended and the padding side
+come from tokenizer_config.json (`add_bos_token`, `add_eos_token`, `padding_side`); defaults
+follow big_vision's SigLIP 2 text pipeline (lower-case, no BOS, sticky EOS, pad to 64 with <pad>).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .tokenizer import SiglipTokenizer, _special_tokens
+
+VOCAB_FILE = "tokenizer.model"
+
+
+class GemmaSiglipTokenizer(SiglipTokenizer):
+    vocab_files_names = {"vocab_file": VOCAB_FILE}
+
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike,
+        eos_token: str = "<eos>",
+        unk_token: str = "<unk>",
+        pad_token: str = "<pad>",
+        bos_token: str = "<bos>",
+        add_bos_token: bool = False,
+        add_eos_token: bool = True,
+        padding_side: str = "right",
+        model_max_length: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        self.bos_token = bos_token
+        self.add_bos_token = add_bos_token
+        self.add_eos_token = add_eos_token
+        if padding_side not in ("left", "right"):
+            raise CheckpointError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.padding_side = padding_side
+        kwargs.pop("do_lower_case", None)
+        super().__init__(vocab_file, eos_token, unk_token, pad_token, model_max_length=model_max_length,
+                         do_lower_case=True, **kwargs)
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys([self.bos_token, *super().all_special_tokens]))
+
+    def canonicalize_text(self, text: str) -> str:
+        return text.lower()  # SigLIP 2 lower-cases but keeps punctuation
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.sp_model.encode(self.canonicalize_text(text), out_type=str)
+
+    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+        ids = list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
+        if self.add_bos_token:
+            ids = [self.sp_model.piece_to_id(self.bos_token)] + ids
+        return self._add_eos(ids) if self.add_eos_token else ids
+
+    def _encode_batch(self, texts, add_special_tokens, truncation, max_length, padding) -> list[list[int]]:
+        rows = super()._encode_batch(texts, add_special_tokens, truncation, max_length, False)
+        if padding in (False, None, "do_not_pad"):
+            return rows
+        length = (max_length or self.model_max_length) if padding == "max_length" else max(map(len, rows))
+        pad = [self.pad_token_id]
+        if self.padding_side == "left":
+            return [pad * (length - len(r)) + r for r in rows]
+        return [r + pad * (length - len(r)) for r in rows]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
+        from .checkpoint import resolve_checkpoint_dir
+
+        directory = Path(resolve_checkpoint_dir(name_or_path))
+        config = _special_tokens(directory / "tokenizer_config.json")
+        config.update(_special_tokens(directory / "special_tokens_map.json"))
+        allowed = {"eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token",
+                   "padding_side", "model_max_length", "model_input_names"}
+        init = {k: v for k, v in config.items() if k in allowed} | kwargs
+        return cls(directory / VOCAB_FILE, **init)
+
+    def save_vocabulary(self, save_directory, filename_prefix=None):
+        import shutil
+
+        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
+        if Path(self.vocab_file).resolve() != out.resolve():
+            shutil.copyfile(self.vocab_file, out)
+        return (str(out),)

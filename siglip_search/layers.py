@@ -1,0 +1,127 @@
+"""Transformer building blocks shared by both SigLIP towers: attention, MLP, encoder, MAP head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SiglipTextConfig, SiglipVisionConfig
+
+TowerConfig = SiglipTextConfig | SiglipVisionConfig
+
+_ACTIVATIONS = {
+    # SigLIP uses the tanh approximation everywhere; exact erf GELU is a real (1e-3) bug.
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+def activation(name: str):
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unsupported hidden_act {name!r}; known: {sorted(_ACTIVATIONS)}") from None
+
+
+class SiglipAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v projections and no mask (SigLIP uses none)."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // self.num_heads
+        self.dropout = config.attention_dropout
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, D = x.shape  # (B, T, D)
+        q, k, v = (
+            proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, T, D)
+        return self.out_proj(y)
+
+
+class SiglipMLP(nn.Module):
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.act = activation(config.hidden_act)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SiglipEncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = SiglipAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SiglipMLP(config)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), attention_mask)
+        x = x + self.mlp(self.layer_norm2(x))
+        return x
+
+
+class SiglipEncoder(nn.Module):
+    """The stack of encoder layers; both towers use this same class (as big_vision does)."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            SiglipEncoderLayer(config) for _ in range(config.num_hidden_layers)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        return x, tuple(hidden_states) if hidden_states is not None else None
+
+
+class SiglipMultiheadAttentionPoolingHead(nn.Module):
+    """MAP head: a learned probe attends over the tokens, then a residual MLP.
+
+    There is no residual from the probe itself and the LayerNorm comes after the attention,
+    as in big_vision's MAPHead.
+    """
+
+    def __init__(self, config: SiglipVisionConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.probe = nn.Parameter(torch.randn(1, 1, d))
+        self.attention = nn.MultiheadAttention(d, config.num_attention_heads, batch_first=True)
+        self.layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.mlp = SiglipMLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        x = self.attention(probe, x, x, need_weights=False)[0]
+        x = x + self.mlp(self.layernorm(x))
+        return x[:, 0]  # (B, D)

@@ -1,0 +1,253 @@
+"""SigLIP towers and the two-tower model, parameter names equal to Hugging Face checkpoint keys."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
+from .errors import InputError
+from .layers import SiglipEncoder, SiglipMultiheadAttentionPoolingHead
+from .loss import sigmoid_logits, sigmoid_loss
+from .outputs import BaseModelOutputWithPooling, SiglipOutput
+
+
+class SiglipVisionEmbeddings(nn.Module):
+    def __init__(self, config: SiglipVisionConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size
+        )
+        self.num_positions = config.num_patches
+        self.position_embedding = nn.Embedding(self.num_positions, config.hidden_size)
+
+    def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
+        """Bicubic resize of the square position grid to (height, width) patches, as transformers."""
+        table = self.position_embedding.weight  # (N, D)
+        g = int(math.sqrt(self.num_positions))
+        grid = table.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+        return grid.permute(0, 2, 3, 1).reshape(1, height * width, -1)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, D, h, w)
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B, h*w, D), row-major patch order, no CLS token
+        if interpolate_pos_encoding and (h * w != self.num_positions or h != w):
+            return x + self.interpolate_pos_encoding(h, w)
+        if h * w != self.num_positions:
+            raise InputError(
+                f"pixel_values give {h}x{w} patches but the model has {self.num_positions} positions; "
+                "resize to the model's image_size or pass interpolate_pos_encoding=True"
+            )
+        return x + self.position_embedding.weight
+
+
+class SiglipVisionTransformer(nn.Module):
+    def __init__(self, config: SiglipVisionConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = SiglipVisionEmbeddings(config)
+        self.encoder = SiglipEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.vision_use_head:
+            self.head = SiglipMultiheadAttentionPoolingHead(config)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        x = self.embeddings(pixel_values, interpolate_pos_encoding)
+        x, hidden_states = self.encoder(x, output_hidden_states=output_hidden_states)
+        x = self.post_layernorm(x)
+        pooled = self.head(x) if self.config.vision_use_head else None
+        return BaseModelOutputWithPooling(x, pooled, hidden_states)
+
+
+class SiglipTextEmbeddings(nn.Module):
+    def __init__(self, config: SiglipTextConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        T = input_ids.shape[-1]
+        max_len = self.position_embedding.num_embeddings
+        if T > max_len:
+            raise InputError(
+                f"Sequence length must be less than max_position_embeddings (got {T}, max {max_len}); "
+                "tokenize with truncation=True"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)
+        return self.token_embedding(input_ids) + self.position_embedding(position_ids)
+
+
+class SiglipTextTransformer(nn.Module):
+    def __init__(self, config: SiglipTextConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = SiglipTextEmbeddings(config)
+        self.encoder = SiglipEncoder(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.hidden_size, config.projection_size)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        x = self.embeddings(input_ids, position_ids)  # (B, T, D)
+        # SigLIP was trained without a padding mask; one is applied only if a caller insists.
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask[:, None, None, :].to(torch.bool)
+        x, hidden_states = self.encoder(x, mask, output_hidden_states)
+        x = self.final_layer_norm(x)
+        # Pool the LAST position (always </s> when padded to max length), not the first EOS.
+        pooled = self.head(x[:, -1, :])
+        return BaseModelOutputWithPooling(x, pooled, hidden_states)
+
+
+class SiglipPreTrainedModel(nn.Module):
+    """Checkpoint I/O shared by the three public models."""
+
+    config_class = SiglipConfig
+    key_prefix = ""  # what the HF SiglipModel checkpoint puts in front of this module's keys
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        torch_dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ):
+        from .checkpoint import load_model
+
+        dtype = kwargs.pop("dtype", torch_dtype)
+        device = kwargs.pop("device_map", device)
+        return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        from .checkpoint import save_model
+
+        save_model(self, save_directory, **kwargs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialisation for training from scratch (follows transformers' SigLIP init)."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=1 / math.sqrt(module.weight.shape[1]))
+            elif isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.normal_(module.bias, std=1e-6)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, SiglipMultiheadAttentionPoolingHead):
+                nn.init.xavier_uniform_(module.probe)
+                nn.init.xavier_uniform_(module.attention.in_proj_weight)
+                nn.init.zeros_(module.attention.in_proj_bias)
+        if isinstance(self, SiglipModel):
+            # The paper's init: t = 10 and b = -10, so that the many negatives start near prob 0.
+            self.logit_scale.fill_(math.log(10.0))
+            self.logit_bias.fill_(-10.0)
+
+
+class SiglipVisionModel(SiglipPreTrainedModel):
+    config_class = SiglipVisionConfig
+    key_prefix = "vision_model."
+
+    def __init__(self, config: SiglipVisionConfig):
+        super().__init__()
+        self.config = config
+        self.vision_model = SiglipVisionTransformer(config)
+
+    def forward(self, pixel_values, output_hidden_states=False, interpolate_pos_encoding=False, **_):
+        return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding)
+
+
+class SiglipTextModel(SiglipPreTrainedModel):
+    config_class = SiglipTextConfig
+    key_prefix = "text_model."
+
+    def __init__(self, config: SiglipTextConfig):
+        super().__init__()
+        self.config = config
+        self.text_model = SiglipTextTransformer(config)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, **_):
+        return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states)
+
+
+class SiglipModel(SiglipPreTrainedModel):
+    def __init__(self, config: SiglipConfig):
+        super().__init__()
+        self.config = config
+        self.text_model = SiglipTextTransformer(config.text_config)
+        self.vision_model = SiglipVisionTransformer(config.vision_config)
+        self.logit_scale = nn.Parameter(torch.zeros(1))
+        self.logit_bias = nn.Parameter(torch.zeros(1))
+
+    def get_text_features(self, input_ids, attention_mask=None, position_ids=None, **_) -> torch.Tensor:
+        """Un-normalised text features (N, D), as in transformers v4.37."""
+        return self.text_model(input_ids, attention_mask, position_ids).pooler_output
+
+    def get_image_features(self, pixel_values, interpolate_pos_encoding=False, **_) -> torch.Tensor:
+        """Un-normalised image features (N, D), as in transformers v4.37."""
+        return self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        return_loss: bool = False,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        **_,
+    ) -> SiglipOutput:
+        out = SiglipOutput()
+        if pixel_values is not None:
+            out.vision_model_output = self.vision_model(
+                pixel_values, output_hidden_states, interpolate_pos_encoding
+            )
+            img = out.vision_model_output.pooler_output
+            out.image_embeds = img / img.norm(p=2, dim=-1, keepdim=True)
+        if input_ids is not None:
+            out.text_model_output = self.text_model(
+                input_ids, attention_mask, position_ids, output_hidden_states
+            )
+            txt = out.text_model_output.pooler_output
+            out.text_embeds = txt / txt.norm(p=2, dim=-1, keepdim=True)
+        if out.image_embeds is not None and out.text_embeds is not None:
+            scale = self.logit_scale.to(out.text_embeds.dtype)
+            bias = self.logit_bias.to(out.text_embeds.dtype)
+            out.logits_per_text = sigmoid_logits(out.text_embeds, out.image_embeds, scale, bias)
+            out.logits_per_image = out.logits_per_text.t()
+            if return_loss:
+                out.loss = sigmoid_loss(out.logits_per_text)
+        elif return_loss:
+            raise InputError("return_loss=True needs both input_ids and pixel_values")
+        return out

@@ -1,0 +1,56 @@
+"""SiglipProcessor: one object that tokenizes text and preprocesses images, like transformers'."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import InputError
+from .image_processor import SiglipImageProcessor
+from .tokenizer import BatchEncoding, SiglipTokenizer
+
+
+class SiglipProcessor:
+    def __init__(self, image_processor: SiglipImageProcessor, tokenizer: Any) -> None:
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        images: Any = None,
+        padding: bool | str = False,
+        truncation: bool | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        **kwargs: Any,
+    ) -> BatchEncoding:
+        if text is None and images is None:
+            raise InputError("pass text=..., images=... or both")
+        out = BatchEncoding()
+        if text is not None:
+            out.update(self.tokenizer(text, padding=padding, truncation=truncation, max_length=max_length,
+                                      return_tensors=return_tensors))
+        if images is not None:
+            out.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+        return out
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return list(dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
+        from .auto import AutoTokenizer
+
+        return cls(SiglipImageProcessor.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path))
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        self.image_processor.save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
