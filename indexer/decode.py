@@ -120,18 +120,18 @@ def _apply_orientation(im: Image.Image, exif: Image.Exif | None) -> Image.Image:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB for every mode Pillow decodes to. 16/32-bit grey is scaled, not clipped at 255."""
+    """RGB for every mode Pillow decodes to, as the embedder's preprocessing would make it:
+    transparency composited onto white, 16/32-bit grey scaled to 8 bits (not clipped at 255)."""
     if im.mode == "RGB":
         return im
+    if "A" in im.getbands() or im.info.get("transparency") is not None:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16") or values.max(initial=0) > 255:
-            values = values / 257.0  # 65535 -> 255
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, "L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        # Via RGBA: Pillow warns when palette transparency goes straight to RGB.
-        return im.convert("RGBA").convert("RGB")
     return im.convert("RGB")
 
 

@@ -157,3 +157,12 @@ def is_empty_folder(folder: str | os.PathLike) -> bool:
     """True for a folder with no entries at all: what an unmounted mount point looks like."""
     with os.scandir(folder) as entries:
         return next(entries, None) is None
+
+
+def is_root_online(root_path: str, stored_images: int) -> bool:
+    """A root is offline when missing, or empty while images are stored for it: the look of an
+    unmounted disk, whose photos must not be deleted."""
+    try:
+        return os.path.isdir(root_path) and (stored_images == 0 or not is_empty_folder(root_path))
+    except OSError:
+        return False

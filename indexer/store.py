@@ -8,26 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    inspect,
-    select,
-    update,
-)
+import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import SchemaError
@@ -42,69 +23,69 @@ class Base(DeclarativeBase):
 
 class Meta(Base):
     __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
 
 
 class Root(Base):
     __tablename__ = "roots"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)  # absolute, resolved
-    added_at: Mapped[datetime] = mapped_column(DateTime)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(sa.Text, unique=True)  # absolute, resolved
+    added_at: Mapped[datetime] = mapped_column(sa.DateTime)
 
 
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("root_id", "rel_path"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"))
-    rel_path: Mapped[str] = mapped_column(Text)  # POSIX, relative to the root: moving a root is free
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    taken_at: Mapped[str | None] = mapped_column(String(32))  # EXIF DateTimeOriginal, ISO 8601
-    camera: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))  # "ok" | "failed"
-    error: Mapped[str | None] = mapped_column(Text)
-    model_id: Mapped[str | None] = mapped_column(Text)
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, unit norm
-    indexed_at: Mapped[datetime] = mapped_column(DateTime)
+    __table_args__ = (sa.UniqueConstraint("root_id", "rel_path"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
+    rel_path: Mapped[str] = mapped_column(sa.Text)  # POSIX, relative to the root: moving a root is free
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int | None] = mapped_column(sa.Integer)
+    height: Mapped[int | None] = mapped_column(sa.Integer)
+    taken_at: Mapped[str | None] = mapped_column(sa.String(32))  # EXIF DateTimeOriginal, ISO 8601
+    camera: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    model_id: Mapped[str | None] = mapped_column(sa.Text)
+    embedding: Mapped[bytes | None] = mapped_column(sa.LargeBinary)  # float32, unit norm
+    indexed_at: Mapped[datetime] = mapped_column(sa.DateTime)
 
 
 class Tag(Base):
     __tablename__ = "tags"
-    __table_args__ = (UniqueConstraint("image_id", "tag", "source"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    tag: Mapped[str] = mapped_column(Text, index=True)
-    score: Mapped[float | None] = mapped_column(Float)
-    source: Mapped[str] = mapped_column(String(32))  # "auto" | "user" | ...
-    model: Mapped[str | None] = mapped_column(Text)
-    vocabulary_version: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (sa.UniqueConstraint("image_id", "tag", "source"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(sa.Text, index=True)
+    score: Mapped[float | None] = mapped_column(sa.Float)
+    source: Mapped[str] = mapped_column(sa.String(32))  # "auto" | "user" | ...
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class Run(Base):
     __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
-    status: Mapped[str] = mapped_column(String(16))  # "running" | "ok" | "interrupted"
-    roots: Mapped[str | None] = mapped_column(Text)  # the folders given, one per line
-    added: Mapped[int] = mapped_column(Integer, default=0)
-    updated: Mapped[int] = mapped_column(Integer, default=0)
-    moved: Mapped[int] = mapped_column(Integer, default=0)
-    removed: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
+    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, one per line
+    added: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated: Mapped[int] = mapped_column(sa.Integer, default=0)
+    moved: Mapped[int] = mapped_column(sa.Integer, default=0)
+    removed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
-def _add_tags_table(conn: Connection) -> None:
+def _add_tags_table(conn: sa.Connection) -> None:
     Tag.__table__.create(conn, checkfirst=True)
 
 
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _add_tags_table}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _add_tags_table}
 
 
 @dataclass(frozen=True)
@@ -226,31 +207,32 @@ def open_store(path_or_url: str | os.PathLike) -> Store:
     """Open (creating or migrating) the database at a file path or an SQLAlchemy URL."""
     text = os.fspath(path_or_url)
     url = text if "://" in text else f"sqlite:///{text}"
-    engine = create_engine(url)
+    engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
     migrate(engine)
     return Store(engine)
 
 
-def migrate(engine: Engine) -> int:
+def migrate(engine: sa.Engine) -> int:
     """Create a fresh schema or run MIGRATIONS up to SCHEMA_VERSION; return the version found."""
     with engine.begin() as conn:
-        tables = set(inspect(conn).get_table_names())
+        tables = set(sa.inspect(conn).get_table_names())
         if "meta" not in tables:
             if tables:
                 raise SchemaError(f"{engine.url.database} is a database but not a siglip-search library")
             Base.metadata.create_all(conn)
             conn.execute(Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
             return SCHEMA_VERSION
-        found = int(conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+        found = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
         if found > SCHEMA_VERSION:
             raise SchemaError(
                 f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
             )
         for version in range(found, SCHEMA_VERSION):
             MIGRATIONS[version](conn)
-        conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        if found < SCHEMA_VERSION:  # opening a current library writes nothing (readers stay readers)
+            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
         return found
 
 
@@ -265,7 +247,7 @@ def _image_row(image: Image, root_path: str) -> ImageRow:
 class Store:
     """Typed access to one library database; every public method is one transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
 
@@ -275,7 +257,7 @@ class Store:
     # --- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         with self._session() as session:
-            return session.scalar(select(Meta.value).where(Meta.key == key))
+            return session.scalar(sa.select(Meta.value).where(Meta.key == key))
 
     def set_meta(self, key: str, value: str) -> None:
         with self._session.begin() as session:
@@ -295,7 +277,7 @@ class Store:
     # --- roots ------------------------------------------------------------------------------
     def add_root(self, path: str) -> RootRow:
         with self._session.begin() as session:
-            root = session.scalar(select(Root).where(Root.path == path))
+            root = session.scalar(sa.select(Root).where(Root.path == path))
             if root is None:
                 root = Root(path=path, added_at=_now())
                 session.add(root)
@@ -304,16 +286,16 @@ class Store:
 
     def roots(self) -> list[RootRow]:
         with self._session() as session:
-            return [RootRow(r.id, r.path, r.added_at) for r in session.scalars(select(Root).order_by(Root.path))]
+            return [RootRow(r.id, r.path, r.added_at) for r in session.scalars(sa.select(Root).order_by(Root.path))]
 
     def merge_root(self, child: RootRow, parent: RootRow) -> None:
         """`child` lies inside `parent`: re-home its images under `parent` and drop it."""
         prefix = os.path.relpath(child.path, parent.path).replace(os.sep, "/")
         with self._session.begin() as session:
-            for image in session.scalars(select(Image).where(Image.root_id == child.id)):
+            for image in session.scalars(sa.select(Image).where(Image.root_id == child.id)):
                 image.root_id, image.rel_path = parent.id, f"{prefix}/{image.rel_path}"
             session.flush()
-            session.execute(delete(Root).where(Root.id == child.id))
+            session.execute(sa.delete(Root).where(Root.id == child.id))
 
     # --- images: writes ---------------------------------------------------------------------
     def write_batch(self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()) -> None:
@@ -352,7 +334,7 @@ class Store:
         for root_id in {root_id for root_id, _ in keys}:
             paths = [rel for r, rel in keys if r == root_id]
             for start in range(0, len(paths), 500):  # stay below any bound-parameter limit
-                query = select(Image).where(Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500]))
+                query = sa.select(Image).where(Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500]))
                 found.update({(i.root_id, i.rel_path): i for i in session.scalars(query)})
         return found
 
@@ -361,7 +343,7 @@ class Store:
         with self._session.begin() as session:
             for u in updates:
                 session.execute(
-                    update(Image).where(Image.id == u.image_id)
+                    sa.update(Image).where(Image.id == u.image_id)
                     .values(root_id=u.root_id, rel_path=u.rel_path, size_bytes=u.size_bytes, mtime_ns=u.mtime_ns)
                 )  # fmt: skip
 
@@ -371,15 +353,15 @@ class Store:
             return 0
         with self._session.begin() as session:
             for start in range(0, len(ids), 500):
-                session.execute(delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
-                session.execute(delete(Image).where(Image.id.in_(ids[start : start + 500])))
+                session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
+                session.execute(sa.delete(Image).where(Image.id.in_(ids[start : start + 500])))
             self._bump_generation(session)
         return len(ids)
 
     # --- images: reads ----------------------------------------------------------------------
     def file_states(self, root_id: int, prefix: str = "") -> dict[str, FileState]:
         """Stored files of a root (only under `prefix`/, when given), keyed by rel_path."""
-        query = select(
+        query = sa.select(
             Image.id, Image.rel_path, Image.size_bytes, Image.mtime_ns, Image.fingerprint, Image.status, Image.error
         ).where(Image.root_id == root_id)
         with self._session() as session:
@@ -391,7 +373,7 @@ class Store:
     def iter_embeddings(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images, by id; streamed."""
         query = (
-            select(Image.id, Image.embedding)
+            sa.select(Image.id, Image.embedding)
             .where(Image.status == "ok", Image.embedding.is_not(None))
             .order_by(Image.id)
             .execution_options(yield_per=batch_size)
@@ -405,7 +387,7 @@ class Store:
     def embeddings_by_ids(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
         ids = list(image_ids)
         with self._session() as session:
-            rows = session.execute(select(Image.id, Image.embedding).where(Image.id.in_(ids), Image.embedding.is_not(None)))
+            rows = session.execute(sa.select(Image.id, Image.embedding).where(Image.id.in_(ids), Image.embedding.is_not(None)))
             return {i: np.frombuffer(e, dtype=np.float32).copy() for i, e in rows}
 
     def image_by_id(self, image_id: int) -> ImageRow | None:
@@ -418,13 +400,13 @@ class Store:
         found: dict[int, ImageRow] = {}
         with self._session() as session:
             for start in range(0, len(ids), 500):
-                query = select(Image, Root.path).join(Root).where(Image.id.in_(ids[start : start + 500]))
+                query = sa.select(Image, Root.path).join(Root).where(Image.id.in_(ids[start : start + 500]))
                 found.update({image.id: _image_row(image, path) for image, path in session.execute(query)})
         return [found[i] for i in ids if i in found]
 
     def iter_images(self, status: str = "ok", batch_size: int = 1000) -> Iterator[ImageRow]:
         query = (
-            select(Image, Root.path).join(Root).where(Image.status == status)
+            sa.select(Image, Root.path).join(Root).where(Image.status == status)
             .order_by(Image.id).execution_options(yield_per=batch_size)
         )  # fmt: skip
         with self._session() as session:
@@ -436,21 +418,21 @@ class Store:
 
     def counts(self) -> Counts:
         with self._session() as session:
-            by_status = dict(session.execute(select(Image.status, func.count()).group_by(Image.status)).all())
-            roots = session.scalar(select(func.count()).select_from(Root)) or 0
-            tags = session.scalar(select(func.count()).select_from(Tag)) or 0
+            by_status = dict(session.execute(sa.select(Image.status, sa.func.count()).group_by(Image.status)).all())
+            roots = session.scalar(sa.select(sa.func.count()).select_from(Root)) or 0
+            tags = session.scalar(sa.select(sa.func.count()).select_from(Tag)) or 0
         return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags)
 
     def images_per_root(self) -> dict[int, int]:
         with self._session() as session:
-            query = select(Image.root_id, func.count()).where(Image.status == "ok").group_by(Image.root_id)
+            query = sa.select(Image.root_id, sa.func.count()).where(Image.status == "ok").group_by(Image.root_id)
             return dict(session.execute(query).all())
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, roots: list[str]) -> int:
         """Record a run; runs still 'running' were killed (the caller holds the lock)."""
         with self._session.begin() as session:
-            session.execute(update(Run).where(Run.status == "running").values(status="interrupted"))
+            session.execute(sa.update(Run).where(Run.status == "running").values(status="interrupted"))
             run = Run(started_at=_now(), status="running", roots="\n".join(roots))
             session.add(run)
             session.flush()
@@ -464,7 +446,7 @@ class Store:
 
     def last_run(self) -> RunRow | None:
         with self._session() as session:
-            run = session.scalar(select(Run).order_by(Run.id.desc()).limit(1))
+            run = session.scalar(sa.select(Run).order_by(Run.id.desc()).limit(1))
             if run is None:
                 return None
             return RunRow(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from .checkpoint import resolve_checkpoint_dir
+from .config import read_config_json
 from .errors import CheckpointError
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
@@ -24,10 +24,7 @@ class AutoModel:
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
         directory = resolve_checkpoint_dir(name_or_path)
-        try:
-            model_type = json.loads((directory / "config.json").read_text()).get("model_type", "siglip")
-        except (FileNotFoundError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{directory / 'config.json'} cannot be read: {exc}") from None
+        model_type = read_config_json(directory / "config.json").get("model_type", "siglip")
         if model_type not in _MODELS:
             raise CheckpointError(f"model_type {model_type!r} is not a SigLIP model this package supports")
         return _MODELS[model_type].from_pretrained(directory, **kwargs)

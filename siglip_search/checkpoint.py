@@ -11,7 +11,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig, load_config
+from .config import (
+    SiglipConfig,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+    load_config,
+    read_config_json,
+)
 from .errors import CheckpointError, ModelNotCachedError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -106,12 +112,7 @@ def config_for(cls, directory: Path):
     config = load_config(directory / "config.json") if cls.config_class is SiglipConfig else None
     if config is not None:
         return config
-    try:
-        data = json.loads((directory / "config.json").read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory / 'config.json'} is missing: not a SigLIP checkpoint") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / 'config.json'} is not valid JSON: {exc}") from None
+    data = read_config_json(directory / "config.json")
     key = "text_config" if cls.config_class is SiglipTextConfig else "vision_config"
     if data.get("model_type", "siglip") == "siglip":
         return cls.config_class.from_dict(data.get(key, {}))
@@ -160,8 +161,11 @@ def load_model(cls, name_or_path, dtype=None, device=None, revision=None, **_):
     model = cls(config)
     found = {k: v for k, v in read_state_dict(directory).items() if not _IGNORED_KEYS.search(k)}
     expected = model.state_dict()
-    if cls.key_prefix:  # a tower alone loads from a full SiglipModel checkpoint too
+    if cls.key_prefix and any(k.startswith(cls.key_prefix) for k in found):
+        # a tower alone loads from a full SiglipModel checkpoint too
         found = {k: v for k, v in found.items() if k.startswith(cls.key_prefix)}
+    elif cls.key_prefix:  # transformers 5 saves a tower alone without the prefix
+        found = {cls.key_prefix + k: v for k, v in found.items()}
     check_state_dict(expected, found, str(directory))
     target = _resolve_dtype(dtype)
     if dtype == "auto":

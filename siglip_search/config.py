@@ -176,13 +176,21 @@ def _as_config(cls, value):
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
-def load_config(path: Path) -> SiglipConfig:
+def read_config_json(path: Path) -> dict[str, Any]:
+    """The config.json object; a missing, non-JSON or non-object file is a CheckpointError."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a SigLIP checkpoint directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path) -> SiglipConfig:
+    data = read_config_json(path)
     model_type = data.get("model_type", "siglip")
     if model_type not in ("siglip",):
         raise CheckpointError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import itertools
 import json
@@ -10,8 +12,9 @@ import os
 import random
 import re
 import string
+import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,52 +25,37 @@ from PIL import Image, ImageDraw
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in output pixels
 
-# Saturated object colours; backgrounds below are muted mid tones, so every object stands out.
+# fmt: off
+# Saturated object colours; the backgrounds are muted mid tones, so every object stands out.
 COLOURS: dict[str, RGB] = {
-    "red": (220, 30, 30),
-    "green": (30, 165, 50),
-    "blue": (30, 70, 225),
-    "yellow": (245, 220, 20),
-    "orange": (245, 130, 15),
-    "purple": (135, 45, 175),
-    "white": (250, 250, 250),
-    "black": (12, 12, 12),
+    "red": (220, 30, 30), "green": (30, 165, 50), "blue": (30, 70, 225),
+    "yellow": (245, 220, 20), "orange": (245, 130, 15), "purple": (135, 45, 175),
+    "white": (250, 250, 250), "black": (12, 12, 12),
 }
-SHAPES = ("circle", "square", "triangle", "star", "heart")
-SIZES = ("small", "large")
-POSITIONS = ("left", "right", "top", "bottom", "centre")
-BACKGROUNDS = ("plain", "striped", "gradient", "noisy")
 BACKGROUND_COLOURS: dict[str, RGB] = {
-    "light grey": (185, 185, 185),
-    "grey": (128, 128, 128),
-    "dark grey": (82, 82, 82),
-    "beige": (200, 188, 160),
-    "pale blue": (160, 180, 200),
-    "sage": (145, 165, 135),
-    "taupe": (150, 132, 118),
-    "slate": (95, 110, 125),
+    "light grey": (185, 185, 185), "grey": (128, 128, 128), "dark grey": (88, 88, 88),
+    "beige": (200, 188, 160), "pale blue": (160, 180, 200), "sage": (145, 165, 135),
+    "taupe": (150, 132, 118), "slate": (95, 110, 125),
 }
-
-# Unit coordinates (fractions of the image side). Neighbouring positions sit 0.315 apart, so two
-# large objects (radius 0.15) never overlap even at their canonical place.
+# Unit coordinates (fractions of the image side). Neighbouring positions sit 0.32 apart, so two
+# large objects (radius 0.155, plus MIN_GAP) never overlap at their canonical place.
 POSITION_XY: dict[str, tuple[float, float]] = {
-    "left": (0.185, 0.5),
-    "right": (0.815, 0.5),
-    "top": (0.5, 0.185),
-    "bottom": (0.5, 0.815),
+    "left": (0.18, 0.5), "right": (0.82, 0.5), "top": (0.5, 0.18), "bottom": (0.5, 0.82),
     "centre": (0.5, 0.5),
 }
-SIZE_RADIUS: dict[str, float] = {"small": 0.08, "large": 0.15}
 POSITION_PHRASES = {
-    "left": "on the left",
-    "right": "on the right",
-    "top": "at the top",
-    "bottom": "at the bottom",
-    "centre": "in the centre",
+    "left": "on the left", "right": "on the right", "top": "at the top",
+    "bottom": "at the bottom", "centre": "in the centre",
 }
+# fmt: on
+SHAPES = ("circle", "square", "triangle", "star", "heart")
+SIZES = ("small", "large")
+POSITIONS = tuple(POSITION_XY)
+BACKGROUNDS = ("plain", "striped", "gradient", "noisy")
+SIZE_RADIUS: dict[str, float] = {"small": 0.08, "large": 0.155}
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 PREFIXES = ("", "a photo of ", "an image of ", "a picture of ")
-MODES = ("full", "colour", "shape")  # which attributes a caption names: both, colour only, shape only
+MODES = ("full", "colour", "shape")  # attributes a caption names: both, colour, shape
 
 SUPERSAMPLE = 4
 MAX_ROTATION_DEG = 15.0
@@ -76,7 +64,12 @@ SIZE_JITTER = (0.9, 1.1)
 MIN_GAP = 0.01
 
 
-@dataclass(frozen=True)
+def _require(value: str, allowed: Sequence[str] | dict[str, RGB], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {list(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ObjectSpec:
     colour: str
     shape: str
@@ -84,17 +77,13 @@ class ObjectSpec:
     position: str
 
     def __post_init__(self) -> None:
-        for value, allowed, what in (
-            (self.colour, COLOURS, "colour"),
-            (self.shape, SHAPES, "shape"),
-            (self.size, SIZES, "size"),
-            (self.position, POSITIONS, "position"),
-        ):
-            if value not in allowed:
-                raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(allowed)}")
+        _require(self.colour, COLOURS, "colour")
+        _require(self.shape, SHAPES, "shape")
+        _require(self.size, SIZES, "size")
+        _require(self.position, POSITIONS, "position")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SceneSpec:
     objects: tuple[ObjectSpec, ...]
     background: str = "plain"
@@ -106,16 +95,11 @@ class SceneSpec:
         positions = [o.position for o in self.objects]
         if len(set(positions)) != len(positions):
             raise ValueError(f"objects must have distinct positions, got {positions}")
-        if self.background not in BACKGROUNDS:
-            raise ValueError(f"unknown background {self.background!r}; choose one of {BACKGROUNDS}")
-        if self.background_colour not in BACKGROUND_COLOURS:
-            raise ValueError(
-                f"unknown background colour {self.background_colour!r}; "
-                f"choose one of {sorted(BACKGROUND_COLOURS)}"
-            )
+        _require(self.background, BACKGROUNDS, "background")
+        _require(self.background_colour, BACKGROUND_COLOURS, "background colour")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PlacedObject:
     """Where an object was drawn, in output pixels (for tests and evaluation crops)."""
 
@@ -126,43 +110,42 @@ class PlacedObject:
     box: Box
 
 
-def _centred(points: np.ndarray, half_extent: float) -> np.ndarray:
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    points = points - (lo + hi) / 2
-    return points * (half_extent / np.abs(points).max())
+def _fit_unit_circle(points: np.ndarray, radius: float = 1.0) -> np.ndarray:
+    """Centre on the bounding box and scale so the farthest point sits at `radius`."""
+    points = points - (points.min(axis=0) + points.max(axis=0)) / 2
+    return points * (radius / np.linalg.norm(points, axis=1).max())
 
 
 def _unit_shapes() -> dict[str, np.ndarray]:
-    # Outlines inside the unit circle, y pointing down; sizes balanced so areas look alike.
+    # Outlines inside the unit circle (so layout can treat every object as a disc of radius r),
+    # y pointing down. The triangle keeps its centroid at the centre: centring its bounding box
+    # would push two corners out of the circle.
     t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-    circle = 0.9 * np.stack([np.cos(t), np.sin(t)], axis=1)
-    square = 0.8 * np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float)
+    circle = 0.88 * np.stack([np.cos(t), np.sin(t)], axis=1)
+    square = 0.7 * np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], dtype=float)
     tri_angles = np.radians([-90, 30, 150])
     triangle = np.stack([np.cos(tri_angles), np.sin(tri_angles)], axis=1)
     star_angles = np.radians(-90 + 36 * np.arange(10))
-    star_radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
+    star_radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
     star = np.stack([star_radii * np.cos(star_angles), star_radii * np.sin(star_angles)], axis=1)
     h = np.linspace(0, 2 * np.pi, 128, endpoint=False)
-    heart = np.stack(
-        [
-            16 * np.sin(h) ** 3,
-            -(13 * np.cos(h) - 5 * np.cos(2 * h) - 2 * np.cos(3 * h) - np.cos(4 * h)),
-        ],
-        axis=1,
-    )
+    heart_y = -(13 * np.cos(h) - 5 * np.cos(2 * h) - 2 * np.cos(3 * h) - np.cos(4 * h))
+    heart = np.stack([16 * np.sin(h) ** 3, heart_y], axis=1)
     return {
         "circle": circle,
         "square": square,
-        "triangle": _centred(triangle, 0.95),
-        "star": _centred(star, 1.0),
-        "heart": _centred(heart, 0.95),
+        "triangle": triangle,
+        "star": _fit_unit_circle(star),
+        "heart": _fit_unit_circle(heart),
     }
 
 
 _UNIT_SHAPES = _unit_shapes()
 
 
-def shape_outline(shape: str, centre: tuple[float, float], radius: float, angle_deg: float) -> np.ndarray:
+def shape_outline(
+    shape: str, centre: tuple[float, float], radius: float, angle_deg: float
+) -> np.ndarray:
     """Polygon (N, 2) of `shape` centred at `centre`, scaled by `radius`, rotated by `angle_deg`."""
     a = math.radians(angle_deg)
     rotation = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
@@ -185,7 +168,7 @@ def _place(spec: SceneSpec, rng: random.Random | None) -> list[tuple[float, floa
     if rng is None:
         return [(x, y, r, 0.0) for x, y, r in canonical]
     angles = [rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG) for _ in canonical]
-    layout = canonical  # always fits: positions are 0.315 apart, two large radii sum to 0.30
+    layout = canonical  # always fits, see POSITION_XY
     for _ in range(20):
         candidate = [
             (
@@ -212,8 +195,10 @@ def _background(spec: SceneSpec, size: int, rng: random.Random | None) -> np.nda
     if spec.background == "plain":
         return np.broadcast_to(base, (size, size, 3)).copy()
     if spec.background == "striped":
-        period = size * (rng.uniform(0.08, 0.16) if rng else 0.12)
-        orientation = rng.choice(("horizontal", "vertical", "diagonal")) if rng else "horizontal"
+        period = size * (rng.uniform(0.08, 0.16) if rng is not None else 0.12)
+        orientation = (
+            rng.choice(("horizontal", "vertical", "diagonal")) if rng is not None else "horizontal"
+        )
         t = {"horizontal": yy, "vertical": xx, "diagonal": (xx + yy) / math.sqrt(2)}[orientation]
         band = (np.floor(t / (period / 2)) % 2)[..., None]
         return base * (1 - band) + _shifted_tone(base) * band
@@ -227,9 +212,10 @@ def _background(spec: SceneSpec, size: int, rng: random.Random | None) -> np.nda
         proj = xx * math.cos(angle) + yy * math.sin(angle)
         t = ((proj - proj.min()) / max(float(np.ptp(proj)), 1e-6))[..., None]
         return base * (1 - t) + other * t
-    noise_rng = np.random.default_rng(rng.getrandbits(63) if rng else 0)
+    noise_rng = np.random.default_rng(rng.getrandbits(63) if rng is not None else 0)
     grain = noise_rng.normal(0, 16, (size, size, 1)) + noise_rng.normal(0, 6, (size, size, 3))
-    return np.clip(base + grain, 0, 255).astype(np.float32)
+    # Clipped so no grain pixel drifts towards an object colour (dark grey towards black).
+    return base + np.clip(grain, -30, 30).astype(np.float32)
 
 
 def _draw_object(canvas: np.ndarray, outline: np.ndarray, colour: RGB) -> None:
@@ -319,9 +305,9 @@ def _article(word: str) -> str:
 
 def _groups(spec: SceneSpec, mode: str) -> list[list[ObjectSpec]]:
     """Objects grouped by the attributes the caption names, in order of first appearance."""
-    groups: dict[tuple[str, ...], list[ObjectSpec]] = {}
+    groups: dict[str, list[ObjectSpec]] = {}
     for obj in spec.objects:
-        key = {"full": (obj.colour, obj.shape), "colour": (obj.colour,), "shape": (obj.shape,)}[mode]
+        key = {"full": f"{obj.colour} {obj.shape}", "colour": obj.colour, "shape": obj.shape}[mode]
         groups.setdefault(key, []).append(obj)
     return list(groups.values())
 
@@ -337,13 +323,13 @@ def _group_phrase(group: list[ObjectSpec], mode: str, with_size: bool, with_posi
     return f"{phrase} {POSITION_PHRASES[first.position]}" if with_position else phrase
 
 
-def _size_options(group: list[ObjectSpec]) -> tuple[bool, ...]:
-    # A size word is only true of a group whose members all share it.
-    return (False, True) if len({o.size for o in group}) == 1 else (False,)
+def _options(allowed: bool) -> tuple[bool, ...]:
+    return (False, True) if allowed else (False,)
 
 
-def _position_options(group: list[ObjectSpec]) -> tuple[bool, ...]:
-    return (False, True) if len(group) == 1 else (False,)
+def _can_name(group: list[ObjectSpec]) -> tuple[bool, bool]:
+    """Whether a size and a position word would be true of every member of the group."""
+    return len({o.size for o in group}) == 1, len(group) == 1
 
 
 def _compose(
@@ -356,23 +342,29 @@ def _compose(
 ) -> str:
     phrases = [_group_phrase(g, mode, s, p) for g, (s, p) in zip(groups, flags, strict=True)]
     body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    suffix = f" on {_article(spec.background)} {spec.background} background" if with_background else ""
+    suffix = (
+        f" on {_article(spec.background)} {spec.background} background" if with_background else ""
+    )
     return prefix + body + suffix
 
 
-def caption_scene(spec: SceneSpec, rng: random.Random) -> str:
-    """One true caption of `spec`, chosen by rng; always one of all_caption_variants(spec)."""
+def caption_scene(spec: SceneSpec, rng: random.Random, max_words: int | None = None) -> str:
+    """One true caption of `spec`, chosen by rng; always one of all_caption_variants(spec).
+    With max_words, a caption over the limit is redrawn among the variants that fit (the
+    shortest one if none does), so a fixed-length text tower never truncates it."""
     prefix = "" if rng.random() < 0.5 else rng.choice(PREFIXES[1:])
     mode = rng.choices(MODES, weights=(0.7, 0.15, 0.15))[0]
     groups = _groups(spec, mode)
-    flags = [
-        (
-            rng.random() < 0.6 and _size_options(g) == (False, True),
-            rng.random() < 0.6 and _position_options(g) == (False, True),
-        )
-        for g in groups
-    ]
-    return _compose(spec, prefix, groups, mode, flags, rng.random() < 0.5)
+    flags = []
+    for group in groups:
+        size_ok, position_ok = _can_name(group)
+        flags.append((rng.random() < 0.6 and size_ok, rng.random() < 0.6 and position_ok))
+    caption = _compose(spec, prefix, groups, mode, flags, rng.random() < 0.5)
+    if max_words is None or len(caption.split()) <= max_words:
+        return caption
+    variants = all_caption_variants(spec)
+    fitting = [v for v in variants if len(v.split()) <= max_words]
+    return rng.choice(fitting) if fitting else min(variants, key=lambda v: len(v.split()))
 
 
 def all_caption_variants(spec: SceneSpec) -> list[str]:
@@ -380,7 +372,10 @@ def all_caption_variants(spec: SceneSpec) -> list[str]:
     captions: dict[str, None] = {}
     for prefix, mode in itertools.product(PREFIXES, MODES):
         groups = _groups(spec, mode)
-        per_group = [list(itertools.product(_size_options(g), _position_options(g))) for g in groups]
+        per_group = [
+            list(itertools.product(_options(size_ok), _options(position_ok)))
+            for size_ok, position_ok in map(_can_name, groups)
+        ]
         for flags in itertools.product(*per_group):
             for with_background in (False, True):
                 captions[_compose(spec, prefix, groups, mode, flags, with_background)] = None
@@ -397,6 +392,11 @@ def caption_words() -> list[str]:
     return sorted(words)
 
 
+def list_colours() -> list[str]:
+    """Object colour names in class order (the order of zero_shot_labels()["colour"])."""
+    return list(COLOURS)
+
+
 def zero_shot_labels() -> dict[str, list[str]]:
     """Prompts in class order (COLOURS, SHAPES), phrased like the training captions."""
     return {
@@ -406,7 +406,11 @@ def zero_shot_labels() -> dict[str, list[str]]:
 
 
 def iter_pairs(
-    seed: int, n: int | None = None, size: int = 128, max_objects: int = 3
+    seed: int,
+    n: int | None = None,
+    size: int = 128,
+    max_objects: int = 3,
+    max_words: int | None = None,
 ) -> Iterator[tuple[Image.Image, str, SceneSpec]]:
     """(image, caption, spec) triples, the same for the same seed; endless when n is None."""
     rng = random.Random(seed)
@@ -414,7 +418,7 @@ def iter_pairs(
     for _ in indices:
         spec = sample_scene(rng, max_objects=max_objects)
         image = render_scene(spec, size, rng)
-        yield image, caption_scene(spec, rng), spec
+        yield image, caption_scene(spec, rng, max_words), spec
 
 
 def caption_corpus(seed: int, n: int, max_objects: int = 3) -> list[str]:
@@ -430,32 +434,45 @@ def canonicalise_caption(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# fmt: off
+# SigLIP's spiece.model layout: unigram, 0 <pad>, 1 </s>, 2 <unk>, no BOS, NFKC, dummy prefix.
+SIGLIP_SPM_ARGS = {
+    "model_type": "unigram", "pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1,
+    "character_coverage": 1.0, "normalization_rule_name": "nmt_nfkc", "add_dummy_prefix": True,
+    "hard_vocab_limit": False, "num_threads": 1, "shuffle_input_sentence": False,
+}
+# fmt: on
+
+
 def train_sentencepiece(captions: list[str], out_path: Path, vocab_size: int = 96) -> Path:
     """Train a unigram SentencePiece model laid out like SigLIP's spiece.model (0 <pad>, 1 </s>,
-    2 <unk>, no BOS). vocab_size is a soft limit: the default leaves room for every caption word
-    to be a single piece next to the single characters."""
-    lines = [canonicalise_caption(c) for c in captions]
-    if not any(lines):
+    2 <unk>, no BOS) on canonicalised captions. vocab_size is a soft limit; the default leaves
+    room for every caption word to be one piece next to the single characters."""
+    lines = [line for line in map(canonicalise_caption, captions) if line]
+    if not lines:
         raise ValueError("need at least one non-empty caption to train a tokenizer")
+    # SentencePiece 0.2's suffix-array seeding misses many whole words (it keeps "▁red" but not
+    # "▁background"), so every caption word is offered as a seed; EM still decides what survives.
+    # The trainer records the seed file's path in the model, so the path is named by content to
+    # keep the model bytes deterministic.
+    word_counts = Counter(word for line in lines for word in line.split())
+    seeds = "".join(f"\u2581{w}\t{c}\n" for w, c in sorted(word_counts.items())).encode()
+    digest = hashlib.sha256(seeds).hexdigest()[:16]
+    seeds_path = Path(tempfile.gettempdir()) / f"siglip-search-spm-seeds-{digest}.tsv"
+    with tempfile.NamedTemporaryFile(dir=seeds_path.parent, delete=False) as tmp:
+        tmp.write(seeds)
+    os.replace(tmp.name, seeds_path)  # atomic: a concurrent run writes the same bytes
     model = io.BytesIO()
-    with open(os.devnull, "w") as quiet:
+    try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
             model_writer=model,
-            logstream=quiet,
+            seed_sentencepieces_file=str(seeds_path),
             vocab_size=vocab_size,
-            hard_vocab_limit=False,
-            model_type="unigram",
-            character_coverage=1.0,
-            normalization_rule_name="nmt_nfkc",
-            add_dummy_prefix=True,
-            pad_id=0,
-            eos_id=1,
-            unk_id=2,
-            bos_id=-1,
-            num_threads=1,
-            shuffle_input_sentence=False,
+            **SIGLIP_SPM_ARGS,
         )
+    finally:
+        seeds_path.unlink(missing_ok=True)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(model.getvalue())
@@ -475,17 +492,12 @@ def write_sample_set(
     for index, (image, caption, spec) in enumerate(iter_pairs(seed, n, size=size), start=1):
         hint = "_".join(f"{o.colour}-{o.shape}" for o in spec.objects)
         name = f"{index:0{width}d}_{hint}.{fmt}"
-        if fmt == "jpg":
-            image.save(out_dir / name, quality=95)
-        else:
-            image.save(out_dir / name)
+        image.save(out_dir / name, quality=95)  # quality only matters for JPEG
+        objects = [dataclasses.asdict(o) for o in spec.objects]
         record = {
             "file": name,
             "caption": caption,
-            "objects": [
-                {"colour": o.colour, "shape": o.shape, "size": o.size, "position": o.position}
-                for o in spec.objects
-            ],
+            "objects": objects,
             "background": spec.background,
         }
         lines.append(json.dumps(record))

@@ -1,0 +1,172 @@
+"""Embedding speed on CPU: transformers' SiglipModel fp32 against our Embedder modes, in one run.
+
+Builds random google/siglip-base-patch16-224-shaped weights once (transformers SiglipModel(SiglipConfig()),
+saved to a temporary directory with a small SentencePiece vocabulary and the hub's preprocessing
+files), loads them into both implementations and measures, on the same inputs:
+  - images/s: a batch of 8 pixel arrays of 224x224 (preprocessing excluded on both sides);
+  - texts/s: a batch of 32 texts, tokenized to 64 tokens (padding="max_length", truncation=True);
+plus the minimum cosine of each mode's unit embeddings to our fp32 embeddings.
+
+Run by hand (not a test):  python benchmarks/embed_speed.py [--quick] [--modes fp32,int8,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from siglip_search import SiglipImageProcessor, SiglipModel, SiglipTokenizer  # noqa: E402
+from siglip_search.embedder import MODES, Embedder  # noqa: E402
+
+IMAGE_BATCH, TEXT_BATCH, TEXT_LENGTH, IMAGE_SIZE = 8, 32, 64, 224
+WORDS = ("a photo of the red blue green small large dog cat bird car street beach mountain river city "
+         "night sunset forest snow people child boat bicycle house garden flower tree sky cloud").split()
+
+
+def build_checkpoint(directory: Path) -> None:
+    """Random base-sized SigLIP weights saved by transformers, plus tokenizer and preprocessor files."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.SiglipModel(transformers.SiglipConfig()).eval()
+    model.save_pretrained(directory)
+    rng = np.random.default_rng(0)
+    corpus = [" ".join(rng.choice(WORDS, 12)) for _ in range(400)]
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=buffer, vocab_size=120, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        hard_vocab_limit=False, minloglevel=2, num_threads=1,
+    )
+    (directory / "spiece.model").write_bytes(buffer.getvalue())
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"model_max_length": TEXT_LENGTH, "model_input_names": ["input_ids"]}))
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}, "resample": 3, "image_mean": [0.5] * 3,
+         "image_std": [0.5] * 3}))
+
+
+def make_inputs() -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform(-1, 1, (IMAGE_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    # 40 words per text: always more than 64 pieces, so every row is 63 pieces + </s>.
+    texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(TEXT_BATCH)]
+    return pixels, texts
+
+
+def time_call(fn: Callable[[], np.ndarray], warmup: int, repeats: int) -> tuple[float, np.ndarray]:
+    """Median seconds per call after warm-up, and the last result."""
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def unit(x: torch.Tensor) -> np.ndarray:
+    x = x.float()
+    return (x / x.norm(dim=-1, keepdim=True)).numpy()
+
+
+def transformers_runner(directory: Path, pixels: np.ndarray, texts: list[str]):
+    import transformers
+
+    model = transformers.SiglipModel.from_pretrained(directory, dtype=torch.float32).eval()
+    tokenizer = transformers.SiglipTokenizer.from_pretrained(directory)
+    pixel_tensor = torch.from_numpy(pixels)
+
+    @torch.inference_mode()
+    def images() -> np.ndarray:
+        return unit(model.get_image_features(pixel_values=pixel_tensor).pooler_output)
+
+    @torch.inference_mode()
+    def text() -> np.ndarray:
+        ids = tokenizer(texts, padding="max_length", truncation=True, max_length=TEXT_LENGTH,
+                        return_tensors="pt")["input_ids"]
+        return unit(model.get_text_features(input_ids=ids).pooler_output)
+
+    return images, text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timed iterations")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated Embedder modes ({', '.join(MODES)})")
+    parser.add_argument("--no-transformers", action="store_true", help="skip the transformers baseline")
+    args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
+    if "fp32" not in modes:
+        modes.insert(0, "fp32")  # the cosine reference
+    warmup, repeats = (1, 3) if args.quick else (2, 8)
+    torch.set_num_threads(os.cpu_count() or 1)
+    warnings.filterwarnings("ignore")
+
+    pixels, texts = make_inputs()
+    rows: list[tuple[str, float, float, float]] = []
+    reference: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        print(f"building base-sized random checkpoint in {directory} ...", flush=True)
+        build_checkpoint(directory)
+        if not args.no_transformers:
+            images, text = transformers_runner(directory, pixels, texts)
+            t_img, e_img = time_call(images, warmup, repeats)
+            t_txt, e_txt = time_call(text, warmup, repeats)
+            rows.append(("transformers fp32", IMAGE_BATCH / t_img, TEXT_BATCH / t_txt, (e_img, e_txt)))
+            print(f"transformers fp32: {IMAGE_BATCH / t_img:.2f} images/s, {TEXT_BATCH / t_txt:.2f} texts/s", flush=True)
+            del images, text
+        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32)
+        tokenizer = SiglipTokenizer.from_pretrained(directory)
+        processor = SiglipImageProcessor.from_pretrained(directory)
+        for mode in modes:
+            start = time.perf_counter()
+            embedder = Embedder(model, tokenizer, processor, str(directory), mode=mode)
+            t_img, e_img = time_call(lambda e=embedder: e.embed_pixels(pixels), warmup, repeats)
+            t_txt, e_txt = time_call(lambda e=embedder: e.embed_texts(texts), warmup, repeats)
+            rows.append((f"ours {mode}", IMAGE_BATCH / t_img, TEXT_BATCH / t_txt, (e_img, e_txt)))
+            if mode == "fp32":
+                reference = {"img": e_img, "txt": e_txt}
+            print(f"ours {mode}: {IMAGE_BATCH / t_img:.2f} images/s, {TEXT_BATCH / t_txt:.2f} texts/s "
+                  f"({time.perf_counter() - start:.0f}s incl. warm-up)", flush=True)
+            del embedder
+    print_table(rows, reference, warmup, repeats)
+
+
+def print_table(rows, reference, warmup: int, repeats: int) -> None:
+    base = rows[0] if rows[0][0].startswith("transformers") else None
+    print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}, batch {IMAGE_BATCH} images "
+          f"{IMAGE_SIZE}px / {TEXT_BATCH} texts x {TEXT_LENGTH} tokens, median of {repeats} after {warmup} warm-up\n")
+    print("| implementation / mode | images/s | texts/s | images vs transformers fp32 | texts vs transformers fp32 "
+          "| min cosine to ours fp32 (images / texts) |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, img_rate, txt_rate, (e_img, e_txt) in rows:
+        ratio_img = f"{img_rate / base[1]:.2f}x" if base else "n/a"
+        ratio_txt = f"{txt_rate / base[2]:.2f}x" if base else "n/a"
+        cos_img = float(np.min(np.sum(e_img * reference["img"], axis=1)))
+        cos_txt = float(np.min(np.sum(e_txt * reference["txt"], axis=1)))
+        print(f"| {name} | {img_rate:.2f} | {txt_rate:.2f} | {ratio_img} | {ratio_txt} | {cos_img:.5f} / {cos_txt:.5f} |")
+
+
+if __name__ == "__main__":
+    main()

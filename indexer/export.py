@@ -1,0 +1,538 @@
+"""Tag export: machine tags into XMP sidecars with an undo manifest; CSV and JSON Lines files."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from .errors import IndexerError
+from .xmp import (
+    NEW_SIDECAR,
+    SidecarChange,
+    SidecarError,
+    add_keywords,
+    keyword_values,
+    remove_keywords,
+)
+
+# fmt: off
+__all__ = [
+    "ROOT_TAG", "ExportReport", "ManifestError", "SidecarChange", "SidecarError", "SidecarPlan",
+    "TagNameError", "TagRow", "commit_sidecar_plan", "export_xmp", "load_manifest", "machine_tag_path",
+    "merge_keywords_into_sidecar", "open_atomic", "plan_keyword_merge", "plan_keyword_removal",
+    "sidecar_path_for", "undo_xmp", "write_csv", "write_exiftool_csv", "write_jsonl",
+]
+# fmt: on
+
+ROOT_TAG = "AI"
+# darktable histories reach a few hundred KiB; anything this big is not a sidecar we should edit.
+MAX_SIDECAR_BYTES = 32 << 20
+MANIFEST_FORMAT = "siglip-search xmp export"
+MANIFEST_VERSION = 1
+CSV_HEADER = ("path", "tag", "score", "model")
+EXIFTOOL_SEPARATOR = ", "  # run exiftool with -sep ", " so list cells split into keywords
+
+
+class TagNameError(IndexerError, ValueError):
+    """A tag name that cannot be written as a hierarchical keyword."""
+
+
+class ManifestError(IndexerError, ValueError):
+    """The export manifest is missing (for undo), unreadable, or from an unknown format version."""
+
+
+@dataclass(frozen=True)
+class TagRow:
+    """One machine tag of one photo and the score that chose it (scores never go into keywords)."""
+
+    path: str
+    tag: str
+    score: float
+    model: str
+
+
+@dataclass
+class ExportReport:
+    """Per sidecar: written, planned (dry run), needing nothing, or refused with a reason."""
+
+    written: list[SidecarChange] = field(default_factory=list)
+    planned: list[SidecarChange] = field(default_factory=list)  # dry run only
+    unchanged: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
+
+
+@dataclass
+class SidecarPlan:
+    """One sidecar's new bytes (or deletion), and the file identity they were computed from."""
+
+    change: SidecarChange
+    data: bytes | None  # None: nothing to write
+    before: tuple[int, int, int] | None  # (inode, size, mtime_ns) when read; None: did not exist
+    delete: bool = False
+
+
+# ---- sidecars ----
+
+
+def machine_tag_path(tag: str | Sequence[str], root_tag: str | None = ROOT_TAG) -> tuple[str, ...]:
+    """`"animal|dog"` or `("animal", "dog")` -> `("AI", "animal", "dog")`; refuses what readers split."""
+    root = tuple(root_tag.split("|")) if root_tag else ()
+    parts = tuple(tag.split("|")) if isinstance(tag, str) else tuple(tag)
+    shown = tag if isinstance(tag, str) else "|".join(tag)
+    if not parts or parts == ("",):
+        raise TagNameError("empty tag name")
+    for part in (*root, *parts):
+        if not part.strip() or part != part.strip():
+            raise TagNameError(
+                f"tag {shown!r} has an empty component or one with surrounding spaces"
+            )
+        if "|" in part or "/" in part:
+            raise TagNameError(
+                f"tag component {part!r} of {shown!r} contains '|' or '/', which photo managers read "
+                "as hierarchy separators; rename it"
+            )
+        if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF or ch in "\ufffe\uffff" for ch in part):
+            raise TagNameError(f"tag {shown!r} contains a control character XMP cannot hold")
+    return (*root, *parts)
+
+
+def sidecar_path_for(photo: Path, folder_names: Collection[str] | None = None) -> Path:
+    """`IMG_1.jpg.xmp` if it exists; else `IMG_1.xmp` if it exists and no other file is `IMG_1.*`;
+    else `IMG_1.jpg.xmp` (to be created). `folder_names`: the folder's listing, if at hand."""
+    photo = Path(photo)
+    names = set(os.listdir(photo.parent)) if folder_names is None else folder_names
+    full = _existing_xmp(names, photo.name)
+    if full is not None:
+        return photo.with_name(full)
+    base = _existing_xmp(names, photo.stem)
+    if base is not None and not _shares_base_name(names, photo):
+        return photo.with_name(base)
+    return photo.with_name(photo.name + ".xmp")
+
+
+def _existing_xmp(names: Collection[str], stem: str) -> str | None:
+    if stem + ".xmp" in names:
+        return stem + ".xmp"
+    found = sorted(n for n in names if n[: len(stem)] == stem and n[len(stem) :].lower() == ".xmp")
+    return found[0] if found else None
+
+
+def _shares_base_name(names: Collection[str], photo: Path) -> bool:
+    """Another `IMG_1.*` (a JPEG beside the raw) makes `IMG_1.xmp` ambiguous: never ours to use."""
+    base = photo.stem.casefold()
+    return any(
+        name != photo.name
+        and Path(name).suffix.lower() != ".xmp"
+        and Path(name).stem.casefold() == base
+        for name in names
+    )
+
+
+def plan_keyword_merge(
+    photo: Path, tag_paths: Sequence[tuple[str, ...]], folder_names: Collection[str] | None = None
+) -> SidecarPlan:
+    """Plan adding tag paths to the photo's sidecar (new `name.ext.xmp` if none); never opens the photo."""
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
+    sidecar = sidecar_path_for(photo, folder_names)
+    raw, before = _read_sidecar(sidecar, missing_ok=True)
+    data, change = add_keywords(raw, keyword_values(tag_paths), sidecar)
+    change.photo, change.created = photo, before is None
+    return SidecarPlan(change, data, before)
+
+
+def plan_keyword_removal(sidecar: Path, record: SidecarChange) -> SidecarPlan:
+    """Plan removing what `record` says we added; deleting the file if we created it and it is empty."""
+    raw, before = _read_sidecar(sidecar, missing_ok=False)
+    data, change = remove_keywords(raw, record, sidecar)
+    return SidecarPlan(change, data, before, delete=change.deleted)
+
+
+def file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime_ns): notices another program writing between our read and our write."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_sidecar(path: Path, missing_ok: bool) -> tuple[bytes, tuple[int, int, int] | None]:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_SIDECAR_BYTES:
+                raise SidecarError(
+                    path, f"{size} bytes is too large for an XMP sidecar; left untouched"
+                )
+            raw = f.read()
+    except FileNotFoundError:
+        if missing_ok:
+            return NEW_SIDECAR, None
+        raise
+    if not os.access(path, os.W_OK):
+        raise SidecarError(path, "read-only; left untouched")
+    return raw, file_identity(path)
+
+
+def merge_keywords_into_sidecar(
+    photo: Path, tags: Sequence[str], root_tag: str | None = ROOT_TAG, dry_run: bool = False
+) -> SidecarChange:
+    """Add machine tags under `root_tag` to the photo's sidecar (creating `name.ext.xmp` if none).
+
+    Raises TagNameError for a bad tag, SidecarError for a sidecar we refuse to touch, else OSError.
+    """
+    plan = plan_keyword_merge(Path(photo), [machine_tag_path(t, root_tag) for t in tags])
+    if not dry_run:
+        commit_sidecar_plan(plan)
+    return plan.change
+
+
+def commit_sidecar_plan(plan: SidecarPlan) -> None:
+    """Write (atomically) or delete the sidecar, unless another program changed it since we read it."""
+    path = plan.change.path
+
+    def unchanged_since_read() -> None:
+        if file_identity(path) != plan.before:
+            raise SidecarError(path, "changed by another program while we were working; run again")
+
+    if plan.delete:
+        unchanged_since_read()
+        os.unlink(path)
+        _fsync_directory(path.parent)
+    elif plan.data is not None:
+        with open_atomic(path, before_replace=unchanged_since_read) as f:
+            f.write(plan.data)
+
+
+def export_xmp(
+    items: Iterable[tuple[Path, Sequence[str]]],
+    manifest_path: Path,
+    root_tag: str | None = ROOT_TAG,
+    dry_run: bool = False,
+) -> ExportReport:
+    """Add each photo's machine tags to its sidecar and record what was added in the manifest.
+
+    Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is skipped
+    and reported. The manifest records each batch before its sidecars are written, so an interrupted
+    export can still be undone; entries whose write failed are rolled back.
+    """
+    jobs = _collect_jobs(items, root_tag)
+    manifest_path = Path(manifest_path)
+    records = load_manifest(manifest_path)
+    report = ExportReport()
+    pending: dict[Path, SidecarChange | None] = {}  # recorded but not yet written: previous entries
+    saved = False
+    try:
+        for batch in _batches(jobs):
+            plans = _plan_batch(batch, report)
+            if dry_run:
+                report.planned += [p.change for p in plans]
+                continue
+            for plan in plans:
+                pending[plan.change.path] = records.get(plan.change.path)
+                records[plan.change.path] = _merged(records.get(plan.change.path), plan.change)
+            if plans:
+                _save_manifest(manifest_path, records)
+                saved = True
+            for plan in plans:
+                try:
+                    commit_sidecar_plan(plan)
+                except (SidecarError, OSError) as exc:
+                    _restore(records, plan.change.path, pending[plan.change.path])
+                    report.skipped.append(_skip(exc, plan.change.path))
+                else:
+                    report.written.append(plan.change)
+                del pending[plan.change.path]
+    finally:
+        if saved:  # roll back entries whose sidecar was never written (an exception stopped us)
+            for path, previous in pending.items():
+                _restore(records, path, previous)
+            _save_manifest(manifest_path, records)
+    return report
+
+
+def undo_xmp(manifest_path: Path, dry_run: bool = False) -> ExportReport:
+    """Remove exactly the values the manifest says we added; the user's own keywords always stay.
+
+    A sidecar we created is deleted when nothing but the empty XMP wrapper would remain. Sidecars that
+    cannot be undone now (unparseable, changed meanwhile) stay in the manifest to retry later.
+    """
+    manifest_path = Path(manifest_path)
+    if not manifest_path.exists():
+        raise ManifestError(f"no export manifest at {manifest_path}: nothing to undo")
+    records = load_manifest(manifest_path)
+    remaining = dict(records)
+    report = ExportReport()
+    try:
+        for path, record in records.items():
+            if not os.path.lexists(path):
+                report.skipped.append((path, "sidecar no longer exists; nothing to undo"))
+                if not dry_run:
+                    del remaining[path]
+                continue
+            try:
+                plan = plan_keyword_removal(path, record)
+                if not dry_run:
+                    commit_sidecar_plan(plan)
+            except (SidecarError, OSError) as exc:
+                report.skipped.append(_skip(exc, path))
+                continue
+            if not plan.change.changed:
+                report.unchanged.append(path)
+            else:
+                (report.planned if dry_run else report.written).append(plan.change)
+            if not dry_run:
+                del remaining[path]
+    finally:
+        if not dry_run:
+            _save_manifest(manifest_path, remaining)
+    return report
+
+
+def _collect_jobs(
+    items: Iterable[tuple[Path, Sequence[str]]], root_tag: str | None
+) -> list[tuple[Path, list[tuple[str, ...]]]]:
+    """Validate every tag up front and merge repeated photos, so each sidecar is planned once."""
+    jobs: dict[Path, list[tuple[str, ...]]] = {}
+    for photo, tags in items:
+        paths = jobs.setdefault(Path(os.path.abspath(photo)), [])
+        paths += [p for p in (machine_tag_path(t, root_tag) for t in tags) if p not in paths]
+    return list(jobs.items())
+
+
+def _batches(jobs: list, first: int = 64, largest: int = 4096) -> Iterator[list]:
+    """Growing batches: the manifest is rewritten once per batch, so small exports record often and
+    large ones do not rewrite a large manifest thousands of times."""
+    start, size = 0, first
+    while start < len(jobs):
+        yield jobs[start : start + size]
+        start, size = start + size, min(size * 2, largest)
+
+
+def _plan_batch(
+    batch: list[tuple[Path, list[tuple[str, ...]]]], report: ExportReport
+) -> list[SidecarPlan]:
+    listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
+    plans: list[SidecarPlan] = []
+    sidecars: set[Path] = set()
+    for photo, tag_paths in batch:
+        try:
+            if photo.parent not in listings:
+                listings[photo.parent] = set(os.listdir(photo.parent))
+            plan = plan_keyword_merge(photo, tag_paths, listings[photo.parent])
+        except (SidecarError, OSError) as exc:
+            report.skipped.append(_skip(exc, photo))
+            continue
+        if plan.data is None:
+            report.unchanged.append(plan.change.path)
+        elif plan.change.path in sidecars:  # two photos, one sidecar: only reachable with odd names
+            report.skipped.append(
+                (plan.change.path, f"also the sidecar of another photo; {photo} skipped")
+            )
+        else:
+            plans.append(plan)
+            sidecars.add(plan.change.path)
+    return plans
+
+
+def _skip(exc: Exception, path: Path) -> tuple[Path, str]:
+    if isinstance(exc, SidecarError):
+        return exc.path, exc.reason
+    where = Path(exc.filename) if isinstance(exc, OSError) and exc.filename else path
+    return where, (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+
+
+# ---- manifest ----
+
+
+def load_manifest(path: Path) -> dict[Path, SidecarChange]:
+    """Sidecar path -> what our exports added there; empty when there is no manifest yet."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path} is not an export manifest ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path} is not a siglip-search export manifest")
+    if document.get("version") != MANIFEST_VERSION:
+        raise ManifestError(
+            f"{path} has manifest version {document.get('version')}; this build reads 1"
+        )
+    try:
+        return {Path(p): _change_from_record(Path(p), r) for p, r in document["sidecars"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ManifestError(f"{path} has a malformed entry ({exc!r})") from None
+
+
+def _save_manifest(path: Path, records: dict[Path, SidecarChange]) -> None:
+    sidecars = {}
+    for sidecar, change in sorted(records.items()):
+        record = asdict(change)
+        for transient in ("path", "removed", "deleted", "notes"):
+            del record[transient]
+        record["photo"] = str(change.photo) if change.photo else None
+        sidecars[str(sidecar)] = record
+    document = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "sidecars": sidecars}
+    with open_atomic(path) as f:
+        f.write(json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n")
+
+
+def _change_from_record(path: Path, record: dict) -> SidecarChange:
+    return SidecarChange(
+        path=path,
+        photo=Path(record["photo"]) if record.get("photo") else None,
+        created=bool(record.get("created", False)),
+        added={k: list(v) for k, v in record.get("added", {}).items()},
+        mirrored={k: list(v) for k, v in record.get("mirrored", {}).items()},
+        created_properties=list(record.get("created_properties", [])),
+        declared_namespaces=dict(record.get("declared_namespaces", {})),
+    )
+
+
+def _merged(old: SidecarChange | None, new: SidecarChange) -> SidecarChange:
+    """Union of two exports' records for one sidecar; `created` sticks once we created the file."""
+    old = old or SidecarChange(path=new.path)
+
+    def union(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {
+            k: list(dict.fromkeys([*a.get(k, []), *b.get(k, [])])) for k in dict.fromkeys([*a, *b])
+        }
+
+    return SidecarChange(
+        path=new.path,
+        photo=new.photo or old.photo,
+        created=old.created or new.created,
+        added=union(old.added, new.added),
+        mirrored=union(old.mirrored, new.mirrored),
+        created_properties=list(dict.fromkeys([*old.created_properties, *new.created_properties])),
+        declared_namespaces={**old.declared_namespaces, **new.declared_namespaces},
+    )
+
+
+def _restore(
+    records: dict[Path, SidecarChange], path: Path, previous: SidecarChange | None
+) -> None:
+    if previous is None:
+        records.pop(path, None)
+    else:
+        records[path] = previous
+
+
+# ---- CSV and JSON Lines ----
+
+
+def write_csv(rows: Iterable[TagRow], out: Path | str | None = None) -> None:
+    """`path,tag,score,model`, one row per tag; `out` None or "-" writes to stdout."""
+    with _text_output(out) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        writer.writerows((row.path, row.tag, repr(float(row.score)), row.model) for row in rows)
+
+
+def write_jsonl(rows: Iterable[TagRow], out: Path | str | None = None) -> None:
+    """One JSON object a line: {"path", "tag", "score", "model"}; `out` None or "-" means stdout."""
+    with _text_output(out) as f:
+        for row in rows:
+            f.write(json.dumps(asdict(row), ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_exiftool_csv(
+    rows: Iterable[TagRow], out: Path | str | None = None, root_tag: str | None = ROOT_TAG
+) -> None:
+    """One line per photo for exiftool: `SourceFile,Keywords,Subject,HierarchicalSubject`.
+
+    `row.tag` is relative to `root_tag`, as for `export_xmp`; Keywords/Subject hold every path
+    component and HierarchicalSubject every ancestor, like the sidecars. Embed with
+    `exiftool -sep ", " -csv+=tags.csv FILES` (`-csv+=` adds to existing lists; `-csv=` replaces).
+    """
+    tag_paths: dict[str, list[tuple[str, ...]]] = {}
+    for row in rows:
+        path = machine_tag_path(row.tag, root_tag)
+        if any(EXIFTOOL_SEPARATOR.strip() in part for part in path):
+            raise TagNameError(
+                f"tag {row.tag!r} contains ',', which exiftool would split into two keywords"
+            )
+        tag_paths.setdefault(row.path, []).append(path)
+    with _text_output(out) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("SourceFile", "Keywords", "Subject", "HierarchicalSubject"))
+        for source, paths in tag_paths.items():
+            values = keyword_values(paths)
+            flat = EXIFTOOL_SEPARATOR.join(values["dc:subject"])
+            writer.writerow(
+                (source, flat, flat, EXIFTOOL_SEPARATOR.join(values["lr:hierarchicalSubject"]))
+            )
+
+
+@contextmanager
+def _text_output(out: Path | str | None) -> Iterator[TextIO]:
+    if out is None or str(out) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open_atomic(Path(out)) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        yield text
+        text.flush()
+        text.detach()  # `raw` is closed (after fsync) by open_atomic
+
+
+# ---- atomic files ----
+
+
+@contextmanager
+def open_atomic(path: Path, before_replace: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
+    """A binary file replacing `path` only if the block succeeds: temp file beside it, fsync, rename.
+
+    Keeps the replaced file's permission bits; a symlink has its target replaced, not the link.
+    `before_replace` runs just before the rename and may raise to abandon the write.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    temp = target.with_name(f".{target.name[:200]}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)
+        if before_replace is not None:
+            before_replace()
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); file systems that refuse only cost durability."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

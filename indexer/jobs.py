@@ -1,0 +1,325 @@
+"""The indexing job: scan roots, diff against the store, embed what is new or changed, write per batch."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from siglip_search.errors import InputError
+
+from .decode import decode_image
+from .errors import DecodeError, FolderNotFoundError
+from .library import Library
+from .scan import ScannedFile, fingerprint_file, is_root_online, scan_folder
+from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, RootRow, Store
+
+if TYPE_CHECKING:
+    from siglip_search.embedder import Embedder
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class RunSummary:
+    added: int = 0
+    updated: int = 0  # changed files, re-embedded
+    moved: int = 0  # moved or renamed: vector kept
+    removed: int = 0
+    failed: int = 0  # files that failed in this run
+    unchanged: int = 0
+    offline_roots: list[str] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
+    seconds: float = 0.0
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.updated
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
+            f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s)"
+        )
+
+
+@dataclass
+class _Target:
+    """A folder to scan: a whole root, or a folder inside one (prefix = its rel path)."""
+
+    root: RootRow
+    folder: str
+    prefix: str = ""
+
+
+@dataclass
+class _Work:
+    root_id: int
+    file: ScannedFile
+    old: FileState | None = None  # the stored row at the same path, for changed files
+    fingerprint: str | None = None
+
+
+@dataclass
+class _Prepared:
+    work: _Work
+    fingerprint: str | None = None
+    pixels: np.ndarray | None = None  # (3, H, W) float32
+    decoded: tuple[int, int, str | None, str | None] | None = None  # width, height, taken_at, camera
+    error: str | None = None
+    same_content: bool = False  # only the stat changed (touched, copied back): keep the vector
+
+
+def index_paths(
+    library: Library,
+    paths: Iterable[str | os.PathLike],
+    embedder: Embedder,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool = True,
+    max_pixels: int | None = None,
+) -> RunSummary:
+    """Bring the library up to date with `paths` (all registered roots when empty).
+
+    The caller holds lock_library(). Each batch is its own transaction, so a killed job loses at
+    most the batch in flight and the next run picks up where it stopped.
+    """
+    started = time.monotonic()
+    library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
+    store = library.store
+    targets = resolve_targets(store, list(paths))
+    run_id = store.start_run(sorted({t.folder for t in targets}))
+    summary = RunSummary()
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        work = _diff(store, targets, summary, pool)
+        prepare = _Preparer(embedder, max_pixels)
+        results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
+        _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress)
+    store.finish_run(run_id, added=summary.added, updated=summary.updated, moved=summary.moved,
+                     removed=summary.removed, failed=summary.failed)  # fmt: skip
+    library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[_Target]:
+    """Roots (registered on first use) and sub-folders to scan. A folder inside a registered root
+    is scanned as part of it; a new folder that contains registered roots absorbs them."""
+    roots = store.roots()
+    if not paths:
+        if not roots:
+            raise FolderNotFoundError("no folders are registered in this library yet; name the folders to index")
+        return [_Target(root, root.path) for root in roots]
+    targets: list[_Target] = []
+    # Parents first, so a new parent absorbs registered children before they are targeted.
+    for given in sorted(paths, key=lambda p: len(Path(p).expanduser().resolve().parts)):
+        folder = Path(given).expanduser().resolve()
+        root = next((r for r in roots if folder == Path(r.path) or Path(r.path) in folder.parents), None)
+        if not folder.is_dir() and not (root and folder == Path(root.path)):
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise FolderNotFoundError(f"{given} {what}")
+        if root is None:
+            root = store.add_root(str(folder))
+            for child in [r for r in roots if folder in Path(r.path).parents]:
+                store.merge_root(child, root)
+            roots = store.roots()
+        prefix = "" if folder == Path(root.path) else folder.relative_to(root.path).as_posix()
+        targets.append(_Target(root, str(folder), prefix))
+    # A folder given twice, or inside another given folder of the same root, is scanned once;
+    # sorting puts "" and "a" before "a/b".
+    unique: list[_Target] = []
+    for t in sorted(targets, key=lambda t: (t.root.id, t.prefix)):
+        if not any(u.root.id == t.root.id and _within(t.prefix, u.prefix) for u in unique):
+            unique.append(t)
+    return unique
+
+
+def _within(prefix: str, outer: str) -> bool:
+    return outer == "" or prefix == outer or prefix.startswith(outer + "/")
+
+
+def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: ThreadPoolExecutor) -> list[_Work]:
+    """Classify every file; apply failures, moves and removals now; return what to embed."""
+    new: list[_Work] = []
+    changed: list[_Work] = []
+    failed: list[FailedImage] = []
+    vanished: list[tuple[int, FileState]] = []
+    per_root = store.images_per_root()
+    for target in targets:
+        if not is_root_online(target.root.path, per_root.get(target.root.id, 0)):
+            summary.offline_roots.append(target.root.path)
+            continue
+        states = store.file_states(target.root.id, target.prefix)
+        scan = scan_folder(target.root.path, target.folder)
+        summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
+        for f in scan.files:
+            old = states.pop(f.rel_path, None)
+            if old is not None and (old.size_bytes, old.mtime_ns) == (f.size_bytes, f.mtime_ns):
+                if f.error is None or old.error == f.error:
+                    summary.unchanged += 1
+                    continue
+            if f.error is not None:
+                failed.append(FailedImage(target.root.id, f.rel_path, f.size_bytes, f.mtime_ns, f.error))
+            elif old is None:
+                new.append(_Work(target.root.id, f))
+            else:
+                changed.append(_Work(target.root.id, f, old))
+        vanished += [(target.root.id, s) for s in states.values() if not _protected(s.rel_path, scan.unreadable_dirs)]
+    store.write_batch([], failed)
+    summary.failed += len(failed)
+    new = _apply_moves(store, new, vanished, summary, pool)
+    return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
+
+
+def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:
+    """Rows under a folder we could not list are kept: unreadable is not deleted."""
+    return any(d == "." or rel_path.startswith(d + "/") for d in unreadable_dirs)
+
+
+def _apply_moves(store: Store, new: list[_Work], vanished: list[tuple[int, FileState]],
+                 summary: RunSummary, pool: ThreadPoolExecutor) -> list[_Work]:  # fmt: skip
+    """Pair vanished rows with new files of equal fingerprint: a move keeps its row and vector.
+    Only new files whose size matches a vanished one are fingerprinted here (size is cheap)."""
+    by_key: dict[tuple[int, str], list[FileState]] = defaultdict(list)
+    for _, state in vanished:
+        if state.status == "ok" and state.fingerprint:
+            by_key[(state.size_bytes, state.fingerprint)].append(state)
+    sizes = {size for size, _ in by_key}
+    candidates = [w for w in new if w.file.size_bytes in sizes]
+    moves: list[FileUpdate] = []
+    moved_ids: set[int] = set()
+    for work, fingerprint in zip(candidates, pool.map(_try_fingerprint, [w.file.path for w in candidates]), strict=True):
+        work.fingerprint = fingerprint
+        matches = by_key.get((work.file.size_bytes, fingerprint or ""))
+        if matches:
+            state = matches.pop(0)
+            moves.append(FileUpdate(state.id, work.root_id, work.file.rel_path, work.file.size_bytes, work.file.mtime_ns))
+            moved_ids.add(state.id)
+    store.update_locations(moves)
+    summary.moved += len(moves)
+    summary.removed += store.delete_images([s.id for _, s in vanished if s.id not in moved_ids])
+    moved_paths = {(m.root_id, m.rel_path) for m in moves}
+    return [w for w in new if (w.root_id, w.file.rel_path) not in moved_paths]
+
+
+def _try_fingerprint(path: str) -> str | None:
+    try:
+        return fingerprint_file(path)
+    except OSError:
+        return None  # the decode step records why it cannot be read
+
+
+class _Preparer:
+    """Runs in decode threads: fingerprint, decode, preprocess. Bad files become reasons."""
+
+    def __init__(self, embedder: Embedder, max_pixels: int | None) -> None:
+        self.embedder = embedder
+        self.max_pixels = max_pixels
+
+    def __call__(self, work: _Work) -> _Prepared:
+        result = _Prepared(work)
+        try:
+            result.fingerprint = work.fingerprint or fingerprint_file(work.file.path)
+        except PermissionError:
+            result.error = "permission denied"
+            return result
+        except OSError as exc:
+            result.error = f"cannot read file ({exc.strerror or exc})"
+            return result
+        if work.old is not None and work.old.status == "ok" and work.old.fingerprint == result.fingerprint:
+            result.same_content = True
+            return result
+        try:
+            decoded = decode_image(work.file.path, target_size=self.embedder.image_size, max_pixels=self.max_pixels)
+            result.pixels = self.embedder.preprocess_image(decoded.image)
+        except DecodeError as exc:
+            result.error = exc.reason
+            return result
+        except InputError as exc:
+            result.error = f"cannot preprocess ({exc})"
+            return result
+        result.decoded = (decoded.width, decoded.height, decoded.taken_at, decoded.camera)
+        return result
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """pool.map in order, with at most `window` items in flight: memory stays flat however many."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _embed_and_write(store: Store, embedder: Embedder, results: Iterator[_Prepared], total: int,
+                     batch_size: int, summary: RunSummary, progress: bool) -> None:  # fmt: skip
+    show = progress and sys.stderr.isatty()
+    with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=not show, smoothing=0.1) as bar:
+        ready: list[_Prepared] = []
+        failed: list[FailedImage] = []
+        touched: list[FileUpdate] = []
+        for item in results:
+            w, f = item.work, item.work.file
+            if item.error is not None:
+                failed.append(FailedImage(w.root_id, f.rel_path, f.size_bytes, f.mtime_ns, item.error, item.fingerprint))
+            elif item.same_content:
+                touched.append(FileUpdate(w.old.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns))
+            else:
+                ready.append(item)
+            if len(ready) >= batch_size or len(failed) + len(touched) >= batch_size:
+                _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
+                _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
+                ready, failed, touched = [], [], []
+        _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
+        _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
+
+
+def _advance(bar: tqdm, files_done: int, failed: int) -> None:
+    bar.set_postfix(failed=failed, refresh=False)
+    bar.update(files_done)
+
+
+def _write_batch(store: Store, embedder: Embedder, ready: list[_Prepared], failed: list[FailedImage],
+                 touched: list[FileUpdate], batch_size: int, summary: RunSummary) -> None:  # fmt: skip
+    """Embed one batch and commit it with the batch's failures in one transaction."""
+    embedded = []
+    if ready:
+        pixels = np.stack([r.pixels for r in ready])  # (B, 3, H, W)
+        if len(ready) < batch_size:
+            # Pad the last batch to the usual shape: the same file then gets bit-identical
+            # vectors however a run was cut into batches (kill -9 and resume = one clean run).
+            pixels = np.concatenate([pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)])
+        vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
+        for r, vector in zip(ready, vectors, strict=True):
+            w, f = r.work, r.work.file
+            width, height, taken_at, camera = r.decoded
+            embedded.append(EmbeddedImage(w.root_id, f.rel_path, f.size_bytes, f.mtime_ns, r.fingerprint,
+                                          width, height, taken_at, camera, embedder.model_id, vector))  # fmt: skip
+            if w.old is None:
+                summary.added += 1
+            else:
+                summary.updated += 1
+    if embedded or failed:
+        store.write_batch(embedded, failed)
+    if touched:
+        store.update_locations(touched)
+    summary.failed += len(failed)
+    summary.unchanged += len(touched)

@@ -1,0 +1,262 @@
+"""A library directory: its database, FAISS file and lock, the model it was built with, and search."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import (
+    LibraryLockedError,
+    LibraryNotFoundError,
+    ModelMismatchError,
+    ModelNotRecordedError,
+)
+from .scan import is_root_online
+from .store import ImageRow, Store, open_store
+from .vectors import IndexFileError, VectorIndex, build_index
+
+if TYPE_CHECKING:
+    from siglip_search.embedder import Embedder
+
+LIBRARY_ENV = "SIGLIP_SEARCH_LIBRARY"
+DB_NAME, INDEX_NAME, LOCK_NAME = "library.db", "vectors.faiss", "library.lock"
+IDENTITY_KEY, MODE_KEY = "model_identity", "model_mode"
+
+
+def default_library_dir() -> Path:
+    """$SIGLIP_SEARCH_LIBRARY, else $XDG_DATA_HOME/siglip-search/library (~/.local/share/...)."""
+    if os.environ.get(LIBRARY_ENV):
+        return Path(os.environ[LIBRARY_ENV]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "siglip-search" / "library"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image: ImageRow
+    score: float  # cosine between the query and the image embedding
+
+
+@dataclass
+class Library:
+    """An open library. Cheap to open; the FAISS index is loaded on first search."""
+
+    path: Path
+    store: Store
+    _index: VectorIndex | None = field(default=None, repr=False)
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / INDEX_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- model ------------------------------------------------------------------------------
+    def model_identity(self) -> dict | None:
+        text = self.store.get_meta(IDENTITY_KEY)
+        return json.loads(text) if text else None
+
+    def model_mode(self) -> str | None:
+        return self.store.get_meta(MODE_KEY)
+
+    def load_embedder(self, model: str | os.PathLike | None = None, *, mode: str | None = None,
+                      device: str = "cpu") -> Embedder:  # fmt: skip
+        """The recorded model (or `model`, which must be the same one); imports torch."""
+        from siglip_search.embedder import Embedder
+
+        recorded = self.model_identity()
+        if model is None and recorded is None:
+            raise ModelNotRecordedError(
+                f"library {self.path} has no model yet; pass --model ID_OR_PATH the first time"
+            )
+        name = model if model is not None else recorded["model_id"]
+        mode = mode or self.model_mode() or "fp32"
+        embedder = Embedder.from_pretrained(name, mode=mode, device=device)
+        if recorded is not None:
+            self.check_model(embedder.identity(), mode)
+        return embedder
+
+    def check_model(self, identity: dict, mode: str = "fp32") -> None:
+        """ModelMismatchError unless `identity` (and mode) produce the vectors already stored."""
+        recorded = self.model_identity()
+        if recorded is None:
+            return
+        differing = _identity_differences(recorded, identity)
+        recorded_mode = self.model_mode() or "fp32"
+        if _vector_mode(mode) != _vector_mode(recorded_mode):
+            differing.append("mode")
+        if differing:
+            raise ModelMismatchError(
+                f"library {self.path} was built with model {recorded.get('model_id')} "
+                f"({_describe(recorded, recorded_mode)}), not {identity.get('model_id')} "
+                f"({_describe(identity, mode)}); they differ in {', '.join(differing)}. "
+                "Vectors of two models cannot be mixed: leave out --model to use the recorded one, "
+                "or use another --library"
+            )
+
+    def ensure_model(self, embedder: Embedder, mode: str = "fp32") -> None:
+        """Record the embedder as the library's model on first use; refuse another one later."""
+        identity, recorded = embedder.identity(), self.model_identity()
+        if recorded is not None:
+            self.check_model(identity, mode)
+        if recorded is None or recorded.get("model_id") != identity.get("model_id"):
+            # New library, or the same weights found at a new place (the old one may be gone).
+            self.store.set_meta(IDENTITY_KEY, json.dumps(identity, sort_keys=True))
+        if recorded is None:
+            self.store.set_meta(MODE_KEY, _vector_mode(mode))
+
+    # --- vectors ----------------------------------------------------------------------------
+    def vector_index(self) -> VectorIndex:
+        """The FAISS index for the database as it is now: reuses, loads, or rebuilds and saves."""
+        generation = self.store.vectors_generation()
+        if self._index is not None and self._index.generation == generation:
+            return self._index
+        try:
+            index = VectorIndex.load(self.index_path)
+            if index.generation != generation or index.dim != self._dim():
+                raise IndexFileError("out of date")
+        except IndexFileError:
+            index = self.rebuild_index()
+        self._index = index
+        return index
+
+    def rebuild_index(self, save: bool = True) -> VectorIndex:
+        """Build from the database (the source of truth), retrying if a writer commits meanwhile."""
+        for _ in range(5):
+            generation = self.store.vectors_generation()
+            index = build_index(self.store.iter_embeddings(), self._dim(), generation)
+            if self.store.vectors_generation() == generation:
+                break
+        if save:
+            try:
+                index.save(self.index_path)
+            except OSError:
+                pass  # a read-only library still searches, from the in-memory index
+        return index
+
+    def _dim(self) -> int:
+        identity = self.model_identity()
+        if identity is None:
+            raise ModelNotRecordedError(f"library {self.path} is empty: index some folders first")
+        return int(identity["dim"])
+
+    def search(self, queries: np.ndarray, k: int = 20) -> list[list[SearchHit]]:
+        """Best `k` images for each query vector (n, dim); never an image deleted since."""
+        scores, ids = self.vector_index().search(queries, k)
+        hits = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            rows = {r.id: r for r in self.store.images_by_ids([i for i in row_ids if i >= 0])}
+            hits.append([SearchHit(rows[i], float(s)) for s, i in zip(row_scores, row_ids, strict=True) if i in rows])
+        return hits
+
+
+def library_status(library: Library) -> dict:
+    """What `siglip-search status` shows, JSON-able; reads only the database and the disk."""
+    store = library.store
+    counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
+    roots = [
+        {"path": r.path, "online": is_root_online(r.path, per_root.get(r.id, 0)), "images": per_root.get(r.id, 0)}
+        for r in store.roots()
+    ]
+    run = store.last_run()
+    last_run = None
+    if run is not None:
+        last_run = {
+            "started_at": _utc_iso(run.started_at), "finished_at": _utc_iso(run.finished_at),
+            "status": run.status, "roots": run.roots,
+            "added": run.added, "updated": run.updated, "moved": run.moved, "removed": run.removed,
+            "failed": run.failed,
+        }  # fmt: skip
+    return {
+        "library": str(library.path),
+        "images": counts.images,
+        "failed_count": counts.failed,
+        "tags": counts.tags,
+        "model": identity.get("model_id") if identity else None,
+        "mode": library.model_mode(),
+        "model_identity": identity,
+        "roots": roots,
+        "last_run": last_run,
+        "failed": [{"path": r.path, "reason": r.error} for r in store.failures()],
+    }
+
+
+def open_library(path: str | os.PathLike | None = None, *, create: bool = True) -> Library:
+    """Open the library at `path` (default: default_library_dir()); create it when allowed."""
+    folder = Path(path).expanduser() if path is not None else default_library_dir()
+    folder = folder.resolve()
+    if not (folder / DB_NAME).is_file():
+        if not create:
+            raise LibraryNotFoundError(f"no library at {folder}; run `siglip-search index PATH --library {folder}`")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LibraryNotFoundError(f"cannot create library folder {folder}: {exc.strerror}") from None
+    return Library(folder, open_store(folder / DB_NAME))
+
+
+@contextmanager
+def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the library's writer lock. flock is released by the OS when the holder dies, so a
+    crashed indexer never leaves a stale lock behind."""
+    fd = os.open(library.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LibraryLockedError(str(library.path), _read_pid(fd)) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _utc_iso(moment: datetime | None) -> str | None:
+    return moment.replace(tzinfo=timezone.utc).isoformat(timespec="seconds") if moment else None
+
+
+def _vector_mode(mode: str) -> str:
+    return "fp32" if mode == "compile" else mode  # torch.compile runs the same fp32 math
+
+
+def _identity_differences(recorded: dict, current: dict) -> list[str]:
+    current = json.loads(json.dumps(current))  # tuples -> lists, as stored
+    keys = set(recorded) | set(current)
+    if recorded.get("weights_sha256") and current.get("weights_sha256"):
+        # Same weights and preprocessing give the same vectors wherever the checkpoint lives.
+        keys.discard("model_id")
+    return sorted(k for k in keys if recorded.get(k) != current.get(k))
+
+
+def _describe(identity: dict, mode: str) -> str:
+    sha = str(identity.get("weights_sha256") or "")[:12]
+    return f"dim {identity.get('dim')}, mode {mode}" + (f", weights {sha}" if sha else "")

@@ -1,0 +1,102 @@
+"""The `siglip-search` command line: model commands here, more registered by other packages.
+
+Commands of the indexer and the web UI are registered through the `siglip_search.commands`
+entry-point group, so this package never imports them. Errors become one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from .errors import SiglipSearchError
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+DEMO_MODEL = REPO_DATA / "models" / "siglip-demo"
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a SigLIP model with the sigmoid loss (resumable)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory (resumes if it holds one)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a folder with captions.jsonl/.csv")
+    p.add_argument("--tokenizer", help="spiece.model to use (required for folder data)")
+    p.add_argument("--config", type=Path, help="config.json for the model (default: the demo model's)")
+    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--eval", type=Path, help="evaluate on this held-out folder at the end")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(out_dir=args.out, data=args.data, tokenizer=args.tokenizer, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      workers=args.workers, device=args.device, progress=not args.no_progress)
+    if args.config:
+        cfg.model_config = json.loads(args.config.read_text())
+    out = train(cfg)
+    print(f"checkpoint: {out}")
+    if args.eval:
+        return _print_eval(out, args.eval, json_output=False)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set")
+    p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
+    p.add_argument("--data", type=Path, default=REPO_DATA / "eval", help="folder with captions.jsonl")
+    p.add_argument("--mode", default="fp32", help="fp32, int8, bf16 or compile")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode))
+
+
+def _print_eval(model, data: Path, json_output: bool, mode: str = "fp32") -> int:
+    from .embedder import Embedder
+    from .evaluate import evaluate
+
+    report = evaluate(Embedder.from_pretrained(model, mode=mode), Path(data))
+    if json_output:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siglip-search", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub)
+    for entry in sorted(entry_points(group="siglip_search.commands"), key=lambda e: e.name):
+        entry.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SiglipSearchError as exc:
+        print(f"siglip-search: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("siglip-search: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

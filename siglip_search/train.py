@@ -1,0 +1,197 @@
+"""Train a SigLIP model with the sigmoid loss: AdamW, warm-up + cosine, resumable HF checkpoints.
+
+Single process by default; under torchrun (WORLD_SIZE > 1) it runs data-parallel with the
+chunked distributed sigmoid loss, so no process builds the global logit matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import synthetic
+from .config import SiglipConfig
+from .data import CaptionFolderSource, StepBatches, SyntheticSource
+from .errors import InputError
+from .image_processor import SiglipImageProcessor
+from .loss import distributed_sigmoid_loss, sigmoid_loss
+from .model import SiglipModel
+from .tokenizer import SiglipTokenizer
+
+STATE_FILE = "trainer_state.pt"
+
+# The demo model: 96 px with 8 px patches (12 x 12 tokens) so shapes keep their edges.
+DEMO_CONFIG: dict[str, Any] = {
+    "text_config": {"vocab_size": 128, "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
+                    "num_attention_heads": 4, "max_position_embeddings": 32},
+    "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
+                      "num_attention_heads": 4, "image_size": 96, "patch_size": 8},
+}
+
+
+@dataclass
+class TrainConfig:
+    out_dir: Path
+    model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_CONFIG)))
+    data: str = "synthetic"  # or a folder with captions.jsonl / captions.csv
+    tokenizer: str | None = None  # an existing spiece.model; synthetic data trains one
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 150
+    seed: int = 0
+    checkpoint_every: int = 250
+    workers: int = 1
+    threads: int | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProcessor]:
+    """Tokenizer and processor files in out_dir (kept on resume, so ids never change mid-run)."""
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    text_len = cfg.model_config["text_config"].get("max_position_embeddings", 64)
+    image_size = cfg.model_config["vision_config"].get("image_size", 224)
+    if not (out / "spiece.model").is_file():
+        if cfg.tokenizer:
+            shutil.copyfile(cfg.tokenizer, out / "spiece.model")
+        elif cfg.data == "synthetic":
+            synthetic.train_sentencepiece(synthetic.caption_corpus(cfg.seed, 20000), out / "spiece.model",
+                                          vocab_size=cfg.model_config["text_config"].get("vocab_size", 128))
+        else:
+            raise InputError("training on a folder needs --tokenizer SPIECE_MODEL (e.g. from a hub checkpoint)")
+    tokenizer = SiglipTokenizer(out / "spiece.model", model_max_length=text_len, model_input_names=["input_ids"])
+    tokenizer.save_pretrained(out)
+    processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    processor.save_pretrained(out)
+    cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
+    return tokenizer, processor
+
+
+def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
+    """Weights first (atomic), then the trainer state that says which step they belong to."""
+    model.save_pretrained(cfg.out_dir)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
+    state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
+                                   for k, v in state["optimizer"]["state"].items()}
+    tmp = cfg.out_dir / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, cfg.out_dir / STATE_FILE)
+
+
+def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
+    state_path = cfg.out_dir / STATE_FILE
+    if not state_path.is_file():
+        return 0
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    loaded = SiglipModel.from_pretrained(cfg.out_dir)
+    model.load_state_dict(loaded.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def _optimizer(model: SiglipModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases, norms, embeddings' scalars and the learned temperature/bias.
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "probe" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "probe" in n]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the checkpoint directory."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if distributed else 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if rank == 0:
+        prepare_output(cfg)
+    if distributed:
+        dist.barrier()
+    tokenizer, processor = prepare_output(cfg) if rank != 0 else (
+        SiglipTokenizer.from_pretrained(cfg.out_dir), SiglipImageProcessor.from_pretrained(cfg.out_dir))
+    cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
+    torch.manual_seed(cfg.seed)
+    model = SiglipModel(SiglipConfig.from_dict(cfg.model_config))
+    model.init_weights()
+    optimizer = _optimizer(model, cfg)
+    start = _resume(model, optimizer, cfg)
+    model.to(cfg.device).train()
+    _move_optimizer_state(optimizer, cfg.device)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1) if cfg.data == "synthetic" \
+        else CaptionFolderSource(cfg.data)
+    batches = StepBatches(source, processor, tokenizer, cfg.batch_size, cfg.seed, rank, cfg.steps)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(batches, range(start, cfg.steps)), batch_size=None,
+        num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress or rank != 0, unit="step", dynamic_ncols=True)
+    began, seen, step = time.perf_counter(), 0, start
+    for step, (pixels, ids, positives) in enumerate(loader, start=start):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        pixels, ids, positives = pixels.to(cfg.device), ids.to(cfg.device), positives.to(cfg.device)
+        loss = _loss(ddp, model, pixels, ids, positives, distributed)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        seen += len(ids) * (dist.get_world_size() if distributed else 1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{seen / (time.perf_counter() - began):.0f}",
+                        t=f"{model.logit_scale.exp().item():.1f}", b=f"{model.logit_bias.item():.1f}")
+        bar.update(1)
+        if rank == 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            _save(model, optimizer, step + 1, cfg)
+    bar.close()
+    if rank == 0:
+        _save(model, optimizer, cfg.steps, cfg)
+        (cfg.out_dir / "training_args.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+    if distributed:
+        dist.barrier()
+    return cfg.out_dir
+
+
+def _move_optimizer_state(optimizer, device: str) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device)
+
+
+def _loss(ddp, model: SiglipModel, pixels, ids, positives, distributed: bool) -> torch.Tensor:
+    out = ddp(input_ids=ids, pixel_values=pixels)
+    if distributed:
+        return distributed_sigmoid_loss(out.text_embeds, out.image_embeds, model.logit_scale, model.logit_bias)
+    return sigmoid_loss(out.logits_per_text, positives)
+
+
+def finalize(out_dir: Path, dtype: torch.dtype = torch.float16) -> None:
+    """Drop the optimizer state and store the weights compactly, for shipping."""
+    model = SiglipModel.from_pretrained(out_dir)
+    model.save_pretrained(out_dir, dtype=dtype)
+    (out_dir / STATE_FILE).unlink(missing_ok=True)

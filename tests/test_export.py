@@ -1,0 +1,513 @@
+"""Tag export stories: machine tags go into real sidecars, the user's data never suffers, undo is exact."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import xml.dom.minidom
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from indexer import export
+from indexer.export import (
+    ManifestError,
+    SidecarError,
+    TagNameError,
+    TagRow,
+    commit_sidecar_plan,
+    export_xmp,
+    load_manifest,
+    machine_tag_path,
+    merge_keywords_into_sidecar,
+    plan_keyword_merge,
+    sidecar_path_for,
+    undo_xmp,
+    write_csv,
+    write_exiftool_csv,
+    write_jsonl,
+)
+
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+PROPERTY_TAGS = {
+    "dc:subject": "{http://purl.org/dc/elements/1.1/}subject",
+    "lr:hierarchicalSubject": "{http://ns.adobe.com/lightroom/1.0/}hierarchicalSubject",
+    "digiKam:TagsList": "{http://www.digikam.org/ns/1.0/}TagsList",
+    "MicrosoftPhoto:LastKeywordXMP": "{http://ns.microsoft.com/photo/1.0/}LastKeywordXMP",
+    "mediapro:CatalogSets": "{http://ns.iview-multimedia.com/mediapro/1.0/}CatalogSets",
+}
+
+# What digiKam (exiv2) writes: xpacket wrapper, one attribute per line, padding before the trailer;
+# plus a darktable history block in a second rdf:Description and a namespace nobody knows.
+DIGIKAM_SIDECAR = (
+    """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about=""
+    xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    xmlns:dc="http://purl.org/dc/elements/1.1/"
+   xmp:Rating="4">
+   <xmp:Label>Red</xmp:Label>
+   <dc:subject>
+    <rdf:Bag>
+     <rdf:li>dog</rdf:li>
+    </rdf:Bag>
+   </dc:subject>
+   <my:Thing xmlns:my="http://example.com/my/">keep me &amp; my entity</my:Thing>
+  </rdf:Description>
+  <rdf:Description rdf:about=""
+    xmlns:darktable="http://darktable.sf.net/"
+   darktable:history_end="1">
+   <darktable:history>
+    <rdf:Seq>
+     <rdf:li
+      darktable:operation="exposure"
+      darktable:enabled="1"
+      darktable:params="0000000000000000"/>
+    </rdf:Seq>
+   </darktable:history>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+    + " " * 200
+    + """
+<?xpacket end="w"?>"""
+)
+
+PRESERVED_PARTS = [  # (what the user would miss, element to compare)
+    ("colour label", "{http://ns.adobe.com/xap/1.0/}Label"),
+    ("unknown namespace", "{http://example.com/my/}Thing"),
+    ("darktable edits", "{http://darktable.sf.net/}history"),
+]
+
+
+def make_photo(folder: Path, name: str, content: bytes = b"not really an image") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = folder / name
+    photo.write_bytes(content)
+    return photo
+
+
+def keywords(sidecar: Path) -> dict[str, list[str]]:
+    """Each keyword property's rdf:li values, read with a strict namespace-aware parser."""
+    data = sidecar.read_bytes()
+    xml.dom.minidom.parseString(data)  # raises on anything malformed, unbound prefixes included
+    root = ET.fromstring(data)
+    found = {}
+    for key, tag in PROPERTY_TAGS.items():
+        prop = next(root.iter(tag), None)
+        if prop is not None:
+            found[key] = [li.text for li in prop.iter(f"{{{RDF}}}li")]
+    return found
+
+
+def subtree(data: bytes, tag: str) -> bytes:
+    """The element serialised alone (without the whitespace after it, which belongs to its parent)."""
+    element = next(ET.fromstring(data).iter(tag))
+    element.tail = None
+    return ET.tostring(element)
+
+
+def rating(data: bytes) -> str | None:
+    desc = next(ET.fromstring(data).iter(f"{{{RDF}}}Description"))
+    return desc.get("{http://ns.adobe.com/xap/1.0/}Rating")
+
+
+def test_digikam_sidecar_keeps_everything_and_undo_restores_it_byte_for_byte(tmp_path):
+    photo = make_photo(tmp_path / "photos", "IMG_1.jpg")
+    sidecar = photo.with_name("IMG_1.jpg.xmp")
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    original = sidecar.read_bytes()
+    manifest = tmp_path / "export.json"
+
+    report = export_xmp([(photo, ["animal|dog", "scene|beach"])], manifest)
+
+    assert [c.path for c in report.written] == [sidecar] and report.skipped == []
+    after = sidecar.read_bytes()
+    tags = keywords(sidecar)
+    # The user's "dog" stays first and appears once; ours follow.
+    assert tags["dc:subject"] == ["dog", "AI", "animal", "scene", "beach"]
+    assert tags["lr:hierarchicalSubject"] == [
+        "dog",
+        "AI",
+        "AI|animal",
+        "AI|animal|dog",
+        "AI|scene",
+        "AI|scene|beach",
+    ]
+    # digiKam reads only TagsList once it exists, so the user's own "dog" is copied there too.
+    assert tags["digiKam:TagsList"] == ["dog", "AI/animal/dog", "AI/scene/beach"]
+    assert rating(after) == "4"
+    for what, tag in PRESERVED_PARTS:
+        assert subtree(after, tag) == subtree(original, tag), what
+    # Untouched bytes, not just equal trees.
+    assert b'   xmp:Rating="4">\n   <xmp:Label>Red</xmp:Label>' in after
+    assert b"ns0" not in after and b'xmlns:my="http://example.com/my/"' in after
+    assert after.startswith('<?xpacket begin="\ufeff"'.encode()) and after.endswith(
+        b" " * 200 + b'\n<?xpacket end="w"?>'
+    )
+
+    report = undo_xmp(manifest)
+
+    assert [c.path for c in report.written] == [sidecar]
+    assert keywords(sidecar) == {"dc:subject": ["dog"]}
+    assert sidecar.read_bytes() == original
+    assert load_manifest(manifest) == {}
+
+
+def test_photo_without_sidecar_gets_name_ext_xmp_with_the_standard_wrapper(tmp_path):
+    photo = make_photo(tmp_path, "IMG_1.jpg")
+
+    report = export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    sidecar = tmp_path / "IMG_1.jpg.xmp"
+    assert report.written[0].created and report.written[0].path == sidecar
+    assert not (tmp_path / "IMG_1.xmp").exists()
+    data = sidecar.read_bytes()
+    assert data.startswith('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'.encode())
+    assert data.rstrip().endswith(b'<?xpacket end="w"?>')
+    assert (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/">' in data and b'<rdf:Description rdf:about=""' in data
+    )
+    assert keywords(sidecar) == {
+        "dc:subject": ["AI", "animal", "dog"],
+        "lr:hierarchicalSubject": ["AI", "AI|animal", "AI|animal|dog"],
+        "digiKam:TagsList": ["AI/animal/dog"],
+    }
+
+
+def test_jpeg_and_raw_with_one_base_name_never_share_a_sidecar(tmp_path):
+    jpeg, raw = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
+
+    export_xmp([(jpeg, ["animal|dog"]), (raw, ["scene|beach"])], tmp_path / "export.json")
+
+    assert not (tmp_path / "IMG_1.xmp").exists()
+    assert keywords(tmp_path / "IMG_1.jpg.xmp")["digiKam:TagsList"] == ["AI/animal/dog"]
+    assert keywords(tmp_path / "IMG_1.cr2.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+
+
+def test_shared_base_name_sidecar_is_left_alone_when_jpeg_and_raw_coexist(tmp_path):
+    jpeg, _ = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
+    shared = tmp_path / "IMG_1.xmp"
+    shared.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+
+    assert sidecar_path_for(jpeg) == tmp_path / "IMG_1.jpg.xmp"
+    export_xmp([(jpeg, ["animal|dog"])], tmp_path / "export.json")
+    assert shared.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+def test_lone_raw_updates_its_existing_lightroom_style_sidecar(tmp_path):
+    raw = make_photo(tmp_path, "IMG_2.CR2")
+    lightroom = tmp_path / "IMG_2.xmp"
+    lightroom.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+
+    report = export_xmp([(raw, ["animal|dog"])], tmp_path / "export.json")
+
+    assert [c.path for c in report.written] == [lightroom]
+    assert not (tmp_path / "IMG_2.CR2.xmp").exists()
+    assert "AI|animal|dog" in keywords(lightroom)["lr:hierarchicalSubject"]
+
+
+def test_broken_sidecars_are_reported_by_name_and_never_touched(tmp_path):
+    truncated = make_photo(tmp_path, "truncated.jpg")
+    not_xmp = make_photo(tmp_path, "not_xmp.jpg")
+    laughs = make_photo(tmp_path, "laughs.jpg")
+    good = make_photo(tmp_path, "good.jpg")
+    broken = {
+        tmp_path / "truncated.jpg.xmp": DIGIKAM_SIDECAR[:400].encode(),
+        tmp_path / "not_xmp.jpg.xmp": b"<html><body>hello</body></html>",
+        tmp_path / "laughs.jpg.xmp": (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="' + RDF.encode() + b'">'
+            b'<rdf:Description rdf:about="">&lol2;</rdf:Description></rdf:RDF></x:xmpmeta>'
+        ),
+    }
+    for path, data in broken.items():
+        path.write_bytes(data)
+
+    report = export_xmp(
+        [(p, ["animal|dog"]) for p in (truncated, not_xmp, laughs, good)], tmp_path / "export.json"
+    )
+
+    skipped = dict(report.skipped)
+    assert set(skipped) == set(broken)
+    assert "not well-formed" in skipped[tmp_path / "truncated.jpg.xmp"]
+    assert "not XMP" in skipped[tmp_path / "not_xmp.jpg.xmp"]
+    assert "DTD" in skipped[tmp_path / "laughs.jpg.xmp"]
+    for path, data in broken.items():
+        assert path.read_bytes() == data
+    assert [c.path for c in report.written] == [tmp_path / "good.jpg.xmp"]
+    assert set(load_manifest(tmp_path / "export.json")) == {tmp_path / "good.jpg.xmp"}
+
+
+def test_photo_bytes_and_mtime_survive_export_and_undo(tmp_path):
+    photo = make_photo(tmp_path, "IMG_7.jpg", b"\xff\xd8 a text file pretending to be a JPEG")
+    os.utime(photo, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    before = (photo.read_bytes(), photo.stat().st_mtime_ns, photo.stat().st_mode)
+
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+    undo_xmp(tmp_path / "export.json")
+
+    assert (photo.read_bytes(), photo.stat().st_mtime_ns, photo.stat().st_mode) == before
+
+
+def test_second_export_adds_nothing_and_one_undo_removes_both_runs(tmp_path):
+    fresh = make_photo(tmp_path, "fresh.jpg")
+    user = make_photo(tmp_path, "user.jpg")
+    user_sidecar = tmp_path / "user.jpg.xmp"
+    user_sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+    items = [(fresh, ["animal|dog"]), (user, ["animal|dog"])]
+
+    export_xmp(items, manifest)
+    first = {p: p.read_bytes() for p in (tmp_path / "fresh.jpg.xmp", user_sidecar)}
+    again = export_xmp(items, manifest)
+
+    assert again.written == [] and set(again.unchanged) == set(first)
+    assert {p: p.read_bytes() for p in first} == first
+
+    more = export_xmp([(user, ["animal|dog", "scene|beach"])], manifest)
+    assert more.written[0].added["digiKam:TagsList"] == ["AI/scene/beach"]
+
+    undo_xmp(manifest)
+
+    assert not (tmp_path / "fresh.jpg.xmp").exists()  # we created it and it held only our tags
+    assert user_sidecar.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+def test_undo_keeps_a_keyword_the_user_added_after_the_export(tmp_path):
+    photo = make_photo(tmp_path, "IMG_3.jpg")
+    manifest = tmp_path / "export.json"
+    export_xmp([(photo, ["animal|dog"])], manifest)
+    sidecar = tmp_path / "IMG_3.jpg.xmp"
+    # The user tags the photo "holiday" in their photo manager, which rewrites the lists.
+    text = sidecar.read_text(encoding="utf-8")
+    text = text.replace(
+        "<rdf:li>dog</rdf:li>", "<rdf:li>dog</rdf:li>\n     <rdf:li>holiday</rdf:li>"
+    )
+    text = text.replace(
+        "<rdf:li>AI/animal/dog</rdf:li>", "<rdf:li>AI/animal/dog</rdf:li><rdf:li>holiday</rdf:li>"
+    )
+    sidecar.write_text(text, encoding="utf-8")
+
+    report = undo_xmp(manifest)
+
+    assert report.written[0].deleted is False and sidecar.exists()
+    assert keywords(sidecar) == {"dc:subject": ["holiday"], "digiKam:TagsList": ["holiday"]}
+
+
+def test_flat_keywords_stay_visible_to_readers_that_prefer_hierarchical_lists(tmp_path):
+    photo = make_photo(tmp_path, "IMG_4.jpg")
+    sidecar = tmp_path / "IMG_4.jpg.xmp"
+    # PhotoPrism-style sidecar: only dc:subject, as an rdf:Seq, everything on one line.
+    original = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="' + RDF + '">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        "<dc:subject><rdf:Seq><rdf:li>holiday</rdf:li></rdf:Seq></dc:subject>"
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    sidecar.write_text(original, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+
+    export_xmp([(photo, ["animal|dog"])], manifest)
+
+    tags = keywords(sidecar)
+    assert (
+        b"<dc:subject><rdf:Seq><rdf:li>holiday</rdf:li><rdf:li>AI</rdf:li>" in sidecar.read_bytes()
+    )
+    # The user's rdf:Seq was extended, not replaced by a Bag nor joined by a second dc:subject.
+    subjects = list(ET.fromstring(sidecar.read_bytes()).iter(PROPERTY_TAGS["dc:subject"]))
+    assert [child.tag for s in subjects for child in s] == [f"{{{RDF}}}Seq"]
+    # darktable now reads lr:hierarchicalSubject instead of dc:subject: "holiday" must be there too.
+    assert tags["lr:hierarchicalSubject"][0] == "holiday"
+    assert tags["digiKam:TagsList"] == ["holiday", "AI/animal/dog"]
+
+    undo_xmp(manifest)
+    assert sidecar.read_text(encoding="utf-8") == original
+
+
+def test_other_keyword_lists_already_present_are_extended_in_their_own_syntax(tmp_path):
+    photo = make_photo(tmp_path, "IMG_5.jpg")
+    sidecar = tmp_path / "IMG_5.jpg.xmp"
+    sidecar.write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="' + RDF + '"\n'
+        ' xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0/"\n'
+        ' xmlns:mediapro="http://ns.iview-multimedia.com/mediapro/1.0/">\n'
+        ' <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="2"/>\n'
+        ' <rdf:Description rdf:about="">\n'
+        "  <MicrosoftPhoto:LastKeywordXMP><rdf:Bag><rdf:li>people/Ann</rdf:li></rdf:Bag></MicrosoftPhoto:LastKeywordXMP>\n"
+        "  <mediapro:CatalogSets><rdf:Bag><rdf:li>people|Ann</rdf:li></rdf:Bag></mediapro:CatalogSets>\n"
+        " </rdf:Description>\n"
+        "</rdf:RDF></x:xmpmeta>\n",
+        encoding="utf-8",
+    )
+    original = sidecar.read_bytes()
+
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    tags = keywords(sidecar)
+    assert tags["MicrosoftPhoto:LastKeywordXMP"] == ["people/Ann", "AI/animal/dog"]
+    assert tags["mediapro:CatalogSets"] == ["people|Ann", "AI|animal|dog"]
+    assert tags["digiKam:TagsList"] == ["people/Ann", "AI/animal/dog"]  # copied from LastKeywordXMP
+    # The self-closing Description that holds the rating was opened around the new lists.
+    assert rating(sidecar.read_bytes()) == "2"
+
+    undo_xmp(tmp_path / "export.json")
+    after_undo = sidecar.read_bytes()
+    assert keywords(sidecar) == {
+        "MicrosoftPhoto:LastKeywordXMP": ["people/Ann"],
+        "mediapro:CatalogSets": ["people|Ann"],
+    }
+    # Only whitespace differs: the Description we opened stays open.
+    assert after_undo.replace(b'"2">\n </rdf:Description>', b'"2"/>') == original
+
+
+def test_dry_run_writes_nothing_but_reports_the_plan(tmp_path):
+    fresh = make_photo(tmp_path, "fresh.jpg")
+    user = make_photo(tmp_path, "user.jpg")
+    (tmp_path / "user.jpg.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    manifest = tmp_path / "export.json"
+
+    report = export_xmp([(fresh, ["animal|dog"]), (user, ["animal|dog"])], manifest, dry_run=True)
+
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert report.written == []
+    planned = {c.path.name: c for c in report.planned}
+    assert planned["fresh.jpg.xmp"].created and planned["fresh.jpg.xmp"].added["dc:subject"] == [
+        "AI",
+        "animal",
+        "dog",
+    ]
+    assert planned["user.jpg.xmp"].added["dc:subject"] == ["AI", "animal"]  # "dog" is the user's
+    assert merge_keywords_into_sidecar(fresh, ["animal|dog"], dry_run=True).created
+    assert not (tmp_path / "fresh.jpg.xmp").exists()
+
+    export_xmp([(user, ["animal|dog"])], manifest)
+    exported = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    undo_plan = undo_xmp(manifest, dry_run=True)
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == exported
+    assert undo_plan.planned[0].removed["digiKam:TagsList"] == ["dog", "AI/animal/dog"]
+
+
+def test_interrupted_export_can_still_be_undone(tmp_path, monkeypatch):
+    photos = [make_photo(tmp_path, f"IMG_{i}.jpg") for i in range(3)]
+    manifest = tmp_path / "export.json"
+    real_commit, calls = export.commit_sidecar_plan, []
+
+    def commit_then_crash(plan):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(plan.change.path)
+        real_commit(plan)
+
+    monkeypatch.setattr(export, "commit_sidecar_plan", commit_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_xmp([(p, ["animal|dog"]) for p in photos], manifest)
+
+    assert set(load_manifest(manifest)) == set(calls)  # the unwritten third entry was rolled back
+    monkeypatch.undo()
+    undo_xmp(manifest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "IMG_0.jpg",
+        "IMG_1.jpg",
+        "IMG_2.jpg",
+        "export.json",
+    ]
+
+
+def test_sidecar_changed_by_another_program_meanwhile_is_not_overwritten(tmp_path):
+    photo = make_photo(tmp_path, "IMG_6.jpg")
+    sidecar = tmp_path / "IMG_6.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    plan = plan_keyword_merge(photo, [machine_tag_path("animal|dog")])
+    # digiKam saves a new rating meanwhile.
+    sidecar.write_text(DIGIKAM_SIDECAR.replace('"4"', '"5"'), encoding="utf-8")
+
+    with pytest.raises(SidecarError, match="changed by another program"):
+        commit_sidecar_plan(plan)
+    assert rating(sidecar.read_bytes()) == "5"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_bad_tag_names_are_refused_before_any_file_is_touched(tmp_path):
+    for bad in ["AC/DC", ("rock|roll",), "animal||dog", "", " dog"]:
+        with pytest.raises(TagNameError):
+            machine_tag_path(bad)
+    with pytest.raises(TagNameError, match="AC/DC"):
+        machine_tag_path("music|AC/DC")
+    with pytest.raises(TagNameError):
+        machine_tag_path("dog", root_tag="AI/tags")
+    assert machine_tag_path(("animal", "dog"), root_tag="AI|siglip") == (
+        "AI",
+        "siglip",
+        "animal",
+        "dog",
+    )
+
+    good, bad_photo = make_photo(tmp_path, "good.jpg"), make_photo(tmp_path, "bad.jpg")
+    with pytest.raises(TagNameError):
+        export_xmp([(good, ["animal|dog"]), (bad_photo, ["AC/DC"])], tmp_path / "export.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jpg", "good.jpg"]
+
+
+def test_undo_without_a_manifest_says_so(tmp_path):
+    with pytest.raises(ManifestError, match="nothing to undo"):
+        undo_xmp(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    with pytest.raises(ManifestError):
+        export_xmp([], tmp_path / "other.json")
+
+
+ROWS = [
+    TagRow('/photos/Été, 2023/chat "noir".jpg', "AI|animal|cat", 0.8125, "siglip-base-patch16-224"),
+    TagRow(
+        '/photos/Été, 2023/chat "noir".jpg', "AI|scene|indoor", 0.1 + 0.2, "siglip-base-patch16-224"
+    ),
+    TagRow("/photos/日本/海.jpg", "AI|scene|beach", 1e-7, "siglip-base-patch16-224"),
+]
+
+
+def test_csv_round_trips_unicode_and_commas_in_paths(tmp_path):
+    out = tmp_path / "tags.csv"
+    write_csv(ROWS, out)
+
+    with open(out, newline="", encoding="utf-8") as f:
+        parsed = list(csv.DictReader(f))
+    assert list(parsed[0]) == ["path", "tag", "score", "model"]
+    assert [TagRow(r["path"], r["tag"], float(r["score"]), r["model"]) for r in parsed] == ROWS
+
+
+def test_jsonl_round_trips_and_stdout_works(tmp_path, capsys):
+    out = tmp_path / "tags.jsonl"
+    write_jsonl(ROWS, out)
+
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [TagRow(**json.loads(line)) for line in lines] == ROWS
+
+    write_csv(ROWS, "-")
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["path"] for r in parsed] == [r.path for r in ROWS]
+
+
+def test_exiftool_csv_has_one_line_per_photo(tmp_path):
+    out = tmp_path / "exiftool.csv"
+    rows = [TagRow(r.path, r.tag.removeprefix("AI|"), r.score, r.model) for r in ROWS]
+    write_exiftool_csv(rows, out)
+
+    with open(out, newline="", encoding="utf-8") as f:
+        parsed = list(csv.DictReader(f))
+    assert [r["SourceFile"] for r in parsed] == [
+        '/photos/Été, 2023/chat "noir".jpg',
+        "/photos/日本/海.jpg",
+    ]
+    assert parsed[0]["Keywords"] == "AI, animal, cat, scene, indoor" == parsed[0]["Subject"]
+    assert parsed[1]["HierarchicalSubject"] == "AI, AI|scene, AI|scene|beach"
+    with pytest.raises(TagNameError, match="exiftool"):
+        write_exiftool_csv([TagRow("/a.jpg", "cat, domestic", 0.5, "m")], tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()

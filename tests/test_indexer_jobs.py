@@ -1,0 +1,381 @@
+"""Indexing real photo folders with a tiny real SigLIP: what a user sees after adding, editing,
+moving, deleting, breaking and unplugging photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import time
+
+import indexer_fixtures
+import numpy as np
+import pytest
+from indexer_fixtures import (
+    db_rows,
+    draw_photo,
+    make_bad_corpus,
+    make_photo_folder,
+    permissions_are_enforced,
+)
+
+from indexer.cli import main
+from indexer.errors import FolderNotFoundError, ModelMismatchError
+from indexer.jobs import index_paths
+from indexer.library import library_status, lock_library, open_library
+from indexer.vectors import sidecar_path
+
+embedder, other_embedder, library = indexer_fixtures.embedder, indexer_fixtures.other_embedder, indexer_fixtures.library
+
+
+class CountingEmbedder:
+    """The real embedder, counting the images it is asked to preprocess (= decode + embed)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+        self.preprocessed: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def preprocess_image(self, image):
+        self.preprocessed.append(1)
+        return self._real.preprocess_image(image)
+
+
+def index(library, folders, embedder, **kw):
+    kw = {"batch_size": 4, "workers": 2, "progress": False} | kw
+    return index_paths(library, [str(f) for f in folders], embedder, **kw)
+
+
+def by_path(library) -> dict[str, object]:
+    return {row.rel_path: row for row in library.store.iter_images()}
+
+
+def embedding(library, image_id: int) -> bytes:
+    return library.store.embeddings_by_ids([image_id])[image_id].tobytes()
+
+
+def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    files = make_photo_folder(photos, n=10)
+    counting = CountingEmbedder(embedder)
+
+    summary = index(library, [photos], counting)
+    assert (summary.added, summary.failed, summary.removed) == (10, 0, 0)
+    assert re.fullmatch(r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s\)", summary.line())
+    rows = by_path(library)
+    assert set(rows) == set(files)
+    beach = rows["2021/summer/beach.jpg"]
+    assert (beach.width, beach.height) == (120, 160)  # stored 160x120, EXIF orientation 6
+    assert (beach.taken_at, beach.camera) == ("2021-07-14T18:03:09", "Canon EOS R5")
+    assert rows["Ünïcødé 写真 🌅.jpg"].path == str(photos / "Ünïcødé 写真 🌅.jpg")
+    # Every photo is its own best match.
+    for row in rows.values():
+        [hits] = library.search(library.store.embeddings_by_ids([row.id])[row.id][None], k=1)
+        assert hits[0].image.id == row.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+    # Edit a photo in place: new vector, same row.
+    city = rows["city.webp"]
+    city_bytes = embedding(library, city.id)
+    draw_photo(99).save(files["city.webp"], "WEBP", quality=90)
+    summary = index(library, [photos], counting)
+    assert (summary.added, summary.updated, summary.moved, summary.removed) == (0, 1, 0, 0)
+    assert by_path(library)["city.webp"].id == city.id
+    assert embedding(library, city.id) != city_bytes
+
+    # Delete a photo: its row goes, and no search can return it.
+    dog = rows["dog.bmp"]
+    dog_vector = library.store.embeddings_by_ids([dog.id])[dog.id]
+    files["dog.bmp"].unlink()
+    summary = index(library, [photos], counting)
+    assert (summary.removed, summary.added, summary.updated) == (1, 0, 0)
+    assert "dog.bmp" not in by_path(library)
+    [hits] = library.search(dog_vector[None], k=100)
+    assert len(hits) == 9 and dog.id not in {h.image.id for h in hits}
+
+    # Move and rename: same row, identical vector bytes, nothing decoded or embedded.
+    forest = rows["2021/forest.png"]
+    forest_bytes = embedding(library, forest.id)
+    (photos / "archive").mkdir()
+    files["2021/forest.png"].rename(photos / "archive" / "old forest.png")
+    counting.preprocessed.clear()
+    summary = index(library, [photos], counting)
+    assert (summary.moved, summary.added, summary.removed) == (1, 0, 0)
+    assert counting.preprocessed == []
+    moved = by_path(library)["archive/old forest.png"]
+    assert moved.id == forest.id and embedding(library, moved.id) == forest_bytes
+
+    # Touch a file (mtime changes, content does not): stat updated, not re-embedded.
+    os.utime(files["mountain.tif"], ns=(1_000_000_000, 1_000_000_000))
+    summary = index(library, [photos], counting)
+    assert (summary.updated, summary.added) == (0, 0) and counting.preprocessed == []
+    assert by_path(library)["mountain.tif"].mtime_ns == 1_000_000_000
+
+    # A run with nothing to do changes nothing.
+    generation = library.store.vectors_generation()
+    summary = index(library, [photos], counting)
+    assert summary.unchanged == 9 and summary.embedded == 0 and counting.preprocessed == []
+    assert library.store.vectors_generation() == generation
+    assert json.loads(sidecar_path(library.index_path).read_text())["generation"] == generation
+
+
+def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(tmp_path, tiny_checkpoint, capsys):
+    photos, lib = tmp_path / "photos", tmp_path / "library"
+    expect = make_bad_corpus(photos, tmp_path / "outside")
+    common = ["--library", str(lib), "--no-progress", "--batch-size", "4"]
+    assert main(["index", str(photos), "--model", str(tiny_checkpoint), *common]) == 0
+    out = capsys.readouterr().out
+    failing = {rel: reason for rel, reason in expect.items() if reason}
+    assert re.search(rf"added {len(expect) - len(failing)}, updated 0, moved 0, removed 0, failed {len(failing)} \(", out)
+
+    assert main(["status", "--library", str(lib), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == len(expect) - len(failing)
+    reasons = {f["path"]: f["reason"] for f in report["failed"]}
+    assert set(reasons) == {f"{photos}/{rel}" for rel in failing}
+    for rel, reason in failing.items():
+        assert reason in reasons[f"{photos}/{rel}"], (rel, reasons[f"{photos}/{rel}"])
+    assert report["roots"] == [{"path": str(photos), "online": True, "images": report["images"]}]
+    assert report["last_run"]["status"] == "ok" and report["last_run"]["failed"] == len(failing)
+    indexed = {rel for rel, status, _ in db_rows(lib) if status == "ok"}
+    assert indexed == {rel for rel, reason in expect.items() if reason is None}
+    assert not any(junk in rel for rel, _, _ in db_rows(lib) for junk in ("._", "@eaDir", "#recycle", ".thumb", "back/"))
+
+    # The text status names each broken file with its reason.
+    assert main(["status", "--library", str(lib)]) == 0
+    text = capsys.readouterr().out
+    assert f"{photos}/truncated.jpg: truncated or corrupt image data" in text
+    assert "OFFLINE" not in text
+
+    # Failures are not retried while the file is unchanged; once fixed, the file is indexed.
+    assert main(["index", str(photos), *common]) == 0
+    assert "added 0, updated 0, moved 0, removed 0, failed 0" in capsys.readouterr().out
+    draw_photo(30).save(photos / "truncated.jpg", "JPEG")
+    assert main(["index", str(photos), *common]) == 0
+    assert "updated 1" in capsys.readouterr().out
+    assert ("truncated.jpg", "ok") in {(rel, status) for rel, status, _ in db_rows(lib)}
+
+
+def test_pixel_cap_option_records_big_images_as_bombs(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    draw_photo(1, (300, 300)).save(photos / "big.png")
+    draw_photo(2, (100, 100)).save(photos / "small.png")
+    summary = index(library, [photos], embedder, max_pixels=50_000)
+    assert (summary.added, summary.failed) == (1, 1)
+    [failure] = library.store.failures()
+    assert failure.rel_path == "big.png" and "decompression bomb" in failure.error
+
+
+def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, library, embedder, other_embedder,
+                                                                  other_tiny_checkpoint, capsys):  # fmt: skip
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    index(library, [photos], embedder)
+    before = db_rows(library.path)
+    with pytest.raises(ModelMismatchError, match=r"was built with model .*they differ in .*weights_sha256"):
+        index(library, [photos], other_embedder)
+    with pytest.raises(ModelMismatchError, match="Vectors of two models cannot be mixed"):
+        library.load_embedder(other_tiny_checkpoint)
+    assert db_rows(library.path) == before
+
+    lib = ["--library", str(library.path), "--no-progress"]
+    assert main(["index", str(photos), "--model", str(other_tiny_checkpoint), *lib]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("siglip-search: error: library ") and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["index", str(photos), "--mode", "int8", *lib]) == 2  # int8 vectors differ too
+    assert "differ in mode" in capsys.readouterr().err
+    assert main(["index", str(photos), *lib]) == 0  # no --model: the recorded one
+    assert "added 0, updated 0" in capsys.readouterr().out
+    assert db_rows(library.path) == before
+
+
+def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(tmp_path, library, embedder, capsys):
+    assert main(["index", str(tmp_path), "--library", str(tmp_path / "new")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+    with pytest.raises(FolderNotFoundError, match="does not exist"):
+        index(library, [tmp_path / "nope"], embedder)
+    assert main(["status", "--library", str(tmp_path / "nowhere")]) == 2
+    assert "no library at" in capsys.readouterr().err
+
+
+def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embedder):
+    photos = tmp_path / "photos"
+    files = make_photo_folder(photos)
+    library = open_library(tmp_path / "library")
+    index(library, [photos], embedder)
+    queries = np.stack(list(library.store.embeddings_by_ids(r.id for r in by_path(library).values()).values()))
+    expected = [[h.image.id for h in hits] for hits in library.search(queries, k=3)]
+    saved = library.index_path.read_bytes(), sidecar_path(library.index_path).read_bytes()
+
+    def fresh_search():
+        reader = open_library(library.path, create=False)
+        try:
+            return [[h.image.id for h in hits] for hits in reader.search(queries, k=3)]
+        finally:
+            reader.close()
+
+    library.index_path.unlink()
+    assert fresh_search() == expected and library.index_path.is_file()
+    library.index_path.write_bytes(b"\0garbage" * 100)
+    assert fresh_search() == expected
+    assert library.index_path.read_bytes() == saved[0]  # rebuilt identically and saved
+
+    # A stale pair (an old backup put back after a deletion) must not resurrect the photo.
+    gone = by_path(library)["cat.gif"].id
+    files["cat.gif"].unlink()
+    index(library, [photos], embedder)
+    library.index_path.write_bytes(saved[0])
+    sidecar_path(library.index_path).write_bytes(saved[1])
+    assert all(gone not in ids for ids in fresh_search())
+    library.close()
+
+
+def test_a_searcher_that_stays_open_never_returns_a_photo_deleted_meanwhile(tmp_path, embedder):
+    photos = tmp_path / "photos"
+    files = make_photo_folder(photos)
+    writer = open_library(tmp_path / "library")
+    index(writer, [photos], embedder)
+    reader = open_library(tmp_path / "library", create=False)
+    gone = by_path(reader)["dog.bmp"]
+    query = reader.store.embeddings_by_ids([gone.id])[gone.id][None]
+    assert reader.search(query, k=1)[0][0].image.id == gone.id
+    files["dog.bmp"].unlink()
+    index(writer, [photos], embedder)
+    assert gone.id not in {h.image.id for h in reader.search(query, k=50)[0]}
+    writer.close()
+    reader.close()
+
+
+def test_a_second_indexer_waits_then_says_who_holds_the_library(tmp_path, tiny_checkpoint, capsys):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    library = open_library(tmp_path / "library")
+    args = ["index", str(photos), "--library", str(library.path), "--model", str(tiny_checkpoint), "--no-progress"]
+    with lock_library(library):
+        started = time.monotonic()
+        assert main([*args, "--wait", "0.5"]) == 2
+        assert time.monotonic() - started >= 0.5
+        err = capsys.readouterr().err
+        assert f"siglip-search: error: library {library.path} is being indexed by pid {os.getpid()}" in err
+        assert main(["status", "--library", str(library.path), "--json"]) == 0  # readers are not locked out
+        capsys.readouterr()
+    assert main(args) == 0
+    library.close()
+
+
+def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, embedder, capsys):
+    photos, away = tmp_path / "photos", tmp_path / "elsewhere"
+    make_photo_folder(photos)
+    index(library, [photos], embedder)
+    before = db_rows(library.path)
+
+    photos.rename(away)  # the disk is unmounted
+    summary = index(library, [], embedder)  # all registered roots
+    assert summary.offline_roots == [str(photos)] and summary.removed == 0
+    assert db_rows(library.path) == before
+    assert main(["index", str(photos), "--library", str(library.path), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert f"root {photos} is offline" in captured.err and "removed 0" in captured.out
+    report = library_status(library)
+    assert report["roots"] == [{"path": str(photos), "online": False, "images": 8}]
+    assert report["images"] == 8
+
+    photos.mkdir()  # an empty mount point looks the same: nothing is deleted
+    assert index(library, [photos], embedder).offline_roots == [str(photos)]
+    assert db_rows(library.path) == before
+
+    photos.rmdir()
+    away.rename(photos)  # plugged back in: online, nothing re-embedded
+    summary = index(library, [photos], embedder)
+    assert (summary.added, summary.updated, summary.removed, summary.offline_roots) == (0, 0, 0, [])
+    assert library_status(library)["roots"][0]["online"] is True
+
+
+def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    files = make_photo_folder(photos)
+    first = index(library, [photos / "2021"], embedder)
+    assert first.added == 2 and [r.path for r in library.store.roots()] == [str(photos / "2021")]
+    ids = {rel: row.id for rel, row in by_path(library).items()}
+
+    summary = index(library, [photos], embedder)
+    assert (summary.added, summary.moved, summary.removed) == (len(files) - 2, 0, 0)
+    assert [r.path for r in library.store.roots()] == [str(photos)]
+    rows = by_path(library)
+    assert rows["2021/forest.png"].id == ids["forest.png"]
+    assert rows["2021/summer/beach.jpg"].id == ids["summer/beach.jpg"]
+
+    # Indexing a folder inside a root only looks inside that folder.
+    files["cat.gif"].unlink()
+    summary = index(library, [photos / "2021", photos / "2021" / "summer"], embedder)
+    assert (summary.removed, summary.unchanged) == (0, 2)
+    assert index(library, [photos], embedder).removed == 1
+
+
+def test_a_photo_in_two_places_is_stored_twice_and_a_move_takes_one(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    draw_photo(1).save(photos / "a.png")
+    shutil.copy2(photos / "a.png", photos / "copy.png")
+    assert index(library, [photos], embedder).added == 2
+    (photos / "a.png").rename(photos / "b.png")
+    summary = index(library, [photos], embedder)
+    assert (summary.moved, summary.added, summary.removed) == (1, 0, 0)
+    assert sorted(by_path(library)) == ["b.png", "copy.png"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(tmp_path, library, embedder, monkeypatch):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    (photos / "bad.jpg").write_text("not a photo")
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    index(library, [photos], embedder, progress=True)
+    bar = terminal.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert re.search(r"indexing: 100%.* 9/9 .*img/s.*failed=1", bar), bar
+
+    piped = io.StringIO()  # not a terminal: no bar (logs stay clean)
+    monkeypatch.setattr("sys.stderr", piped)
+    draw_photo(50).save(photos / "new.png")
+    assert index(library, [photos], embedder, progress=True).added == 1
+    assert piped.getvalue() == ""
+
+
+def test_indexing_with_no_folder_needs_registered_roots(library, embedder):
+    with pytest.raises(FolderNotFoundError, match="no folders are registered"):
+        index(library, [], embedder)
+
+
+def test_the_same_model_copied_elsewhere_is_accepted_and_remembered(tmp_path, library, embedder, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    index(library, [photos], embedder)
+    moved_model = shutil.copytree(tiny_checkpoint, tmp_path / "models" / "tiny")
+    copy = library.load_embedder(moved_model)  # same weights and preprocessing: not a mismatch
+    assert index(library, [photos], copy).unchanged == 8
+    assert library.model_identity()["model_id"] == str(moved_model)
+    assert library.load_embedder().model_id == str(moved_model)
+
+
+def test_an_unreadable_folder_keeps_its_photos(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    index(library, [photos], embedder)
+    if not permissions_are_enforced(tmp_path):
+        pytest.skip("root can list every folder")
+    os.chmod(photos / "2021", 0)
+    try:
+        summary = index(library, [photos], embedder)
+    finally:
+        os.chmod(photos / "2021", 0o755)
+    assert summary.removed == 0 and summary.unreadable_dirs == [str(photos / "2021")]
+    assert len(by_path(library)) == 8
