@@ -33,6 +33,7 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--twins", action="store_true", help="half of each batch are shape twins of the other half")
     p.add_argument("--eval", type=Path, help="evaluate on this held-out folder at the end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
@@ -44,7 +45,7 @@ def _run_train(args) -> int:
     cfg = TrainConfig(out_dir=args.out, data=args.data, tokenizer=args.tokenizer, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                      workers=args.workers, device=args.device, progress=not args.no_progress)
+                      workers=args.workers, device=args.device, twins=args.twins, progress=not args.no_progress)
     if args.config:
         cfg.model_config = json.loads(args.config.read_text())
     out = train(cfg)

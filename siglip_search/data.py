@@ -26,7 +26,8 @@ from .tokenizer import SiglipTokenizer
 class SyntheticSource:
     """Scenes rendered at a random size, then resized by the model's own image processor."""
 
-    def __init__(self, image_size: int, max_words: int, max_objects: int = 3) -> None:
+    def __init__(self, image_size: int, max_words: int, max_objects: int = 3, twins: bool = False) -> None:
+        self.twins = twins
         self.render_sizes = sorted({image_size, int(image_size * 1.5), image_size * 2, 224})
         self.max_words = max_words
         self.max_objects = max_objects
@@ -35,9 +36,11 @@ class SyntheticSource:
         return self._render(synthetic.sample_scene(rng, max_objects=self.max_objects), rng.random(), rng)
 
     def sample_batch(self, rng: random.Random, n: int) -> list[tuple[Image.Image, str]]:
-        """Half the batch are shape twins: the same scene, layout and caption template with other
+        """With `twins`, half the batch are shape twins: the same scene, layout and caption template with other
         shapes. Colour, size and position then cannot tell the pair apart, so the model must
         learn shape (the part a plain random batch teaches slowly)."""
+        if not self.twins:
+            return [self.sample(rng) for _ in range(n)]
         pairs: list[tuple[Image.Image, str]] = []
         while len(pairs) < n:
             spec = synthetic.sample_scene(rng, max_objects=self.max_objects)

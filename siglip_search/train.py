@@ -55,6 +55,7 @@ class TrainConfig:
     workers: int = 1
     threads: int | None = None
     device: str = "cpu"
+    twins: bool = False  # shape-twin batches (measured: no gain on the demo recipe)
     progress: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def train(cfg: TrainConfig) -> Path:
     _move_optimizer_state(optimizer, cfg.device)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1) if cfg.data == "synthetic" \
+    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins) if cfg.data == "synthetic" \
         else CaptionFolderSource(cfg.data)
     batches = StepBatches(source, processor, tokenizer, cfg.batch_size, cfg.seed, rank, cfg.steps)
     loader = torch.utils.data.DataLoader(
