@@ -29,6 +29,7 @@ from .model import SiglipModel
 from .tokenizer import SiglipTokenizer
 
 STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
 
 # The demo model: 96 px with 8 px patches (12 x 12 tokens) so shapes keep their edges.
 DEMO_CONFIG: dict[str, Any] = {
@@ -153,6 +154,7 @@ def train(cfg: TrainConfig) -> Path:
         num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress or rank != 0, unit="step", dynamic_ncols=True)
     began, seen, step = time.perf_counter(), 0, start
+    log = open(cfg.out_dir / LOG_FILE, "a", encoding="utf-8") if rank == 0 else None
     for step, (pixels, ids, positives) in enumerate(loader, start=start):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
@@ -166,9 +168,14 @@ def train(cfg: TrainConfig) -> Path:
         bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{seen / (time.perf_counter() - began):.0f}",
                         t=f"{model.logit_scale.exp().item():.1f}", b=f"{model.logit_bias.item():.1f}")
         bar.update(1)
+        if log is not None:
+            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "lr": learning_rate(step, cfg)}) + "\n")
+            log.flush()
         if rank == 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save(model, optimizer, step + 1, cfg)
     bar.close()
+    if log is not None:
+        log.close()
     if rank == 0:
         _save(model, optimizer, cfg.steps, cfg)
         (cfg.out_dir / "training_args.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""The shipped demo model: loads offline, knows colours, and int8 keeps its accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from siglip_search.embedder import Embedder
+from siglip_search.evaluate import evaluate
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+DEMO = DATA / "models" / "siglip-demo"
+
+
+@pytest.fixture(scope="module")
+def fp32_report():
+    return evaluate(Embedder.from_pretrained(DEMO), DATA / "eval")
+
+
+def test_demo_model_and_samples_are_shipped():
+    for name in ("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
+                 "preprocessor_config.json", "README.md"):
+        assert (DEMO / name).is_file(), name
+    assert len(list((DATA / "samples").glob("*.jpg"))) >= 200
+    assert (DATA / "eval" / "captions.jsonl").is_file()
+    assert DEMO.stat().st_size < 16 * 2**20
+
+
+def test_demo_model_names_colours_on_held_out_images(fp32_report):
+    # Random weights score 1 in 8 here; the bar is far above chance.
+    assert fp32_report["zero_shot_colour_accuracy"] >= 0.9
+    # Captions find a matching image among the top 10 of 400 far more often than chance.
+    assert fp32_report["recall@10_all"] >= 0.5
+
+
+def test_int8_mode_keeps_zero_shot_accuracy_within_two_points(fp32_report):
+    int8 = evaluate(Embedder.from_pretrained(DEMO, mode="int8"), DATA / "eval")
+    for key in ("zero_shot_colour_accuracy", "zero_shot_shape_accuracy"):
+        assert abs(int8[key] - fp32_report[key]) <= 0.02, key
+
+
+def test_transformers_loads_the_demo_model_with_the_same_features():
+    tf = pytest.importorskip("transformers")
+    import torch
+
+    from siglip_search import SiglipModel, SiglipProcessor
+
+    ours = SiglipModel.from_pretrained(DEMO)
+    ref = tf.SiglipModel.from_pretrained(DEMO, dtype=torch.float32).eval()
+    inputs = SiglipProcessor.from_pretrained(DEMO)(text=["a red circle"], padding="max_length",
+                                                   truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(ours.get_text_features(**inputs),
+                                   ref.get_text_features(**inputs).pooler_output, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,71 @@
+"""Training a small SigLIP with the sigmoid loss: the loss falls, and a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from siglip_search import SiglipModel
+from siglip_search.train import LOG_FILE, STATE_FILE, TrainConfig, train
+
+TINY = {
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                    "num_attention_heads": 2, "max_position_embeddings": 16, "vocab_size": 128},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                      "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+}
+
+
+DEMO_SPIECE = Path(__file__).resolve().parents[1] / "data" / "models" / "siglip-demo" / "spiece.model"
+
+
+def _config(out: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(out_dir=out, model_config=json.loads(json.dumps(TINY)), steps=steps, batch_size=32,
+                       lr=3e-3, warmup_steps=10, workers=0, progress=False, tokenizer=str(DEMO_SPIECE), **kw)
+
+
+def _losses(out: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (out / LOG_FILE).read_text().splitlines()]
+
+
+def test_short_training_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp_path):
+    out = train(_config(tmp_path / "run", steps=80, checkpoint_every=1000))
+    losses = _losses(out)
+    assert len(losses) == 80
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.8 * first, f"loss did not fall clearly: {first:.2f} -> {last:.2f}"
+    model = SiglipModel.from_pretrained(out)  # Hugging Face layout, strict load
+    assert model.config.vision_config.image_size == 32
+    for name in ("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
+                 "preprocessor_config.json"):
+        assert (out / name).is_file(), name
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    reference = train(_config(tmp_path / "uninterrupted", steps=40, checkpoint_every=10))
+    out = tmp_path / "killed"
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, %r);"
+        "from test_train import _config; from siglip_search.train import train;"
+        "train(_config(Path(%r), steps=40, checkpoint_every=10))"
+    ) % (str(Path(__file__).parent), str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    deadline = time.time() + 120
+    while not (out / STATE_FILE).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    assert 0 < state["step"] < 40, "the kill should land mid-run"
+    train(_config(out, steps=40, checkpoint_every=10))
+    ours = SiglipModel.from_pretrained(out).state_dict()
+    ref = SiglipModel.from_pretrained(reference).state_dict()
+    for key in ref:
+        torch.testing.assert_close(ours[key], ref[key], atol=1e-5, rtol=1e-4, msg=key)
