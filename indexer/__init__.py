@@ -2,13 +2,17 @@
 
 from .errors import (
     DecodeError,
+    ExportOptionError,
     FolderNotFoundError,
     IndexerError,
     LibraryLockedError,
     LibraryNotFoundError,
     ModelMismatchError,
     ModelNotRecordedError,
+    QueryError,
     SchemaError,
+    SearchOptionError,
+    VocabularyError,
 )
 from .jobs import RunSummary, index_paths
 from .library import (
@@ -19,13 +23,14 @@ from .library import (
     lock_library,
     open_library,
 )
-from .store import ImageRow
-from .vectors import VectorIndex
+from .store import ImageRow, TagRecord
+from .vectors import AnnIndex, VectorIndex
 
 __all__ = [
     "DecodeError", "FolderNotFoundError", "IndexerError", "LibraryLockedError", "LibraryNotFoundError",
-    "ModelMismatchError", "ModelNotRecordedError", "SchemaError",
+    "ModelMismatchError", "ModelNotRecordedError", "SchemaError", "QueryError", "SearchOptionError",
+    "VocabularyError", "ExportOptionError",
     "RunSummary", "index_paths",
     "Library", "SearchHit", "default_library_dir", "library_status", "lock_library", "open_library",
-    "ImageRow", "VectorIndex",
+    "ImageRow", "TagRecord", "VectorIndex", "AnnIndex",
 ]

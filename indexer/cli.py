@@ -1,4 +1,5 @@
-"""`siglip-search index` and `status`: argument parsing, output, and the one place errors become exit codes."""
+"""`siglip-search index`, `status`, `search`, `tag`, `duplicates` and `export`: argument parsing, output,
+and the one place errors become exit codes."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from PIL import Image
 
 from siglip_search.errors import SiglipSearchError
 
+from .errors import ExportOptionError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
 
 EXIT_USER_ERROR = 2
+EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
 EXIT_INTERRUPTED = 130
 PROG = "siglip-search"
 
@@ -76,6 +80,129 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@_cli_errors
+def search_command(args: argparse.Namespace) -> int:
+    from .query import QueryTerm, parse_query  # imports torch via the embedder: keep `status` fast
+    from .search import Searcher
+
+    if not args.query and not args.image:
+        raise QueryError("give a query text, or --image FILE")
+    options = {"k": args.k, "min_score": args.min_score, "offset": args.offset, "sort": args.sort,
+               "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to}  # fmt: skip
+    library = open_library(args.library, create=False)
+    try:
+        searcher = Searcher(library)
+        terms = parse_query(args.query) if args.query else []
+        if args.image:
+            if not Path(args.image).is_file():
+                raise QueryError(f"image file {args.image} does not exist")
+            terms.append(QueryTerm("image", Path(args.image).resolve(), 1.0))
+        label = " + ".join(filter(None, [args.query, args.image]))
+        page = searcher.search_vector(searcher.combine(terms), label=label, **options)
+    finally:
+        library.close()
+    if args.json:
+        hits = [{"path": str(h.path), "score": h.score, "cosine": h.cosine, "id": h.id} for h in page.hits]
+        print(json.dumps(hits, indent=1, ensure_ascii=False))
+    else:
+        for hit in page.hits:
+            print(f"{hit.path}\t{hit.score:.4f}")
+    return 0
+
+
+@_cli_errors
+def tag_command(args: argparse.Namespace) -> int:
+    from .tags import DEFAULT_CAP, tag_library
+    from .vocabulary import load_vocabulary
+
+    vocabulary = load_vocabulary(args.vocabulary)
+    library = open_library(args.library, create=False)
+    try:
+        with lock_library(library, args.wait):
+            embedder = library.load_embedder()
+            summary = tag_library(library, embedder, vocabulary, args.threshold, args.cap or DEFAULT_CAP,
+                                  progress=not args.no_progress, retag_all=args.all)  # fmt: skip
+    finally:
+        library.close()
+    print(summary.line())
+    return 0
+
+
+@_cli_errors
+def duplicates_command(args: argparse.Namespace) -> int:
+    from .duplicates import DEFAULT_THRESHOLD, find_duplicates
+
+    library = open_library(args.library, create=False)
+    try:
+        report = find_duplicates(library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
+    finally:
+        library.close()
+    if args.json:
+        document = {
+            "threshold": report.threshold,
+            "groups": [{"kind": g.kind, "min_cosine": g.min_cosine, "images": [{"id": r.id, "path": r.path} for r in g.images]}
+                       for g in report.groups],
+            "blank": [{"id": r.id, "path": r.path} for r in report.blank],
+        }  # fmt: skip
+        print(json.dumps(document, indent=1, ensure_ascii=False))
+        return 0
+    for number, group in enumerate(report.groups, start=1):
+        print(f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
+              f"cosine >= {group.min_cosine:.3f}")  # fmt: skip
+        for row in group.images:
+            print(row.path)
+    if report.blank:
+        print(f"{PROG}: {len(report.blank)} blank frames left out of near-duplicate groups", file=sys.stderr)
+    return 0
+
+
+@_cli_errors
+def export_command(args: argparse.Namespace) -> int:
+    from . import export
+    from .tags import export_library_xmp, library_tag_rows, undo_library_xmp
+
+    if not args.undo and not args.format:
+        raise ExportOptionError("choose --format xmp, csv, jsonl or exiftool-csv (or --undo)")
+    if args.out and (args.undo or args.format == "xmp"):
+        raise ExportOptionError("--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos")
+    root_tag = args.root_tag or None
+    library = open_library(args.library, create=False)
+    try:
+        if args.undo or args.format == "xmp":
+            with lock_library(library):
+                if args.undo:
+                    return _print_report(undo_library_xmp(library, args.dry_run), args.dry_run, undo=True)
+                report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
+                return _print_report(report, args.dry_run, undo=False)
+        rows = library_tag_rows(library, args.threshold)
+    finally:
+        library.close()
+    if args.dry_run:
+        print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
+    elif args.format == "csv":
+        export.write_csv(rows, args.out)
+    elif args.format == "jsonl":
+        export.write_jsonl(rows, args.out)
+    else:
+        export.write_exiftool_csv(rows, args.out, root_tag)
+    return 0
+
+
+def _print_report(report, dry_run: bool, undo: bool) -> int:
+    """One line per sidecar changed (or planned), skipped ones on stderr; exit 1 if any was skipped."""
+    for change in report.planned if dry_run else report.written:
+        values = change.removed if undo else change.added
+        count = len({v for vs in values.values() for v in vs})
+        verb = ("would remove" if undo else "would add") if dry_run else ("removed" if undo else "added")
+        print(f"{change.path}\t{verb} {count} keywords" + ("; sidecar deleted" if change.deleted else ""))
+    for path, reason in report.skipped:
+        print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
+    done = len(report.planned if dry_run else report.written)
+    print(f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
+          f"{len(report.skipped)} skipped", file=sys.stderr)  # fmt: skip
+    return EXIT_PARTIAL if report.skipped and not undo else 0
+
+
 def format_status(report: dict, max_failures: int = 20) -> str:
     lines = [f"library   {report['library']}"]
     mode = f", {report['mode']}" if report["mode"] else ""
@@ -106,7 +233,7 @@ def _library_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `index` and `status`; each sets `func` to a handler returning an exit status."""
+    """Register the library commands; each sets `func` to a handler returning an exit status."""
     index = subparsers.add_parser(
         "index", help="index photo folders (new, changed, moved, removed files)",
         description="Scan folders, embed new or changed photos, keep the vectors of moved ones, "
@@ -129,6 +256,96 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=status_command)
+    _add_search(subparsers)
+    _add_tag(subparsers)
+    _add_duplicates(subparsers)
+    _add_export(subparsers)
+
+
+def _add_search(subparsers: argparse._SubParsersAction) -> None:
+    search = subparsers.add_parser(
+        "search", help="find photos by text, image or combined query",
+        description='Query syntax: words, "quoted text", image paths, #ID of an indexed photo, joined by + '
+        'and -, with weights: "beach" + 0.5 ./ref.jpg - "people", 2:cat. Prints one path and its '
+        "probability a line (or --json).",
+    )  # fmt: skip
+    search.add_argument("query", nargs="?", default="", metavar="QUERY")
+    _library_argument(search)
+    search.add_argument("-k", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)")
+    search.add_argument("--min-score", type=_probability, default=0.0, metavar="P",
+                        help="only hits with probability >= P (default: 0)")  # fmt: skip
+    search.add_argument("--offset", type=_non_negative_int, default=0, metavar="N", help="skip the first N hits")
+    search.add_argument("--sort", choices=("score", "date"), default="score",
+                        help="by probability, or by date taken (newest first, undated last)")  # fmt: skip
+    search.add_argument("--folder", metavar="F", help="only photos under this folder (of a root)")
+    search.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after (YYYY[-MM[-DD]])")
+    search.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])")
+    search.add_argument("--image", metavar="FILE", help="photos like this image (added to QUERY if both)")
+    search.add_argument("--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}')
+    search.set_defaults(func=search_command)
+
+
+def _add_tag(subparsers: argparse._SubParsersAction) -> None:
+    tag = subparsers.add_parser(
+        "tag", help="zero-shot tags for the library's photos (incremental)",
+        description="Tag photos from their stored embeddings with a vocabulary (default: the bundled "
+        "data/tags/vocabulary.txt). Only new or changed photos are tagged, unless the vocabulary, "
+        "threshold or cap changed, or --all.",
+    )  # fmt: skip
+    _library_argument(tag)
+    tag.add_argument("--vocabulary", metavar="FILE", help="one tag a line, or the format of data/tags/vocabulary.txt")
+    tag.add_argument("--threshold", type=_probability, default=None, metavar="P",
+                     help="default probability threshold; tags with their own keep theirs")  # fmt: skip
+    tag.add_argument("--cap", type=_positive_int, default=None, metavar="N", help="at most N tags a photo (default: 10)")
+    tag.add_argument("--all", action="store_true", help="re-tag every photo")
+    tag.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish")
+    tag.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tag.set_defaults(func=tag_command)
+
+
+def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
+    duplicates = subparsers.add_parser(
+        "duplicates", help="groups of duplicate and near-duplicate photos",
+        description="Exact copies (same content fingerprint) and photos whose embeddings have cosine >= "
+        "the threshold; blank frames are never grouped by embedding.",
+    )  # fmt: skip
+    _library_argument(duplicates)
+    duplicates.add_argument("--threshold", type=float, default=None, metavar="C",
+                            help="cosine for near-duplicates (default: 0.998, measured on the demo model)")  # fmt: skip
+    duplicates.add_argument("--json", action="store_true", help="machine-readable output")
+    duplicates.set_defaults(func=duplicates_command)
+
+
+def _add_export(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export", help="write machine tags to XMP sidecars, CSV or JSON Lines",
+        description="XMP: adds the tags under --root-tag to each photo's sidecar (dc:subject, "
+        "lr:hierarchicalSubject, digiKam:TagsList), keeping everything already there; photos are never "
+        "modified; --undo removes exactly what exports added. Exit status 1 when a sidecar was skipped.",
+    )  # fmt: skip
+    _library_argument(export)
+    export.add_argument("--format", choices=("xmp", "csv", "jsonl", "exiftool-csv"))
+    export.add_argument("--root-tag", default="AI", metavar="TAG", help='keyword root (default: AI; "" for none)')
+    export.add_argument("--threshold", type=_probability, default=None, metavar="P",
+                        help="only tags with probability >= P (default: all stored tags)")  # fmt: skip
+    export.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    export.add_argument("--out", metavar="FILE", help="csv/jsonl/exiftool-csv output file (default: stdout)")
+    export.add_argument("--undo", action="store_true", help="remove the keywords earlier XMP exports added")
+    export.set_defaults(func=export_command)
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:

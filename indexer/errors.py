@@ -50,3 +50,19 @@ class DecodeError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class QueryError(IndexerError, ValueError):
+    """A search query that is empty, malformed, or names an image file that does not exist."""
+
+
+class SearchOptionError(IndexerError, ValueError):
+    """A search option a user can fix: a folder outside every root, a bad date, a bad sort or k."""
+
+
+class VocabularyError(IndexerError, ValueError):
+    """A tag vocabulary file that is missing or has a line we cannot read (named with its number)."""
+
+
+class ExportOptionError(IndexerError, ValueError):
+    """Export options that do not go together (e.g. --out with XMP sidecars)."""

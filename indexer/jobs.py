@@ -93,11 +93,13 @@ def index_paths(
     workers: int | None = None,
     progress: bool = True,
     max_pixels: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
 
     The caller holds lock_library(). Each batch is its own transaction, so a killed job loses at
-    most the batch in flight and the next run picks up where it stopped.
+    most the batch in flight and the next run picks up where it stopped. `on_progress(done, total)`
+    is called after each committed batch (files to embed only; the web UI's progress bar).
     """
     started = time.monotonic()
     library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
@@ -110,7 +112,7 @@ def index_paths(
         work = _diff(store, targets, summary, pool)
         prepare = _Preparer(embedder, max_pixels)
         results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
-        _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress)
+        _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress, on_progress)
     store.finish_run(run_id, added=summary.added, updated=summary.updated, moved=summary.moved,
                      removed=summary.removed, failed=summary.failed)  # fmt: skip
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
@@ -270,8 +272,12 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable
 
 
 def _embed_and_write(store: Store, embedder: Embedder, results: Iterator[_Prepared], total: int,
-                     batch_size: int, summary: RunSummary, progress: bool) -> None:  # fmt: skip
+                     batch_size: int, summary: RunSummary, progress: bool,
+                     on_progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
     show = progress and sys.stderr.isatty()
+    done = 0
+    if on_progress is not None:
+        on_progress(done, total)
     with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=not show, smoothing=0.1) as bar:
         ready: list[_Prepared] = []
         failed: list[FailedImage] = []
@@ -287,9 +293,14 @@ def _embed_and_write(store: Store, embedder: Embedder, results: Iterator[_Prepar
             if len(ready) >= batch_size or len(failed) + len(touched) >= batch_size:
                 _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
                 _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
+                done += len(ready) + len(failed) + len(touched)
                 ready, failed, touched = [], [], []
+                if on_progress is not None:
+                    on_progress(done, total)
         _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
         _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
+        if on_progress is not None:
+            on_progress(total, total)
 
 
 def _advance(bar: tqdm, files_done: int, failed: int) -> None:

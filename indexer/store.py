@@ -15,6 +15,7 @@ from .errors import SchemaError
 
 SCHEMA_VERSION = 2
 GENERATION_KEY = "vectors_generation"
+MACHINE_TAG_SOURCE = "zero-shot"
 
 
 class Base(DeclarativeBase):
@@ -176,6 +177,28 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class TagRecord:
+    """One stored tag of one image, with the image's absolute path."""
+
+    image_id: int
+    path: str
+    tag: str
+    score: float | None
+    source: str
+    model: str | None
+    vocabulary_version: str | None
+
+
+@dataclass(frozen=True)
+class EmbeddingChunk:
+    """Embeddings in (indexed_at, id) order; `last` is the position after the chunk's last row."""
+
+    ids: np.ndarray  # int64 (n,)
+    vectors: np.ndarray  # float32 (n, dim)
+    last: tuple[str, int]  # (indexed_at ISO 8601, image id)
+
+
+@dataclass(frozen=True)
 class RunRow:
     id: int
     started_at: datetime
@@ -312,6 +335,10 @@ class Store:
                 image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
                 image.indexed_at = _now()
                 session.add(image)
+            failed_keys = {(f.root_id, f.rel_path) for f in failed}
+            stale = [i.id for key, i in existing.items() if key in failed_keys and i.embedding is not None]
+            if stale:  # a photo that no longer decodes keeps no machine tags of its old content
+                session.execute(sa.delete(Tag).where(Tag.image_id.in_(stale), Tag.source == MACHINE_TAG_SOURCE))
             for item in failed:
                 image = existing.get((item.root_id, item.rel_path)) or Image(root_id=item.root_id, rel_path=item.rel_path)
                 vectors_changed |= image.embedding is not None
@@ -427,6 +454,105 @@ class Store:
         with self._session() as session:
             query = sa.select(Image.root_id, sa.func.count()).where(Image.status == "ok").group_by(Image.root_id)
             return dict(session.execute(query).all())
+
+    # --- embeddings for search, tagging, duplicates -----------------------------------------
+    def embedding_count(self) -> int:
+        with self._session() as session:
+            query = sa.select(sa.func.count()).select_from(Image).where(Image.status == "ok", Image.embedding.is_not(None))
+            return session.scalar(query) or 0
+
+    def embedding_ids(self) -> np.ndarray:
+        with self._session() as session:
+            rows = session.scalars(sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None)))
+            return np.fromiter(rows, dtype=np.int64)
+
+    def iter_embeddings_after(self, after: tuple[str, int] | None = None, batch_size: int = 4096) -> Iterator[EmbeddingChunk]:
+        """Embeddings written after position `after` (all when None), oldest first: what an
+        incremental consumer (tagging, the approximate index) has not seen yet. Re-embedding a
+        changed file sets a new indexed_at, so it comes again."""
+        query = sa.select(Image.id, Image.embedding, Image.indexed_at).where(Image.status == "ok", Image.embedding.is_not(None))
+        if after is not None:
+            at = datetime.fromisoformat(after[0])
+            query = query.where(sa.or_(Image.indexed_at > at, sa.and_(Image.indexed_at == at, Image.id > after[1])))
+        query = query.order_by(Image.indexed_at, Image.id).execution_options(yield_per=batch_size)
+        with self._session() as session:
+            for rows in session.execute(query).partitions():
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                yield EmbeddingChunk(ids, vectors, (rows[-1][2].isoformat(), int(rows[-1][0])))
+
+    def image_ids_where(self, folders: list[tuple[int, str]] | None = None, taken_from: str | None = None,
+                        taken_before: str | None = None) -> np.ndarray:  # fmt: skip
+        """Ids of indexed images under any of `folders` ((root id, rel prefix or "" for the whole
+        root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a date filter)."""
+        query = sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
+        if folders is not None:
+            clauses = [
+                sa.and_(Image.root_id == root_id, sa.func.substr(Image.rel_path, 1, len(prefix) + 1) == prefix + "/")
+                if prefix else Image.root_id == root_id
+                for root_id, prefix in folders
+            ]  # fmt: skip
+            query = query.where(sa.or_(*clauses) if clauses else sa.false())
+        if taken_from is not None:
+            query = query.where(Image.taken_at >= taken_from)
+        if taken_before is not None:
+            query = query.where(Image.taken_at < taken_before)
+        with self._session() as session:
+            return np.fromiter(session.scalars(query.order_by(Image.id)), dtype=np.int64)
+
+    def fingerprint_groups(self) -> list[list[int]]:
+        """Ids of indexed images sharing a content fingerprint (size + head/tail hash), per group."""
+        with self._session() as session:
+            shared = (
+                sa.select(Image.fingerprint).where(Image.status == "ok", Image.fingerprint.is_not(None))
+                .group_by(Image.fingerprint).having(sa.func.count() > 1)
+            )  # fmt: skip
+            rows = session.execute(
+                sa.select(Image.fingerprint, Image.id).where(Image.status == "ok", Image.fingerprint.in_(shared))
+                .order_by(Image.fingerprint, Image.id)
+            ).all()  # fmt: skip
+        groups: dict[str, list[int]] = {}
+        for fingerprint, image_id in rows:
+            groups.setdefault(fingerprint, []).append(image_id)
+        return list(groups.values())
+
+    # --- tags -------------------------------------------------------------------------------
+    def replace_machine_tags(self, tags: dict[int, list[tuple[str, float]]], model: str, vocabulary_version: str,
+                             meta: dict[str, str] | None = None) -> int:  # fmt: skip
+        """Replace the machine tags of these images (an empty list clears them), and set `meta`
+        keys, in one transaction (so an interrupted tagger resumes where it stopped). Returns the
+        number of tags written."""
+        ids = list(tags)
+        rows = [
+            {"image_id": i, "tag": tag, "score": float(score), "source": MACHINE_TAG_SOURCE, "model": model,
+             "vocabulary_version": vocabulary_version}
+            for i, found in tags.items() for tag, score in found
+        ]  # fmt: skip
+        with self._session.begin() as session:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                session.execute(sa.delete(Tag).where(Tag.image_id.in_(chunk), Tag.source == MACHINE_TAG_SOURCE))
+            if rows:
+                session.execute(sa.insert(Tag), rows)
+            for key, value in (meta or {}).items():
+                session.merge(Meta(key=key, value=value))
+        return len(rows)
+
+    def iter_tags(self, source: str | None = MACHINE_TAG_SOURCE, min_score: float | None = None,
+                  image_ids: Iterable[int] | None = None) -> Iterator[TagRecord]:  # fmt: skip
+        """Stored tags, by image path then best score first; optionally of one source, above a score."""
+        query = sa.select(Tag, Image.rel_path, Root.path).join(Image, Tag.image_id == Image.id).join(Root)
+        if source is not None:
+            query = query.where(Tag.source == source)
+        if min_score is not None:
+            query = query.where(Tag.score >= min_score)
+        if image_ids is not None:
+            query = query.where(Tag.image_id.in_([int(i) for i in image_ids]))
+        query = query.order_by(Root.path, Image.rel_path, Tag.score.desc(), Tag.tag)
+        with self._session() as session:
+            for tag, rel_path, root_path in session.execute(query):
+                path = os.path.join(root_path, *rel_path.split("/"))
+                yield TagRecord(tag.image_id, path, tag.tag, tag.score, tag.source, tag.model, tag.vocabulary_version)
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, roots: list[str]) -> int:

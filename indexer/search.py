@@ -1,0 +1,288 @@
+"""Search a library: text, image and combined queries -> pages of hits with cosine and SigLIP probability."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from .decode import decode_image
+from .errors import DecodeError, QueryError, SearchOptionError
+from .library import Library
+from .query import QueryTerm, parse_query
+from .vectors import AnnIndex
+
+if TYPE_CHECKING:
+    from siglip_search.embedder import Embedder
+
+SORTS = ("score", "date")
+DATE_SORT_POOL = 1000  # sort="date" orders the best this many matches (above min_score) by date
+RERANK_FACTOR = 2  # approximate index: candidates re-ranked exactly per hit asked for
+EXACT_SUBSET_LIMIT = 20_000  # approximate index: a filter this narrow is searched exactly
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One photo found: where it is, how close (cosine) and how likely a match (SigLIP probability)."""
+
+    id: int
+    path: Path  # absolute, on this machine
+    rel_path: str  # POSIX, relative to `root`
+    root: str
+    cosine: float
+    score: float  # sigmoid(t * cosine + b) with the model's own t and b
+    taken_at: str | None  # EXIF DateTimeOriginal, ISO 8601
+    width: int | None
+    height: int | None
+    camera: str | None
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """Hits offset..offset+k of a query; `total_candidates` images passed the folder/date filters."""
+
+    hits: list[Hit]
+    total_candidates: int
+    offset: int
+    k: int
+    query: str
+    has_more: bool = False  # another page exists (above min_score)
+
+
+class Searcher:
+    """Keeps the library's model loaded and caches text embeddings (LRU), so a repeated query
+    costs only the vector search. Safe to share between threads (e.g. a web UI's workers)."""
+
+    def __init__(self, library: Library, embedder: Embedder | None = None, cache_size: int = 256) -> None:
+        self.library = library
+        if embedder is not None:
+            library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
+        self._embedder = embedder
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The library's recorded model, loaded on first use and kept."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self.library.load_embedder()
+            return self._embedder
+
+    def probability(self, cosine: np.ndarray | float) -> np.ndarray:
+        return np.asarray(self.embedder.probability(cosine), dtype=np.float64)
+
+    # --- query vectors ----------------------------------------------------------------------
+    def embed_text(self, text: str) -> np.ndarray:
+        """Unit text embedding (dim,), from the LRU cache when this text was asked before."""
+        key = text.strip()
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        vector = self.embedder.embed_texts([key])[0]  # padded to max_length, canonicalised
+        with self._lock:
+            self._cache[key] = vector
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vector
+
+    def embed_image(self, image: Image.Image | str | os.PathLike) -> np.ndarray:
+        """Unit image embedding (dim,) of a PIL image or an image file (decoded as the indexer does)."""
+        embedder = self.embedder
+        if isinstance(image, Image.Image):
+            return embedder.embed_images([image.convert("RGB")])[0]
+        if not isinstance(image, (str, os.PathLike)):
+            raise QueryError(f"expected a PIL image or an image file path, got {type(image).__name__}")
+        try:
+            decoded = decode_image(image, target_size=embedder.image_size)
+        except DecodeError as exc:
+            raise QueryError(f"cannot use {image} as a query image: {exc.reason}") from None
+        return embedder.embed_pixels(embedder.preprocess_image(decoded.image)[None])[0]
+
+    def stored_embedding(self, image_id: int) -> np.ndarray:
+        found = self.library.store.embeddings_by_ids([int(image_id)])
+        if int(image_id) not in found:
+            raise QueryError(f"no indexed image has id {image_id}; ids come from search results or --json")
+        return found[int(image_id)]
+
+    def query_vector(self, query: str, base_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Normalised weighted sum of the terms' unit vectors (negative weights subtract)."""
+        return self.combine(parse_query(query, base_dir))
+
+    def combine(self, terms: list[QueryTerm]) -> np.ndarray:
+        """Unit query vector of parsed terms (see query_vector)."""
+        total = np.zeros(0, np.float32)
+        for term in terms:
+            if term.kind == "text":
+                vector = self.embed_text(str(term.value))
+            elif term.kind == "image":
+                vector = self.embed_image(term.value)
+            else:
+                vector = self.stored_embedding(int(term.value))
+            total = term.weight * vector if total.size == 0 else total + term.weight * vector
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise QueryError("the query's terms cancel each other out; change a weight or a term")
+        return (total / norm).astype(np.float32)
+
+    # --- searches ---------------------------------------------------------------------------
+    def search(self, query: str, **options: Any) -> SearchPage:
+        """Text or combined query (see indexer.query). Options: k=20, min_score=0.0, offset=0,
+        sort="score"|"date", folder=None, date_from=None, date_to=None (inclusive)."""
+        return self.search_vector(self.query_vector(query), label=query, **options)
+
+    def search_image(self, image: Image.Image | str | os.PathLike, **options: Any) -> SearchPage:
+        """Photos like a PIL image or an image file (same options as search)."""
+        label = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+        return self.search_vector(self.embed_image(image), label=label, **options)
+
+    def more_like_this(self, image_id: int, **options: Any) -> SearchPage:
+        """Photos like an indexed one, from its stored embedding; the photo itself is left out."""
+        vector = self.stored_embedding(image_id)
+        return self.search_vector(vector, label=f"#{image_id}", exclude=int(image_id), **options)
+
+    def search_vector(self, vector: np.ndarray, *, label: str = "", k: int = 20, min_score: float = 0.0,
+                      offset: int = 0, sort: str = "score", folder: str | os.PathLike | None = None,
+                      date_from: str | date | None = None, date_to: str | date | None = None,
+                      exclude: int | None = None) -> SearchPage:  # fmt: skip
+        """One page of the images nearest a unit query vector (dim,), filtered and sorted."""
+        _check_options(k, min_score, offset, sort)
+        allowed = self._allowed(folder, date_from, date_to)
+        index = self.library.vector_index()
+        total = len(index) if allowed is None else len(allowed)
+        wanted = offset + k + 1 + (exclude is not None)  # one more tells whether a next page exists
+        if sort == "date":
+            wanted = max(wanted, DATE_SORT_POOL)
+        cosines, ids = self._nearest(index, np.asarray(vector, np.float32), wanted, allowed)
+        keep = (self.probability(cosines) >= min_score) & (ids != (-1 if exclude is None else exclude))
+        cosines, ids = cosines[keep], ids[keep]
+        order = np.arange(len(ids))
+        store = self.library.store
+        if sort == "date":  # newest first, undated last; stable, so equal dates stay by score
+            taken = {r.id: r.taken_at for r in store.images_by_ids(ids.tolist())}
+            order = np.array(sorted(order, key=lambda i: _newest_first(taken.get(int(ids[i])))), dtype=np.int64)
+        page = order[offset : offset + k]
+        rows = {r.id: r for r in store.images_by_ids(ids[page].tolist())}
+        scores = self.probability(cosines[page])
+        hits = [_hit(rows[int(ids[i])], float(cosines[i]), float(p)) for i, p in zip(page, scores, strict=True) if int(ids[i]) in rows]
+        return SearchPage(hits, total, offset, k, label, has_more=len(order) > offset + k)
+
+    def _nearest(self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(cosines, ids) of the n nearest allowed images, best first, exact cosines."""
+        if isinstance(index, AnnIndex):
+            if allowed is not None and len(allowed) <= EXACT_SUBSET_LIMIT:
+                candidates = allowed
+            else:
+                candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
+            return self._rerank(vector, candidates[candidates >= 0], n)
+        scores, ids = index.search(vector, n, allowed)
+        found = ids[0] >= 0
+        return _sorted(scores[0][found].astype(np.float64), ids[0][found].astype(np.int64))
+
+    def _rerank(self, vector: np.ndarray, candidates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosines from the stored embeddings (the database is the source of truth)."""
+        stored: dict[int, np.ndarray] = {}
+        for start in range(0, len(candidates), 500):
+            stored.update(self.library.store.embeddings_by_ids(candidates[start : start + 500].tolist()))
+        if not stored:
+            return np.zeros(0), np.zeros(0, np.int64)
+        ids = np.fromiter(stored, dtype=np.int64, count=len(stored))
+        cosines = np.stack(list(stored.values())) @ vector
+        cosines, ids = _sorted(cosines.astype(np.float64), ids)
+        return cosines[:n], ids[:n]
+
+    # --- filters ----------------------------------------------------------------------------
+    def _allowed(self, folder: str | os.PathLike | None, date_from: str | date | None,
+                 date_to: str | date | None) -> np.ndarray | None:  # fmt: skip
+        if folder is None and date_from is None and date_to is None:
+            return None
+        taken_from = _date_bound(date_from, end=False) if date_from is not None else None
+        taken_before = _date_bound(date_to, end=True) if date_to is not None else None
+        if taken_from and taken_before and taken_from >= taken_before:
+            raise SearchOptionError(f"the date range {date_from} .. {date_to} is empty; swap the dates?")
+        folders = self.resolve_folder(folder) if folder is not None else None
+        return self.library.store.image_ids_where(folders, taken_from, taken_before)
+
+    def resolve_folder(self, folder: str | os.PathLike) -> list[tuple[int, str]]:
+        """(root id, prefix) pairs for a folder given absolute, relative to the working directory
+        (when that folder exists), or relative to the roots; SearchOptionError when it lies under
+        no registered root."""
+        roots = self.library.store.roots()
+        given = Path(folder).expanduser()
+        shown = ", ".join(r.path for r in roots) or "none yet"
+        here = Path(os.path.realpath(given if given.is_absolute() else Path.cwd() / given))
+        if given.is_absolute() or here.is_dir():
+            for root in roots:
+                root_path = Path(root.path)
+                if here == root_path or root_path in here.parents:
+                    return [(root.id, here.relative_to(root_path).as_posix() if here != root_path else "")]
+            if given.is_absolute():
+                raise SearchOptionError(f"folder {folder} is not under a registered root (roots: {shown})")
+        parts = [p for p in PurePosixPath(given.as_posix()).parts if p not in (".", "")]
+        if parts and ".." not in parts:
+            prefix = "/".join(parts)
+            folders = [(r.id, prefix) for r in roots]
+            if any((Path(r.path) / prefix).is_dir() for r in roots) or len(self.library.store.image_ids_where(folders)):
+                return folders
+        raise SearchOptionError(f"folder {folder} is not under a registered root (roots: {shown})")
+
+
+def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise SearchOptionError(f"k must be a whole number of at least 1, got {k!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise SearchOptionError(f"offset must be 0 or more, got {offset!r}")
+    if not 0.0 <= float(min_score) <= 1.0:
+        raise SearchOptionError(f"min score is a probability between 0 and 1, got {min_score!r}")
+    if sort not in SORTS:
+        raise SearchOptionError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+
+
+def _date_bound(value: str | date, end: bool) -> str:
+    """ISO lower bound (end=False) or exclusive upper bound (end=True) of a date, month, year or
+    date-time: `2021` -> 2021-01-01 / 2022-01-01, `2021-07-14` -> that day / the next."""
+    if isinstance(value, datetime):
+        return (value + timedelta(seconds=1) if end else value).isoformat()
+    if isinstance(value, date):
+        return (value + timedelta(days=1) if end else value).isoformat()
+    text = str(value).strip()
+    try:
+        if len(text) == 4 and text.isdigit():
+            return f"{int(text) + end:04d}-01-01"
+        if len(text) == 7 and text[4] == "-":
+            year, month = int(text[:4]), int(text[5:])
+            if not 1 <= month <= 12:
+                raise ValueError(text)
+            if end:
+                year, month = year + month // 12, month % 12 + 1
+            return f"{year:04d}-{month:02d}-01"
+        if len(text) == 10:
+            return _date_bound(date.fromisoformat(text), end)
+        return _date_bound(datetime.fromisoformat(text), end)
+    except ValueError:
+        raise SearchOptionError(f"cannot read date {value!r}; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from None
+
+
+def _newest_first(taken_at: str | None) -> tuple[bool, tuple[int, ...]]:
+    """Sort key: later ISO 8601 dates first, undated photos last."""
+    return taken_at is None, tuple(-ord(c) for c in taken_at or "")
+
+
+def _sorted(cosines: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best first; equal cosines by id, so pages of the same query never disagree."""
+    order = np.lexsort((ids, -cosines))
+    return cosines[order], ids[order]
+
+
+def _hit(row: Any, cosine: float, score: float) -> Hit:
+    return Hit(row.id, Path(row.path), row.rel_path, row.root_path, cosine, score, row.taken_at,
+               row.width, row.height, row.camera)  # fmt: skip

@@ -1,0 +1,236 @@
+"""Zero-shot tagging: prompt ensembles, a sigmoid probability per tag, thresholds and a cap, incremental library
+tagging, and the library's machine tags as export rows and XMP sidecars.
+
+How a tag is scored. Every term of a tag (its own name and its synonyms) is put into every
+template (`DEFAULT_TEMPLATES`), and the tag's verbatim prompts are added. The unit text
+embeddings of these prompts are averaged and the mean is renormalised to unit length, the prompt
+ensembling of CLIP and of SigLIP's zero-shot evaluation (big_vision). The tag's probability for
+a photo is SigLIP's own sigmoid(t * cosine + b) with the model's t and b: each tag is an
+independent yes/no, so several tags can be likely at once (never a softmax across tags). A tag
+is kept when its probability reaches its own threshold (vocabulary `@ 0.3`) or else the default
+one, and a photo keeps at most `cap` tags, the most probable first.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import export
+from .decode import decode_image
+from .errors import DecodeError, QueryError, SearchOptionError
+from .library import Library
+from .store import MACHINE_TAG_SOURCE
+from .vocabulary import Vocabulary, VocabularyTag
+
+if TYPE_CHECKING:
+    from siglip_search.embedder import Embedder
+
+DEFAULT_TEMPLATES = ("a photo of {}.", "This is a photo of {}.", "{}")
+# Measured on data/eval (400 images) with data/models/siglip-demo over the whole bundled
+# vocabulary, cap 10: the best F1 of all thresholds (data/tags/README.md has the table).
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_CAP = 10
+TEXT_CACHE_META = "tag_text_embeddings"  # the library's cached vocabulary embeddings
+TAGGER_META = "tagger_state"  # what the last tag run used, and how far it got
+EXPORT_MANIFEST_NAME = "xmp-export-manifest.json"  # in the library folder: what XMP exports added
+_MEMORY_CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
+_MEMORY_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class TagScore:
+    tag: str
+    score: float  # SigLIP probability
+
+
+@dataclass
+class TagSummary:
+    tagged: int  # photos (re)tagged in this run
+    unchanged: int  # photos whose tags were already current
+    tags_written: int
+    vocabulary_version: str
+    model: str
+    threshold: float
+    cap: int
+    retagged_all: bool
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        scope = "all photos" if self.retagged_all else "new or changed photos"
+        return (f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, {self.tags_written} tags "
+                f"(threshold {self.threshold:g}, cap {self.cap}, vocabulary {self.vocabulary_version}; "
+                f"{self.seconds:.1f} s)")  # fmt: skip
+
+
+def tag_prompts(tag: VocabularyTag, templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[str]:
+    """Every term in every template, then the verbatim prompts; duplicates dropped."""
+    prompts = [template.format(term) for term in tag.terms for template in templates]
+    return list(dict.fromkeys(prompts + list(tag.prompts)))
+
+
+def embed_prompt_ensembles(embedder: Embedder, ensembles: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
+    """(n_tags, dim) unit vectors: the renormalised mean of each ensemble's unit text embeddings."""
+    flat = [p for prompts in ensembles for p in prompts]
+    vectors = np.concatenate([embedder.embed_texts(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)])
+    means, start = [], 0
+    for prompts in ensembles:
+        mean = vectors[start : start + len(prompts)].mean(axis=0)
+        means.append(mean / np.linalg.norm(mean))
+        start += len(prompts)
+    return np.stack(means).astype(np.float32)
+
+
+def embed_vocabulary(embedder: Embedder, vocabulary: Vocabulary, templates: Sequence[str] = DEFAULT_TEMPLATES,
+                     library: Library | None = None) -> np.ndarray:  # fmt: skip
+    """The vocabulary's tag vectors (n_tags, dim), computed once per vocabulary version, templates
+    and model: kept in memory and, with a library, in its database for the next process."""
+    key = _digest(vocabulary.version, list(templates), _model_key(embedder))
+    if key in _MEMORY_CACHE:
+        _MEMORY_CACHE.move_to_end(key)
+        return _MEMORY_CACHE[key]
+    vectors = _load_cached(library, key, len(vocabulary), embedder.dim) if library is not None else None
+    if vectors is None:
+        vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
+        if library is not None:
+            payload = {"key": key, "shape": list(vectors.shape), "float32": base64.b64encode(vectors.tobytes()).decode()}
+            library.store.set_meta(TEXT_CACHE_META, json.dumps(payload))
+    _MEMORY_CACHE[key] = vectors
+    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
+        _MEMORY_CACHE.popitem(last=False)
+    return vectors
+
+
+def _load_cached(library: Library, key: str, n_tags: int, dim: int) -> np.ndarray | None:
+    text = library.store.get_meta(TEXT_CACHE_META)
+    try:
+        payload = json.loads(text) if text else {}
+        if payload.get("key") != key or payload.get("shape") != [n_tags, dim]:
+            return None
+        return np.frombuffer(base64.b64decode(payload["float32"]), dtype=np.float32).reshape(n_tags, dim).copy()
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged cache is recomputed
+
+
+def select_tags(probs: np.ndarray, vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD,
+                cap: int = DEFAULT_CAP) -> list[TagScore]:  # fmt: skip
+    """Tags of one photo from its probabilities (n_tags,): above their threshold, best first, at most cap."""
+    limits = np.array([t.threshold if t.threshold is not None else threshold for t in vocabulary.tags])
+    passing = np.flatnonzero(probs >= limits)
+    best = passing[np.argsort(-probs[passing], kind="stable")][:cap]
+    return [TagScore(vocabulary.tags[i].name, float(probs[i])) for i in best]
+
+
+def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels: Sequence[str] | Vocabulary,
+              template: str | Sequence[str] = DEFAULT_TEMPLATES) -> list[TagScore]:  # fmt: skip
+    """Probability of every label for one image, best first (no threshold). Plain labels are put
+    into `template` (one template: the same prompts as siglip_search.pipeline's); a Vocabulary
+    uses its own synonyms and prompts too."""
+    templates = (template,) if isinstance(template, str) else tuple(template)
+    vocabulary = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(VocabularyTag(lb, (lb,)) for lb in labels))
+    if not len(vocabulary):
+        raise QueryError("give at least one label to score")
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            image = decode_image(image).image
+        except DecodeError as exc:
+            raise QueryError(f"cannot tag {image}: {exc.reason}") from None
+    vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
+    probs = np.asarray(embedder.probability(embedder.embed_images([image.convert("RGB")]) @ vectors.T))[0]
+    return select_tags(probs, vocabulary, threshold=0.0, cap=len(vocabulary))
+
+
+def tag_library(library: Library, embedder: Embedder, vocabulary: Vocabulary, threshold: float | None = None,
+                cap: int = DEFAULT_CAP, progress: bool = True, *, retag_all: bool = False,
+                templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 2048) -> TagSummary:  # fmt: skip
+    """Tag the library's photos from their stored embeddings (no image is decoded).
+
+    Incremental: only photos embedded since the last run are tagged, unless the vocabulary, the
+    templates, the model, the threshold or the cap changed (then all are), or `retag_all`. Each
+    batch's tags and progress are committed together, so an interrupted run resumes. The caller
+    holds lock_library().
+    """
+    started = time.monotonic()
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    if not 0.0 < threshold < 1.0 or cap < 1:
+        raise SearchOptionError(f"threshold must be between 0 and 1 and cap at least 1, got {threshold}, {cap}")
+    library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
+    settings = {"vocabulary": vocabulary.version, "templates": list(templates), "model": _model_key(embedder),
+                "threshold": threshold, "cap": cap}  # fmt: skip
+    key = _digest(settings)
+    state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
+    after = tuple(state["after"]) if state.get("key") == key and state.get("after") and not retag_all else None
+    retagged_all = after is None
+    tag_vectors = embed_vocabulary(embedder, vocabulary, templates, library)
+    summary = TagSummary(0, 0, 0, vocabulary.version, embedder.model_id, threshold, cap, retagged_all)
+    show = progress and sys.stderr.isatty()
+    with tqdm(unit="photo", desc="tagging", file=sys.stderr, disable=not show) as bar:
+        for chunk in library.store.iter_embeddings_after(after, batch_size):
+            probs = np.asarray(embedder.probability(chunk.vectors @ tag_vectors.T))  # (n, n_tags)
+            found = {int(i): [(t.tag, t.score) for t in select_tags(row, vocabulary, threshold, cap)]
+                     for i, row in zip(chunk.ids, probs, strict=True)}  # fmt: skip
+            state = {"key": key, "after": list(chunk.last), **settings, "vocabulary_source": vocabulary.source}
+            summary.tags_written += library.store.replace_machine_tags(
+                found, embedder.model_id, vocabulary.version, meta={TAGGER_META: json.dumps(state)}
+            )
+            summary.tagged += len(chunk.ids)
+            bar.update(len(chunk.ids))
+    if retagged_all and summary.tagged == 0:  # an empty library still records what it was tagged with
+        library.store.set_meta(TAGGER_META, json.dumps({"key": key, "after": None, **settings}))
+    summary.unchanged = library.store.embedding_count() - summary.tagged
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def image_tags(library: Library, image_ids: Sequence[int]) -> dict[int, list[TagScore]]:
+    """Stored machine tags of these photos, best first (for showing next to search hits)."""
+    found: dict[int, list[TagScore]] = {int(i): [] for i in image_ids}
+    for record in library.store.iter_tags(MACHINE_TAG_SOURCE, image_ids=image_ids):
+        found[record.image_id].append(TagScore(record.tag, float(record.score or 0.0)))
+    return found
+
+
+def _model_key(embedder: Embedder) -> str:
+    identity = embedder.identity()
+    return str(identity.get("weights_sha256") or identity.get("model_id"))
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def library_tag_rows(library: Library, min_score: float | None = None) -> list[export.TagRow]:
+    """The library's machine tags (path, tag, probability, model), by path then best first: the
+    rows of the CSV and JSON Lines exports."""
+    return [export.TagRow(r.path, r.tag, float(r.score or 0.0), r.model or "")
+            for r in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score)]  # fmt: skip
+
+
+def export_library_xmp(library: Library, root_tag: str | None = export.ROOT_TAG, min_score: float | None = None,
+                       dry_run: bool = False) -> export.ExportReport:  # fmt: skip
+    """Add each photo's machine tags under `root_tag` to its XMP sidecar (photos are never opened
+    for writing), recording what was added in the library's manifest for undo_library_xmp. The
+    caller holds lock_library(): one export at a time per manifest."""
+    items: dict[str, list[str]] = {}
+    for record in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score):
+        items.setdefault(record.path, []).append(record.tag)
+    manifest = library.path / EXPORT_MANIFEST_NAME
+    return export.export_xmp([(Path(p), t) for p, t in items.items()], manifest, root_tag, dry_run)
+
+
+def undo_library_xmp(library: Library, dry_run: bool = False) -> export.ExportReport:
+    """Remove exactly the keywords earlier exports of this library added (the user's stay)."""
+    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run)

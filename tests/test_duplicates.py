@@ -1,0 +1,104 @@
+"""Finding duplicate photos: a copied file, a resized copy, and the black frames that must not be called duplicates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import indexer_fixtures
+import numpy as np
+import pytest
+import search_fixtures
+from PIL import Image
+from search_fixtures import SAMPLES, index_folder, needs_demo
+
+from indexer.cli import main
+from indexer.duplicates import DEFAULT_THRESHOLD, _UnionFind, find_duplicates
+from indexer.library import open_library
+
+embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
+demo_embedder = search_fixtures.demo_embedder
+SAMPLE_NAMES = sorted(p.name for p in SAMPLES.glob("*.jpg"))[:8] if SAMPLES.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def camera_roll(tmp_path_factory, demo_embedder):
+    """Eight different sample photos, a byte copy of one, a half-size copy of another, and three
+    blank frames (black at two sizes, and a near-black one with sensor noise)."""
+    folder = tmp_path_factory.mktemp("camera-roll")
+    photos = folder / "photos"
+    (photos / "backup").mkdir(parents=True)
+    for name in SAMPLE_NAMES:
+        shutil.copy(SAMPLES / name, photos / name)
+    shutil.copy(SAMPLES / SAMPLE_NAMES[0], photos / "backup" / "copy.jpg")
+    with Image.open(SAMPLES / SAMPLE_NAMES[1]) as im:
+        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(photos / "backup" / "small.png")
+    Image.new("RGB", (200, 150)).save(photos / "black.png")
+    Image.new("RGB", (320, 240)).save(photos / "lens-cap.jpg", quality=90)
+    noise = np.random.default_rng(0).normal(6, 2, (240, 320, 3))
+    Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).save(photos / "pocket.png")
+    library = open_library(folder / "library")
+    index_folder(library, photos, demo_embedder)
+    yield library, photos
+    library.close()
+
+
+@needs_demo
+def test_a_copy_and_a_resized_copy_are_found_and_blank_frames_are_not_grouped(camera_roll):
+    library, photos = camera_roll
+    report = find_duplicates(library)
+    assert report.threshold == DEFAULT_THRESHOLD
+    groups = {frozenset(r.path for r in g.images): g for g in report.groups}
+    copied = frozenset({str(photos / SAMPLE_NAMES[0]), str(photos / "backup" / "copy.jpg")})
+    resized = frozenset({str(photos / SAMPLE_NAMES[1]), str(photos / "backup" / "small.png")})
+    assert set(groups) == {copied, resized}
+    assert groups[copied].kind == "exact" and groups[copied].min_cosine == 1.0
+    assert groups[resized].kind == "near" and DEFAULT_THRESHOLD <= groups[resized].min_cosine < 1.0
+    blank = {r.path for r in report.blank}
+    assert {str(photos / "black.png"), str(photos / "lens-cap.jpg")} <= blank
+    assert not blank & (copied | resized)
+
+
+@needs_demo
+def test_without_the_blank_guard_the_black_frames_would_be_grouped(camera_roll):
+    """The guard is what keeps them apart: the model alone sees them as one picture."""
+    library, photos = camera_roll
+    report = find_duplicates(library, blank_std=0.0)
+    black = {str(photos / "black.png"), str(photos / "lens-cap.jpg")}
+    assert any(black <= {r.path for r in g.images} for g in report.groups)
+    assert report.blank == []
+
+
+@needs_demo
+def test_cli_duplicates_plain_and_json(camera_roll, capsys):
+    library, photos = camera_roll
+    assert main(["duplicates", "--library", str(library.path), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["threshold"] == DEFAULT_THRESHOLD
+    assert sorted(g["kind"] for g in document["groups"]) == ["exact", "near"]
+    assert all({"id", "path"} == set(image) for g in document["groups"] for image in g["images"])
+    assert main(["duplicates", "--library", str(library.path)]) == 0
+    captured = capsys.readouterr()
+    blocks = captured.out.strip().split("\n\n")
+    assert len(blocks) == 2 and blocks[0].startswith("# group 1: exact, 2 photos")
+    assert str(photos / "backup" / "copy.jpg") in blocks[0].splitlines()
+    assert "blank frames left out" in captured.err
+    assert main(["duplicates", "--library", str(library.path), "--threshold", "0.5", "--json"]) == 0
+    loose = json.loads(capsys.readouterr().out)
+    assert sum(len(g["images"]) for g in loose["groups"]) > 4  # a low threshold groups more
+
+
+def test_a_threshold_outside_minus_one_to_one_is_refused(tmp_path, capsys):
+    lib = open_library(tmp_path / "library")
+    lib.close()
+    assert main(["duplicates", "--library", str(tmp_path / "library"), "--threshold", "1.5"]) == 2
+    assert "between -1 and 1" in capsys.readouterr().err
+
+
+def test_union_find_joins_chains_into_one_group():
+    groups = _UnionFind()
+    for a, b in [(1, 2), (3, 4), (2, 3), (7, 8)]:
+        groups.union(a, b)
+    assert len({groups.find(i) for i in (1, 2, 3, 4)}) == 1
+    assert groups.find(7) == groups.find(8) != groups.find(1)
+    assert groups.find(5) == 5

@@ -1,0 +1,127 @@
+"""`siglip-search serve` and `siglip-search demo`: argument parsing, and errors -> one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from indexer.library import LIBRARY_ENV, default_library_dir
+from siglip_search.errors import SiglipSearchError
+
+from .options import (
+    AUTH_ENV,
+    DEFAULT_HOST,
+    DEFAULT_MAX_UPLOAD,
+    DEFAULT_PORT,
+    LOCAL_HOSTS,
+    ServeOptions,
+    parse_auth,
+)
+
+PROG = "siglip-search"
+
+
+def default_demo_library() -> Path:
+    """$XDG_DATA_HOME/siglip-search/demo-library (~/.local/share/...): never the user's own library."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "siglip-search" / "demo-library"
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from .server import launch
+    from .state import load_state
+
+    options = _serve_options(args)
+    state = load_state(args.library or default_library_dir(), model=args.model, max_pixels=args.max_pixels,
+                       vocabulary=args.vocabulary, read_only=args.read_only)  # fmt: skip
+    try:
+        launch(state, options)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        state.close()
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from .demo import build_demo_library
+
+    library_dir = Path(args.library).expanduser() if args.library else default_demo_library()
+    print(f"{PROG}: building the demo library in {library_dir} ...", file=sys.stderr, flush=True)
+    line = build_demo_library(library_dir, progress=not args.no_progress)
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+    if args.no_serve:
+        return 0
+    args.library, args.model, args.max_pixels, args.vocabulary = str(library_dir), None, None, None
+    return serve_command(args)
+
+
+def _serve_options(args: argparse.Namespace) -> ServeOptions:
+    auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
+    if args.host not in LOCAL_HOSTS and auth is None:
+        print(f"{PROG}: warning: serving on {args.host} without a password (--auth USER:PASSWORD); "
+              "anyone who can reach this port can search your photos", file=sys.stderr)  # fmt: skip
+    return ServeOptions(host=args.host, port=args.port, auth=auth, max_upload=args.max_upload)
+
+
+def _server_arguments(parser: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default: {DEFAULT_HOST}, this computer only)",
+    )
+    parser.add_argument("--port", type=int, default=port, help=f"port (default: {port})")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
+                        help=f"require this login (default: ${AUTH_ENV} if set, else no password)")  # fmt: skip
+    parser.add_argument("--max-upload", default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                        help=f"largest accepted upload, e.g. 10mb (default: {DEFAULT_MAX_UPLOAD})")  # fmt: skip
+    parser.add_argument("--read-only", action="store_true",
+                        help="search and tag-an-image only: no indexing, tagging or export from the page")  # fmt: skip
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `serve` and `demo`; each sets `func` to a handler returning an exit status."""
+    serve = subparsers.add_parser(
+        "serve", help="open the web UI for a library (search, tag, index, export)",
+        description="Serve a web page to search and tag a library. The model is loaded once at start. "
+        "Binds to this computer only unless --host says otherwise; never shares publicly.",
+    )  # fmt: skip
+    serve.add_argument("--library", metavar="DIR", default=None,
+                       help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})")  # fmt: skip
+    serve.add_argument("--model", metavar="ID_OR_PATH", default=None,
+                       help="model for a library that has none yet (indexing from the page)")  # fmt: skip
+    serve.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                       help="refuse larger pictures as decompression bombs (default: Pillow's limit)")  # fmt: skip
+    serve.add_argument("--vocabulary", metavar="FILE", default=None,
+                       help="tag vocabulary for tagging (default: the bundled data/tags/vocabulary.txt)")  # fmt: skip
+    _server_arguments(serve)
+    serve.set_defaults(func=_errors(serve_command))
+
+    demo = subparsers.add_parser(
+        "demo", help="index the bundled sample photos with the bundled demo model and open the web UI",
+        description="Build (or refresh) a demo library from data/samples with data/models/siglip-demo, "
+        "tag it, then serve it. Works offline.",
+    )  # fmt: skip
+    demo.add_argument("--library", metavar="DIR", default=None,
+                      help=f"demo library folder (default: {default_demo_library()})")  # fmt: skip
+    demo.add_argument("--no-serve", action="store_true", help="build the demo library and exit")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _server_arguments(demo)
+    demo.set_defaults(func=_errors(demo_command))
+
+
+def _errors(handler):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except SiglipSearchError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # e.g. the port is taken
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+
+    run.__name__ = handler.__name__
+    return run

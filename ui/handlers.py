@@ -1,0 +1,313 @@
+"""Event handlers of the page: form values in, the library's own functions called, views out.
+
+No search, tagging or export logic lives here: each handler calls what the CLI calls
+(indexer.search.Searcher, indexer.tags, indexer.export, indexer.index_paths) and turns the
+result into component values with ui.views. Errors a user can act on become gr.Error messages;
+anything else is logged on the server and shown as one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gradio as gr
+from PIL import Image
+
+from indexer.decode import decode_image
+from indexer.errors import DecodeError
+from indexer.jobs import index_paths
+from indexer.library import library_status, lock_library
+from indexer.query import _looks_like_path, _tokenize  # see refuse_file_terms
+from siglip_search.errors import SiglipSearchError
+
+from . import views
+from .state import AppState, load_model, require_library, require_searcher
+from .thumbnails import PREVIEW_PX
+from .views import FormError, HitRecord
+
+log = logging.getLogger("siglip_search.ui")
+F = TypeVar("F", bound=Callable[..., Any])
+SORTS = {"best match": "score", "newest first": "date"}
+EXPORT_FORMATS = {"XMP sidecars": "xmp", "CSV": "csv", "JSON Lines": "jsonl"}
+
+
+def page_errors(handler: F) -> F:
+    """Typed errors -> gr.Error with their message; a bad file -> what is wrong with it;
+    anything else -> logged here with its traceback, one line on the page."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SiglipSearchError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except DecodeError as exc:
+            raise gr.Error(
+                f"That file cannot be used as a photo: {exc.reason}.", print_exception=False
+            ) from None
+        except Exception as exc:
+            log.exception("unexpected error in %s", handler.__name__)
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}); the server log has the details.",
+                           print_exception=False) from None  # fmt: skip
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+def _search_options(min_score, count, folder, date_from, date_to, sort) -> dict[str, Any]:
+    """Form values -> Searcher options; dates and folders are read (and refused) by the searcher."""
+    return {
+        "k": views.parse_count(count),
+        "min_score": views.parse_probability(min_score),
+        "folder": (folder or "").strip() or None,
+        "date_from": (date_from or "").strip() or None,
+        "date_to": (date_to or "").strip() or None,
+        "sort": SORTS.get(sort, sort if sort in SORTS.values() else "score"),
+    }
+
+
+def refuse_file_terms(query: str) -> None:
+    """On the page, a picture is an upload and an indexed photo is `#ID`. An image *path* in a
+    combined query would make the server open a file of its own disk (and say whether it exists),
+    so such terms are refused before the query is parsed. The check reads the query with the
+    parser's own tokenizer, so what it sees as a word is exactly what the parser would open."""
+    for token in _tokenize(query):
+        if token.kind == "word" and _looks_like_path(token.text):
+            raise FormError(
+                f"“{token.text}” looks like a file on the server; search with a picture in the "
+                "“By image” tab, use #ID for an indexed photo, or put the words in quotes."
+            )
+
+
+def _results(state: AppState, page: Any, options: dict, query: str) -> tuple:
+    """(gallery items, summary line, JSON of the hits, the hits kept for the session)."""
+    hits = [HitRecord.from_hit(hit) for hit in page.hits]
+    pictures = state.thumbnails.get_many([(hit.id, hit.path) for hit in hits])
+    summary = views.results_summary(hits, query=query, min_score=options["min_score"], sort=options["sort"],
+                                    offset=page.offset, has_more=getattr(page, "has_more", False))  # fmt: skip
+    return views.gallery_items(hits, pictures), summary, [h.as_json() for h in hits], [h.as_dict() for h in hits]
+
+
+@page_errors
+def search_text(state: AppState, query: str, min_score: float, count: float, folder: str,
+                date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+    text = views.parse_query(query)
+    refuse_file_terms(text)
+    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    page = require_searcher(state).search(text, **options)
+    return _results(state, page, options, text)
+
+
+@page_errors
+def search_image(state: AppState, image_file: str | None, min_score: float, count: float, folder: str,
+                 date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+    image = open_upload(state, image_file, what="search with")
+    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    page = require_searcher(state).search_image(image, **options)
+    return _results(state, page, options, "your picture")
+
+
+@page_errors
+def more_like_this(state: AppState, image_id: float | None, min_score: float, count: float, folder: str,
+                   date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+    """Photos like an indexed one (the selected result, or any id an API client names)."""
+    if image_id is None:
+        raise FormError("Click a photo in the results first.")
+    wanted = views.parse_image_id(image_id)
+    rows = require_library(state).store.images_by_ids([wanted])
+    if not rows or rows[0].status != "ok":
+        raise FormError(f"There is no indexed photo with id {wanted}; search again.")
+    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    page = require_searcher(state).more_like_this(rows[0].id, **options)
+    return _results(state, page, options, f"photos like {Path(rows[0].rel_path).name}")
+
+
+@page_errors
+def select_hit(state: AppState, hits: list[dict] | None, evt: gr.SelectData) -> tuple:
+    """A click on a result: its large preview, its details and tags; remembered for "more like this"."""
+    index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
+    if not hits or not 0 <= index < len(hits):
+        raise FormError("That result is gone; search again.")
+    hit = HitRecord(**hits[index])
+    # The id and path come from this session's own search results (server-side state), and the
+    # preview is made from the library's row for that id: a client cannot name another file.
+    rows = require_library(state).store.images_by_ids([hit.id])
+    if not rows:
+        raise FormError(f"{hit.rel_path} is no longer in the library; search again.")
+    preview = state.thumbnails.get(hit.id, rows[0].path, PREVIEW_PX)
+    details = views.hit_details_markdown(hit, image_tags(state, hit.id))
+    return preview, details, hit.id, gr.update(visible=True)
+
+
+def image_tags(state: AppState, image_id: int) -> list[tuple[str, float]]:
+    """The library's machine tags of one photo, best first."""
+    from indexer.tags import image_tags
+
+    return [(t.tag, t.score) for t in image_tags(require_library(state), [image_id])[image_id]]
+
+
+# --- uploads ------------------------------------------------------------------------------------
+
+
+def open_upload(state: AppState, image_file: str | None, *, what: str) -> Image.Image:
+    """An uploaded file (in Gradio's temp folder) as an RGB picture, with the indexer's checks:
+    not an image, truncated, or over the pixel limit -> a message, never a traceback."""
+    if not image_file:
+        raise FormError(f"Upload, paste or drop a picture to {what}.")
+    # The model's input size lets a large JPEG decode at 1/2..1/8 scale, as the indexer does.
+    target_size = state.embedder.image_size if state.embedder is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        decoded = decode_image(image_file, target_size=target_size, max_pixels=state.max_pixels)
+    return decoded.image
+
+
+# --- tagging ------------------------------------------------------------------------------------
+
+
+@page_errors
+def tag_image(state: AppState, image_file: str | None, labels_text: str, use_vocabulary: bool) -> tuple:
+    """Sigmoid probability of each typed label (and of each vocabulary tag when asked)."""
+    from indexer import tags
+    from indexer.vocabulary import Vocabulary, VocabularyTag
+
+    image = open_upload(state, image_file, what="tag")
+    labels = views.parse_labels(labels_text)
+    if not labels and not use_vocabulary:
+        raise FormError("Type some labels, separated by commas (e.g. “dog, cat, beach”), or tick “use the vocabulary”.")
+    candidates: Any = labels
+    if use_vocabulary:  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
+        vocabulary = load_vocabulary(state)
+        known = {name.casefold() for name in vocabulary.names()}
+        typed = tuple(VocabularyTag(label, (label,)) for label in labels if label.casefold() not in known)
+        candidates = Vocabulary(vocabulary.tags + typed, vocabulary.source)
+    scores = tags.tag_image(_embedder(state), image, candidates)
+    probabilities = views.label_probabilities((s.tag, s.score) for s in scores)
+    return probabilities, views.tagging_summary(probabilities, threshold=tags.DEFAULT_THRESHOLD)
+
+
+def load_vocabulary(state: AppState) -> Any:
+    from indexer.vocabulary import load_vocabulary
+
+    return load_vocabulary(state.vocabulary)
+
+
+def _embedder(state: AppState) -> Any:
+    if state.embedder is None:
+        load_model(state)
+    return state.embedder
+
+
+# --- library ------------------------------------------------------------------------------------
+
+
+@page_errors
+def folder_choices(state: AppState) -> dict:
+    """The registered folders, for the search tab's folder filter (refreshed on page load and after indexing)."""
+    roots = [root.path for root in state.library.store.roots()] if state.library is not None else []
+    return gr.update(choices=roots)
+
+
+@page_errors
+def show_status(state: AppState) -> str:
+    if state.library is None:
+        return views.status_markdown(None)
+    return views.status_markdown(library_status(state.library))
+
+
+@contextmanager
+def _one_job(state: AppState) -> Iterator[None]:
+    """Jobs that write the library run one at a time; a second one is refused, not queued."""
+    if state.read_only:
+        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
+    if not state.job_lock.acquire(blocking=False):
+        raise FormError("Another job (indexing, tagging or export) is running; wait for it to finish.")
+    try:
+        yield
+    finally:
+        state.job_lock.release()
+
+
+@page_errors
+def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+    path = (folder or "").strip()
+    if not path:
+        raise FormError("Type the path of a folder on the server to index, e.g. /home/me/Pictures.")
+    with _one_job(state):
+        library = require_library(state, create=True)
+        embedder = _embedder(state)
+        progress(0, desc="scanning folders")
+
+        def on_progress(done: int, total: int) -> None:
+            progress((done, total), desc=views.progress_line(done, total), unit="photos")
+
+        with warnings.catch_warnings(), lock_library(library):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            summary = index_paths(library, [os.path.expanduser(path)], embedder, progress=False,
+                                  max_pixels=state.max_pixels, on_progress=on_progress)  # fmt: skip
+        if state.searcher is None:
+            load_model(state)
+    return (views.index_summary_markdown(summary), views.status_markdown(library_status(library)),
+            folder_choices(state))  # fmt: skip
+
+
+@page_errors
+def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+    """Tag every new or changed photo from its stored embedding (indexer.tags.tag_library)."""
+    from indexer import tags
+
+    library = require_library(state)
+    prob = views.parse_probability(threshold)
+    with _one_job(state), lock_library(library):
+        progress(0, desc="tagging the library")
+        summary = tags.tag_library(library, _embedder(state), load_vocabulary(state), threshold=prob or None,
+                                   progress=False)  # fmt: skip
+    return f"Done: {summary.line()}.", views.status_markdown(library_status(library))
+
+
+@page_errors
+def export_tags(state: AppState, format_name: str, root_tag: str, threshold: float, dry_run: bool) -> tuple:
+    """XMP sidecars beside the photos (with a dry-run preview), or a CSV / JSON Lines download:
+    the same functions as `siglip-search export`."""
+    from indexer import export
+    from indexer.tags import export_library_xmp, library_tag_rows
+
+    library = require_library(state)
+    fmt = EXPORT_FORMATS.get(format_name, format_name)
+    prob = views.parse_probability(threshold) or None
+    if fmt == "xmp":
+        with _one_job(state), lock_library(library):
+            report = export_library_xmp(library, (root_tag or "").strip() or None, prob, dry_run)
+        return views.export_report_markdown(report, dry_run=dry_run), gr.update(value=None, visible=False)
+    if fmt not in ("csv", "jsonl"):
+        raise FormError(f"Choose one of: {', '.join(EXPORT_FORMATS)}.")
+    rows = library_tag_rows(library, prob)
+    if not rows:
+        raise FormError("The library has no tags to export yet: tag the library first.")
+    out = Path(tempfile.mkdtemp(prefix="siglip-search-export-")) / f"tags.{fmt}"
+    (export.write_csv if fmt == "csv" else export.write_jsonl)(rows, out)
+    photos = len({row.path for row in rows})
+    return f"**{len(rows)} tags** of {photos} photos as {format_name}: download below.", gr.update(value=str(out), visible=True)
+
+
+@page_errors
+def undo_export(state: AppState, dry_run: bool) -> tuple:
+    """Remove exactly the keywords earlier XMP exports added (`siglip-search export --undo`)."""
+    from indexer.tags import undo_library_xmp
+
+    library = require_library(state)
+    with _one_job(state), lock_library(library):
+        report = undo_library_xmp(library, dry_run)
+    return views.export_report_markdown(report, dry_run=dry_run, undo=True), gr.update(value=None, visible=False)

@@ -1,0 +1,106 @@
+"""What a running server holds: the library, the model loaded once, the searcher and the thumbnails."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import LibraryNotFoundError, ModelNotRecordedError
+from indexer.library import DB_NAME, Library, open_library
+
+from .thumbnails import Thumbnails, thumbnail_dir
+
+if TYPE_CHECKING:
+    from siglip_search.embedder import Embedder
+
+
+@dataclass
+class AppState:
+    """Shared by every browser session. Searches run concurrently; jobs that write the library
+    (index, tag, export) run one at a time, and also take the library's own lock."""
+
+    library_dir: Path
+    thumbnails: Thumbnails
+    library: Library | None = None
+    embedder: Embedder | None = None
+    searcher: Any = None  # indexer.search.Searcher
+    model: str | None = None  # the model for a library that has none yet
+    max_pixels: int | None = None
+    vocabulary: str | None = None  # a vocabulary file; None: the bundled one
+    read_only: bool = False  # no indexing, tagging or export from the page (search and tag-an-image only)
+    job_lock: threading.Lock = field(default_factory=threading.Lock)
+    _open_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def close(self) -> None:
+        self.thumbnails.close()
+        if self.library is not None:
+            self.library.close()
+
+
+def load_state(library_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
+               max_pixels: int | None = None, vocabulary: str | None = None,
+               read_only: bool = False) -> AppState:  # fmt: skip
+    """Open the library (if there is one yet) and load its model now, so the first query is fast.
+
+    Without a library, the page still opens: its Library tab indexes a first folder with `model`.
+    """
+    folder = Path(library_dir).expanduser().resolve()
+    state = AppState(folder, Thumbnails(thumbnail_dir(folder), max_pixels=max_pixels),
+                     model=str(model) if model else None, max_pixels=max_pixels, vocabulary=vocabulary,
+                     read_only=read_only)  # fmt: skip
+    if (folder / DB_NAME).is_file():
+        state.library = open_library(folder, create=False)
+        if state.library.model_identity() is not None:
+            load_model(state)
+    elif model is not None:
+        load_model(state)
+    return state
+
+
+def load_model(state: AppState) -> None:
+    """Load the model once: the library's recorded one, or `state.model` for a library that has
+    none yet; then a searcher over the library once it holds vectors."""
+    from indexer.search import Searcher  # imports torch
+
+    recorded = state.library is not None and state.library.model_identity() is not None
+    if state.embedder is None:
+        if recorded:
+            state.embedder = state.library.load_embedder()
+        elif state.model is not None:
+            from siglip_search.embedder import Embedder
+
+            state.embedder = Embedder.from_pretrained(state.model)
+        else:
+            raise ModelNotRecordedError(
+                f"the library at {state.library_dir} has no model yet; start the server with --model ID_OR_PATH"
+            )
+    if recorded and state.searcher is None:
+        state.searcher = Searcher(state.library, state.embedder)  # checks it is the library's model
+
+
+def require_library(state: AppState, *, create: bool = False) -> Library:
+    """The open library; LibraryNotFoundError (a message for the page) when there is none yet."""
+    with state._open_lock:
+        if state.library is None:
+            if not create:
+                raise LibraryNotFoundError(
+                    f"No library at {state.library_dir} yet. Index a folder in the Library tab first."
+                )
+            state.library = open_library(state.library_dir, create=True)
+        return state.library
+
+
+def require_searcher(state: AppState) -> Any:
+    library = require_library(state)
+    if state.searcher is None:
+        if library.model_identity() is None:
+            raise LibraryNotFoundError(
+                "The library has no photos yet. Index a folder in the Library tab first."
+            )
+        with state._open_lock:
+            if state.searcher is None:
+                load_model(state)
+    return state.searcher
