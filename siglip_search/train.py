@@ -134,8 +134,9 @@ def train(cfg: TrainConfig) -> Path:
         prepare_output(cfg)
     if distributed:
         dist.barrier()
-    tokenizer, processor = prepare_output(cfg) if rank != 0 else (
-        SiglipTokenizer.from_pretrained(cfg.out_dir), SiglipImageProcessor.from_pretrained(cfg.out_dir))
+    # Every process reads the files rank 0 wrote, so all use the same ids and preprocessing.
+    tokenizer = SiglipTokenizer.from_pretrained(cfg.out_dir)
+    processor = SiglipImageProcessor.from_pretrained(cfg.out_dir)
     cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
     torch.manual_seed(cfg.seed)
     model = SiglipModel(SiglipConfig.from_dict(cfg.model_config))
