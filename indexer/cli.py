@@ -4,8 +4,10 @@ and the one place errors become exit codes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +39,12 @@ def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpa
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # `siglip-search search ... | head`: the reader left early, which is not an error. Point
+            # stdout at /dev/null so Python's exit-time flush does not complain again.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
     return wrapper
 

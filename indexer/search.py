@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 SORTS = ("score", "date")
 DATE_SORT_POOL = 1000  # sort="date" orders the best this many matches (above min_score) by date
 RERANK_FACTOR = 2  # approximate index: candidates re-ranked exactly per hit asked for
-EXACT_SUBSET_LIMIT = 20_000  # approximate index: a filter this narrow is searched exactly
 
 
 @dataclass(frozen=True)
@@ -179,10 +178,7 @@ class Searcher:
     def _nearest(self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(cosines, ids) of the n nearest allowed images, best first, exact cosines."""
         if isinstance(index, AnnIndex):
-            if allowed is not None and len(allowed) <= EXACT_SUBSET_LIMIT:
-                candidates = allowed
-            else:
-                candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
+            candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
             return self._rerank(vector, candidates[candidates >= 0], n)
         scores, ids = index.search(vector, n, allowed)
         found = ids[0] >= 0

@@ -37,7 +37,11 @@ class Root(Base):
 
 class Image(Base):
     __tablename__ = "images"
-    __table_args__ = (sa.UniqueConstraint("root_id", "rel_path"),)
+    __table_args__ = (
+        sa.UniqueConstraint("root_id", "rel_path"),
+        # Incremental readers (tagging, the approximate index) ask for rows embedded since a point.
+        sa.Index("ix_images_indexed_at", "indexed_at", "id"),
+    )
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
     rel_path: Mapped[str] = mapped_column(sa.Text)  # POSIX, relative to the root: moving a root is free
@@ -254,9 +258,22 @@ def migrate(engine: sa.Engine) -> int:
             )
         for version in range(found, SCHEMA_VERSION):
             MIGRATIONS[version](conn)
+        _add_missing_indexes(conn)
         if found < SCHEMA_VERSION:  # opening a current library writes nothing (readers stay readers)
             conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
         return found
+
+
+def _add_missing_indexes(conn: sa.Connection) -> None:
+    """Indexes added after a library was created; a read-only library simply goes without."""
+    existing = {index["name"] for index in sa.inspect(conn).get_indexes("images")}
+    for index in Image.__table__.indexes:
+        if index.name not in existing:
+            try:
+                with conn.begin_nested():
+                    index.create(conn)
+            except sa.exc.OperationalError:
+                pass
 
 
 def _image_row(image: Image, root_path: str) -> ImageRow:

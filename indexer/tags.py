@@ -137,7 +137,7 @@ def select_tags(probs: np.ndarray, vocabulary: Vocabulary, threshold: float = DE
 def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels: Sequence[str] | Vocabulary,
               template: str | Sequence[str] = DEFAULT_TEMPLATES) -> list[TagScore]:  # fmt: skip
     """Probability of every label for one image, best first (no threshold). Plain labels are put
-    into `template` (one template: the same prompts as siglip_search.pipeline's); a Vocabulary
+    into `template` (one template: the same prompts as siglip_search.pipeline()'s); a Vocabulary
     uses its own synonyms and prompts too."""
     templates = (template,) if isinstance(template, str) else tuple(template)
     vocabulary = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(VocabularyTag(lb, (lb,)) for lb in labels))

@@ -122,6 +122,8 @@ ANN_SHARDS = 2
 ANN_MIN_TRAIN = 64  # k-means of 16 centroids per sub-quantizer needs a few points per centroid
 ANN_TRAIN_SIZE = 65_536
 ANN_K_FACTOR = 64  # fast-scan candidates (per shard) per requested hit, re-scored with SQ8
+ANN_MAX_CANDIDATES = 16_384  # per shard, when many hits are asked for (a page deep down, date sort)
+ANN_SUBSET_LIMIT = 50_000  # a filter allowing at most this many images is scored from SQ8 codes
 _SHARD_POOL = ThreadPoolExecutor(max_workers=ANN_SHARDS, thread_name_prefix="ann-shard")
 
 
@@ -212,20 +214,28 @@ class AnnIndex:
         return scores, found
 
     def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        total, want = len(self._alive), k
+        if allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT:  # a narrow filter: score it all
+            return self._rescore(query, np.flatnonzero(self._alive & np.isin(self._ids, allowed)), k)
+        total = len(self._alive)
+        want = int(np.ceil(k / max(1e-3, 1.0 - self.dead_fraction)))  # room for the tombstones
         while k > 0:
-            want = min(total, want + (total - len(self)))  # room for the tombstones
-            labels = self._candidates(query, want * self.k_factor)
+            want = min(total, want)
+            labels = self._candidates(query, max(2 * want, min(want * self.k_factor, ANN_MAX_CANDIDATES)))
             keep = self._alive[labels]
             if allowed is not None:
                 keep &= np.isin(self._ids[labels], allowed)
             labels = labels[keep]
             if len(labels) >= k or want >= total:
-                scores = self._codes.reconstruct_batch(labels) @ query  # SQ8 re-score
-                best = np.argsort(-scores, kind="stable")[:k]
-                return scores[best], self._ids[labels[best]]
+                return self._rescore(query, labels, k)
             want *= 4  # a filter or tombstones left too few: search deeper
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+    def _rescore(self, query: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of `labels` by their 8-bit codes (near-exact scores)."""
+        scores = np.concatenate([self._codes.reconstruct_batch(labels[i : i + 65_536]) @ query
+                                 for i in range(0, len(labels), 65_536)] or [np.zeros(0, np.float32)])  # fmt: skip
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best], self._ids[labels[best]]
 
     def _candidates(self, query: np.ndarray, per_shard: int) -> np.ndarray:
         """Labels of the best fast-scan matches of every shard, scanned in parallel."""

@@ -9,7 +9,7 @@ if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '
 fi
 if [[ "${1:-}" == "--dev" ]]; then
     $PIP -e ".[dev]"
-    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         # The UI tests drive a real headless browser; browsers cannot be downloaded by pip here.
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
             || echo "setup: could not install chromium; browser tests will be skipped" >&2

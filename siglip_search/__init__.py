@@ -1,20 +1,34 @@
-"""SigLIP in plain PyTorch, with the public API of Hugging Face transformers' SigLIP."""
+"""SigLIP in plain PyTorch, with the public API of Hugging Face transformers' SigLIP.
 
-from .auto import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
-from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
-from .errors import CheckpointError, InputError, ModelNotCachedError, SiglipSearchError
-from .image_processor import SiglipImageProcessor
-from .loss import sigmoid_loss
-from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
-from .pipeline import pipeline
-from .processor import SiglipProcessor
-from .tokenizer import SiglipTokenizer
+Names are imported on first use, so `siglip_search.errors` or the command line's `--help` do not
+pay for importing torch.
+"""
 
-__all__ = [
-    "AutoImageProcessor", "AutoModel", "AutoProcessor", "AutoTokenizer",
-    "SiglipConfig", "SiglipTextConfig", "SiglipVisionConfig",
-    "CheckpointError", "InputError", "ModelNotCachedError", "SiglipSearchError",
-    "SiglipImageProcessor", "SiglipModel", "SiglipTextModel", "SiglipVisionModel",
-    "SiglipProcessor", "SiglipTokenizer", "pipeline", "sigmoid_loss",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AutoImageProcessor": "auto", "AutoModel": "auto", "AutoProcessor": "auto", "AutoTokenizer": "auto",
+    "SiglipConfig": "config", "SiglipTextConfig": "config", "SiglipVisionConfig": "config",
+    "CheckpointError": "errors", "InputError": "errors", "ModelNotCachedError": "errors",
+    "SiglipSearchError": "errors",
+    "SiglipImageProcessor": "image_processor", "sigmoid_loss": "loss",
+    "SiglipModel": "model", "SiglipTextModel": "model", "SiglipVisionModel": "model",
+    "pipeline": "zero_shot", "SiglipProcessor": "processor", "SiglipTokenizer": "tokenizer",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'siglip_search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

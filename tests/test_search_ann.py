@@ -7,6 +7,7 @@ import indexer_fixtures
 import numpy as np
 import pytest
 
+from indexer import vectors as vectors_module
 from indexer.library import open_library
 from indexer.search import Searcher
 from indexer.store import EmbeddedImage
@@ -42,7 +43,7 @@ def exact_top(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -
     return ids[order].tolist()
 
 
-def test_the_approximate_index_answers_like_exact_search(big_library, embedder):
+def test_the_approximate_index_answers_like_exact_search(big_library, embedder, monkeypatch):
     library, vectors = big_library
     assert isinstance(library.vector_index(), AnnIndex)
     searcher = Searcher(library, embedder)
@@ -52,8 +53,10 @@ def test_the_approximate_index_answers_like_exact_search(big_library, embedder):
         page = searcher.search_vector(query, k=10)
         assert [h.id for h in page.hits] == exact_top(vectors, ids, query, 10)
         assert page.hits[0].cosine == pytest.approx(float(vectors[page.hits[0].id - 1] @ query), abs=1e-6)  # exact
-    hits = searcher.search_vector(vectors[5], k=5, folder="2").hits  # a filter: only ids 201..300
-    assert [h.id for h in hits] == exact_top(vectors[200:], ids[200:], vectors[5], 5)
+    for subset_limit in (50_000, 10):  # a filter scored whole, or one the scan must dig deeper for
+        monkeypatch.setattr(vectors_module, "ANN_SUBSET_LIMIT", subset_limit)
+        hits = searcher.search_vector(vectors[5], k=5, folder="2").hits  # only ids 201..300
+        assert [h.id for h in hits] == exact_top(vectors[200:], ids[200:], vectors[5], 5)
 
 
 def test_deleted_and_re_embedded_photos_never_come_back(big_library, embedder):

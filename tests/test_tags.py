@@ -25,7 +25,7 @@ from indexer.vocabulary import (
     parse_vocabulary,
 )
 from siglip_search import synthetic
-from siglip_search.pipeline import pipeline
+from siglip_search import pipeline
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder = search_fixtures.demo_embedder
