@@ -80,7 +80,7 @@ def _recall(embedder, images, items, queries, name, ks=(1, 5, 10)) -> dict[str, 
     order = np.argsort(-(embedder.embed_texts(captions) @ images.T), axis=1)
     variants = [set(map(synthetic.canonicalise_caption, synthetic.all_caption_variants(s))) for _, _, s in items]
     hits = {k: 0 for k in ks}
-    for row, caption in zip(order, captions):
+    for row, caption in zip(order, captions, strict=False):
         canon = synthetic.canonicalise_caption(caption)
         first = next((rank for rank, j in enumerate(row) if canon in variants[j]), len(row))
         for k in ks:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import InputError
 from .image_processor import SiglipImageProcessor
-from .tokenizer import BatchEncoding, SiglipTokenizer
+from .tokenizer import BatchEncoding
 
 
 class SiglipProcessor:

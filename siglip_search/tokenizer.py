@@ -222,7 +222,7 @@ class SiglipTokenizer:
             ]
         out = BatchEncoding(input_ids=rows[0] if single else rows)
         if lengths is not None:
-            masks = [[1] * n + [0] * (len(r) - n) for n, r in zip(lengths, rows)]
+            masks = [[1] * n + [0] * (len(r) - n) for n, r in zip(lengths, rows, strict=False)]
             out["attention_mask"] = masks[0] if single else masks
         if return_tensors == "pt":
             if len({len(r) for r in rows}) > 1:

@@ -70,7 +70,7 @@ class ZeroShotImageClassificationPipeline:
         # Sigmoid, not softmax: each label is an independent yes/no, so scores need not sum to 1.
         probs = torch.sigmoid(logits).tolist()
         results = [
-            [{"score": s, "label": label} for s, label in sorted(zip(row, candidate_labels), key=lambda x: -x[0])]
+            [{"score": s, "label": label} for s, label in sorted(zip(row, candidate_labels, strict=False), key=lambda x: -x[0])]
             for row in probs
         ]
         return results if batch else results[0]

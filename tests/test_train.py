@@ -52,10 +52,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     reference = train(_config(tmp_path / "uninterrupted", steps=40, checkpoint_every=10))
     out = tmp_path / "killed"
     script = (
-        "import sys; from pathlib import Path; sys.path.insert(0, %r);"
+        f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
         "from test_train import _config; from siglip_search.train import train;"
-        "train(_config(Path(%r), steps=40, checkpoint_every=10))"
-    ) % (str(Path(__file__).parent), str(out))
+        f"train(_config(Path({str(out)!r}), steps=40, checkpoint_every=10))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
     deadline = time.time() + 120
     while not (out / STATE_FILE).exists() and proc.poll() is None and time.time() < deadline:
