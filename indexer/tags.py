@@ -171,7 +171,10 @@ def tag_library(library: Library, embedder: Embedder, vocabulary: Vocabulary, th
     settings = {"vocabulary": vocabulary.version, "templates": list(templates), "model": _model_key(embedder),
                 "threshold": threshold, "cap": cap}  # fmt: skip
     key = _digest(settings)
-    state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
+    try:
+        state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
+    except ValueError:
+        state = {}  # unreadable progress: tag everything again
     after = tuple(state["after"]) if state.get("key") == key and state.get("after") and not retag_all else None
     retagged_all = after is None
     tag_vectors = embed_vocabulary(embedder, vocabulary, templates, library)

@@ -113,17 +113,16 @@ class VectorIndex:
 
 
 # Approximate search, chosen by benchmarks/search_speed.py: an exhaustive scan of 4-bit PQ
-# fast-scan codes (dim/2 bytes a vector), split into shards scanned in parallel threads (FAISS
-# releases the GIL), proposes candidates; 8-bit scalar codes (dim bytes a vector) re-score them;
-# the caller re-ranks the best with the exact stored embeddings. Graph (HNSW) and inverted-file
-# (IVF) indexes lost most of their recall on vectors without cluster structure (recall@10 0.49
-# and 0.43 at 100k x 768); a compressed exhaustive scan degrades gracefully instead.
+# fast-scan codes (dim/2 bytes a vector) proposes candidates and 8-bit scalar codes (dim bytes a
+# vector) re-score them (FAISS IndexRefine), in shards scanned by parallel threads (FAISS releases
+# the GIL); the caller re-ranks the best with the exact stored embeddings. Graph (HNSW) and
+# inverted-file (IVF) indexes lost most of their recall on vectors without cluster structure
+# (recall@10 0.49 and 0.43 at 100k x 768); a compressed exhaustive scan degrades gracefully instead.
 ANN_SHARDS = 2
 ANN_MIN_TRAIN = 64  # k-means of 16 centroids per sub-quantizer needs a few points per centroid
 ANN_TRAIN_SIZE = 65_536
-ANN_K_FACTOR = 64  # fast-scan candidates (per shard) per requested hit, re-scored with SQ8
-ANN_MAX_CANDIDATES = 16_384  # per shard, when many hits are asked for (a page deep down, date sort)
-ANN_SUBSET_LIMIT = 50_000  # a filter allowing at most this many images is scored from SQ8 codes
+ANN_K_FACTOR = 128  # fast-scan candidates per hit, re-scored with the 8-bit codes (recall@10 0.955 at 1M random x 768)
+ANN_SUBSET_LIMIT = 50_000  # a filter allowing at most this many images is scored from 8-bit codes
 _SHARD_POOL = ThreadPoolExecutor(max_workers=ANN_SHARDS, thread_name_prefix="ann-shard")
 
 
@@ -138,18 +137,17 @@ def ann_subquantizers(dim: int) -> int:
 class AnnIndex:
     """Approximate inner-product search with tombstones, keyed by image id.
 
-    Labels are positions (0..n-1) in the SQ8 codes; each fast-scan shard maps its own positions to
-    labels; `_ids` maps labels to image ids and `_alive` marks the live ones. Codes cannot be
-    removed, so a deleted or re-embedded image only loses its `_alive` bit (a tombstone) and is
-    filtered out at query time; the owner rebuilds once `dead_fraction` grows too large.
+    Labels are global positions (0..n-1); each shard maps its own positions to labels, `_ids`
+    maps labels to image ids and `_alive` marks the live ones. Codes cannot be removed, so a
+    deleted or re-embedded image only loses its `_alive` bit (a tombstone) and is filtered out
+    at query time; the owner rebuilds once `dead_fraction` grows too large.
     """
 
-    def __init__(self, dim: int, shards: list[faiss.Index], shard_labels: list[np.ndarray], codes: faiss.Index,
-                 ids: np.ndarray, alive: np.ndarray, generation: int = -1,
-                 synced_to: tuple[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(self, dim: int, shards: list[faiss.Index], shard_labels: list[np.ndarray], ids: np.ndarray,
+                 alive: np.ndarray, generation: int = -1, synced_to: tuple[str, int] | None = None) -> None:  # fmt: skip
         self.dim = dim
         self.k_factor = ANN_K_FACTOR
-        self._shards, self._shard_labels, self._codes = shards, [np.asarray(a, np.int64) for a in shard_labels], codes
+        self._shards, self._shard_labels = shards, [np.asarray(a, np.int64) for a in shard_labels]
         self._ids = np.asarray(ids, dtype=np.int64)  # label -> image id
         self._alive = np.asarray(alive, dtype=bool)  # label -> not tombstoned
         self.generation = generation
@@ -161,14 +159,14 @@ class AnnIndex:
         sample = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, dim)[:ANN_TRAIN_SIZE]
         if len(sample) < ANN_MIN_TRAIN:
             raise ValueError(f"an approximate index needs {ANN_MIN_TRAIN} vectors to train, got {len(sample)}")
-        first = faiss.index_factory(dim, f"PQ{ann_subquantizers(dim)}x4fs", faiss.METRIC_INNER_PRODUCT)
-        first.pq.cp.min_points_per_centroid = 1  # small libraries (tests) train without warnings
+        factory = f"PQ{ann_subquantizers(dim)}x4fs,Refine(SQ8)"
+        first = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        # Small libraries (tests) train without FAISS's "too few points" warnings.
+        faiss.downcast_index(first.base_index).pq.cp.min_points_per_centroid = 1
         first.train(sample)
-        codes = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        codes.train(sample)
         shards = [first] + [faiss.clone_index(first) for _ in range(ANN_SHARDS - 1)]
         empty = [np.zeros(0, np.int64) for _ in shards]
-        return cls(dim, shards, empty, codes, np.zeros(0, np.int64), np.zeros(0, bool), generation)
+        return cls(dim, shards, empty, np.zeros(0, np.int64), np.zeros(0, bool), generation)
 
     def __len__(self) -> int:
         return int(self._alive.sum())
@@ -186,7 +184,6 @@ class AnnIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)  # (n, dim)
         self.remove(ids)
         labels = np.arange(len(self._ids), len(self._ids) + len(ids), dtype=np.int64)
-        self._codes.add(vectors)
         smallest = min(range(len(self._shards)), key=lambda s: self._shards[s].ntotal)
         self._shards[smallest].add(vectors)
         self._shard_labels[smallest] = np.concatenate([self._shard_labels[smallest], labels])
@@ -202,7 +199,7 @@ class AnnIndex:
         return int(dead.sum())
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Like VectorIndex.search, with approximate (SQ8) scores; tombstones and ids outside
+        """Like VectorIndex.search, with approximate (8-bit) scores; tombstones and ids outside
         `allowed` are filtered out, searching deeper until k hits are found or none are left."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # (n, dim)
         k = max(0, min(int(k), len(self) if allowed is None else len(allowed)))
@@ -214,52 +211,69 @@ class AnnIndex:
         return scores, found
 
     def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if k <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
         if allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT:  # a narrow filter: score it all
-            return self._rescore(query, np.flatnonzero(self._alive & np.isin(self._ids, allowed)), k)
+            keep = self._alive & np.isin(self._ids, allowed)
+            return self._best(self._shard_map(lambda s: self._score_subset(s, query, keep, k)), k)
         total = len(self._alive)
         want = int(np.ceil(k / max(1e-3, 1.0 - self.dead_fraction)))  # room for the tombstones
-        while k > 0:
+        while True:
             want = min(total, want)
-            labels = self._candidates(query, max(2 * want, min(want * self.k_factor, ANN_MAX_CANDIDATES)))
+            scores, labels = self._shard_map(lambda s, n=want: self._scan(s, query, n))
             keep = self._alive[labels]
             if allowed is not None:
                 keep &= np.isin(self._ids[labels], allowed)
-            labels = labels[keep]
-            if len(labels) >= k or want >= total:
-                return self._rescore(query, labels, k)
+            if keep.sum() >= k or want >= total:
+                return self._best((scores[keep], labels[keep]), k)
             want *= 4  # a filter or tombstones left too few: search deeper
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
 
-    def _rescore(self, query: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best of `labels` by their 8-bit codes (near-exact scores)."""
-        scores = np.concatenate([self._codes.reconstruct_batch(labels[i : i + 65_536]) @ query
-                                 for i in range(0, len(labels), 65_536)] or [np.zeros(0, np.float32)])  # fmt: skip
+    def _scan(self, shard: int, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, labels) of a shard's n best: fast-scan candidates re-scored with 8-bit codes."""
+        index = self._shards[shard]
+        n = min(n, index.ntotal)
+        if n <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        params = faiss.IndexRefineSearchParameters(k_factor=float(self.k_factor))
+        scores, local = index.search(query[None], n, params=params)
+        found = local[0] >= 0
+        return scores[0][found], self._shard_labels[shard][local[0][found]]
+
+    def _score_subset(self, shard: int, query: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
+        local = np.flatnonzero(keep[self._shard_labels[shard]])
+        if not local.size:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        codes = faiss.downcast_index(self._shards[shard].refine_index)
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
+        scores, found = codes.search(query[None], min(k, local.size), params=params)
+        ok = found[0] >= 0
+        return scores[0][ok], self._shard_labels[shard][found[0][ok]]
+
+    def _shard_map(self, fn) -> tuple[np.ndarray, np.ndarray]:
+        """fn(shard) -> (scores, labels) on every shard in parallel, concatenated."""
+        parts = list(_SHARD_POOL.map(fn, range(len(self._shards))))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _best(self, found: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, labels = found
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best], self._ids[labels[best]]
 
-    def _candidates(self, query: np.ndarray, per_shard: int) -> np.ndarray:
-        """Labels of the best fast-scan matches of every shard, scanned in parallel."""
-
-        def scan(shard: int) -> np.ndarray:
-            index = self._shards[shard]
-            if index.ntotal == 0:
-                return np.zeros(0, np.int64)
-            local = index.search(query[None], min(per_shard, index.ntotal))[1][0]
-            return self._shard_labels[shard][local[local >= 0]]
-
-        return np.unique(np.concatenate(list(_SHARD_POOL.map(scan, range(len(self._shards))))))
-
     def memory_bytes(self) -> int:
-        """Codes in memory (fast-scan and SQ8) plus the label maps."""
-        code_bytes = sum(s.ntotal * s.code_size for s in self._shards) + self._codes.ntotal * self._codes.code_size
-        return int(code_bytes + self._ids.nbytes + self._alive.nbytes + sum(a.nbytes for a in self._shard_labels))
+        """Codes in memory (fast-scan and 8-bit) plus the label maps."""
+        codes = 0
+        for shard in self._shards:
+            base, refine = faiss.downcast_index(shard.base_index), faiss.downcast_index(shard.refine_index)
+            codes += base.ntotal * base.code_size + refine.ntotal * refine.code_size
+        return int(codes + self._ids.nbytes + self._alive.nbytes + sum(a.nbytes for a in self._shard_labels))
 
     def save(self, path: str | os.PathLike) -> None:
-        """All codes and label maps in one .npz, then its sidecar, each atomic (temp + rename)."""
+        """All shards and label maps in one .npz, then its sidecar, each atomic (temp + rename)."""
         path = Path(path)
         arrays = {f"shard{i}": faiss.serialize_index(s) for i, s in enumerate(self._shards)}
         arrays |= {f"shard{i}_labels": a for i, a in enumerate(self._shard_labels)}
-        arrays |= {"codes": faiss.serialize_index(self._codes), "ids": self._ids, "alive": self._alive}
+        arrays |= {"ids": self._ids, "alive": self._alive}
         with _temp_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -288,14 +302,15 @@ class AnnIndex:
                 count = int(sidecar["shards"])
                 shards = [faiss.deserialize_index(stored[f"shard{i}"]) for i in range(count)]
                 labels = [stored[f"shard{i}_labels"] for i in range(count)]
-                codes, ids, alive = faiss.deserialize_index(stored["codes"]), stored["ids"], stored["alive"]
+                ids, alive = stored["ids"], stored["alive"]
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise IndexFileError(f"{path}: {exc}") from None
-        if codes.d != sidecar["dim"] or not codes.ntotal == len(ids) == len(alive) == sum(map(len, labels)):
+        sizes_agree = [s.ntotal for s in shards] == [len(a) for a in labels] and len(ids) == len(alive) == sum(map(len, labels))
+        if shards[0].d != sidecar["dim"] or not sizes_agree:
             raise IndexFileError(f"{path}: size or dim differ from its sidecar")
         synced_to = sidecar.get("synced_to")
         synced_to = (str(synced_to[0]), int(synced_to[1])) if synced_to else None
-        return cls(codes.d, shards, labels, codes, ids, alive, int(sidecar["generation"]), synced_to)
+        return cls(shards[0].d, shards, labels, ids, alive, int(sidecar["generation"]), synced_to)
 
 
 def build_index(chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, generation: int) -> VectorIndex:

@@ -24,8 +24,7 @@ from indexer.vocabulary import (
     load_vocabulary,
     parse_vocabulary,
 )
-from siglip_search import synthetic
-from siglip_search import pipeline
+from siglip_search import pipeline, synthetic
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder = search_fixtures.demo_embedder
