@@ -38,7 +38,10 @@ def _worker(rank: int, port: int, queue) -> None:
         g /= WORLD
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
-    queue.put((rank, (mean_loss / WORLD).item(), t.grad / WORLD, i.grad / WORLD, s.grad, b.grad))
+    # Plain lists: tensors sent through a queue share file descriptors that vanish when this
+    # process exits before the parent reads them.
+    grads = [g.tolist() for g in (t.grad / WORLD, i.grad / WORLD, s.grad, b.grad)]
+    queue.put((rank, (mean_loss / WORLD).item(), *grads))
     dist.destroy_process_group()
 
 
@@ -64,7 +67,8 @@ def test_two_processes_give_the_single_process_loss_and_gradients():
     text, image, scale, bias = (x.clone().requires_grad_() for x in _global_batch())
     loss = sigmoid_loss(sigmoid_logits(text, image, scale, bias))
     loss.backward()
-    for rank, dist_loss, t_grad, i_grad, s_grad, b_grad in results:
+    for rank, dist_loss, *grads in results:
+        t_grad, i_grad, s_grad, b_grad = (torch.tensor(g) for g in grads)
         rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
         assert dist_loss == pytest.approx(loss.item(), rel=1e-5)
         torch.testing.assert_close(t_grad, text.grad[rows], atol=1e-6, rtol=1e-5)
