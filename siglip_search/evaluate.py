@@ -14,7 +14,7 @@ from PIL import Image
 from . import synthetic
 from .embedder import Embedder
 
-DEFAULT_TAG_THRESHOLD = 0.5
+DEFAULT_TAG_THRESHOLD = 0.1  # the library tagging default (indexer.tags)
 
 
 def write_eval_set(out_dir: Path, seed: int, n_single: int = 200, n_multi: int = 200, size: int = 224) -> Path:
