@@ -69,3 +69,16 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     ref = SiglipModel.from_pretrained(reference).state_dict()
     for key in ref:
         torch.testing.assert_close(ours[key], ref[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_torchrun_trains_data_parallel_with_the_distributed_loss(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "siglip_search",
+               "train", "--out", str(out), "--config", str(config), "--steps", "4", "--batch-size", "8",
+               "--workers", "0", "--tokenizer", str(DEMO_SPIECE), "--no-progress"]
+    result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(_losses(out)) == 4  # rank 0 logs every step
+    SiglipModel.from_pretrained(out)
