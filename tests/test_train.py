@@ -82,3 +82,29 @@ def test_torchrun_trains_data_parallel_with_the_distributed_loss(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(_losses(out)) == 4  # rank 0 logs every step
     SiglipModel.from_pretrained(out)
+
+
+def test_training_on_a_folder_of_captioned_photos(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    colours = {"red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 165, 50), "yellow": (245, 220, 20)}
+    lines = []
+    for name, rgb in colours.items():
+        Image.new("RGB", (40, 40), rgb).save(folder / f"{name}.jpg")
+        lines.append(json.dumps({"file": f"{name}.jpg", "caption": f"a {name} square"}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    out = train(_config(tmp_path / "folder-run", steps=5, data=str(folder)))
+    assert len(_losses(out)) == 5
+    SiglipModel.from_pretrained(out)
+
+
+def test_folder_training_without_captions_says_what_is_missing(tmp_path):
+    import pytest
+
+    from siglip_search.errors import InputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="captions.jsonl or captions.csv"):
+        train(_config(tmp_path / "run", steps=2, data=str(tmp_path / "empty")))
