@@ -86,12 +86,7 @@ class VectorIndex:
             "generation": self.generation,
             "sha256": digest,
         }
-        with _temp_path(path) as tmp:
-            tmp.write_text(json.dumps(sidecar, indent=1))
-            os.chmod(tmp, mode)
-            _sha256_and_fsync(tmp)
-            os.replace(tmp, sidecar_path(path))
-        _fsync_dir(path.parent)
+        _write_sidecar(path, sidecar, mode)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> VectorIndex:
@@ -282,11 +277,7 @@ class AnnIndex:
         sidecar = {"format": SIDECAR_FORMAT, "kind": "ann", "dim": self.dim, "shards": len(self._shards),
                    "labels": len(self._ids), "generation": self.generation, "synced_to": self.synced_to,
                    "sha256": digest}  # fmt: skip
-        with _temp_path(path) as tmp:
-            tmp.write_text(json.dumps(sidecar, indent=1))
-            _sha256_and_fsync(tmp)
-            os.replace(tmp, sidecar_path(path))
-        _fsync_dir(path.parent)
+        _write_sidecar(path, sidecar)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AnnIndex:
@@ -323,6 +314,17 @@ def build_index(chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, gener
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
+
+
+def _write_sidecar(path: Path, sidecar: dict, mode: int | None = None) -> None:
+    """The index's JSON sidecar, atomically (temp + fsync + rename), then the folder fsynced."""
+    with _temp_path(path) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=1))
+        if mode is not None:
+            os.chmod(tmp, mode)
+        _sha256_and_fsync(tmp)
+        os.replace(tmp, sidecar_path(path))
+    _fsync_dir(path.parent)
 
 
 @contextmanager

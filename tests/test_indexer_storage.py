@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import sqlite3
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from indexer_fixtures import draw_photo, permissions_are_enforced
+from layering import imported_roots
 
 from indexer.errors import SchemaError
 from indexer.library import default_library_dir
@@ -248,18 +248,10 @@ def test_the_default_library_lives_in_the_users_data_folder(monkeypatch, tmp_pat
 # --- layering -----------------------------------------------------------------------------------
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
 
 
 def test_indexer_layering_sqlalchemy_only_in_store_faiss_only_in_vectors_never_ui():
-    modules = {p.name: _imports(p) for p in (Path(__file__).parents[1] / "indexer").glob("*.py")}
+    modules = {p.name: imported_roots(p) for p in (Path(__file__).parents[1] / "indexer").glob("*.py")}
     assert {"store.py", "vectors.py", "jobs.py", "scan.py", "decode.py", "library.py", "cli.py"} <= set(modules)
     assert [name for name, imports in modules.items() if "sqlalchemy" in imports] == ["store.py"]
     assert [name for name, imports in modules.items() if "faiss" in imports] == ["vectors.py"]

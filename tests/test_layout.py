@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+from layering import imported_roots
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
@@ -15,14 +15,6 @@ FORBIDDEN = {
 }
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -30,6 +22,6 @@ def test_imports_flow_one_way(package):
     files = sorted((REPO / package).rglob("*.py"))
     assert files, f"{package}/ has no modules"
     offenders = {
-        str(f.relative_to(REPO)): sorted(_imported_roots(f) & FORBIDDEN[package]) for f in files
+        str(f.relative_to(REPO)): sorted(imported_roots(f) & FORBIDDEN[package]) for f in files
     }
     assert not {k: v for k, v in offenders.items() if v}

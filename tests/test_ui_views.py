@@ -3,12 +3,12 @@ thumbnails, the server's security settings, and the layering rule (ui only talks
 
 from __future__ import annotations
 
-import ast
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from layering import imported_roots
 from PIL import Image
 
 from ui import views
@@ -263,18 +263,10 @@ def test_an_offline_photo_keeps_its_thumbnail_and_an_unreadable_one_gets_a_place
 # --- layering -----------------------------------------------------------------------------------
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
 
 
 def test_ui_talks_to_the_indexer_never_to_the_database_index_or_model_directly():
-    modules = {p.name: _imports(p) for p in (REPO / "ui").glob("*.py")}
+    modules = {p.name: imported_roots(p) for p in (REPO / "ui").glob("*.py")}
     assert {"app.py", "views.py", "server.py", "cli.py"} <= set(modules)
     for name, imports in modules.items():
         assert not {"sqlalchemy", "faiss", "torch", "numpy"} & imports, name
