@@ -59,15 +59,9 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
             ids = [self.sp_model.piece_to_id(self.bos_token)] + ids
         return self._add_eos(ids) if self.add_eos_token else ids
 
-    def _encode_batch(self, texts, add_special_tokens, truncation, max_length, padding) -> list[list[int]]:
-        rows = super()._encode_batch(texts, add_special_tokens, truncation, max_length, False)
-        if padding in (False, None, "do_not_pad"):
-            return rows
-        length = (max_length or self.model_max_length) if padding == "max_length" else max(map(len, rows))
-        pad = [self.pad_token_id]
-        if self.padding_side == "left":
-            return [pad * (length - len(r)) + r for r in rows]
-        return [r + pad * (length - len(r)) for r in rows]
+    def _pad(self, row: list[int], length: int, value: int) -> list[int]:
+        filler = [value] * (length - len(row))
+        return filler + row if self.padding_side == "left" else row + filler
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:

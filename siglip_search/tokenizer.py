@@ -177,9 +177,10 @@ class SiglipTokenizer:
             return [0] * len(token_ids_0) + [1]
         return [0] * len(token_ids_0) + [1] + [0] * len(token_ids_1) + [1]
 
-    def _encode_batch(self, texts, add_special_tokens, truncation, max_length, padding) -> list[list[int]]:
-        if padding == "max_length" or (truncation and max_length is None):
-            max_length = max_length or self.model_max_length
+    def _encode_rows(self, texts, add_special_tokens, truncation, max_length) -> list[list[int]]:
+        """Ids per text with </s> and truncation, before any padding."""
+        if truncation and max_length is None:
+            max_length = self.model_max_length
         rows = []
         for text in texts:
             if not isinstance(text, str):
@@ -187,19 +188,28 @@ class SiglipTokenizer:
             ids = self.convert_tokens_to_ids(self.tokenize(text))
             if add_special_tokens:
                 ids = self.build_inputs_with_special_tokens(ids)
-            if truncation and max_length is not None and len(ids) > max_length:
+            if truncation and len(ids) > max_length:
                 # Keep the first L-1 pieces and then </s>: EOS is "sticky" as in big_vision.
                 ids = ids[: max_length - 1] + [self.eos_token_id] if add_special_tokens else ids[:max_length]
             rows.append(ids)
-        if padding is True or padding == "longest":
-            max_length = max(len(r) for r in rows)
-        elif padding in (False, None, "do_not_pad"):
-            max_length = None
-        elif padding != "max_length":
-            raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-        if max_length is not None and padding not in (False, None, "do_not_pad"):
-            rows = [r + [self.pad_token_id] * (max_length - len(r)) for r in rows]
         return rows
+
+    def _pad_length(self, rows: list[list[int]], padding: bool | str, max_length: int | None) -> int | None:
+        if padding in (False, None, "do_not_pad"):
+            return None
+        if padding is True or padding == "longest":
+            return max(len(r) for r in rows)
+        if padding == "max_length":
+            return max_length or self.model_max_length
+        raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+
+    def _pad(self, row: list[int], length: int, value: int) -> list[int]:
+        return row + [value] * (length - len(row))
+
+    def _encode_batch(self, texts, add_special_tokens, truncation, max_length, padding) -> list[list[int]]:
+        rows = self._encode_rows(texts, add_special_tokens, truncation, max_length)
+        length = self._pad_length(rows, padding, max_length)
+        return rows if length is None else [self._pad(r, length, self.pad_token_id) for r in rows]
 
     def __call__(
         self,
@@ -214,15 +224,12 @@ class SiglipTokenizer:
     ) -> BatchEncoding:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
-        lengths = None
-        rows = self._encode_batch(texts, add_special_tokens, bool(truncation), max_length, padding)
-        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
-            lengths = [
-                len(self._encode_batch([t], add_special_tokens, bool(truncation), max_length, False)[0]) for t in texts
-            ]
+        unpadded = self._encode_rows(texts, add_special_tokens, bool(truncation), max_length)
+        length = self._pad_length(unpadded, padding, max_length)
+        rows = unpadded if length is None else [self._pad(r, length, self.pad_token_id) for r in unpadded]
         out = BatchEncoding(input_ids=rows[0] if single else rows)
-        if lengths is not None:
-            masks = [[1] * n + [0] * (len(r) - n) for n, r in zip(lengths, rows, strict=False)]
+        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
+            masks = [[1] * len(r) if length is None else self._pad([1] * len(r), length, 0) for r in unpadded]
             out["attention_mask"] = masks[0] if single else masks
         if return_tensors == "pt":
             if len({len(r) for r in rows}) > 1:

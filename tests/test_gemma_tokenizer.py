@@ -127,6 +127,9 @@ def test_tokenizer_config_can_turn_eos_off_and_pad_left(gemma_dir, tmp_path):
     pieces = tok("a cat")["input_ids"]
     assert EOS not in pieces
     assert len(ids) == 8 and ids[-len(pieces):] == pieces and set(ids[: -len(pieces)]) == {PAD}
+    # The attention mask marks the same positions: padding on the left, text on the right.
+    mask = tok(["a cat"], padding="max_length", return_attention_mask=True)["attention_mask"][0]
+    assert mask == [0] * (8 - len(pieces)) + [1] * len(pieces)
 
 
 def test_byte_fallback_instead_of_unk(tokenizer):
