@@ -17,6 +17,7 @@ from .auto import AutoTokenizer
 from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from .errors import InputError
 from .image_processor import SiglipImageProcessor
+from .layers import SiglipMLP
 from .model import SiglipModel
 
 MODES = ("fp32", "int8", "bf16", "compile")
@@ -118,6 +119,9 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[nn.Module, nn.Module]:
             warnings.simplefilter("ignore")
             text = torch.ao.quantization.quantize_dynamic(text, {nn.Linear}, dtype=torch.qint8)
             vision = torch.ao.quantization.quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8)
+        for module in (*text.modules(), *vision.modules()):
+            if isinstance(module, SiglipMLP):  # quantize_dynamic made copies: the fp32 model keeps tanh
+                module.use_fast_activation()
     elif mode == "compile":
         text, vision = torch.compile(text, dynamic=True), torch.compile(vision, dynamic=True)
     return text, vision

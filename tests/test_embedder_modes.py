@@ -1,0 +1,35 @@
+"""Fast embedding modes: close to fp32, and never change the fp32 model they were made from."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from siglip_search.embedder import Embedder
+
+TEXTS = ["a red circle", "two small blue squares on a striped background", "a photo of a yellow star", ""]
+
+
+def _images(n: int = 4) -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_int8_embeddings_stay_within_cosine_0_99_of_fp32(tiny_checkpoint):
+    fp32 = Embedder.from_pretrained(tiny_checkpoint)
+    int8 = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
+    images, texts = _images(), TEXTS
+    for a, b in ((fp32.embed_images(images), int8.embed_images(images)),
+                 (fp32.embed_texts(texts), int8.embed_texts(texts))):
+        cosines = (a * b).sum(axis=1)
+        assert cosines.min() >= 0.99, cosines
+        assert not np.array_equal(a, b), "int8 mode gave bit-identical vectors: it did not quantize"
+
+
+def test_a_fast_mode_leaves_the_exact_model_untouched(tiny_checkpoint):
+    # The int8 copy swaps in a faster GELU; the model it was made from must keep the exact one.
+    exact = Embedder.from_pretrained(tiny_checkpoint)
+    fast = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
+    reference = exact.embed_texts(TEXTS)
+    again = Embedder(fast.model, fast.tokenizer, fast.image_processor, "same weights").embed_texts(TEXTS)
+    np.testing.assert_array_equal(again, reference)
