@@ -56,16 +56,13 @@ def index_command(args: argparse.Namespace) -> int:
     # Oversized images are refused with our own cap and recorded as failures; Pillow's
     # warning about them would only scribble over the progress bar.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    library = open_library(args.library)
-    try:
+    with open_library(args.library) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder(args.model, mode=args.mode)
             summary = index_paths(
                 library, args.paths, embedder, batch_size=args.batch_size, workers=args.workers,
                 progress=not args.no_progress, max_pixels=args.max_pixels,
             )  # fmt: skip
-    finally:
-        library.close()
     for root in summary.offline_roots:
         print(f"{PROG}: root {root} is offline (missing or empty); its images are kept", file=sys.stderr)
     for folder in summary.unreadable_dirs:
@@ -76,11 +73,8 @@ def index_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def status_command(args: argparse.Namespace) -> int:
-    library = open_library(args.library, create=False)
-    try:
+    with open_library(args.library, create=False) as library:
         report = library_status(library)
-    finally:
-        library.close()
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -97,8 +91,7 @@ def search_command(args: argparse.Namespace) -> int:
         raise QueryError("give a query text, or --image FILE")
     options = {"k": args.k, "min_score": args.min_score, "offset": args.offset, "sort": args.sort,
                "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to}  # fmt: skip
-    library = open_library(args.library, create=False)
-    try:
+    with open_library(args.library, create=False) as library:
         searcher = Searcher(library)
         terms = parse_query(args.query) if args.query else []
         if args.image:
@@ -107,8 +100,6 @@ def search_command(args: argparse.Namespace) -> int:
             terms.append(QueryTerm("image", Path(args.image).resolve(), 1.0))
         label = " + ".join(filter(None, [args.query, args.image]))
         page = searcher.search_vector(searcher.combine(terms), label=label, **options)
-    finally:
-        library.close()
     if args.json:
         hits = [{"path": str(h.path), "score": h.score, "cosine": h.cosine, "id": h.id} for h in page.hits]
         print(json.dumps(hits, indent=1, ensure_ascii=False))
@@ -124,14 +115,11 @@ def tag_command(args: argparse.Namespace) -> int:
     from .vocabulary import load_vocabulary
 
     vocabulary = load_vocabulary(args.vocabulary)
-    library = open_library(args.library, create=False)
-    try:
+    with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder()
             summary = tag_library(library, embedder, vocabulary, args.threshold, args.cap or DEFAULT_CAP,
                                   progress=not args.no_progress, retag_all=args.all)  # fmt: skip
-    finally:
-        library.close()
     print(summary.line())
     return 0
 
@@ -140,11 +128,8 @@ def tag_command(args: argparse.Namespace) -> int:
 def duplicates_command(args: argparse.Namespace) -> int:
     from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 
-    library = open_library(args.library, create=False)
-    try:
+    with open_library(args.library, create=False) as library:
         report = find_duplicates(library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
-    finally:
-        library.close()
     if args.json:
         document = {
             "threshold": report.threshold,
@@ -174,8 +159,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.out and (args.undo or args.format == "xmp"):
         raise ExportOptionError("--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos")
     root_tag = args.root_tag or None
-    library = open_library(args.library, create=False)
-    try:
+    with open_library(args.library, create=False) as library:
         if args.undo or args.format == "xmp":
             with lock_library(library):
                 if args.undo:
@@ -183,8 +167,6 @@ def export_command(args: argparse.Namespace) -> int:
                 report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
-    finally:
-        library.close()
     if args.dry_run:
         print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
     elif args.format == "csv":
@@ -233,7 +215,7 @@ def format_status(report: dict, max_failures: int = 20) -> str:
     return "\n".join(lines)
 
 
-def _library_argument(parser: argparse.ArgumentParser) -> None:
+def add_library_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--library", metavar="DIR", default=None,
         help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})",
@@ -248,7 +230,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "drop removed ones. Safe to interrupt: run it again to resume.",
     )  # fmt: skip
     index.add_argument("paths", nargs="*", metavar="PATH", help="folders (default: all registered roots)")
-    _library_argument(index)
+    add_library_argument(index)
     index.add_argument("--model", metavar="ID_OR_PATH", help="model for a new library (default: the recorded one)")
     index.add_argument("--mode", default=None, help="fp32 (default), int8, bf16 or compile; fixed per library")
     index.add_argument("--batch-size", type=_positive_int, default=32, metavar="N")
@@ -261,7 +243,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     index.set_defaults(func=index_command)
 
     status = subparsers.add_parser("status", help="what a library holds: counts, model, roots, failures")
-    _library_argument(status)
+    add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=status_command)
     _add_search(subparsers)
@@ -278,7 +260,7 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
         "probability a line (or --json).",
     )  # fmt: skip
     search.add_argument("query", nargs="?", default="", metavar="QUERY")
-    _library_argument(search)
+    add_library_argument(search)
     search.add_argument("-k", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)")
     search.add_argument("--min-score", type=_probability, default=0.0, metavar="P",
                         help="only hits with probability >= P (default: 0)")  # fmt: skip
@@ -300,7 +282,7 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
         "data/tags/vocabulary.txt). Only new or changed photos are tagged, unless the vocabulary, "
         "threshold or cap changed, or --all.",
     )  # fmt: skip
-    _library_argument(tag)
+    add_library_argument(tag)
     tag.add_argument("--vocabulary", metavar="FILE", help="one tag a line, or the format of data/tags/vocabulary.txt")
     tag.add_argument("--threshold", type=_probability, default=None, metavar="P",
                      help="default probability threshold; tags with their own keep theirs")  # fmt: skip
@@ -317,7 +299,7 @@ def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
         description="Exact copies (same content fingerprint) and photos whose embeddings have cosine >= "
         "the threshold; blank frames are never grouped by embedding.",
     )  # fmt: skip
-    _library_argument(duplicates)
+    add_library_argument(duplicates)
     duplicates.add_argument("--threshold", type=float, default=None, metavar="C",
                             help="cosine for near-duplicates (default: 0.998, measured on the demo model)")  # fmt: skip
     duplicates.add_argument("--json", action="store_true", help="machine-readable output")
@@ -331,7 +313,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "lr:hierarchicalSubject, digiKam:TagsList), keeping everything already there; photos are never "
         "modified; --undo removes exactly what exports added. Exit status 1 when a sidecar was skipped.",
     )  # fmt: skip
-    _library_argument(export)
+    add_library_argument(export)
     export.add_argument("--format", choices=("xmp", "csv", "jsonl", "exiftool-csv"))
     export.add_argument("--root-tag", default="AI", metavar="TAG", help='keyword root (default: AI; "" for none)')
     export.add_argument("--threshold", type=_probability, default=None, metavar="P",

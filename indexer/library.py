@@ -86,6 +86,12 @@ class Library:
     def close(self) -> None:
         self.store.close()
 
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     # --- model ------------------------------------------------------------------------------
     def model_identity(self) -> dict | None:
         text = self.store.get_meta(IDENTITY_KEY)

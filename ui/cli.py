@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from indexer.library import LIBRARY_ENV, default_library_dir
+from indexer.cli import add_library_argument
+from indexer.library import default_library_dir
 from siglip_search.errors import SiglipSearchError
 
 from .options import (
@@ -88,8 +89,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a web page to search and tag a library. The model is loaded once at start. "
         "Binds to this computer only unless --host says otherwise; never shares publicly.",
     )  # fmt: skip
-    serve.add_argument("--library", metavar="DIR", default=None,
-                       help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})")  # fmt: skip
+    add_library_argument(serve)
     serve.add_argument("--model", metavar="ID_OR_PATH", default=None,
                        help="model for a library that has none yet (indexing from the page)")  # fmt: skip
     serve.add_argument("--max-pixels", type=int, default=None, metavar="N",

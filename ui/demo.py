@@ -35,8 +35,7 @@ def build_demo_library(library_dir: str | os.PathLike, *, samples: Path = SAMPLE
             raise DemoMissingError(
                 f"the {what} are missing at {needed}; they ship with the repository checkout"
             )
-    library = open_library(library_dir, create=True)
-    try:
+    with open_library(library_dir, create=True) as library:
         with lock_library(library, wait_s=30), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             embedder = library.load_embedder(None if library.model_identity() else model)
@@ -44,8 +43,6 @@ def build_demo_library(library_dir: str | os.PathLike, *, samples: Path = SAMPLE
             tagged = _tag(library, embedder, vocabulary, progress)
         _make_thumbnails(library)
         return f"demo library {library.path}: {summary.line()}" + (f"; {tagged}" if tagged else "")
-    finally:
-        library.close()
 
 
 def _tag(library, embedder, vocabulary: str | os.PathLike | None, progress: bool) -> str:
