@@ -75,3 +75,18 @@ def make_dated_folders(root: Path) -> dict[str, Path]:
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+class CountingEmbedder:
+    """The real embedder, counting text-tower calls (`text_calls`) and the texts they embedded (`texts`)."""
+
+    def __init__(self, real) -> None:
+        self._real, self.text_calls, self.texts = real, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def embed_texts(self, texts):
+        self.text_calls += 1
+        self.texts += len(texts)
+        return self._real.embed_texts(texts)

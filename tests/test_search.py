@@ -26,6 +26,7 @@ from indexer.search import Searcher
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder, demo_library = search_fixtures.demo_embedder, search_fixtures.demo_library
+CountingEmbedder = search_fixtures.CountingEmbedder
 
 
 @pytest.fixture
@@ -34,20 +35,6 @@ def photos(tmp_path, library, embedder):
     files = make_dated_folders(tmp_path / "photos")
     index_folder(library, tmp_path / "photos", embedder)
     return files
-
-
-class CountingEmbedder:
-    """The real embedder, counting calls to embed_texts (each is a text-tower forward pass)."""
-
-    def __init__(self, real) -> None:
-        self._real, self.text_calls = real, 0
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def embed_texts(self, texts):
-        self.text_calls += 1
-        return self._real.embed_texts(texts)
 
 
 # --- meaning, on the demo model -------------------------------------------------------------

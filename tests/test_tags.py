@@ -28,6 +28,7 @@ from siglip_search import pipeline, synthetic
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder = search_fixtures.demo_embedder
+CountingEmbedder = search_fixtures.CountingEmbedder
 LABELS = ["a dog", "a cat", "the beach", "a red circle", "mountains"]
 TEMPLATE = "This is a photo of {}."
 
@@ -41,18 +42,6 @@ def stored_tags(library) -> dict[str, dict[str, float]]:
     for record in library.store.iter_tags():
         found.setdefault(os.path.basename(record.path), {})[record.tag] = record.score
     return found
-
-
-class CountingEmbedder:
-    def __init__(self, real) -> None:
-        self._real, self.texts = real, 0
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def embed_texts(self, texts):
-        self.texts += len(texts)
-        return self._real.embed_texts(texts)
 
 
 # --- agreement with the reference pipeline ---------------------------------------------------
