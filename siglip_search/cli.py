@@ -16,6 +16,7 @@ from .errors import SiglipSearchError
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 DEMO_MODEL = REPO_DATA / "models" / "siglip-demo"
+SAMPLES = REPO_DATA / "samples"
 
 
 def _add_train(sub) -> None:

@@ -372,3 +372,16 @@ def test_an_indexing_job_reports_its_progress_batch_by_batch(tmp_path, tiny_chec
     assert "added 5" in summary and "**5 photos** indexed" in status
     assert calls[0] == (0, "scanning folders")
     assert calls[-1] == ((5, 5), "indexing 5/5 photos")
+
+
+def test_each_checkout_gets_its_own_demo_library(tmp_path, monkeypatch):
+    # Running `demo` from a second checkout must not add its samples to the first one's library
+    # (every sample would show up twice) nor reuse the first checkout's demo model path.
+    from ui.cli import default_demo_library
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    first, second = tmp_path / "one" / "data" / "samples", tmp_path / "two" / "data" / "samples"
+    assert default_demo_library(first) != default_demo_library(second)
+    assert default_demo_library(first) == default_demo_library(tmp_path / "one" / "data" / ".." / "data" / "samples")
+    assert default_demo_library(first).parent == tmp_path / "data" / "siglip-search"
+    assert default_demo_library(first).name.startswith("demo-library-")

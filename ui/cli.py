@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
 
 from indexer.cli import add_library_argument
 from indexer.library import default_library_dir
+from siglip_search.cli import SAMPLES
 from siglip_search.errors import SiglipSearchError
 
 from .options import (
@@ -24,10 +26,13 @@ from .options import (
 PROG = "siglip-search"
 
 
-def default_demo_library() -> Path:
-    """$XDG_DATA_HOME/siglip-search/demo-library (~/.local/share/...): never the user's own library."""
+def default_demo_library(samples: Path = SAMPLES) -> Path:
+    """$XDG_DATA_HOME/siglip-search/demo-library-<checkout> (~/.local/share/...): never the user's own
+    library, and one per checkout, so two checkouts never mix their sample photos in one library
+    nor use each other's demo model."""
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "siglip-search" / "demo-library"
+    checkout = hashlib.sha256(str(Path(samples).resolve()).encode()).hexdigest()[:8]
+    return Path(data_home) / "siglip-search" / f"demo-library-{checkout}"
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -14,12 +14,10 @@ from PIL import Image
 
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
-from siglip_search.cli import DEMO_MODEL, REPO_DATA
+from siglip_search.cli import DEMO_MODEL, SAMPLES
 from siglip_search.errors import SiglipSearchError
 
 from .thumbnails import Thumbnails, thumbnail_dir
-
-SAMPLES = REPO_DATA / "samples"
 
 
 class DemoMissingError(SiglipSearchError):
