@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
+import multiprocessing
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 from . import synthetic
 from .errors import InputError
@@ -24,24 +27,68 @@ from .tokenizer import SiglipTokenizer
 
 
 class SyntheticSource:
-    """Scenes rendered at a random size, then resized by the model's own image processor."""
+    """Scenes rendered at a random size, then resized by the model's own image processor.
 
-    def __init__(self, image_size: int, max_words: int, max_objects: int = 3, twins: bool = False) -> None:
+    A pair is (image, caption, truths): truths is the set of canonical captions true of the image
+    when it is cheap to know (single-object scenes), else None, so that "a star" counts as a positive
+    for every star in the batch, not only its own. `short_steps`: the first steps show only single
+    objects with short captions ("a red star", "a star", "a red shape"); see train.lock_text_steps.
+    Afterwards `short_share` of each batch keeps such pairs.
+    """
+
+    def __init__(self, image_size: int, max_words: int, max_objects: int = 3, twins: bool = False,
+                 short_steps: int = 0, short_share: float = 0.15) -> None:
         self.twins = twins
+        self.image_size = image_size
         self.render_sizes = sorted({image_size, int(image_size * 1.5), image_size * 2, 224})
         self.max_words = max_words
         self.max_objects = max_objects
+        self.short_steps, self.short_share = short_steps, short_share
+        self.pool_images: np.ndarray | None = None  # see prerender()
+        self.pool_specs: list[synthetic.SceneSpec] = []
+        self.pool_singles = 0
 
-    def sample(self, rng: random.Random) -> tuple[Image.Image, str]:
+    def prerender(self, size: int, seed: int, processes: int | None = None, resample: int = 3,
+                  progress: bool = True) -> None:
+        """Render `size` scenes once, in parallel, already resized to the model's input (uint8 in memory:
+        27 KB each at 96 px); batches then draw from this pool and caption each draw afresh.
+
+        Rendering costs ~4.5 ms a scene, as much CPU as a training step of the demo model spends on the
+        model, so rendering every batch anew halves training speed on 2 cores. The first half of the
+        pool are single-object scenes (the locked-text phase draws only those), the rest 1-3 objects.
+        """
+        chunk = 500
+        jobs = [(seed, i, min(chunk, size - i), i < size // 2, self.image_size, self.render_sizes, self.max_objects,
+                 resample) for i in range(0, size, chunk)]
+        images, specs = [], []
+        with multiprocessing.get_context("fork").Pool(processes or multiprocessing.cpu_count()) as pool, \
+                tqdm(total=size, disable=not progress, unit="scene", desc="rendering") as bar:
+            for part_images, part_specs in pool.imap(_render_chunk, jobs):
+                images.append(part_images)
+                specs.extend(part_specs)
+                bar.update(len(part_specs))
+        self.pool_images, self.pool_specs = np.concatenate(images), specs
+        self.pool_singles = sum(len(s.objects) == 1 for s in specs[: size // 2])
+
+    def sample(self, rng: random.Random) -> tuple[Image.Image, str, frozenset[str] | None]:
+        if self.pool_images is not None:
+            index = rng.randrange(len(self.pool_specs))
+            spec = self.pool_specs[index]
+            return self._pooled(index), synthetic.caption_scene(spec, rng, self.max_words), _truths(spec)
         return self._render(synthetic.sample_scene(rng, max_objects=self.max_objects), rng.random(), rng)
 
-    def sample_batch(self, rng: random.Random, n: int) -> list[tuple[Image.Image, str]]:
+    def _pooled(self, index: int) -> Image.Image:
+        return Image.fromarray(self.pool_images[index])
+
+    def sample_batch(self, rng: random.Random, n: int, step: int = 0) -> list[tuple[Image.Image, str, frozenset[str] | None]]:
         """With `twins`, half the batch are shape twins: the same scene, layout and caption template with other
         shapes. Colour, size and position then cannot tell the pair apart, so the model must
         learn shape (the part a plain random batch teaches slowly)."""
+        if step < self.short_steps:
+            return [self._render_short(rng) for _ in range(n)]
         if not self.twins:
-            return [self.sample(rng) for _ in range(n)]
-        pairs: list[tuple[Image.Image, str]] = []
+            return [self._render_short(rng) if rng.random() < self.short_share else self.sample(rng) for _ in range(n)]
+        pairs: list[tuple[Image.Image, str, frozenset[str] | None]] = []
         while len(pairs) < n:
             spec = synthetic.sample_scene(rng, max_objects=self.max_objects)
             key = rng.random()
@@ -50,15 +97,51 @@ class SyntheticSource:
                 pairs.append(self._render(_shape_twin(spec, rng), key, rng))
         return pairs
 
-    def _render(self, spec: synthetic.SceneSpec, key: float, rng: random.Random) -> tuple[Image.Image, str]:
+    def _render_short(self, rng: random.Random) -> tuple[Image.Image, str, frozenset[str] | None]:
+        if self.pool_images is not None:
+            index = rng.randrange(self.pool_singles)
+            spec = self.pool_specs[index]
+            return self._pooled(index), synthetic.short_caption(spec.objects[0], rng), _truths(spec)
+        spec = synthetic.single_object_scene(rng)
+        image, _, truths = self._render(spec, rng.random(), rng)
+        return image, synthetic.short_caption(spec.objects[0], rng), truths
+
+    def _render(self, spec: synthetic.SceneSpec, key: float, rng: random.Random) -> tuple[Image.Image, str, frozenset[str] | None]:
         local = random.Random(key)  # same key -> same size, jitter, background and caption template
-        image = synthetic.render_scene(spec, local.choice(self.render_sizes), local)
-        caption = synthetic.caption_scene(spec, local, self.max_words)
-        if rng.random() < 0.3:  # photos arrive as JPEGs: learn to ignore their artefacts
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=rng.randint(70, 95))
-            image = Image.open(buffer).convert("RGB")
-        return image, caption
+        image = _render_photo(spec, self.render_sizes, local, rng)
+        return image, synthetic.caption_scene(spec, local, self.max_words), _truths(spec)
+
+
+def _render_photo(spec: synthetic.SceneSpec, sizes: list[int], local: random.Random, rng: random.Random) -> Image.Image:
+    image = synthetic.render_scene(spec, local.choice(sizes), local)
+    if rng.random() < 0.3:  # photos arrive as JPEGs: learn to ignore their artefacts
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=rng.randint(70, 95))
+        image = Image.open(buffer).convert("RGB")
+    return image
+
+
+@functools.lru_cache(maxsize=16384)  # 8 colours x 5 shapes x 2 sizes x 5 places x 32 backgrounds = 12,800
+def _truths(spec: synthetic.SceneSpec) -> frozenset[str] | None:
+    """Every caption true of a one-object scene (~1 ms); None for more objects (~10 ms: too slow)."""
+    if len(spec.objects) != 1:
+        return None
+    return frozenset(map(synthetic.canonicalise_caption, synthetic.all_caption_variants(spec)))
+
+
+def _render_chunk(job) -> tuple[np.ndarray, list[synthetic.SceneSpec]]:
+    seed, start, count, single, image_size, render_sizes, max_objects, resample = job
+    rng = random.Random(f"pool-{seed}-{start}")
+    images = np.empty((count, image_size, image_size, 3), np.uint8)
+    specs = []
+    for i in range(count):
+        spec = synthetic.single_object_scene(rng) if single else synthetic.sample_scene(rng, max_objects=max_objects)
+        image = _render_photo(spec, render_sizes, rng, rng)
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), resample=Image.Resampling(resample), reducing_gap=None)
+        images[i] = np.asarray(image)
+        specs.append(spec)
+    return images, specs
 
 
 def _shape_twin(spec: synthetic.SceneSpec, rng: random.Random) -> synthetic.SceneSpec:
@@ -79,11 +162,11 @@ class CaptionFolderSource:
         if not self.pairs:
             raise InputError(f"{path} lists no image-caption pairs")
 
-    def sample(self, rng: random.Random) -> tuple[Image.Image, str]:
+    def sample(self, rng: random.Random) -> tuple[Image.Image, str, None]:
         name, caption = rng.choice(self.pairs)
         try:
             with Image.open(self.folder / name) as im:
-                return ImageOps.exif_transpose(im).convert("RGB"), caption
+                return ImageOps.exif_transpose(im).convert("RGB"), caption, None
         except (OSError, UnidentifiedImageError) as exc:
             raise InputError(f"cannot read training image {self.folder / name}: {exc}") from None
 
@@ -128,13 +211,15 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int):
         rng = random.Random(f"{self.seed}-{self.rank}-{step}")
         if hasattr(self.source, "sample_batch"):
-            pairs = self.source.sample_batch(rng, self.batch_size)
+            pairs = self.source.sample_batch(rng, self.batch_size, step)
         else:
             pairs = [self.source.sample(rng) for _ in range(self.batch_size)]
-        pixels = np.stack([self.image_processor.preprocess_one(image) for image, _ in pairs])
-        captions = [caption for _, caption in pairs]
+        pixels = np.stack([self.image_processor.preprocess_one(image) for image, _, _ in pairs])
+        captions = [caption for _, caption, _ in pairs]
         ids = self.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
-        # Identical captions in one batch describe both images: they are positives, not negatives.
+        # A caption is a positive for every image it is true of: its own, any image with the same
+        # caption, and any image whose known truths include it. Positives[text, image].
         canon = [self.tokenizer.canonicalize_text(c) for c in captions]
-        positives = torch.tensor([[a == b for b in canon] for a in canon])
+        truths = [t if t is not None else frozenset((c,)) for (_, _, t), c in zip(pairs, canon, strict=True)]
+        positives = torch.tensor([[a == b or a in t for b, t in zip(canon, truths, strict=True)] for a in canon])
         return torch.from_numpy(pixels), ids, positives

@@ -421,6 +421,16 @@ def iter_pairs(
         yield image, caption_scene(spec, rng, max_words), spec
 
 
+def short_caption(obj: ObjectSpec, rng: random.Random) -> str:
+    """A bare caption of one object: "a red star" (half the time), "a star" or "a red shape"."""
+    r = rng.random()
+    if r < 0.5:
+        return f"{_article(obj.colour)} {obj.colour} {obj.shape}"
+    if r < 0.75:
+        return f"{_article(obj.shape)} {obj.shape}"
+    return f"{_article(obj.colour)} {obj.colour} shape"
+
+
 def caption_corpus(seed: int, n: int, max_objects: int = 3) -> list[str]:
     """n sampled captions (no rendering) followed by the zero-shot prompts, for a tokenizer."""
     rng = random.Random(seed)

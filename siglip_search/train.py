@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,12 +32,14 @@ from .tokenizer import SiglipTokenizer
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
 
-# The demo model: 96 px with 8 px patches (12 x 12 tokens) so shapes keep their edges.
+# The demo model: 96 px with 32 px patches (3 x 3 tokens), so that each of the five object positions
+# is the centre of one patch. A ViT trained from scratch on this little data learned shape only when
+# a whole object falls inside one patch (patch 8: chance after 400 steps; see the model card).
 DEMO_CONFIG: dict[str, Any] = {
     "text_config": {"vocab_size": 128, "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
                     "num_attention_heads": 4, "max_position_embeddings": 32},
     "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
-                      "num_attention_heads": 4, "image_size": 96, "patch_size": 8},
+                      "num_attention_heads": 4, "image_size": 96, "patch_size": 32},
 }
 
 
@@ -48,15 +51,21 @@ class TrainConfig:
     tokenizer: str | None = None  # an existing spiece.model; synthetic data trains one
     steps: int = 3000
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
-    warmup_steps: int = 150
+    warmup_steps: int = 100
     seed: int = 0
     checkpoint_every: int = 250
     workers: int = 1
     threads: int | None = None
     device: str = "cpu"
     twins: bool = False  # shape-twin batches (measured: no gain on the demo recipe)
+    # The first steps train the image tower against a frozen text tower (as in LiT, but with the text
+    # tower at its whitened random start); synthetic data then shows single objects with short captions.
+    # Without it both towers settle on one embedding for all five shapes (see the model card).
+    lock_text_steps: int = 1000
+    text_lr_scale: float = 1 / 3  # text tower learning rate relative to lr, once unlocked
+    pool_size: int = 80000  # synthetic data: render this many scenes once and reuse them (0: render every batch)
     progress: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -64,9 +73,16 @@ class TrainConfig:
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    """Warm-up, then cosine to zero. With a locked-text phase: warm-up and constant during the lock,
+    then warm-up again (the text tower starts to learn) and cosine over the rest."""
+    lock = min(cfg.lock_text_steps, cfg.steps)
+    start, end = (0, lock) if step < lock else (lock, cfg.steps)
+    k = step - start
+    if k < cfg.warmup_steps:
+        return cfg.lr * (k + 1) / cfg.warmup_steps
+    if step < lock:
+        return cfg.lr
+    progress = (k - cfg.warmup_steps) / max(1, end - start - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -116,10 +132,52 @@ def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
 
 def _optimizer(model: SiglipModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on biases, norms, embeddings' scalars and the learned temperature/bias.
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "probe" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "probe" in n]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = []
+    for text in (False, True):
+        for decay in (True, False):
+            params = [p for n, p in model.named_parameters()
+                      if n.startswith("text_model.") == text and (p.ndim >= 2 and "probe" not in n) == decay]
+            groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+                           "lr_scale": cfg.text_lr_scale if text else 1.0})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _lock_text(model: SiglipModel, locked: bool) -> None:
+    """A frozen tower gets no gradients, so AdamW leaves it (and its moments) untouched."""
+    for p in model.text_model.parameters():
+        p.requires_grad_(not locked)
+
+
+@torch.no_grad()
+def whiten_text_start(model: SiglipModel, tokenizer: SiglipTokenizer, captions: list[str]) -> None:
+    """Spread a randomly initialised text tower's outputs before it is locked.
+
+    At a random start every caption's embedding is nearly the same vector (pooling reads the last
+    position, a pad for short captions): the five shape prompts sit at cosine 0.99. A frozen tower
+    like that leaves the image tower almost nothing to align to. So: zero the pad embedding, shrink
+    the position embeddings, and set the text head to whiten the pooled features of `captions`
+    (their mean becomes the origin, their covariance the identity); the shape prompts then sit at
+    cosine 0.5 or less.
+    """
+    embeddings = model.text_model.embeddings
+    embeddings.token_embedding.weight[tokenizer.pad_token_id].zero_()
+    embeddings.position_embedding.weight.mul_(0.1)
+    ids = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    head = model.text_model.head
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    try:
+        model.get_text_features(ids)
+    finally:
+        hook.remove()
+    pooled = seen[0].double()
+    mean = pooled.mean(0)
+    cov = torch.cov((pooled - mean).T) + 1e-4 * torch.eye(pooled.shape[1], dtype=pooled.dtype)
+    values, vectors = torch.linalg.eigh(cov)
+    whiten = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+    weight = head.weight.double() @ whiten / math.sqrt(pooled.shape[1])
+    head.weight.copy_(weight.float())
+    head.bias.copy_((-weight @ mean).float())
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -141,14 +199,19 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = SiglipModel(SiglipConfig.from_dict(cfg.model_config))
     model.init_weights()
+    if cfg.lock_text_steps:
+        whiten_text_start(model, tokenizer, _whitening_captions(cfg))
     optimizer = _optimizer(model, cfg)
     start = _resume(model, optimizer, cfg)
     model.to(cfg.device).train()
     _move_optimizer_state(optimizer, cfg.device)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins) if cfg.data == "synthetic" \
+    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins,
+                             short_steps=cfg.lock_text_steps) if cfg.data == "synthetic" \
         else CaptionFolderSource(cfg.data)
+    if cfg.pool_size and isinstance(source, SyntheticSource):
+        source.prerender(cfg.pool_size, cfg.seed * 1000 + rank, processes=cfg.threads, resample=processor.resample,
+                         progress=cfg.progress and rank == 0)
     batches = StepBatches(source, processor, tokenizer, cfg.batch_size, cfg.seed, rank, cfg.steps)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(batches, range(start, cfg.steps)), batch_size=None,
@@ -156,9 +219,15 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress or rank != 0, unit="step", dynamic_ncols=True)
     began, seen, step = time.perf_counter(), 0, start
     log = open(cfg.out_dir / LOG_FILE, "a", encoding="utf-8") if rank == 0 else None
+    locked = None
     for step, (pixels, ids, positives) in enumerate(loader, start=start):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
+            group["lr"] = learning_rate(step, cfg) * group["lr_scale"]
+        if locked != (step < cfg.lock_text_steps):
+            locked = step < cfg.lock_text_steps
+            _lock_text(model, locked)
+            # DDP registers the parameters that need gradients when it is built: rebuild on unlock.
+            ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
         pixels, ids, positives = pixels.to(cfg.device), ids.to(cfg.device), positives.to(cfg.device)
         loss = _loss(ddp, model, pixels, ids, positives, distributed)
         optimizer.zero_grad(set_to_none=True)
@@ -183,6 +252,16 @@ def train(cfg: TrainConfig) -> Path:
     if distributed:
         dist.barrier()
     return cfg.out_dir
+
+
+def _whitening_captions(cfg: TrainConfig) -> list[str]:
+    """The captions the locked text tower will see: synthetic ones, or the folder's own."""
+    if cfg.data == "synthetic":
+        rng = random.Random(cfg.seed)
+        short = [synthetic.short_caption(synthetic.single_object_scene(rng).objects[0], rng) for _ in range(1000)]
+        return synthetic.caption_corpus(cfg.seed, 3000) + short
+    source = CaptionFolderSource(cfg.data)
+    return [caption for _, caption in source.pairs[:4000]]
 
 
 def _move_optimizer_state(optimizer, device: str) -> None:

@@ -28,7 +28,8 @@ DEMO_SPIECE = Path(__file__).resolve().parents[1] / "data" / "models" / "siglip-
 
 def _config(out: Path, steps: int, **kw) -> TrainConfig:
     return TrainConfig(out_dir=out, model_config=json.loads(json.dumps(TINY)), steps=steps, batch_size=32,
-                       lr=3e-3, warmup_steps=10, workers=0, progress=False, tokenizer=str(DEMO_SPIECE), **kw)
+                       lr=3e-3, warmup_steps=10, workers=0, progress=False, tokenizer=str(DEMO_SPIECE),
+                       **({"lock_text_steps": 0, "pool_size": 0} | kw))
 
 
 def _losses(out: Path) -> list[float]:
@@ -77,7 +78,8 @@ def test_torchrun_trains_data_parallel_with_the_distributed_loss(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "siglip_search",
                "train", "--out", str(out), "--config", str(config), "--steps", "4", "--batch-size", "8",
-               "--workers", "0", "--tokenizer", str(DEMO_SPIECE), "--no-progress"]
+               "--workers", "0", "--tokenizer", str(DEMO_SPIECE), "--no-progress",
+               "--lock-text-steps", "2", "--pool-size", "64"]
     result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(_losses(out)) == 4  # rank 0 logs every step
@@ -108,3 +110,45 @@ def test_folder_training_without_captions_says_what_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="captions.jsonl or captions.csv"):
         train(_config(tmp_path / "run", steps=2, data=str(tmp_path / "empty")))
+
+
+def _tower(out: Path, prefix: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in SiglipModel.from_pretrained(out).state_dict().items() if k.startswith(prefix)}
+
+
+def test_the_text_tower_stays_frozen_during_the_lock_and_learns_after_it(tmp_path):
+    out = tmp_path / "locked"
+    train(_config(out, steps=3, lock_text_steps=6))
+    text_3, vision_3 = _tower(out, "text_model."), _tower(out, "vision_model.")
+    train(_config(out, steps=6, lock_text_steps=6))  # resumes at step 3, still locked
+    text_6, vision_6 = _tower(out, "text_model."), _tower(out, "vision_model.")
+    train(_config(out, steps=10, lock_text_steps=6))  # unlocked from step 6
+    text_10 = _tower(out, "text_model.")
+    for key in text_3:
+        torch.testing.assert_close(text_6[key], text_3[key], atol=0, rtol=0, msg=key)
+    assert any(not torch.equal(vision_6[k], vision_3[k]) for k in vision_3), "the image tower should train"
+    assert any(not torch.equal(text_10[k], text_6[k]) for k in text_6), "the text tower should train after the lock"
+
+
+def test_the_whitened_text_start_tells_the_shape_prompts_apart():
+    from siglip_search import SiglipConfig, SiglipTokenizer, synthetic
+    from siglip_search.train import DEMO_CONFIG, whiten_text_start
+
+    tokenizer = SiglipTokenizer(DEMO_SPIECE, model_max_length=32)
+    config = json.loads(json.dumps(DEMO_CONFIG))
+    config["text_config"]["vocab_size"] = tokenizer.vocab_size
+    torch.manual_seed(0)
+    model = SiglipModel(SiglipConfig.from_dict(config))
+    model.init_weights()
+    prompts = tokenizer(synthetic.zero_shot_labels()["shape"], padding="max_length", return_tensors="pt")["input_ids"]
+
+    def closest_pair() -> float:
+        with torch.no_grad():
+            e = torch.nn.functional.normalize(model.get_text_features(prompts), dim=-1)
+        return float((e @ e.T - 2 * torch.eye(len(e))).max())
+
+    before = closest_pair()
+    whiten_text_start(model, tokenizer, synthetic.caption_corpus(0, 2000))
+    after = closest_pair()
+    assert before > 0.9, f"a random text tower should map the shape prompts close together ({before:.3f})"
+    assert after < 0.8, f"whitening should spread them ({before:.3f} -> {after:.3f})"
