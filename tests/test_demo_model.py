@@ -1,4 +1,4 @@
-"""The shipped demo model: loads offline, knows colours, and int8 keeps its accuracy."""
+"""The shipped demo model: loads offline, knows colours and shapes, and int8 keeps its accuracy."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def test_demo_model_and_samples_are_shipped():
     assert DEMO.stat().st_size < 16 * 2**20
 
 
-def test_demo_model_names_colours_on_held_out_images(fp32_report):
-    # Random weights score 1 in 8 here; the bar is far above chance.
+def test_demo_model_names_colours_and_shapes_on_held_out_images(fp32_report):
+    # Random weights score 1 in 8 (colours) and 1 in 5 (shapes) here; the bars are far above chance.
     assert fp32_report["zero_shot_colour_accuracy"] >= 0.9
+    assert fp32_report["zero_shot_shape_accuracy"] >= 0.85
+    assert fp32_report["recall@5_single_object"] >= 0.75
     # Captions find a matching image among the top 10 of 400 far more often than chance.
     assert fp32_report["recall@10_all"] >= 0.5
 
