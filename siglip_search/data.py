@@ -57,9 +57,11 @@ class SyntheticSource:
         model, so rendering every batch anew halves training speed on 2 cores. The first half of the
         pool are single-object scenes (the locked-text phase draws only those), the rest 1-3 objects.
         """
-        chunk = 500
-        jobs = [(seed, i, min(chunk, size - i), i < size // 2, self.image_size, self.render_sizes, self.max_objects,
-                 resample) for i in range(0, size, chunk)]
+        if size < 2:
+            raise InputError(f"a scene pool needs at least 2 scenes (one single-object), got {size}; 0 turns it off")
+        chunk, half = 500, size // 2
+        jobs = [(seed, i, min(chunk, end - i), single, self.image_size, self.render_sizes, self.max_objects, resample)
+                for single, begin, end in ((True, 0, half), (False, half, size)) for i in range(begin, end, chunk)]
         images, specs = [], []
         with multiprocessing.get_context("fork").Pool(processes or multiprocessing.cpu_count()) as pool, \
                 tqdm(total=size, disable=not progress, unit="scene", desc="rendering") as bar:
@@ -68,7 +70,7 @@ class SyntheticSource:
                 specs.extend(part_specs)
                 bar.update(len(part_specs))
         self.pool_images, self.pool_specs = np.concatenate(images), specs
-        self.pool_singles = sum(len(s.objects) == 1 for s in specs[: size // 2])
+        self.pool_singles = half
 
     def sample(self, rng: random.Random) -> tuple[Image.Image, str, frozenset[str] | None]:
         if self.pool_images is not None:
