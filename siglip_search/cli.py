@@ -26,7 +26,7 @@ def _add_train(sub) -> None:
     p.add_argument("--tokenizer", help="spiece.model to use (required for folder data)")
     p.add_argument("--config", type=Path, help="config.json for the model (default: the demo model's)")
     # Training options default to None: TrainConfig holds the defaults, which reproduce the demo model.
-    p.add_argument("--steps", type=int, help="total steps (default 3000)")
+    p.add_argument("--steps", type=int, help="total steps (default 3600)")
     p.add_argument("--batch-size", type=int, help="pairs per step (default 128)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
@@ -40,7 +40,7 @@ def _add_train(sub) -> None:
                    help="half of each batch are shape twins of the other half (renders every batch)")
     p.add_argument("--lock-text-steps", type=int,
                    help="first train the image tower against a frozen, whitened text tower; synthetic data then "
-                        "shows single objects with short captions (default 1000)")
+                        "shows single objects with short captions (default 1200)")
     p.add_argument("--text-lr-scale", type=float,
                    help="text tower learning rate relative to --lr once unlocked (default 1/3)")
     p.add_argument("--pool-size", type=int,

@@ -49,7 +49,7 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_CONFIG)))
     data: str = "synthetic"  # or a folder with captions.jsonl / captions.csv
     tokenizer: str | None = None  # an existing spiece.model; synthetic data trains one
-    steps: int = 3000
+    steps: int = 3600
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -63,7 +63,7 @@ class TrainConfig:
     # The first steps train the image tower against a frozen text tower (as in LiT, but with the text
     # tower at its whitened random start); synthetic data then shows single objects with short captions.
     # Without it both towers settle on one embedding for all five shapes (see the model card).
-    lock_text_steps: int = 1000
+    lock_text_steps: int = 1200
     text_lr_scale: float = 1 / 3  # text tower learning rate relative to lr, once unlocked
     pool_size: int = 80000  # synthetic data: render this many scenes once and reuse them (0: render every batch)
     progress: bool = True

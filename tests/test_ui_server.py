@@ -367,8 +367,10 @@ def test_a_new_library_is_indexed_from_the_page_with_progress_and_then_searched(
     assert "**5 photos** indexed · 1 failed" in status_md and "broken.jpg" in status_md
     hits = owner.predict("red", 0.0, 5, "", "", "", "best match", api_name="/search")[2]
     assert len(hits) == 5 and all(Path(h["file"]).parent == folder.resolve() for h in hits)
-    tagged, status_md = owner.predict(1e-6, api_name="/tag_library")  # low: the tiny model is random
-    assert tagged.startswith("Done: tagged 5 photos")
+    # A tiny threshold: each photo keeps its best 10 tags (these drawn photos lie outside
+    # the demo model's world, where its probabilities fall below 1e-6).
+    tagged, status_md = owner.predict(1e-12, api_name="/tag_library")
+    assert tagged.startswith("Done: tagged 5 photos"), tagged
     assert not list(folder.glob("*.xmp"))
     preview, _ = owner.predict("XMP sidecars", "AI", 0.0, True, api_name="/export")
     planned = int(re.match(r"\*\*(\d+) sidecars would change\*\*", preview)[1])
