@@ -385,3 +385,18 @@ def test_each_checkout_gets_its_own_demo_library(tmp_path, monkeypatch):
     assert default_demo_library(first) == default_demo_library(tmp_path / "one" / "data" / ".." / "data" / "samples")
     assert default_demo_library(first).parent == tmp_path / "data" / "siglip-search"
     assert default_demo_library(first).name.startswith("demo-library-")
+
+
+def test_a_retrained_demo_model_gets_a_fresh_demo_library(tmp_path, monkeypatch):
+    # A library keeps the vectors of the weights that built it; after the demo model is retrained,
+    # `demo` must not open the old library (it would refuse the mixed vectors) but build a new one.
+    from ui.cli import default_demo_library
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    samples, model = tmp_path / "samples", tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"old weights")
+    old = default_demo_library(samples, model)
+    assert default_demo_library(samples, model) == old
+    (model / "model.safetensors").write_bytes(b"new weights")
+    assert default_demo_library(samples, model) != old

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from indexer.cli import add_library_argument
 from indexer.library import default_library_dir
-from siglip_search.cli import SAMPLES
+from siglip_search.cli import DEMO_MODEL, SAMPLES
 from siglip_search.errors import SiglipSearchError
 
 from .options import (
@@ -26,13 +26,18 @@ from .options import (
 PROG = "siglip-search"
 
 
-def default_demo_library(samples: Path = SAMPLES) -> Path:
-    """$XDG_DATA_HOME/siglip-search/demo-library-<checkout> (~/.local/share/...): never the user's own
-    library, and one per checkout, so two checkouts never mix their sample photos in one library
-    nor use each other's demo model."""
+def default_demo_library(samples: Path = SAMPLES, model: Path = DEMO_MODEL) -> Path:
+    """$XDG_DATA_HOME/siglip-search/demo-library-<key> (~/.local/share/...): never the user's own
+    library. The key is the checkout's samples folder and its demo model's weights: two checkouts
+    never mix their sample photos in one library nor use each other's demo model, and after the demo
+    model is retrained `demo` builds a fresh library instead of failing on the old one's vectors
+    (the old folder is left where it is)."""
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    checkout = hashlib.sha256(str(Path(samples).resolve()).encode()).hexdigest()[:8]
-    return Path(data_home) / "siglip-search" / f"demo-library-{checkout}"
+    key = hashlib.sha256(str(Path(samples).resolve()).encode())
+    weights = Path(model) / "model.safetensors"
+    if weights.is_file():
+        key.update(weights.read_bytes())
+    return Path(data_home) / "siglip-search" / f"demo-library-{key.hexdigest()[:8]}"
 
 
 def serve_command(args: argparse.Namespace) -> int:
