@@ -63,7 +63,8 @@ class SyntheticSource:
         jobs = [(seed, i, min(chunk, end - i), single, self.image_size, self.render_sizes, self.max_objects, resample)
                 for single, begin, end in ((True, 0, half), (False, half, size)) for i in range(begin, end, chunk)]
         images, specs = [], []
-        with multiprocessing.get_context("fork").Pool(processes or multiprocessing.cpu_count()) as pool, \
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"  # no fork on Windows
+        with multiprocessing.get_context(method).Pool(processes or multiprocessing.cpu_count()) as pool, \
                 tqdm(total=size, disable=not progress, unit="scene", desc="rendering") as bar:
             for part_images, part_specs in pool.imap(_render_chunk, jobs):
                 images.append(part_images)

@@ -50,12 +50,14 @@ def test_short_training_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
-    reference = train(_config(tmp_path / "uninterrupted", steps=40, checkpoint_every=10))
+    # Across the unlock at step 20, with a scene pool: both must come back exactly on resume.
+    reference = train(_config(tmp_path / "uninterrupted", steps=40, checkpoint_every=10, lock_text_steps=20,
+                              pool_size=64))
     out = tmp_path / "killed"
     script = (
         f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
         "from test_train import _config; from siglip_search.train import train;"
-        f"train(_config(Path({str(out)!r}), steps=40, checkpoint_every=10))"
+        f"train(_config(Path({str(out)!r}), steps=40, checkpoint_every=10, lock_text_steps=20, pool_size=64))"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
     deadline = time.time() + 120
@@ -65,7 +67,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.wait()
     state = torch.load(out / STATE_FILE, weights_only=False)
     assert 0 < state["step"] < 40, "the kill should land mid-run"
-    train(_config(out, steps=40, checkpoint_every=10))
+    train(_config(out, steps=40, checkpoint_every=10, lock_text_steps=20, pool_size=64))
     ours = SiglipModel.from_pretrained(out).state_dict()
     ref = SiglipModel.from_pretrained(reference).state_dict()
     for key in ref:
