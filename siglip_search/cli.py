@@ -7,6 +7,7 @@ entry-point group, so this package never imports them. Errors become one line an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from importlib.metadata import entry_points
@@ -54,10 +55,10 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     from .train import TrainConfig, train
 
-    options = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "seed", "checkpoint_every", "workers",
-               "threads", "device", "twins", "lock_text_steps", "text_lr_scale", "pool_size")
-    given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
-    cfg = TrainConfig(out_dir=args.out, data=args.data, tokenizer=args.tokenizer, progress=not args.no_progress, **given)
+    # Every option named like a TrainConfig field and given on the command line; the rest keep its defaults.
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    cfg = TrainConfig(out_dir=args.out, progress=not args.no_progress, **given)
     if args.config:
         cfg.model_config = json.loads(args.config.read_text())
     out = train(cfg)

@@ -164,13 +164,7 @@ def whiten_text_start(model: SiglipModel, tokenizer: SiglipTokenizer, captions: 
     embeddings.position_embedding.weight.mul_(0.1)
     ids = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
     head = model.text_model.head
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
-    try:
-        model.get_text_features(ids)
-    finally:
-        hook.remove()
-    pooled = seen[0].double()
+    pooled = model.text_model(ids).last_hidden_state[:, -1].double()  # what the head reads
     mean = pooled.mean(0)
     cov = torch.cov((pooled - mean).T) + 1e-4 * torch.eye(pooled.shape[1], dtype=pooled.dtype)
     values, vectors = torch.linalg.eigh(cov)
@@ -199,16 +193,16 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = SiglipModel(SiglipConfig.from_dict(cfg.model_config))
     model.init_weights()
-    if cfg.lock_text_steps:
-        whiten_text_start(model, tokenizer, _whitening_captions(cfg))
+    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins,
+                             short_steps=cfg.lock_text_steps) if cfg.data == "synthetic" \
+        else CaptionFolderSource(cfg.data)
+    if cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file():  # a resumed run loads its weights
+        whiten_text_start(model, tokenizer, _whitening_captions(cfg, source))
     optimizer = _optimizer(model, cfg)
     start = _resume(model, optimizer, cfg)
     model.to(cfg.device).train()
     _move_optimizer_state(optimizer, cfg.device)
 
-    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins,
-                             short_steps=cfg.lock_text_steps) if cfg.data == "synthetic" \
-        else CaptionFolderSource(cfg.data)
     if cfg.pool_size and isinstance(source, SyntheticSource):
         source.prerender(cfg.pool_size, cfg.seed * 1000 + rank, processes=cfg.threads, resample=processor.resample,
                          progress=cfg.progress and rank == 0)
@@ -254,14 +248,13 @@ def train(cfg: TrainConfig) -> Path:
     return cfg.out_dir
 
 
-def _whitening_captions(cfg: TrainConfig) -> list[str]:
+def _whitening_captions(cfg: TrainConfig, source: SyntheticSource | CaptionFolderSource) -> list[str]:
     """The captions the locked text tower will see: synthetic ones, or the folder's own."""
-    if cfg.data == "synthetic":
-        rng = random.Random(cfg.seed)
-        short = [synthetic.short_caption(synthetic.single_object_scene(rng).objects[0], rng) for _ in range(1000)]
-        return synthetic.caption_corpus(cfg.seed, 3000) + short
-    source = CaptionFolderSource(cfg.data)
-    return [caption for _, caption in source.pairs[:4000]]
+    if isinstance(source, CaptionFolderSource):
+        return [caption for _, caption in source.pairs[:4000]]
+    rng = random.Random(cfg.seed)
+    short = [synthetic.short_caption(synthetic.single_object_scene(rng).objects[0], rng) for _ in range(1000)]
+    return synthetic.caption_corpus(cfg.seed, 3000) + short
 
 
 def _move_optimizer_state(optimizer, device: str) -> None:

@@ -32,12 +32,15 @@ def default_demo_library(samples: Path = SAMPLES, model: Path = DEMO_MODEL) -> P
     never mix their sample photos in one library nor use each other's demo model, and after the demo
     model is retrained `demo` builds a fresh library instead of failing on the old one's vectors
     (the old folder is left where it is)."""
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     key = hashlib.sha256(str(Path(samples).resolve()).encode())
     weights = Path(model) / "model.safetensors"
     if weights.is_file():
         key.update(weights.read_bytes())
-    return Path(data_home) / "siglip-search" / f"demo-library-{key.hexdigest()[:8]}"
+    return _demo_libraries_home() / f"demo-library-{key.hexdigest()[:8]}"
+
+
+def _demo_libraries_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "siglip-search"
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -115,7 +118,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "tag it, then serve it. Works offline.",
     )  # fmt: skip
     demo.add_argument("--library", metavar="DIR", default=None,
-                      help=f"demo library folder (default: {default_demo_library()})")  # fmt: skip
+                      help=f"demo library folder (default: {_demo_libraries_home()}/demo-library-<key>, "
+                      "one per checkout and demo model)")  # fmt: skip
     demo.add_argument("--no-serve", action="store_true", help="build the demo library and exit")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _server_arguments(demo)
