@@ -155,3 +155,22 @@ def test_the_whitened_text_start_tells_the_shape_prompts_apart():
     after = closest_pair()
     assert before > 0.9, f"a random text tower should map the shape prompts close together ({before:.3f})"
     assert after < 0.8, f"whitening should spread them ({before:.3f} -> {after:.3f})"
+
+
+def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_decays():
+    from siglip_search.train import _optimizer, learning_rate
+
+    cfg = _config(Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25)  # warm-up 10, lr 3e-3
+    lrs = [learning_rate(step, cfg) for step in range(100)]
+    assert lrs[0] == 3e-3 / 10 and lrs[9] == 3e-3, "linear warm-up over 10 steps"
+    assert all(lr == 3e-3 for lr in lrs[10:40]), "constant while the text tower is locked"
+    assert lrs[40] == 3e-3 / 10 and lrs[49] == 3e-3, "a second warm-up when it unlocks"
+    assert all(a >= b for a, b in zip(lrs[49:], lrs[50:], strict=False)) and lrs[-1] < 1e-5, "cosine to zero"
+    torch.manual_seed(0)
+    from siglip_search import SiglipConfig
+
+    model = SiglipModel(SiglipConfig.from_dict(json.loads(json.dumps(TINY))))
+    text = {id(p) for p in model.text_model.parameters()}
+    for group in _optimizer(model, cfg).param_groups:
+        expected = 0.25 if all(id(p) in text for p in group["params"]) else 1.0
+        assert group["lr_scale"] == expected and all((id(p) in text) == (expected == 0.25) for p in group["params"])
