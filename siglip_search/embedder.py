@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .auto import AutoTokenizer
 from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from .errors import InputError
 from .image_processor import SiglipImageProcessor
-from .layers import SiglipMLP
 from .model import SiglipModel
+from .quantized import int8_towers
 
 MODES = ("fp32", "int8", "bf16", "compile")
 
@@ -42,7 +40,7 @@ class Embedder:
         self.logit_scale = float(model.logit_scale.detach().float().exp())
         self.logit_bias = float(model.logit_bias.detach().float())
         self.text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
-        self._text_model, self._vision_model = _prepare(model, mode)
+        self._text_features, self._image_features = _prepare(model, mode)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu") -> Embedder:
@@ -79,7 +77,7 @@ class Embedder:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _autocast(self.mode):
-            features = self._vision_model(pixels).pooler_output
+            features = self._image_features(pixels)
         return _unit_rows(features)
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
@@ -97,7 +95,7 @@ class Embedder:
         ids = self.tokenizer(list(texts), padding="max_length", truncation=True,
                              max_length=self.text_length, return_tensors="pt")["input_ids"]
         with _autocast(self.mode):
-            features = self._text_model(ids.to(self.model.device)).pooler_output
+            features = self._text_features(ids.to(self.model.device))
         return _unit_rows(features)
 
 
@@ -112,19 +110,21 @@ def _autocast(mode: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def _prepare(model: SiglipModel, mode: str) -> tuple[nn.Module, nn.Module]:
+def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
+    """The mode's (input_ids -> text features, pixel_values -> image features) functions."""
     text, vision = model.text_model, model.vision_model
     if mode == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            text = torch.ao.quantization.quantize_dynamic(text, {nn.Linear}, dtype=torch.qint8)
-            vision = torch.ao.quantization.quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8)
-        for module in (*text.modules(), *vision.modules()):
-            if isinstance(module, SiglipMLP):  # quantize_dynamic made copies: the fp32 model keeps tanh
-                module.use_fast_activation()
-    elif mode == "compile":
-        text, vision = torch.compile(text, dynamic=True), torch.compile(vision, dynamic=True)
-    return text, vision
+        if model.device.type != "cpu":
+            raise InputError(f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}")
+        text, vision = int8_towers(text, vision)
+    text_features = text.pooled_output
+
+    def image_features(pixel_values: torch.Tensor) -> torch.Tensor:
+        return vision(pixel_values).pooler_output
+
+    if mode == "compile":
+        return torch.compile(text_features, dynamic=True), torch.compile(image_features, dynamic=True)
+    return text_features, image_features
 
 
 def _weights_sha256(directory: Path) -> str:

@@ -48,16 +48,21 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, T, D = x.shape  # (B, T, D)
-        q, k, v = (
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, last_query_only: bool = False
+    ) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), or (B, 1, D) for the last position alone when last_query_only."""
+        B, T, D = x.shape
+        queries = x[:, -1:] if last_query_only else x
+        q = self.q_proj(queries).view(B, -1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, Tq, hd)
+        k, v = (
             proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
+            for proj in (self.k_proj, self.v_proj)
         )
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
         )
-        y = y.transpose(1, 2).reshape(B, T, D)
+        y = y.transpose(1, 2).reshape(B, -1, D)
         return self.out_proj(y)
 
 
@@ -87,8 +92,13 @@ class SiglipEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x), attention_mask)
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, last_query_only: bool = False
+    ) -> torch.Tensor:
+        """last_query_only: compute the output of the last position alone, (B, 1, D). Its keys and values
+        still come from every position, so the result equals the last row of the full output."""
+        y = self.self_attn(self.layer_norm1(x), attention_mask, last_query_only)
+        x = (x[:, -1:] if last_query_only else x) + y
         x = x + self.mlp(self.layer_norm2(x))
         return x
 

@@ -117,6 +117,27 @@ class SiglipTextTransformer(nn.Module):
         pooled = self.head(x[:, -1, :])
         return BaseModelOutputWithPooling(x, pooled, hidden_states)
 
+    def pooled_output(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """forward(...).pooler_output without the work only last_hidden_state needs.
+
+        The pooled feature reads the last position alone, so the last layer computes that position's
+        query, attention output and MLP only (its keys and values still cover every position). On the
+        base model this skips about 7% of the text tower's work.
+        """
+        x = self.embeddings(input_ids, position_ids)
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask[:, None, None, :].to(torch.bool)
+        layers = list(self.encoder.layers)
+        for i, layer in enumerate(layers):
+            x = layer(x, mask, last_query_only=i == len(layers) - 1)  # the last one gives (B, 1, D)
+        return self.head(self.final_layer_norm(x[:, -1]))
+
 
 class SiglipPreTrainedModel(nn.Module):
     """Checkpoint I/O shared by the three public models."""
@@ -211,7 +232,7 @@ class SiglipModel(SiglipPreTrainedModel):
 
     def get_text_features(self, input_ids, attention_mask=None, position_ids=None, **_) -> torch.Tensor:
         """Un-normalised text features (N, D), as in transformers v4.37."""
-        return self.text_model(input_ids, attention_mask, position_ids).pooler_output
+        return self.text_model.pooled_output(input_ids, attention_mask, position_ids)
 
     def get_image_features(self, pixel_values, interpolate_pos_encoding=False, **_) -> torch.Tensor:
         """Un-normalised image features (N, D), as in transformers v4.37."""

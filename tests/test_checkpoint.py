@@ -251,7 +251,7 @@ def test_towers_load_from_a_full_siglip_checkpoint(tiny_checkpoint):
     vision = ss.SiglipVisionModel.from_pretrained(tiny_checkpoint)
 
     with torch.no_grad():
-        assert torch.equal(text(ids).pooler_output, full.get_text_features(ids))
+        assert torch.equal(text(ids).pooler_output, full.text_model(ids).pooler_output)
         assert torch.equal(vision(pixels).pooler_output, full.get_image_features(pixels))
         assert_close(text(ids).last_hidden_state,
                      tf.SiglipTextModel.from_pretrained(tiny_checkpoint)(input_ids=ids).last_hidden_state)
