@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,7 +144,25 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
         self.mlp = SiglipMLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = self.attention(probe, x, x, need_weights=False)[0]
+        x = self.probe_attention(x)[:, None]  # (B, 1, D)
         x = x + self.mlp(self.layernorm(x))
         return x[:, 0]  # (B, D)
+
+    def probe_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """self.attention(probe, x, x), rewritten for its one query: (B, T, D) -> (B, D).
+
+        Per head, with q the projected probe: q . (W_k x + b_k) = (W_k^T q) . x + a constant that the
+        softmax cancels, and the weighted sum of W_v x + b_v is W_v (sum_t a_t x_t) + b_v. So the key
+        and value projections of every token (2 * T * D^2 multiply-adds) become two (T, D) x (D, heads)
+        products, and the result is the same up to float rounding.
+        """
+        attention = self.attention
+        d, nh = attention.embed_dim, attention.num_heads
+        hd = d // nh
+        w, b = attention.in_proj_weight, attention.in_proj_bias
+        q = F.linear(self.probe.reshape(1, d), w[:d], b[:d]).view(nh, hd)
+        key_probe = torch.einsum("nh,nhd->dn", q, w[d:2 * d].view(nh, hd, d)) / math.sqrt(hd)  # (D, nh)
+        weights = (x @ key_probe).softmax(dim=1)  # (B, T, nh): each head's weights over the tokens
+        pooled = torch.einsum("btn,btd->bnd", weights, x)  # (B, nh, D)
+        y = torch.einsum("bnd,nhd->bnh", pooled, w[2 * d:].view(nh, hd, d)).flatten(1) + b[2 * d:]
+        return attention.out_proj(y)

@@ -4,7 +4,7 @@ Every Linear layer becomes a oneDNN int8 matmul: weights are quantized once, sym
 channel; activations are quantized at each call, asymmetrically per tensor, to 7 bits (0..127). Seven
 bits, not eight: CPUs without VNNI (AVX2) add pairs of u8*s8 products in 16 bits, which saturates
 beyond 127 * 127 * 2 (a test pins this). The q, k and v projections run as one matmul, which quantizes
-their shared input once, and the vision head's attention is rewritten for its one fixed query.
+their shared input once.
 
 Where oneDNN's int8 ops are missing, `int8_towers` falls back to torch's quantize_dynamic (fbgemm).
 """
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import SiglipEncoderLayer, SiglipMLP, SiglipMultiheadAttentionPoolingHead
+from .layers import SiglipEncoderLayer, SiglipMLP
 
 ACTIVATION_LEVELS = 127  # 7-bit activations: see the module docstring
 # Run as exact-erf GELU, which differs from the tanh form by at most 5e-4, far below int8 rounding.
@@ -123,34 +123,6 @@ class Int8EncoderLayer(nn.Module):
         return self.fc2(h, residual=x)
 
 
-class ProbeAttention(nn.Module):
-    """The vision head's nn.MultiheadAttention, rewritten for its one fixed query (the learned probe).
-
-    Per head h, with q_h the projected probe: q_h . (W_k x + b_k) = (W_k^T q_h) . x + const, and the
-    attention-weighted sum of W_v x + b_v is W_v (sum_t a_t x_t) + b_v. So the key and value projections
-    of every token (two thirds of the head's work on 196 tokens) shrink to a (D, heads) matmul; this is
-    exact algebra, computed in float32.
-    """
-
-    def __init__(self, attention: nn.MultiheadAttention, probe: torch.Tensor):
-        super().__init__()
-        d, nh = attention.embed_dim, attention.num_heads
-        hd = d // nh
-        w, b = attention.in_proj_weight.detach().float(), attention.in_proj_bias.detach().float()
-        q = F.linear(probe.detach().float().reshape(1, d), w[:d], b[:d]).view(nh, hd)  # (nh, hd)
-        w_k = w[d:2 * d].view(nh, hd, d)
-        self.register_buffer("key_probe", torch.einsum("nh,nhd->dn", q, w_k) / hd**0.5, persistent=False)
-        self.register_buffer("value_weight", w[2 * d:].view(nh, hd, d).clone(), persistent=False)
-        self.register_buffer("value_bias", b[2 * d:].clone(), persistent=False)
-        self.out_proj = Int8Linear.from_linear(attention.out_proj)
-
-    def forward(self, probe: torch.Tensor, x: torch.Tensor, _value: torch.Tensor, need_weights: bool = False):
-        weights = (x @ self.key_probe).softmax(dim=1)  # (B, T, nh): each head's weights over the tokens
-        pooled = torch.einsum("btn,btd->bnd", weights, x)  # (B, nh, D)
-        y = torch.einsum("bnd,nhd->bnh", pooled, self.value_weight).flatten(1) + self.value_bias  # (B, D)
-        return self.out_proj(y[:, None]), None
-
-
 def int8_towers(text: nn.Module, vision: nn.Module) -> tuple[nn.Module, nn.Module]:
     """int8 copies of the two towers (the originals are left as they are), for inference only."""
     if not onednn_int8_available():
@@ -177,8 +149,6 @@ def _convert(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, SiglipEncoderLayer):
             setattr(module, name, Int8EncoderLayer(child))
-        elif isinstance(module, SiglipMultiheadAttentionPoolingHead) and child is module.attention:
-            setattr(module, name, ProbeAttention(child, module.probe))
         elif type(child) is nn.Linear:
             setattr(module, name, Int8Linear.from_linear(child))
         else:

@@ -1,4 +1,4 @@
-"""The int8 towers behind `--mode int8`: exact integer arithmetic, exact rewrites, and a fallback."""
+"""The int8 towers behind `--mode int8`: exact integer arithmetic, the pooled text path, and a fallback."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import torch.nn.functional as F
 from checkpoints import make_tiny_checkpoint
 from PIL import Image
 
-from siglip_search import SiglipModel, SiglipVisionConfig
+from siglip_search import SiglipModel
 from siglip_search.embedder import Embedder
-from siglip_search.layers import SiglipMultiheadAttentionPoolingHead
 from siglip_search.quantized import (
     Int8Linear,
-    ProbeAttention,
     int8_towers,
     onednn_int8_available,
     quantize_activations,
@@ -62,23 +60,6 @@ def test_int8_linear_keeps_leading_dimensions_and_adds_a_residual():
         assert torch.allclose(with_residual, plain + residual, atol=1e-5)
         assert torch.allclose(int8(x, gelu=True), F.gelu(plain), atol=1e-5)
         assert F.cosine_similarity(plain.flatten(), layer(x).flatten(), dim=0) > 0.999
-
-
-@needs_onednn
-def test_the_vision_heads_attention_rewritten_for_its_probe_gives_the_same_result():
-    config = SiglipVisionConfig(hidden_size=48, intermediate_size=80, num_attention_heads=3)
-    head = SiglipMultiheadAttentionPoolingHead(config).eval()
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in head.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    x = torch.randn(4, 30, 48, generator=gen)
-    rewritten = ProbeAttention(head.attention, head.probe)
-    rewritten.out_proj = head.attention.out_proj  # the float32 projection, to compare the algebra alone
-    with torch.no_grad():
-        probe = head.probe.expand(4, -1, -1)
-        expected = head.attention(probe, x, x, need_weights=False)[0]
-        assert torch.allclose(rewritten(probe, x, x)[0], expected, atol=1e-5)
 
 
 def test_pooled_text_output_equals_the_last_position_of_the_full_forward(tiny_checkpoint):

@@ -11,6 +11,7 @@ from checkpoints import make_hf_checkpoint
 from PIL import Image
 
 import siglip_search as ss
+from siglip_search.layers import SiglipMultiheadAttentionPoolingHead
 
 tf = pytest.importorskip("transformers")
 warnings.filterwarnings("ignore", message=".*sequence already has.*")
@@ -114,6 +115,19 @@ def test_features_logits_and_loss_match_transformers(models, hf_dir, images):
         assert_close(ours.get_text_features(inputs["input_ids"]), ref.get_text_features(inputs["input_ids"]).pooler_output)
         px = inputs["pixel_values"]
         assert_close(ours.get_image_features(px), ref.get_image_features(px).pooler_output)
+
+
+def test_the_vision_heads_single_query_attention_equals_multihead_attention():
+    # The head computes nn.MultiheadAttention(probe, x, x) in a rewritten form (see probe_attention).
+    head = SiglipMultiheadAttentionPoolingHead(
+        ss.SiglipVisionConfig(hidden_size=48, intermediate_size=80, num_attention_heads=3)).eval()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        x = torch.randn(4, 30, 48, generator=gen)
+        expected = head.attention(head.probe.expand(4, -1, -1), x, x, need_weights=False)[0][:, 0]
+        torch.testing.assert_close(head.probe_attention(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_features_are_unnormalised_but_embeds_are_unit_norm(models):
