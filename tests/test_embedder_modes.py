@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from siglip_search.embedder import Embedder
@@ -33,3 +36,13 @@ def test_a_fast_mode_leaves_the_exact_model_untouched(tiny_checkpoint):
     reference = exact.embed_texts(TEXTS)
     again = Embedder(fast.model, fast.tokenizer, fast.image_processor, "same weights").embed_texts(TEXTS)
     np.testing.assert_array_equal(again, reference)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compile_mode_gives_the_fp32_vectors(tiny_checkpoint):
+    # torch.compile generates and builds C++ on first use (about 40 s here), then reuses it.
+    exact = Embedder.from_pretrained(tiny_checkpoint)
+    compiled = Embedder.from_pretrained(tiny_checkpoint, mode="compile")
+    images = _images(3)
+    np.testing.assert_allclose(compiled.embed_texts(TEXTS), exact.embed_texts(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(compiled.embed_images(images), exact.embed_images(images), atol=1e-5)
