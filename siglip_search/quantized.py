@@ -25,18 +25,6 @@ ACTIVATION_LEVELS = 127  # 7-bit activations: see the module docstring
 GELU_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_new", "gelu")
 
 
-def onednn_int8_available() -> bool:
-    """Whether this torch build runs oneDNN int8 matmuls (x86 builds with mkldnn do)."""
-    try:
-        packed = torch.ops.onednn.qlinear_prepack(torch.ones(4, 4, dtype=torch.int8), None)
-        y = torch.ops.onednn.qlinear_pointwise(
-            torch.full((2, 4), 3, dtype=torch.uint8), 1.0, 1, packed, torch.ones(4),
-            torch.zeros(4, dtype=torch.int32), None, 1.0, 0, torch.float32, "none", [], "none")
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-    return bool((y == 8).all())
-
-
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """(M, K) float32 -> (uint8 codes in 0..127, scale, zero point), with x ~ scale * (codes - zero point)."""
     lo, hi = torch.aminmax(x)
@@ -89,6 +77,21 @@ class Int8Linear(nn.Module):
             y = torch.ops.onednn.qlinear_pointwise.binary(
                 *args, other, self.bias, 1.0, 0, torch.float32, 1.0, 0, "add", 1.0, *unary)
         return y.view(*shape[:-1], self.out_features)
+
+
+def onednn_int8_available() -> bool:
+    """Whether this torch build runs the oneDNN int8 calls that Int8Linear makes, with the right results
+    (x86 builds with mkldnn do; op signatures have changed between torch versions)."""
+    weight = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
+    x, residual = torch.tensor([[1.0, 2.0], [-1.0, 0.5]]), torch.tensor([[10.0, 20.0], [30.0, 40.0]])
+    expected = x @ weight.T
+    try:
+        layer = Int8Linear(weight, None)
+        results = (layer(x), layer(x, residual=residual), layer(x, gelu=True))
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+        return False
+    wanted = (expected, expected + residual, F.gelu(expected))
+    return all(torch.allclose(got, want, atol=0.05) for got, want in zip(results, wanted, strict=True))
 
 
 class Int8EncoderLayer(nn.Module):
