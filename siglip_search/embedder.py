@@ -16,6 +16,7 @@ from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
 from .errors import InputError
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel
+from .parallel import RowParallel
 from .quantized import int8_towers
 
 MODES = ("fp32", "int8", "bf16", "compile")
@@ -41,6 +42,9 @@ class Embedder:
         self.logit_bias = float(model.logit_bias.detach().float())
         self.text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
         self._text_features, self._image_features = _prepare(model, mode)
+        # Batches split across cores (see parallel.py); compiled functions and GPUs keep whole batches.
+        on_cpu = self.model.device.type == "cpu" and mode != "compile"
+        self._rows = RowParallel(torch.get_num_threads() if on_cpu else 1)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu") -> Embedder:
@@ -76,9 +80,7 @@ class Embedder:
             raise InputError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixels.shape)}")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with _autocast(self.mode):
-            features = self._image_features(pixels)
-        return _unit_rows(features)
+        return _unit_rows(self._rows(self._in_mode(self._image_features), pixels))
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
         if not images:
@@ -94,9 +96,14 @@ class Embedder:
         # Always pad to the full length and never mask: that is how SigLIP was trained.
         ids = self.tokenizer(list(texts), padding="max_length", truncation=True,
                              max_length=self.text_length, return_tensors="pt")["input_ids"]
-        with _autocast(self.mode):
-            features = self._text_features(ids.to(self.model.device))
-        return _unit_rows(features)
+        return _unit_rows(self._rows(self._in_mode(self._text_features), ids.to(self.model.device)))
+
+    def _in_mode(self, features: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """features(rows) under inference mode and the mode's autocast, which are per thread."""
+        def run(rows: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), _autocast(self.mode):
+                return features(rows)
+        return run
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
