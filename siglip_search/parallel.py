@@ -10,6 +10,7 @@ up to each chunk's own activation ranges).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ class RowParallel:
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0  # the process the pool's threads live in: a forked child has none of them
         self._lock = threading.Lock()
 
     def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
@@ -33,7 +35,7 @@ class RowParallel:
 
     def _workers(self) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pid != os.getpid():
                 threads = torch.get_num_threads()
                 pool = ThreadPoolExecutor(self.workers, thread_name_prefix="siglip-embed",
                                           initializer=_single_threaded)
@@ -42,7 +44,7 @@ class RowParallel:
                 # A worker's set_num_threads(1) also changed the default that threads started later
                 # take; give it back (the workers keep their own setting).
                 torch.set_num_threads(threads)
-                self._pool = pool
+                self._pool, self._pid = pool, os.getpid()
             return self._pool
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 
 import numpy as np
@@ -53,3 +54,18 @@ def test_embedder_vectors_are_the_same_split_across_cores_or_not(tiny_checkpoint
     bf16._rows = RowParallel(3)
     assert not np.array_equal(bf16.embed_texts(TEXTS), split.embed_texts(TEXTS))
     assert ((bf16.embed_texts(TEXTS) * split.embed_texts(TEXTS)).sum(1) > 0.99).all()
+
+
+def test_a_forked_child_gets_workers_of_its_own():
+    split = RowParallel(2)
+    rows = torch.arange(6, dtype=torch.float32)
+    assert torch.equal(split(lambda c: c * 3, rows), rows * 3)  # the parent's workers now exist
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=lambda: results.put(split(lambda c: c * 3, rows).tolist()))
+    child.start()
+    try:
+        assert results.get(timeout=60) == (rows * 3).tolist()  # the parent's threads do not exist here
+    finally:
+        child.join(timeout=10)
+        child.kill()
