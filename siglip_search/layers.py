@@ -119,10 +119,12 @@ class SiglipEncoder(nn.Module):
         x: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        last_query_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """last_query_only: the last layer computes the last position alone, so x comes back (B, 1, D)."""
         hidden_states = [x] if output_hidden_states else None
-        for layer in self.layers:
-            x = layer(x, attention_mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attention_mask, last_query_only and i == len(self.layers) - 1)
             if hidden_states is not None:
                 hidden_states.append(x)
         return x, tuple(hidden_states) if hidden_states is not None else None

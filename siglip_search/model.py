@@ -107,11 +107,7 @@ class SiglipTextTransformer(nn.Module):
         output_hidden_states: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(input_ids, position_ids)  # (B, T, D)
-        # SigLIP was trained without a padding mask; one is applied only if a caller insists.
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask[:, None, None, :].to(torch.bool)
-        x, hidden_states = self.encoder(x, mask, output_hidden_states)
+        x, hidden_states = self.encoder(x, _key_mask(attention_mask), output_hidden_states)
         x = self.final_layer_norm(x)
         # Pool the LAST position (always </s> when padded to max length), not the first EOS.
         pooled = self.head(x[:, -1, :])
@@ -130,13 +126,14 @@ class SiglipTextTransformer(nn.Module):
         base model this skips about 7% of the text tower's work.
         """
         x = self.embeddings(input_ids, position_ids)
-        mask = None
-        if attention_mask is not None:
-            mask = attention_mask[:, None, None, :].to(torch.bool)
-        layers = list(self.encoder.layers)
-        for i, layer in enumerate(layers):
-            x = layer(x, mask, last_query_only=i == len(layers) - 1)  # the last one gives (B, 1, D)
+        x, _ = self.encoder(x, _key_mask(attention_mask), last_query_only=True)  # (B, 1, D)
         return self.head(self.final_layer_norm(x[:, -1]))
+
+
+def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 -> (B, 1, 1, T) bool. SigLIP was trained without a padding mask; one is applied
+    only if a caller insists."""
+    return None if attention_mask is None else attention_mask[:, None, None, :].to(torch.bool)
 
 
 class SiglipPreTrainedModel(nn.Module):
