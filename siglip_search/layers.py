@@ -36,6 +36,11 @@ def activation(name: str):
         raise ValueError(f"unsupported hidden_act {name!r}; known: {sorted(_ACTIVATIONS)}") from None
 
 
+def fast_activation(name: str):
+    """The activation the lossy modes run: a faster near-identical stand-in where there is one."""
+    return _FAST_ACTIVATIONS.get(name) or activation(name)
+
+
 class SiglipAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v projections and no mask (SigLIP uses none)."""
 
@@ -81,7 +86,7 @@ class SiglipMLP(nn.Module):
 
     def use_fast_activation(self) -> None:
         """For approximate (quantized) inference: swap in a faster, near-identical activation."""
-        self.act = _FAST_ACTIVATIONS.get(self.hidden_act, self.act)
+        self.act = fast_activation(self.hidden_act)
 
 
 class SiglipEncoderLayer(nn.Module):
