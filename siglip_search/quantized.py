@@ -12,6 +12,7 @@ Where oneDNN's int8 ops are missing, `int8_towers` falls back to torch's quantiz
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 
 import torch
@@ -77,6 +78,7 @@ class Int8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features)
 
 
+@functools.cache  # one answer per process; every int8 Embedder asks
 def onednn_int8_available() -> bool:
     """Whether this torch build runs the oneDNN int8 calls that Int8Linear makes, with the right results
     (x86 builds with mkldnn do; op signatures have changed between torch versions)."""
