@@ -73,7 +73,6 @@ class Embedder:
     def preprocess_image(self, image: Any) -> np.ndarray:
         return self.image_processor.preprocess_one(image)
 
-    @torch.inference_mode()
     def embed_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         pixels = torch.as_tensor(pixel_values, dtype=torch.float32, device=self.model.device)
         if pixels.ndim != 4:
@@ -87,7 +86,6 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.embed_pixels(np.stack([self.preprocess_image(im) for im in images]))
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise InputError("embed_texts takes a list of strings")
