@@ -29,6 +29,8 @@ class Embedder:
                  model_id: str, mode: str = "fp32", weights_sha256: str = "") -> None:
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if mode == "int8" and model.device.type != "cpu":
+            raise InputError(f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -119,8 +121,6 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
     """The mode's (input_ids -> text features, pixel_values -> image features) functions."""
     text, vision = model.text_model, model.vision_model
     if mode == "int8":
-        if model.device.type != "cpu":
-            raise InputError(f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}")
         text, vision = int8_towers(text, vision)
     text_features = text.pooled_output
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from siglip_search.embedder import Embedder
+from siglip_search.errors import InputError
 
 TEXTS = ["a red circle", "two small blue squares on a striped background", "a photo of a yellow star", ""]
 
@@ -46,3 +47,10 @@ def test_compile_mode_gives_the_fp32_vectors(tiny_checkpoint):
     images = _images(3)
     np.testing.assert_allclose(compiled.embed_texts(TEXTS), exact.embed_texts(TEXTS), atol=1e-5)
     np.testing.assert_allclose(compiled.embed_images(images), exact.embed_images(images), atol=1e-5)
+
+
+def test_int8_mode_off_the_cpu_is_refused_in_one_line(tiny_checkpoint):
+    cpu = Embedder.from_pretrained(tiny_checkpoint)
+    elsewhere = cpu.model.to("meta")  # any device that is not the CPU; no GPU is needed to check this
+    with pytest.raises(InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"):
+        Embedder(elsewhere, cpu.tokenizer, cpu.image_processor, "meta", mode="int8")
