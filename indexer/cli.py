@@ -181,16 +181,22 @@ def export_command(args: argparse.Namespace) -> int:
 def _print_report(report, dry_run: bool, undo: bool) -> int:
     """One line per sidecar changed (or planned), skipped ones on stderr; exit 1 if any was skipped."""
     for change in report.planned if dry_run else report.written:
-        values = change.removed if undo else change.added
-        count = len({v for vs in values.values() for v in vs})
-        verb = ("would remove" if undo else "would add") if dry_run else ("removed" if undo else "added")
-        print(f"{change.path}\t{verb} {count} keywords" + ("; sidecar deleted" if change.deleted else ""))
+        counts = []
+        for verb, values in (("add", change.added), ("remove", change.removed)):
+            count = len({v for vs in values.values() for v in vs})
+            if count or (verb == "remove") == undo:
+                counts.append(f"{'would ' + verb if dry_run else verb.rstrip('e') + 'ed'} {count}")
+        print(f"{change.path}\t{', '.join(counts)} keywords" + ("; sidecar deleted" if change.deleted else ""))
+        for note in change.notes:
+            print(f"{PROG}: note: {change.path}: {note}", file=sys.stderr)
+    for path in report.missing:
+        print(f"{PROG}: {path} no longer exists; forgotten", file=sys.stderr)
     for path, reason in report.skipped:
         print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
     done = len(report.planned if dry_run else report.written)
     print(f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
           f"{len(report.skipped)} skipped", file=sys.stderr)  # fmt: skip
-    return EXIT_PARTIAL if report.skipped and not undo else 0
+    return EXIT_PARTIAL if report.skipped else 0
 
 
 def format_status(report: dict, max_failures: int = 20) -> str:

@@ -13,7 +13,7 @@ import stat
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -29,9 +29,10 @@ from .xmp import (
 
 # fmt: off
 __all__ = [
-    "ROOT_TAG", "ExportReport", "ManifestError", "SidecarChange", "SidecarError", "SidecarPlan",
+    "ROOT_TAG", "ExportReport", "ManifestError", "OutputPathError", "SidecarChange", "SidecarError", "SidecarPlan",
     "TagNameError", "TagRow", "commit_sidecar_plan", "export_xmp", "load_manifest", "machine_tag_path",
     "merge_keywords_into_sidecar", "open_atomic", "plan_keyword_merge", "plan_keyword_removal",
+    "plan_keyword_sync",
     "sidecar_path_for", "undo_xmp", "write_csv", "write_exiftool_csv", "write_jsonl",
 ]
 # fmt: on
@@ -71,6 +72,7 @@ class ExportReport:
     planned: list[SidecarChange] = field(default_factory=list)  # dry run only
     unchanged: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
+    missing: list[Path] = field(default_factory=list)  # undo: recorded sidecars that are gone
 
 
 @dataclass
@@ -93,19 +95,22 @@ def machine_tag_path(tag: str | Sequence[str], root_tag: str | None = ROOT_TAG) 
     shown = tag if isinstance(tag, str) else "|".join(tag)
     if not parts or parts == ("",):
         raise TagNameError("empty tag name")
-    for part in (*root, *parts):
+    _check_components(root, f"root tag {root_tag!r}")
+    _check_components(parts, f"tag {shown!r}")
+    return (*root, *parts)
+
+
+def _check_components(parts: Sequence[str], what: str) -> None:
+    for part in parts:
         if not part.strip() or part != part.strip():
-            raise TagNameError(
-                f"tag {shown!r} has an empty component or one with surrounding spaces"
-            )
+            raise TagNameError(f"{what} has an empty component or one with surrounding spaces")
         if "|" in part or "/" in part:
             raise TagNameError(
-                f"tag component {part!r} of {shown!r} contains '|' or '/', which photo managers read "
+                f"component {part!r} of {what} contains '|' or '/', which photo managers read "
                 "as hierarchy separators; rename it"
             )
         if any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF or ch in "\ufffe\uffff" for ch in part):
-            raise TagNameError(f"tag {shown!r} contains a control character XMP cannot hold")
-    return (*root, *parts)
+            raise TagNameError(f"{what} contains a control character XMP cannot hold")
 
 
 def sidecar_path_for(photo: Path, folder_names: Collection[str] | None = None) -> Path:
@@ -154,6 +159,60 @@ def plan_keyword_merge(
     return SidecarPlan(change, data, before)
 
 
+def plan_keyword_sync(
+    photo: Path,
+    tag_paths: Sequence[tuple[str, ...]],
+    previous: Callable[[Path], SidecarChange | None],
+    folder_names: Collection[str] | None = None,
+) -> SidecarPlan:
+    """Plan making the machine keywords of the photo's sidecar equal to `tag_paths`: add what is
+    missing, and remove what an earlier export added (`previous(sidecar)`, its manifest record) that
+    these tags no longer give. Keywords no export of ours added are never removed. A sidecar we
+    created is deleted when nothing but the empty wrapper would remain."""
+    photo = Path(photo)
+    if not photo.is_file():
+        raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
+    sidecar = sidecar_path_for(photo, folder_names)
+    raw, before = _read_sidecar(sidecar, missing_ok=True)
+    wanted = keyword_values(tag_paths)
+    record = previous(sidecar) if before is not None else None
+    stale = _stale_part(record, wanted) if record is not None else None
+    removed: dict[str, list[str]] = {}
+    notes: list[str] = []
+    data: bytes | None = None
+    if stale is not None:
+        data, removal = remove_keywords(raw, stale, sidecar)
+        if removal.deleted:
+            removal.photo = photo
+            return SidecarPlan(removal, None, before, delete=True)
+        removed, notes = removal.removed, removal.notes
+    if any(wanted.values()):
+        added_data, change = add_keywords(data if data is not None else raw, wanted, sidecar)
+        data = added_data if added_data is not None else data
+    else:
+        change = SidecarChange(path=sidecar)
+    change.photo, change.created = photo, before is None
+    change.removed, change.notes = removed, [*notes, *change.notes]
+    return SidecarPlan(change, data, before)
+
+
+def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarChange | None:
+    """The part of an earlier export's record that the wanted values no longer hold, as a record
+    for remove_keywords; None when nothing is stale. A list we created counts as ours to remove
+    whole (with its copies of the user's keywords) only when nothing is wanted in it any more, and
+    the file only when nothing is wanted at all."""
+    added = {k: [v for v in vs if v not in wanted.get(k, [])] for k, vs in record.added.items()}
+    added = {k: vs for k, vs in added.items() if vs}
+    if not added:
+        return None
+    return replace(
+        record,
+        added=added,
+        created=record.created and not any(wanted.values()),
+        created_properties=[k for k in record.created_properties if not wanted.get(k)],
+    )
+
+
 def plan_keyword_removal(sidecar: Path, record: SidecarChange) -> SidecarPlan:
     """Plan removing what `record` says we added; deleting the file if we created it and it is empty."""
     raw, before = _read_sidecar(sidecar, missing_ok=False)
@@ -183,7 +242,8 @@ def _read_sidecar(path: Path, missing_ok: bool) -> tuple[bytes, tuple[int, int, 
         if missing_ok:
             return NEW_SIDECAR, None
         raise
-    if not os.access(path, os.W_OK):
+    # The mode bits too: os.access says yes to root (photo tools in containers often run as root).
+    if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
         raise SidecarError(path, "read-only; left untouched")
     return raw, file_identity(path)
 
@@ -223,28 +283,46 @@ def export_xmp(
     manifest_path: Path,
     root_tag: str | None = ROOT_TAG,
     dry_run: bool = False,
+    *,
+    every_photo: bool = False,
 ) -> ExportReport:
-    """Add each photo's machine tags to its sidecar and record what was added in the manifest.
+    """Make each photo's sidecar hold its machine tags, and record in the manifest what was added.
 
-    Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is skipped
-    and reported. The manifest records each batch before its sidecars are written, so an interrupted
-    export can still be undone; entries whose write failed are rolled back.
+    Keywords an earlier export added that the photo's tags no longer give (re-tagged, another
+    threshold or root tag) are removed; keywords no export added are never touched. every_photo:
+    `items` hold the tags of every photo the manifest covers (a whole library), so a recorded photo
+    missing from them has no tags any more and loses what earlier exports added. Every tag is checked before any file is touched. A sidecar that
+    cannot be read or parsed is skipped and reported. The manifest records each batch before its
+    sidecars are written, so an interrupted export can still be undone; entries whose write failed
+    are rolled back.
     """
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
     records = load_manifest(manifest_path)
+    if every_photo:
+        tagged = {photo for photo, _ in jobs}
+        jobs += [
+            (photo, [])  # no tags any more: what earlier exports added goes
+            for photo in dict.fromkeys(r.photo for r in records.values() if r.photo)
+            if photo not in tagged and photo.is_file()
+        ]
     report = ExportReport()
     pending: dict[Path, SidecarChange | None] = {}  # recorded but not yet written: previous entries
     saved = False
     try:
         for batch in _batches(jobs):
-            plans = _plan_batch(batch, report)
+            plans = _plan_batch(batch, report, records.get)
             if dry_run:
                 report.planned += [p.change for p in plans]
                 continue
             for plan in plans:
-                pending[plan.change.path] = records.get(plan.change.path)
-                records[plan.change.path] = _merged(records.get(plan.change.path), plan.change)
+                path = plan.change.path
+                pending[path] = records.get(path)
+                record = _merged(_without(records.get(path), plan.change.removed), plan.change)
+                if plan.delete or not (record.added or record.mirrored):
+                    records.pop(path, None)  # nothing of ours left in it
+                else:
+                    records[path] = record
             if plans:
                 _save_manifest(manifest_path, records)
                 saved = True
@@ -280,7 +358,7 @@ def undo_xmp(manifest_path: Path, dry_run: bool = False) -> ExportReport:
     try:
         for path, record in records.items():
             if not os.path.lexists(path):
-                report.skipped.append((path, "sidecar no longer exists; nothing to undo"))
+                report.missing.append(path)
                 if not dry_run:
                     del remaining[path]
                 continue
@@ -324,7 +402,9 @@ def _batches(jobs: list, first: int = 64, largest: int = 4096) -> Iterator[list]
 
 
 def _plan_batch(
-    batch: list[tuple[Path, list[tuple[str, ...]]]], report: ExportReport
+    batch: list[tuple[Path, list[tuple[str, ...]]]],
+    report: ExportReport,
+    previous: Callable[[Path], SidecarChange | None],
 ) -> list[SidecarPlan]:
     listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
     plans: list[SidecarPlan] = []
@@ -333,11 +413,11 @@ def _plan_batch(
         try:
             if photo.parent not in listings:
                 listings[photo.parent] = set(os.listdir(photo.parent))
-            plan = plan_keyword_merge(photo, tag_paths, listings[photo.parent])
+            plan = plan_keyword_sync(photo, tag_paths, previous, listings[photo.parent])
         except (SidecarError, OSError) as exc:
             report.skipped.append(_skip(exc, photo))
             continue
-        if plan.data is None:
+        if plan.data is None and not plan.delete:
             report.unchanged.append(plan.change.path)
         elif plan.change.path in sidecars:  # two photos, one sidecar: only reachable with odd names
             report.skipped.append(
@@ -424,6 +504,18 @@ def _merged(old: SidecarChange | None, new: SidecarChange) -> SidecarChange:
     )
 
 
+def _without(record: SidecarChange | None, removed: dict[str, list[str]]) -> SidecarChange | None:
+    """An earlier record less the values just removed from the sidecar."""
+    if record is None or not removed:
+        return record
+
+    def less(values: dict[str, list[str]]) -> dict[str, list[str]]:
+        kept = {k: [v for v in vs if v not in removed.get(k, [])] for k, vs in values.items()}
+        return {k: vs for k, vs in kept.items() if vs}
+
+    return replace(record, added=less(record.added), mirrored=less(record.mirrored))
+
+
 def _restore(
     records: dict[Path, SidecarChange], path: Path, previous: SidecarChange | None
 ) -> None:
@@ -479,13 +571,33 @@ def write_exiftool_csv(
             )
 
 
+class OutputPathError(IndexerError, ValueError):
+    """An --out path that cannot take a file: a folder, or one inside a folder that does not exist."""
+
+
 @contextmanager
 def _text_output(out: Path | str | None) -> Iterator[TextIO]:
+    """stdout for None or "-"; a device, pipe or socket is written in place (replacing it with a
+    regular file would break it: `--out /dev/null`, `--out >(gzip > tags.gz)`); a regular file is
+    written atomically."""
     if out is None or str(out) == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
-    with open_atomic(Path(out)) as raw:
+    path = Path(out)
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"--out {path} is a folder; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "w", encoding="utf-8", newline="") as text:
+            yield text
+        return
+    if st is None and not Path(os.path.realpath(path)).parent.is_dir():
+        raise OutputPathError(f"--out {path}: folder {path.parent} does not exist")
+    with open_atomic(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         yield text
         text.flush()
@@ -499,14 +611,15 @@ def _text_output(out: Path | str | None) -> Iterator[TextIO]:
 def open_atomic(path: Path, before_replace: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
     """A binary file replacing `path` only if the block succeeds: temp file beside it, fsync, rename.
 
-    Keeps the replaced file's permission bits; a symlink has its target replaced, not the link.
-    `before_replace` runs just before the rename and may raise to abandon the write.
+    Keeps the replaced file's permission bits and, where allowed (root), its owner and group; a
+    symlink has its target replaced, not the link. `before_replace` runs just before the rename and
+    may raise to abandon the write.
     """
     target = Path(os.path.realpath(path))
     try:
-        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+        old: os.stat_result | None = os.stat(target)
     except FileNotFoundError:
-        mode = None
+        old = None
     temp = target.with_name(f".{target.name[:200]}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
@@ -514,8 +627,11 @@ def open_atomic(path: Path, before_replace: Callable[[], None] | None = None) ->
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(temp, mode)
+        if old is not None:
+            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(OSError):  # only root (or the owner, for the group) may
+                    os.chown(temp, old.st_uid, old.st_gid)
+            os.chmod(temp, stat.S_IMODE(old.st_mode))
         if before_replace is not None:
             before_replace()
         os.replace(temp, target)

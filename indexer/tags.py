@@ -224,14 +224,17 @@ def library_tag_rows(library: Library, min_score: float | None = None) -> list[e
 
 def export_library_xmp(library: Library, root_tag: str | None = export.ROOT_TAG, min_score: float | None = None,
                        dry_run: bool = False) -> export.ExportReport:  # fmt: skip
-    """Add each photo's machine tags under `root_tag` to its XMP sidecar (photos are never opened
-    for writing), recording what was added in the library's manifest for undo_library_xmp. The
-    caller holds lock_library(): one export at a time per manifest."""
+    """Make each photo's XMP sidecar hold its machine tags under `root_tag` (photos are never opened
+    for writing): keywords earlier exports added that are no longer tags (re-tagged, another
+    threshold or root tag, photo left untagged) are removed, the user's own never. What was added
+    is recorded in the library's manifest for undo_library_xmp. The caller holds lock_library():
+    one export at a time per manifest."""
     items: dict[str, list[str]] = {}
     for record in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score):
         items.setdefault(record.path, []).append(record.tag)
     manifest = library.path / EXPORT_MANIFEST_NAME
-    return export.export_xmp([(Path(p), t) for p, t in items.items()], manifest, root_tag, dry_run)
+    return export.export_xmp([(Path(p), t) for p, t in items.items()], manifest, root_tag, dry_run,
+                             every_photo=True)  # fmt: skip
 
 
 def undo_library_xmp(library: Library, dry_run: bool = False) -> export.ExportReport:

@@ -511,3 +511,91 @@ def test_exiftool_csv_has_one_line_per_photo(tmp_path):
     with pytest.raises(TagNameError, match="exiftool"):
         write_exiftool_csv([TagRow("/a.jpg", "cat, domestic", 0.5, "m")], tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keeps_the_users(tmp_path):
+    photo = make_photo(tmp_path, "user.jpg")
+    sidecar = tmp_path / "user.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")  # the user's own "dog" in dc:subject
+    manifest = tmp_path / "export.json"
+    export_xmp([(photo, ["animal|dog", "scene|beach"])], manifest)
+
+    # Re-tagged: the dog was a cat, and the beach is gone.
+    report = export_xmp([(photo, ["animal|cat"])], manifest)
+
+    assert report.written[0].removed["lr:hierarchicalSubject"] == ["AI|animal|dog", "AI|scene", "AI|scene|beach"]
+    found = keywords(sidecar)
+    assert found["dc:subject"] == ["dog", "AI", "animal", "cat"]  # the user's "dog" stays
+    assert found["lr:hierarchicalSubject"] == ["dog", "AI", "AI|animal", "AI|animal|cat"]
+    assert found["digiKam:TagsList"] == ["dog", "AI/animal/cat"]  # with the copy of the user's keyword
+    assert "Red" in sidecar.read_text(encoding="utf-8")
+    assert export_xmp([(photo, ["animal|cat"])], manifest).written == []  # now in step: no change
+
+    undo_xmp(manifest)
+    assert sidecar.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+def test_whole_library_export_strips_photos_that_lost_all_their_tags(tmp_path):
+    kept, untagged, users = (make_photo(tmp_path, n) for n in ("kept.jpg", "untagged.jpg", "user.jpg"))
+    (tmp_path / "user.jpg.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+    everything = [(kept, ["animal|dog"]), (untagged, ["animal|dog"]), (users, ["scene|beach"])]
+    export_xmp(everything, manifest, every_photo=True)
+    kept_bytes = (tmp_path / "kept.jpg.xmp").read_bytes()
+
+    export_xmp([(kept, ["animal|dog"])], manifest)  # a partial export touches only what it names
+    assert (tmp_path / "untagged.jpg.xmp").exists()
+
+    report = export_xmp([(kept, ["animal|dog"])], manifest, every_photo=True)
+
+    assert {c.path.name for c in report.written if c.deleted} == {"untagged.jpg.xmp"}
+    assert not (tmp_path / "untagged.jpg.xmp").exists()  # we created it; nothing else was in it
+    assert (tmp_path / "user.jpg.xmp").read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+    assert (tmp_path / "kept.jpg.xmp").read_bytes() == kept_bytes
+    assert set(load_manifest(manifest)) == {tmp_path / "kept.jpg.xmp"}
+    undo_xmp(manifest)
+    assert not (tmp_path / "kept.jpg.xmp").exists()
+
+
+def test_a_sidecar_without_write_permission_is_left_alone_even_for_root(tmp_path):
+    photo = make_photo(tmp_path, "IMG_5.jpg")
+    sidecar = tmp_path / "IMG_5.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    sidecar.chmod(0o444)
+
+    report = export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    assert report.skipped == [(sidecar, "read-only; left untouched")]
+    assert sidecar.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give files away")
+def test_a_rewritten_sidecar_keeps_its_owner_when_root_exports(tmp_path):
+    photo = make_photo(tmp_path, "IMG_6.jpg")
+    sidecar = tmp_path / "IMG_6.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    os.chown(sidecar, 65534, 65534)
+
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    assert "AI/animal/dog" in sidecar.read_text(encoding="utf-8")
+    assert (sidecar.stat().st_uid, sidecar.stat().st_gid) == (65534, 65534)
+
+
+def test_text_exports_write_into_pipes_and_refuse_folders_with_one_line(tmp_path):
+    rows = [TagRow(str(tmp_path / "a.jpg"), "animal|dog", 0.9, "m")]
+    with pytest.raises(export.OutputPathError, match="is a folder"):
+        write_csv(rows, tmp_path)
+    with pytest.raises(export.OutputPathError, match="does not exist"):
+        write_csv(rows, tmp_path / "no such folder" / "tags.csv")
+    if not hasattr(os, "mkfifo"):
+        return
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        write_jsonl(rows, fifo)
+        assert json.loads(os.read(reader, 4096))["tag"] == "animal|dog"
+    finally:
+        os.close(reader)
+    assert fifo.is_fifo()  # still a pipe, not replaced by a regular file

@@ -168,3 +168,53 @@ def test_export_mistakes_are_one_line_and_exit_2(tagged, capsys, argv, message):
     assert main([*argv, "--library", str(lib)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_exporting_again_at_a_higher_threshold_takes_back_the_weaker_tags(tagged, capsys):
+    lib, photos = tagged
+    library = open_library(lib)
+    scores = {}
+    for record in library.store.iter_tags():
+        scores.setdefault(record.path, {})[record.tag] = record.score
+    library.close()
+    assert main(["export", "--library", str(lib), "--format", "xmp"]) == 1  # c.jpg.xmp is refused
+    capsys.readouterr()
+    cut = max(scores[str(photos / "b.png")].values())  # b.png keeps its best tag alone
+
+    assert main(["export", "--library", str(lib), "--format", "xmp", "--threshold", str(cut)]) == 1
+
+    out = capsys.readouterr().out
+    assert f"{photos / 'b.png.xmp'}\tadded 0, removed " in out
+    for photo in ("a.jpg", "b.png"):
+        kept = {f"AI/{t.replace('|', '/')}" for t, s in scores[str(photos / photo)].items() if s >= cut}
+        assert keywords(photos / f"{photo}.xmp")[DIGIKAM_TAGS] - {"dog", "Grandma's garden"} == kept
+    assert len(kept) >= 1
+    if not any(s >= cut for s in scores[str(photos / "a.jpg")].values()):
+        assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN
+    assert main(["export", "--library", str(lib), "--undo"]) == 0
+    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (photos / "b.png.xmp").exists()
+
+
+def test_an_undo_that_leaves_keywords_behind_exits_1_and_says_where(tagged, capsys):
+    lib, photos = tagged
+    main(["export", "--library", str(lib), "--format", "xmp"])
+    (photos / "b.png.xmp").write_bytes((photos / "b.png.xmp").read_bytes() + b"<broken")
+    capsys.readouterr()
+
+    assert main(["export", "--library", str(lib), "--undo"]) == 1
+
+    err = capsys.readouterr().err
+    assert f"skipped {photos / 'b.png.xmp'}" in err
+    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN  # the rest was undone
+
+
+def test_keyword_lists_export_cannot_extend_are_named_on_stderr(tagged, capsys):
+    lib, photos = tagged
+    # A dc:subject written as an rdf:Alt (not a Bag): left as it is, and the user is told.
+    alt = HAND_WRITTEN.replace(b"<rdf:Bag>", b"<rdf:Alt>").replace(b"</rdf:Bag>", b"</rdf:Alt>")
+    (photos / "a.jpg.xmp").write_bytes(alt)
+
+    main(["export", "--library", str(lib), "--format", "xmp"])
+
+    err = capsys.readouterr().err
+    assert f"note: {photos / 'a.jpg.xmp'}: " in err and "dc:subject" in err

@@ -304,9 +304,13 @@ def export_report_markdown(report: Any, *, dry_run: bool, undo: bool = False, li
              f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")]  # fmt: skip
     for change in changes[:limit]:
         keywords = _keywords(getattr(change, "removed" if undo else "added", None))
-        lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else ""))
+        stale = [] if undo else _keywords(getattr(change, "removed", None))
+        lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else "")
+                     + (f"; removed {_escape(', '.join(stale))}" if stale else ""))  # fmt: skip
     if len(changes) > limit:
         lines.append(f"- … and {len(changes) - limit} more")
+    for path in getattr(report, "missing", [])[:limit]:
+        lines.append(f"- `{_escape_code(str(path))}` no longer exists; forgotten")
     for path, reason in report.skipped[:limit]:
         lines.append(f"- skipped `{_escape_code(str(path))}`: {_escape(reason)}")
     return "\n".join(lines)
