@@ -134,12 +134,18 @@ def _existing_xmp(names: Collection[str], stem: str) -> str | None:
     return found[0] if found else None
 
 
+# Files that travel beside a photo without being photos: they do not make `IMG_1.xmp` ambiguous.
+# (.aae: Apple Photos edits; .thm: camera video thumbnails; .pp3/.dop/.on1: raw developers' settings.)
+COMPANION_SUFFIXES = {".xmp", ".aae", ".thm", ".pp3", ".dop", ".on1", ".json", ".txt", ".md5", ".ini", ".db"}
+
+
 def _shares_base_name(names: Collection[str], photo: Path) -> bool:
-    """Another `IMG_1.*` (a JPEG beside the raw) makes `IMG_1.xmp` ambiguous: never ours to use."""
+    """Another photo or video `IMG_1.*` (a JPEG beside the raw, a Live Photo's movie) makes
+    `IMG_1.xmp` ambiguous: never ours to use. Companion files (COMPANION_SUFFIXES) do not count."""
     base = photo.stem.casefold()
     return any(
         name != photo.name
-        and Path(name).suffix.lower() != ".xmp"
+        and Path(name).suffix.lower() not in COMPANION_SUFFIXES
         and Path(name).stem.casefold() == base
         for name in names
     )

@@ -315,7 +315,12 @@ def _merge_edits(doc: _Doc, values: dict[str, list[str]]) -> tuple[list[_Edit], 
         if node is not None and container is None:
             change.notes.append(f"{prop.key} is not an rdf:Bag or rdf:Seq; left unchanged")
             continue
-        mirrored = _mirror_values(prop.key, existing) if container is None else []
+        mirrored, unmirrored = _mirror_values(prop.key, existing) if container is None else ([], [])
+        if unmirrored and prop.always and values[prop.key]:
+            change.notes.append(
+                f"new {prop.key} leaves out {', '.join(map(repr, unmirrored))} (a '/' or '|' inside a "
+                "keyword would split it); readers that stop at this list will not show them"
+            )
         new = [v for v in values[prop.key] if v not in existing.get(prop.key, mirrored)]
         if container is not None and new:
             edits += _append_children(doc, container, _items_markup(container.scope, new))
@@ -336,9 +341,10 @@ def _merge_edits(doc: _Doc, values: dict[str, list[str]]) -> tuple[list[_Edit], 
     return edits, change
 
 
-def _mirror_values(key: str, existing: dict[str, list[str]]) -> list[str]:
+def _mirror_values(key: str, existing: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     """The user's keywords to copy into a list we create: darktable, digiKam and Immich read only the
-    first list they find, so a new lr:hierarchicalSubject or digiKam:TagsList must not hide theirs."""
+    first list they find, so a new lr:hierarchicalSubject or digiKam:TagsList must not hide theirs.
+    Returns (copies, keywords left out because the new list's separator is inside them)."""
     sources = {
         "lr:hierarchicalSubject": [("dc:subject", "")],
         "digiKam:TagsList": [
@@ -351,14 +357,12 @@ def _mirror_values(key: str, existing: dict[str, list[str]]) -> list[str]:
     separator = "/" if key == "digiKam:TagsList" else "|"
     for source, source_separator in sources:
         if existing.get(source):
-            kept = [
-                v for v in existing[source] if separator not in v or source_separator == separator
-            ]
-            return _extend_unique(
-                [],
-                [v.replace(source_separator, separator) if source_separator else v for v in kept],
-            )
-    return []
+            fits = [separator not in v or source_separator == separator for v in existing[source]]
+            kept = [v for v, ok in zip(existing[source], fits, strict=True) if ok]
+            left_out = [v for v, ok in zip(existing[source], fits, strict=True) if not ok]
+            copies = [v.replace(source_separator, separator) if source_separator else v for v in kept]
+            return _extend_unique([], copies), left_out
+    return [], []
 
 
 def _new_property(

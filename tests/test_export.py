@@ -212,6 +212,35 @@ def test_lone_raw_updates_its_existing_lightroom_style_sidecar(tmp_path):
     assert "AI|animal|dog" in keywords(lightroom)["lr:hierarchicalSubject"]
 
 
+def test_an_apple_edit_file_beside_the_photo_does_not_hide_the_users_base_name_sidecar(tmp_path):
+    photo = make_photo(tmp_path, "IMG_7.HEIC")
+    make_photo(tmp_path, "IMG_7.AAE")  # Apple Photos' edit file: not a second photo
+    users = tmp_path / "IMG_7.xmp"
+    users.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    assert not (tmp_path / "IMG_7.HEIC.xmp").exists()  # would hide IMG_7.xmp from Immich
+    assert "AI/animal/dog" in keywords(users)["digiKam:TagsList"]
+    make_photo(tmp_path, "IMG_7.MOV")  # a Live Photo's movie is another medium: IMG_7.xmp is shared
+    assert sidecar_path_for(photo) == tmp_path / "IMG_7.HEIC.xmp"
+
+
+def test_a_user_keyword_a_new_list_cannot_hold_is_named_in_a_note(tmp_path):
+    photo = make_photo(tmp_path, "IMG_8.jpg")
+    sidecar = tmp_path / "IMG_8.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR.replace(
+        "<dc:subject>",
+        '<lr:hierarchicalSubject xmlns:lr="http://ns.adobe.com/lightroom/1.0/"><rdf:Bag>'
+        "<rdf:li>music|AC/DC</rdf:li><rdf:li>places|Rome</rdf:li></rdf:Bag></lr:hierarchicalSubject>\n"
+        "   <dc:subject>"), encoding="utf-8")  # fmt: skip
+
+    report = export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
+
+    assert "places/Rome" in keywords(sidecar)["digiKam:TagsList"]
+    assert any("'music|AC/DC'" in note for note in report.written[0].notes)
+
+
 def test_broken_sidecars_are_reported_by_name_and_never_touched(tmp_path):
     truncated = make_photo(tmp_path, "truncated.jpg")
     not_xmp = make_photo(tmp_path, "not_xmp.jpg")
