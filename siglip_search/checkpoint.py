@@ -16,9 +16,9 @@ from .config import (
     SiglipTextConfig,
     SiglipVisionConfig,
     load_config,
-    read_config_json,
+    load_tower_config,
 )
-from .errors import CheckpointError, ModelNotCachedError
+from .errors import CheckpointError, InputError, ModelNotCachedError
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -109,14 +109,9 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 def config_for(cls, directory: Path):
-    config = load_config(directory / "config.json") if cls.config_class is SiglipConfig else None
-    if config is not None:
-        return config
-    data = read_config_json(directory / "config.json")
-    key = "text_config" if cls.config_class is SiglipTextConfig else "vision_config"
-    if data.get("model_type", "siglip") == "siglip":
-        return cls.config_class.from_dict(data.get(key, {}))
-    return cls.config_class.from_dict(data)
+    if cls.config_class is SiglipConfig:
+        return load_config(directory / "config.json")
+    return load_tower_config(cls.config_class, directory / "config.json")
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
@@ -180,7 +175,18 @@ def load_model(cls, name_or_path, dtype=None, device=None, revision=None, **_):
     return model.eval()
 
 
-def save_model(model, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+def save_model(
+    model,
+    directory: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str | None = None,
+    safe_serialization: bool = True,
+) -> None:
+    """config.json and safetensors weights, split like transformers when max_shard_size is given:
+    model-00001-of-0000N.safetensors files and model.safetensors.index.json."""
+    if not safe_serialization:
+        raise InputError("safe_serialization=False is not supported: siglip_search writes only safetensors")
+    limit = parse_shard_size(max_shard_size) if max_shard_size is not None else None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
@@ -189,6 +195,67 @@ def save_model(model, directory: str | os.PathLike, dtype: torch.dtype | None = 
         data.setdefault("architectures", [type(model).__name__])
     (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_NAME)
+    shards = split_into_shards(state, limit) if limit is not None else [state]
+    names = [WEIGHTS_NAME] if len(shards) == 1 else [
+        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
+    ]
+    _remove_stale_weights(directory, keep=set(names))
+    for name, shard in zip(names, shards, strict=True):
+        tmp = directory / (name + ".tmp")
+        save_file(shard, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, directory / name)
+    if len(shards) > 1:
+        index = {
+            "metadata": {
+                "total_parameters": sum(v.numel() for v in state.values()),
+                "total_size": sum(v.numel() * v.element_size() for v in state.values()),
+            },
+            "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
+        }
+        (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+_SHARD_FILE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B)\s*", re.IGNORECASE)
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_shard_size(size: int | str) -> int:
+    """Bytes from an int or "50KB" / "5GB" (powers of 1000, as transformers) or "64MiB" (powers of 1024)."""
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        raise InputError(f"max_shard_size must be a positive int of bytes or like '5GB' or '500MiB', got {size!r}")
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def split_into_shards(state: dict[str, torch.Tensor], limit: int) -> list[dict[str, torch.Tensor]]:
+    """huggingface_hub's split (what transformers uses): tensors in order; a shard is closed when the next
+    tensor would take it past the limit; a tensor larger than the limit gets a shard of its own."""
+    shards: list[dict[str, torch.Tensor]] = []
+    current: dict[str, torch.Tensor] = {}
+    current_size = 0
+    for key, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        if size > limit:
+            shards.append({key: tensor})
+            continue
+        if current and current_size + size > limit:
+            shards.append(current)
+            current, current_size = {}, 0
+        current[key] = tensor
+        current_size += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _remove_stale_weights(directory: Path, keep: set[str]) -> None:
+    """Weights of an earlier save that this one does not overwrite (the loader prefers model.safetensors
+    over an index, so a stale single file would shadow new shards)."""
+    for path in directory.iterdir():
+        stale = path.name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) or _SHARD_FILE.fullmatch(path.name)
+        if stale and path.name not in keep and path.is_file():
+            path.unlink()

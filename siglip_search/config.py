@@ -32,6 +32,14 @@ class _ConfigMixin:
         out = {k: v for k, v in asdict(self).items() if k != "extra"}
         return copy.deepcopy(self.extra) | out
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike):
+        """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
+        file is a full SigLIP config, the whole file when it is this tower's own config."""
+        from .checkpoint import resolve_checkpoint_dir
+
+        return load_tower_config(cls, resolve_checkpoint_dir(path) / "config.json")
+
     def __getattr__(self, name: str) -> Any:
         # Unknown config.json keys stay readable as attributes, like HF's PretrainedConfig.
         extra = self.__dict__.get("extra", {})
@@ -124,11 +132,8 @@ class SiglipConfig(_ConfigMixin):
         self.initializer_factor = initializer_factor
         self.model_type = model_type
         self.extra = dict(extra or {}) | kwargs
-        if self.text_config.projection_size != self.vision_config.hidden_size:
-            raise CheckpointError(
-                f"text projection_size {self.text_config.projection_size} must equal the vision "
-                f"hidden_size {self.vision_config.hidden_size} (the vision tower has no projection)"
-            )
+        # A text projection_size that differs from the vision hidden_size is allowed, as in transformers:
+        # each tower's features still work; only the joint logits (SiglipModel.forward) refuse it.
 
     @classmethod
     def from_text_vision_configs(
@@ -187,6 +192,20 @@ def read_config_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+_TOWER_KEYS = {"siglip_text_model": "text_config", "siglip_vision_model": "vision_config"}
+
+
+def load_tower_config(cls, path: Path):
+    data = read_config_json(path)
+    own_type = cls.__dataclass_fields__["model_type"].default
+    model_type = data.get("model_type", "siglip")
+    if model_type == "siglip":
+        return cls.from_dict(data.get(_TOWER_KEYS[own_type], {}))
+    if model_type != own_type:
+        raise CheckpointError(f"{path}: model_type {model_type!r} is not a {own_type!r} or 'siglip' config")
+    return cls.from_dict(data)
 
 
 def load_config(path: Path) -> SiglipConfig:

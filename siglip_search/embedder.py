@@ -13,7 +13,7 @@ import torch
 
 from .auto import AutoTokenizer
 from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel
 from .parallel import RowParallel
@@ -38,6 +38,11 @@ class Embedder:
         self.mode = mode
         self.weights_sha256 = weights_sha256
         self.dim = int(model.config.vision_config.hidden_size)
+        if model.config.text_config.projection_size != self.dim:
+            raise CheckpointError(
+                f"{model_id}: text features ({model.config.text_config.projection_size}-d) and image features "
+                f"({self.dim}-d) are not in one space, so this checkpoint cannot be used for search"
+            )
         size = image_processor.size
         self.image_size = (int(size["height"]), int(size["width"]))
         self.logit_scale = float(model.logit_scale.detach().float().exp())

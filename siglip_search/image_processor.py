@@ -37,19 +37,51 @@ def convert_to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _hwc(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        return arr.transpose(1, 2, 0)  # CHW -> HWC
+    return arr
+
+
+def _unit_float_hwc(image: Any) -> np.ndarray | None:
+    """A 3-channel float array or tensor with values in [0, 1], as HWC float32; None for anything else."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray) or image.dtype.kind != "f" or image.ndim != 3 or not image.size:
+        return None
+    arr = _hwc(image)
+    if arr.shape[-1] != 3 or float(arr.min()) < 0 or float(arr.max()) > 1:
+        return None
+    return arr.astype(np.float32)
+
+
+def _unit_float_pixels(arr: np.ndarray, opts: dict[str, Any]) -> np.ndarray:
+    """transformers' PIL-backend route for [0, 1] floats: to uint8 by x255 and truncation, PIL resize, then
+    back by 1/255 (so the result stays in [0, 1]); without do_resize the floats pass untouched."""
+    if not opts["do_resize"]:
+        return arr
+    size = _size_dict(opts["size"])
+    resample = _RESAMPLE.get(int(opts["resample"]))
+    if resample is None:
+        raise InputError(f"unknown resample filter {opts['resample']}")
+    uint8 = (arr.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+    resized = Image.fromarray(uint8).resize((size["width"], size["height"]), resample=resample, reducing_gap=None)
+    return (np.asarray(resized).astype(np.float64) * (1 / 255)).astype(np.float32)
+
+
 def to_pil(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-            arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+        arr = _hwc(image)
         if arr.ndim == 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.dtype != np.uint8:
-            # Float arrays in [0, 1] are taken as already rescaled pixels.
+            # Float arrays in [0, 1] are taken as already rescaled pixels: with do_rescale=True (the
+            # default) they are rescaled once, where transformers would rescale them twice. (With
+            # do_rescale=False, preprocess_one takes transformers' own route, _unit_float_pixels.)
             scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
             arr = np.clip(np.rint(arr.astype(np.float64) * scale), 0, 255).astype(np.uint8)
         try:
@@ -103,6 +135,9 @@ class SiglipImageProcessor:
     def preprocess_one(self, image: Any, **overrides: Any) -> np.ndarray:
         """One image -> float32 array (3, H, W)."""
         opts = self.to_dict() | {k: v for k, v in overrides.items() if v is not None}
+        unit = None if opts["do_rescale"] else _unit_float_hwc(image)
+        if unit is not None:  # already rescaled floats, and the caller says so: transformers' route
+            return self._normalize(_unit_float_pixels(unit, opts), opts)
         pil = to_pil(image)
         pil = convert_to_rgb(pil) if opts["do_convert_rgb"] else pil
         if opts["do_resize"]:
@@ -120,6 +155,11 @@ class SiglipImageProcessor:
             arr = (arr.astype(np.float64) * opts["rescale_factor"]).astype(np.float32)
         else:
             arr = arr.astype(np.float32)
+        return self._normalize(arr, opts)
+
+    @staticmethod
+    def _normalize(arr: np.ndarray, opts: dict[str, Any]) -> np.ndarray:
+        """(H, W, C) float32 -> normalised (C, H, W) float32."""
         if opts["do_normalize"]:
             mean = np.asarray(_triple(opts["image_mean"]), dtype=np.float32)
             std = np.asarray(_triple(opts["image_std"]), dtype=np.float32)

@@ -12,14 +12,37 @@ from .config import SiglipTextConfig, SiglipVisionConfig
 
 TowerConfig = SiglipTextConfig | SiglipVisionConfig
 
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh_python(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+# Every name transformers' ACT2FN maps, with its exact formula (transformers/activations.py), so a
+# checkpoint trained with any of them loads and gives the same numbers.
 _ACTIVATIONS = {
     # SigLIP uses the tanh approximation everywhere; exact erf GELU is a real (1e-3) bug.
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": _gelu_tanh_python,
+    "gelu_python_tanh": lambda x: x * 0.5 * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3.0)))),
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "gelu_accurate": lambda x: 0.5 * x * (1 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3)))),
+    "gelu_python": lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
+    "gelu_10": lambda x: torch.clip(F.gelu(x), -10, 10),
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
     "relu": F.relu,
+    "relu2": lambda x: torch.square(F.relu(x)),
+    "relu6": F.relu6,
+    "leaky_relu": F.leaky_relu,  # nn.LeakyReLU's default slope, 0.01
+    "hardswish": F.hardswish,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
     "silu": F.silu,
+    "swish": F.silu,
+    "mish": F.mish,
+    "linear": lambda x: x,
 }
 
 
@@ -56,9 +79,14 @@ class SiglipAttention(nn.Module):
         self.out_proj = nn.Linear(d, d)
 
     def forward(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, last_query_only: bool = False
-    ) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D), or (B, 1, D) for the last position alone when last_query_only."""
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        last_query_only: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, D) -> (B, T, D), or (B, 1, D) for the last position alone when last_query_only;
+        with the attention probabilities (B, nh, Tq, T) when output_attentions, else None."""
         B, T, D = x.shape
         queries = x[:, -1:] if last_query_only else x
         q = self.q_proj(queries).view(B, -1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, Tq, hd)
@@ -66,11 +94,22 @@ class SiglipAttention(nn.Module):
             proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
             for proj in (self.k_proj, self.v_proj)
         )
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if output_attentions:  # SDPA cannot return its weights: the explicit form, only when asked
+            y, weights = _attention_with_weights(q, k, v, attention_mask, dropout_p)
+        else:
+            y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p), None
         y = y.transpose(1, 2).reshape(B, -1, D)
-        return self.out_proj(y)
+        return self.out_proj(y), weights
+
+
+def _attention_with_weights(q, k, v, attention_mask, dropout_p):
+    """softmax(q k^T / sqrt(hd)) v, as transformers' eager attention (softmax in float32)."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, nh, Tq, T)
+    if attention_mask is not None:  # bool: True = attend, as for SDPA
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+    return F.dropout(weights, p=dropout_p) @ v, weights
 
 
 class SiglipMLP(nn.Module):
@@ -100,14 +139,19 @@ class SiglipEncoderLayer(nn.Module):
         self.mlp = SiglipMLP(config)
 
     def forward(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, last_query_only: bool = False
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        last_query_only: bool = False,
+        output_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """last_query_only: compute the output of the last position alone, (B, 1, D). Its keys and values
-        still come from every position, so the result equals the last row of the full output."""
-        y = self.self_attn(self.layer_norm1(x), attention_mask, last_query_only)
+        still come from every position, so the result equals the last row of the full output.
+        output_attentions: return (x, attention probabilities (B, nh, T, T)) instead of x."""
+        y, weights = self.self_attn(self.layer_norm1(x), attention_mask, last_query_only, output_attentions)
         x = (x[:, -1:] if last_query_only else x) + y
         x = x + self.mlp(self.layer_norm2(x))
-        return x
+        return (x, weights) if output_attentions else x
 
 
 class SiglipEncoder(nn.Module):
@@ -125,14 +169,26 @@ class SiglipEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         last_query_only: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """last_query_only: the last layer computes the last position alone, so x comes back (B, 1, D)."""
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """(x, hidden states if asked, each layer's attention probabilities (B, nh, T, T) if asked).
+        last_query_only: the last layer computes the last position alone, so x comes back (B, 1, D)."""
         hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, attention_mask, last_query_only and i == len(self.layers) - 1)
+            last = last_query_only and i == len(self.layers) - 1
+            if attentions is not None:
+                x, weights = layer(x, attention_mask, last, output_attentions=True)
+                attentions.append(weights)
+            else:
+                x = layer(x, attention_mask, last)
             if hidden_states is not None:
                 hidden_states.append(x)
-        return x, tuple(hidden_states) if hidden_states is not None else None
+        return (
+            x,
+            tuple(hidden_states) if hidden_states is not None else None,
+            tuple(attentions) if attentions is not None else None,
+        )
 
 
 class SiglipMultiheadAttentionPoolingHead(nn.Module):

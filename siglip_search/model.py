@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .layers import SiglipEncoder, SiglipMultiheadAttentionPoolingHead
 from .loss import sigmoid_logits, sigmoid_loss
 from .outputs import BaseModelOutputWithPooling, SiglipOutput
@@ -63,12 +63,15 @@ class SiglipVisionTransformer(nn.Module):
         pixel_values: torch.Tensor,
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(pixel_values, interpolate_pos_encoding)
-        x, hidden_states = self.encoder(x, output_hidden_states=output_hidden_states)
+        x, hidden_states, attentions = self.encoder(
+            x, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
         x = self.post_layernorm(x)
         pooled = self.head(x) if self.config.vision_use_head else None
-        return BaseModelOutputWithPooling(x, pooled, hidden_states)
+        return BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
 
 
 class SiglipTextEmbeddings(nn.Module):
@@ -105,13 +108,16 @@ class SiglipTextTransformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(input_ids, position_ids)  # (B, T, D)
-        x, hidden_states = self.encoder(x, _key_mask(attention_mask), output_hidden_states)
+        x, hidden_states, attentions = self.encoder(
+            x, _key_mask(attention_mask), output_hidden_states, output_attentions=output_attentions
+        )
         x = self.final_layer_norm(x)
         # Pool the LAST position (always </s> when padded to max length), not the first EOS.
         pooled = self.head(x[:, -1, :])
-        return BaseModelOutputWithPooling(x, pooled, hidden_states)
+        return BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
 
     def pooled_output(
         self,
@@ -126,7 +132,7 @@ class SiglipTextTransformer(nn.Module):
         base model this skips about 7% of the text tower's work.
         """
         x = self.embeddings(input_ids, position_ids)
-        x, _ = self.encoder(x, _key_mask(attention_mask), last_query_only=True)  # (B, 1, D)
+        x, _, _ = self.encoder(x, _key_mask(attention_mask), last_query_only=True)  # (B, 1, D)
         return self.head(self.final_layer_norm(x[:, -1]))
 
 
@@ -160,6 +166,16 @@ class SiglipPreTrainedModel(nn.Module):
         from .checkpoint import save_model
 
         save_model(self, save_directory, **kwargs)
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count, as transformers' ModuleUtilsMixin.num_parameters (nn.Embedding weights are
+        the embeddings; the vision patch convolution is not one)."""
+        embedding_names = {f"{n}.weight" for n, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel()
+            for name, p in self.named_parameters()
+            if not (exclude_embeddings and name in embedding_names) and (p.requires_grad or not only_trainable)
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -201,8 +217,10 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         self.config = config
         self.vision_model = SiglipVisionTransformer(config)
 
-    def forward(self, pixel_values, output_hidden_states=False, interpolate_pos_encoding=False, **_):
-        return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding)
+    def forward(
+        self, pixel_values, output_hidden_states=False, interpolate_pos_encoding=False, output_attentions=False, **_
+    ):
+        return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions)
 
 
 class SiglipTextModel(SiglipPreTrainedModel):
@@ -214,8 +232,10 @@ class SiglipTextModel(SiglipPreTrainedModel):
         self.config = config
         self.text_model = SiglipTextTransformer(config)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, **_):
-        return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states)
+    def forward(
+        self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, output_attentions=False, **_
+    ):
+        return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states, output_attentions)
 
 
 class SiglipModel(SiglipPreTrainedModel):
@@ -244,22 +264,28 @@ class SiglipModel(SiglipPreTrainedModel):
         return_loss: bool = False,
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
         **_,
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:
             out.vision_model_output = self.vision_model(
-                pixel_values, output_hidden_states, interpolate_pos_encoding
+                pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions
             )
             img = out.vision_model_output.pooler_output
             out.image_embeds = img / img.norm(p=2, dim=-1, keepdim=True)
         if input_ids is not None:
             out.text_model_output = self.text_model(
-                input_ids, attention_mask, position_ids, output_hidden_states
+                input_ids, attention_mask, position_ids, output_hidden_states, output_attentions
             )
             txt = out.text_model_output.pooler_output
             out.text_embeds = txt / txt.norm(p=2, dim=-1, keepdim=True)
         if out.image_embeds is not None and out.text_embeds is not None:
+            if out.text_embeds.shape[-1] != out.image_embeds.shape[-1]:
+                raise CheckpointError(
+                    f"cannot compute logits: text projection_size {out.text_embeds.shape[-1]} differs from the "
+                    f"vision hidden_size {out.image_embeds.shape[-1]} (get_text_features / get_image_features still work)"
+                )
             scale = self.logit_scale.to(out.text_embeds.dtype)
             bias = self.logit_bias.to(out.text_embeds.dtype)
             out.logits_per_text = sigmoid_logits(out.text_embeds, out.image_embeds, scale, bias)

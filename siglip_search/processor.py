@@ -23,6 +23,7 @@ class SiglipProcessor:
         truncation: bool | None = None,
         max_length: int | None = None,
         return_tensors: str | None = None,
+        pad_to_multiple_of: int | None = None,
         **kwargs: Any,
     ) -> BatchEncoding:
         if text is None and images is None:
@@ -30,7 +31,7 @@ class SiglipProcessor:
         out = BatchEncoding()
         if text is not None:
             out.update(self.tokenizer(text, padding=padding, truncation=truncation, max_length=max_length,
-                                      return_tensors=return_tensors))
+                                      return_tensors=return_tensors, pad_to_multiple_of=pad_to_multiple_of))
         if images is not None:
             out.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
         return out

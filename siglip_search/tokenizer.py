@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sentencepiece as spm
 import torch
 
@@ -194,14 +195,20 @@ class SiglipTokenizer:
             rows.append(ids)
         return rows
 
-    def _pad_length(self, rows: list[list[int]], padding: bool | str, max_length: int | None) -> int | None:
+    def _pad_length(
+        self, rows: list[list[int]], padding: bool | str, max_length: int | None, pad_to_multiple_of: int | None = None
+    ) -> int | None:
         if padding in (False, None, "do_not_pad"):
             return None
         if padding is True or padding == "longest":
-            return max(len(r) for r in rows)
-        if padding == "max_length":
-            return max_length or self.model_max_length
-        raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+            length = max(len(r) for r in rows)
+        elif padding == "max_length":
+            length = max_length or self.model_max_length
+        else:
+            raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+        if pad_to_multiple_of:  # as transformers: the padded length rounded up to a multiple
+            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+        return length
 
     def _pad(self, row: list[int], length: int, value: int) -> list[int]:
         return row + [value] * (length - len(row))
@@ -220,23 +227,29 @@ class SiglipTokenizer:
         return_tensors: str | None = None,
         add_special_tokens: bool = True,
         return_attention_mask: bool | None = None,
+        pad_to_multiple_of: int | None = None,
         **_: Any,
     ) -> BatchEncoding:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
+        limit = max_length or self.model_max_length
+        if truncation and padding not in (False, None, "do_not_pad") and pad_to_multiple_of and limit % pad_to_multiple_of:
+            raise InputError(f"truncation length {limit} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}")
         unpadded = self._encode_rows(texts, add_special_tokens, bool(truncation), max_length)
-        length = self._pad_length(unpadded, padding, max_length)
+        length = self._pad_length(unpadded, padding, max_length, pad_to_multiple_of)
         rows = unpadded if length is None else [self._pad(r, length, self.pad_token_id) for r in unpadded]
         out = BatchEncoding(input_ids=rows[0] if single else rows)
         if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
             masks = [[1] * len(r) if length is None else self._pad([1] * len(r), length, 0) for r in unpadded]
             out["attention_mask"] = masks[0] if single else masks
-        if return_tensors == "pt":
+        if return_tensors not in (None, "pt", "np"):
+            raise InputError(f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)")
+        if return_tensors is not None:
             if len({len(r) for r in rows}) > 1:
                 raise InputError("texts have different lengths; pass padding='max_length' to make a tensor")
-            out = BatchEncoding({k: torch.tensor([v] if single else v, dtype=torch.long) for k, v in out.items()})
-        elif return_tensors not in (None, "pt"):
-            raise InputError(f"return_tensors={return_tensors!r} is not supported (use 'pt' or None)")
+            make = torch.tensor if return_tensors == "pt" else np.array
+            dtype = torch.long if return_tensors == "pt" else np.int64
+            out = BatchEncoding({k: make([v] if single else v, dtype=dtype) for k, v in out.items()})
         return out
 
     # --- decoding -------------------------------------------------------------------------

@@ -20,9 +20,12 @@ DEFAULT_TEMPLATE = "This is a photo of {}."
 
 
 def load_image(image: Any) -> Image.Image:
-    """A PIL image from a PIL image, a local path or an http(s) URL, EXIF orientation applied."""
+    """An RGB PIL image from a PIL image, a local path or an http(s) URL, as transformers' load_image:
+    EXIF orientation applied, then a plain convert("RGB") for paths and PIL images alike. That convert
+    drops alpha without compositing, so the pipeline sees transparent pixels with their stored colour
+    (the image processor alone, given RGBA, would composite them on white)."""
     if isinstance(image, Image.Image):
-        return image
+        return _oriented_rgb(image)
     if not isinstance(image, (str, os.PathLike)):
         raise InputError(f"expected an image, a path or a URL, got {type(image).__name__}")
     text = str(image)
@@ -37,7 +40,14 @@ def load_image(image: Any) -> Image.Image:
         raise InputError(f"image file {text} does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{text} is not a readable image: {exc}") from None
-    return ImageOps.exif_transpose(opened)
+    return _oriented_rgb(opened)
+
+
+def _oriented_rgb(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{getattr(image, 'filename', '') or 'image'} is not a readable image: {exc}") from None
 
 
 class ZeroShotImageClassificationPipeline:
