@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import defaultdict, deque
@@ -17,10 +18,10 @@ from tqdm import tqdm
 
 from siglip_search.errors import InputError
 
-from .decode import decode_image
+from .decode import DEFAULT_MAX_PIXELS, decode_image
 from .errors import DecodeError, FolderNotFoundError
 from .library import Library
-from .scan import ScannedFile, fingerprint_file, is_root_online, scan_folder
+from .scan import ScannedFile, fingerprint_file, is_junk, is_root_online, scan_folder
 from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, RootRow, Store
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def index_paths(
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        work = _diff(store, targets, summary, pool)
+        work = _diff(store, targets, summary, pool, max_pixels)
         prepare = _Preparer(embedder, max_pixels)
         results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
         _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress, on_progress)
@@ -132,14 +133,24 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[_Targe
     # Parents first, so a new parent absorbs registered children before they are targeted.
     for given in sorted(paths, key=lambda p: len(Path(p).expanduser().resolve().parts)):
         folder = Path(given).expanduser().resolve()
-        root = next((r for r in roots if folder == Path(r.path) or Path(r.path) in folder.parents), None)
+        # The innermost registered root holding the folder (roots can nest, see below).
+        holding = [r for r in roots if folder == Path(r.path) or Path(r.path) in folder.parents]
+        root = max(holding, key=lambda r: len(Path(r.path).parts), default=None)
         if not folder.is_dir() and not (root and folder == Path(root.path)):
             what = "is not a folder" if folder.exists() else "does not exist"
             raise FolderNotFoundError(f"{given} {what}")
         if root is None:
             root = store.add_root(str(folder))
+            per_root = store.images_per_root()
             for child in [r for r in roots if folder in Path(r.path).parents]:
-                store.merge_root(child, root)
+                # Absorb a child only where the new root's scan will see its photos: an offline child
+                # (unmounted disk) or one inside a hidden folder stays a root of its own, which the
+                # outer scan skips (see _nested_prefixes), so its photos are never taken as removed.
+                inside = Path(child.path).relative_to(folder).parts
+                if is_root_online(child.path, per_root.get(child.id, 0)) and not any(
+                    is_junk(part, is_dir=True) for part in inside
+                ):
+                    store.merge_root(child, root)
             roots = store.roots()
         prefix = "" if folder == Path(root.path) else folder.relative_to(root.path).as_posix()
         targets.append(_Target(root, str(folder), prefix))
@@ -156,13 +167,15 @@ def _within(prefix: str, outer: str) -> bool:
     return outer == "" or prefix == outer or prefix.startswith(outer + "/")
 
 
-def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: ThreadPoolExecutor) -> list[_Work]:
+def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: ThreadPoolExecutor,
+          max_pixels: int | None = None) -> list[_Work]:  # fmt: skip
     """Classify every file; apply failures, moves and removals now; return what to embed."""
     new: list[_Work] = []
     changed: list[_Work] = []
     failed: list[FailedImage] = []
     vanished: list[tuple[int, FileState]] = []
     per_root = store.images_per_root()
+    roots = store.roots()
     for target in targets:
         if not is_root_online(target.root.path, per_root.get(target.root.id, 0)):
             summary.offline_roots.append(target.root.path)
@@ -170,9 +183,15 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
         states = store.file_states(target.root.id, target.prefix)
         scan = scan_folder(target.root.path, target.folder)
         summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
+        nested = _nested_prefixes(target.root, roots)
         for f in scan.files:
+            if any(_within(f.rel_path, prefix) for prefix in nested):
+                continue  # a registered root of its own: scanned as itself
             old = states.pop(f.rel_path, None)
             if old is not None and (old.size_bytes, old.mtime_ns) == (f.size_bytes, f.mtime_ns):
+                if f.error is None and old.status == "failed" and _may_pass_now(old.error, max_pixels):
+                    changed.append(_Work(target.root.id, f, old))
+                    continue
                 if f.error is None or old.error == f.error:
                     summary.unchanged += 1
                     continue
@@ -187,6 +206,27 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
     summary.failed += len(failed)
     new = _apply_moves(store, new, vanished, summary, pool)
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
+
+
+# Failures whose cause can go away while the file stays as it is (permissions, a decoder installed
+# since): such photos are tried again at each run. Corrupt data is not retried.
+_RETRIED_FAILURES = ("permission denied", "cannot read file", "unsupported")
+_PIXEL_COUNT = re.compile(r"^decompression bomb \(\d+x\d+ = (\d+) pixels")
+
+
+def _may_pass_now(error: str | None, max_pixels: int | None) -> bool:
+    """Whether a failed, unchanged photo is worth another try; too many pixels: under a higher cap."""
+    error = error or ""
+    too_big = _PIXEL_COUNT.match(error)
+    if too_big:
+        return int(too_big.group(1)) <= (max_pixels or DEFAULT_MAX_PIXELS)
+    return error.startswith(_RETRIED_FAILURES)
+
+
+def _nested_prefixes(root: RootRow, roots: list[RootRow]) -> list[str]:
+    """Paths, relative to `root`, of the registered roots inside it."""
+    outer = Path(root.path)
+    return [Path(r.path).relative_to(outer).as_posix() for r in roots if outer in Path(r.path).parents]
 
 
 def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:

@@ -169,6 +169,11 @@ def test_pixel_cap_option_records_big_images_as_bombs(tmp_path, library, embedde
     [failure] = library.store.failures()
     assert failure.rel_path == "big.png" and "decompression bomb" in failure.error
 
+    # With a higher cap the same, unchanged file is tried again, and indexed.
+    again = index(library, [photos], embedder, max_pixels=100_000)
+    assert (again.updated, again.failed, again.unchanged) == (1, 0, 1)
+    assert library.store.failures() == [] and {r.status for r in by_path(library).values()} == {"ok"}
+
 
 def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, library, embedder, other_embedder,
                                                                   other_tiny_checkpoint, capsys):  # fmt: skip
@@ -314,6 +319,29 @@ def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(tmp
     summary = index(library, [photos / "2021", photos / "2021" / "summer"], embedder)
     assert (summary.removed, summary.unchanged) == (0, 2)
     assert index(library, [photos], embedder).removed == 1
+
+
+def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_removed(tmp_path, library, embedder):
+    mnt = tmp_path / "mnt"
+    usb, archive = mnt / "usb" / "photos", mnt / ".archive"
+    make_photo_folder(usb)
+    draw_photo(7).save(mnt / "top.png")
+    archive.mkdir()
+    draw_photo(8).save(archive / "old.png")
+    on_usb = index(library, [usb], embedder).added
+    assert index(library, [archive], embedder).added == 1
+    usb.rename(tmp_path / "unplugged")  # the disk is unplugged: its root goes offline
+
+    summary = index(library, [mnt], embedder)
+
+    assert (summary.added, summary.removed) == (1, 0)  # top.png; nothing of the disk or the archive lost
+    assert sorted(r.path for r in library.store.roots()) == sorted(map(str, (mnt, usb, archive)))
+    assert len(by_path(library)) == on_usb + 2
+    (tmp_path / "unplugged").rename(usb)  # plugged back in: found in its own root, not twice
+    again = index(library, [], embedder)
+    assert (again.added, again.removed, again.offline_roots) == (0, 0, [])
+    assert len(by_path(library)) == on_usb + 2
+    assert index(library, [usb], embedder).unchanged == on_usb
 
 
 def test_a_photo_in_two_places_is_stored_twice_and_a_move_takes_one(tmp_path, library, embedder):
