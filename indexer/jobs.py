@@ -204,7 +204,11 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
         vanished += [(target.root.id, s) for s in states.values() if not _protected(s.rel_path, scan.unreadable_dirs)]
     store.write_batch([], failed)
     summary.failed += len(failed)
-    new = _apply_moves(store, new, vanished, summary, pool)
+    # The photos of offline roots may be among the new files (a renamed or moved photo folder, a disk
+    # mounted elsewhere): they are paired like moves, but never removed when unmatched.
+    adoptable = [(r.id, st) for r in roots if new and not is_root_online(r.path, per_root.get(r.id, 0))
+                 for st in store.file_states(r.id, "").values()]  # fmt: skip
+    new = _apply_moves(store, new, vanished, summary, pool, adoptable)
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
 
 
@@ -235,11 +239,13 @@ def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:
 
 
 def _apply_moves(store: Store, new: list[_Work], vanished: list[tuple[int, FileState]],
-                 summary: RunSummary, pool: ThreadPoolExecutor) -> list[_Work]:  # fmt: skip
-    """Pair vanished rows with new files of equal fingerprint: a move keeps its row and vector.
-    Only new files whose size matches a vanished one are fingerprinted here (size is cheap)."""
+                 summary: RunSummary, pool: ThreadPoolExecutor,
+                 adoptable: list[tuple[int, FileState]] = ()) -> list[_Work]:  # fmt: skip
+    """Pair vanished rows, then `adoptable` ones (kept when unmatched), with new files of equal
+    fingerprint: a move keeps its row, vector and tags. Only new files whose size matches such a row
+    are fingerprinted here (size is cheap)."""
     by_key: dict[tuple[int, str], list[FileState]] = defaultdict(list)
-    for _, state in vanished:
+    for _, state in [*vanished, *adoptable]:
         if state.status == "ok" and state.fingerprint:
             by_key[(state.size_bytes, state.fingerprint)].append(state)
     sizes = {size for size, _ in by_key}

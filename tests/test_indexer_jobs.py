@@ -344,6 +344,22 @@ def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_remo
     assert index(library, [usb], embedder).unchanged == on_usb
 
 
+def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(tmp_path, library, embedder):
+    pictures = tmp_path / "Pictures"
+    files = make_photo_folder(pictures)
+    index(library, [pictures], embedder)
+    ids = {row.id for row in by_path(library).values()}
+    photos = pictures.rename(tmp_path / "Photos")
+
+    summary = index(library, [photos], embedder)
+
+    assert (summary.added, summary.moved, summary.removed, summary.embedded) == (0, len(files), 0, 0)
+    rows = list(library.store.iter_images())
+    assert {row.id for row in rows} == ids and len(rows) == len(files)  # same rows: vectors and tags
+    assert {row.root_path for row in rows} == {str(photos)}
+    assert index(library, [], embedder).offline_roots == [str(pictures)]  # empty now, still offline
+
+
 def test_a_photo_in_two_places_is_stored_twice_and_a_move_takes_one(tmp_path, library, embedder):
     photos = tmp_path / "photos"
     photos.mkdir()
