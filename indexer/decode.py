@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +16,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import DecodeError
+
+try:  # littleCMS, for Lab images; Pillow wheels include it, some source builds do not
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover - depends on how Pillow was built
+    ImageCms = None
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 if features.check("avif"):  # Pillow >= 11.2 built with libavif
@@ -56,12 +66,14 @@ def decode_image(
     1/2, 1/4 or 1/8 scale with draft(), never below twice the target, so the final resize
     still has the detail an antialiased downscale needs while decoding 4-16x fewer pixels.
     """
-    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    # A max_pixels given is the only limit (Pillow's is raised to it); by default Pillow's stays.
+    lift = _pillow_pixel_limit(max_pixels) if max_pixels else contextlib.nullcontext()
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise DecodeError("empty file (0 bytes)")
-            return _decode_open_file(f, target_size, max_pixels)
+            with lift:
+                return _decode_open_file(f, target_size, max_pixels or DEFAULT_MAX_PIXELS)
     except PermissionError:
         raise DecodeError("permission denied") from None
     except FileNotFoundError:
@@ -70,21 +82,56 @@ def decode_image(
         raise DecodeError("is a directory") from None
 
 
+_limit_lock = threading.Lock()
+_limit_users: Counter[int] = Counter()  # max_pixels of each decode in flight
+_limit_saved: list[int | None] = []  # Pillow's own limit, while decodes are in flight
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Make `max_pixels` the only limit. Pillow refuses more than 2 * Image.MAX_IMAGE_PIXELS in
+    open() and load(), before our check sees the size, so a larger --max-pixels must raise Pillow's
+    module-wide limit while the decode runs. Decoding runs in threads: the limit is the largest
+    any decode in flight asked for, and Pillow's own comes back when the last one ends. Without a
+    max_pixels given this is not used: the default limit stays Pillow's."""
+    with _limit_lock:
+        if not _limit_users:
+            _limit_saved[:] = [Image.MAX_IMAGE_PIXELS]
+        _limit_users[max_pixels] += 1
+        _set_pillow_limit()
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_users[max_pixels] -= 1
+            if not _limit_users[max_pixels]:
+                del _limit_users[max_pixels]
+            _set_pillow_limit()
+
+
+def _set_pillow_limit() -> None:
+    saved = _limit_saved[0]
+    if _limit_users and saved is not None:  # None: the application turned Pillow's check off
+        Image.MAX_IMAGE_PIXELS = max(saved, max(_limit_users))
+    else:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -> DecodedImage:
     try:
         im = Image.open(f)
     except UnidentifiedImageError:
         raise DecodeError("not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"decompression bomb ({exc})") from None
+        # Pillow's limit is below ours only when the application lowered it and no max_pixels was given.
+        limit, size = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels)), _claimed_size(f)
+        raise DecodeError(_too_many_pixels(size, limit) if size else f"decompression bomb ({exc})") from None
     except PILLOW_ERRORS as exc:
         raise DecodeError(f"corrupt image header ({_short(exc)})") from None
     with im:
         width, height = im.size
         if width * height > max_pixels:
-            raise DecodeError(
-                f"decompression bomb ({width}x{height} = {width * height} pixels, limit {max_pixels})"
-            )
+            raise DecodeError(_too_many_pixels(im.size, max_pixels))
         exif = _read_exif(im)
         if im.format == "JPEG" and target_size is not None:
             side = 2 * max(target_size)  # orientation-agnostic: rotation may swap h and w
@@ -101,6 +148,23 @@ def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -
         width, height = height, width
     taken_at, camera = _metadata(exif)
     return DecodedImage(to_rgb(image), width, height, taken_at, camera)
+
+
+def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:
+    # The indexer parses this reason to try the file again under a higher --max-pixels.
+    width, height = size
+    return f"decompression bomb ({width}x{height} = {width * height} pixels, limit {max_pixels})"
+
+
+def _claimed_size(f) -> tuple[int, int] | None:
+    """The size in the header of a file Pillow refused in open(): read again past Pillow's check
+    (open() reads only the header, nothing is decoded) so the failure says how big it is."""
+    try:
+        f.seek(0)
+        with _pillow_pixel_limit(sys.maxsize), Image.open(f) as im:
+            return im.size
+    except PILLOW_ERRORS:
+        return None
 
 
 def _read_exif(im: Image.Image) -> Image.Exif | None:
@@ -121,17 +185,47 @@ def _apply_orientation(im: Image.Image, exif: Image.Exif | None) -> Image.Image:
 
 def to_rgb(im: Image.Image) -> Image.Image:
     """RGB for every mode Pillow decodes to, as the embedder's preprocessing would make it:
-    transparency composited onto white, 16/32-bit grey scaled to 8 bits (not clipped at 255)."""
+    transparency composited onto white, 16/32-bit grey scaled to 8 bits (not clipped at 255),
+    float grey as photo tools show it, Lab through littleCMS. DecodeError for a mode we cannot."""
     if im.mode == "RGB":
         return im
     if "A" in im.getbands() or im.info.get("transparency") is not None:
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         values = np.asarray(im, dtype=np.float64)
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
-        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        return _grey_to_rgb(values / top * 255.0)
+    if im.mode == "F":
+        return _grey_to_rgb(_float_to_8bit_scale(np.asarray(im, dtype=np.float64)))
+    if im.mode == "LAB":
+        return _lab_to_srgb(im)
+    return im.convert("RGB")
+
+
+def _grey_to_rgb(values: np.ndarray) -> Image.Image:
+    grey = np.clip(np.nan_to_num(values) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _float_to_8bit_scale(values: np.ndarray) -> np.ndarray:
+    """Float pixels on the 0..255 scale. Photo tools (GIMP, Photoshop, darktable, libvips' scRGB)
+    take 1.0 as white, so an image within [0, 1] is scaled by 255 (a little rounding past 1 is
+    allowed). Anything else already counts in 8-bit units, as Pillow's convert("L") and libvips'
+    cast to 8 bits treat it, and is clipped to 0..255. Not stretched to its own min..max: that
+    would turn a dark, nearly flat frame into full contrast."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or (finite.min() >= -1e-3 and finite.max() <= 1.0 + 1e-3):
+        return values * 255.0
+    return values
+
+
+def _lab_to_srgb(im: Image.Image) -> Image.Image:
+    """Lab (CIELAB TIFFs) to sRGB. Pillow >= 9.4 converts Lab through littleCMS (D50 Lab profile to
+    sRGB), the way ICC-aware photo tools do; without littleCMS it cannot, and copying L, a, b into
+    R, G, B would index a photo of the wrong colours, so the file is recorded as a failure."""
+    if ImageCms is None:
+        raise DecodeError("unsupported colour mode LAB (this Pillow has no littleCMS to convert it)")
     return im.convert("RGB")
 
 

@@ -37,6 +37,28 @@ class SchemaError(IndexerError):
     """The database was written by a newer version of siglip-search, or is not a library."""
 
 
+class LibraryUnreadableError(IndexerError):
+    """The library database is corrupt, truncated or not SQLite at all; it is never touched."""
+
+    def __init__(self, database: str, reason: str) -> None:
+        super().__init__(
+            f"{database} is not a readable siglip-search library ({reason}); it was left as it is: "
+            "restore it from a backup, or move it away and index the folders again"
+        )
+        self.database = database
+
+
+class LibraryReadOnlyError(IndexerError):
+    """A command that writes (index, tag, XMP export) was given a library it may not write to."""
+
+    def __init__(self, library: str, reason: str, hint: str = "this command writes to the library") -> None:
+        super().__init__(
+            f"library {library} is read-only ({reason}); {hint}: "
+            "make the folder and its files writable, or use another --library"
+        )
+        self.library = library
+
+
 class FolderNotFoundError(IndexerError):
     """A folder given to `index` does not exist and is not a registered root."""
 

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import (
     LibraryLockedError,
     LibraryNotFoundError,
+    LibraryReadOnlyError,
     ModelMismatchError,
     ModelNotRecordedError,
 )
@@ -289,8 +290,16 @@ def open_library(path: str | os.PathLike | None = None, *, create: bool = True) 
 @contextmanager
 def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the library's writer lock. flock is released by the OS when the holder dies, so a
-    crashed indexer never leaves a stale lock behind."""
-    fd = os.open(library.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    crashed indexer never leaves a stale lock behind. Only writers lock: a library this process
+    may not write raises LibraryReadOnlyError here, before any work starts."""
+    if library.store.read_only:
+        raise LibraryReadOnlyError(str(library.path), f"cannot write {DB_NAME}")
+    try:
+        fd = os.open(library.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise LibraryReadOnlyError(str(library.path), f"cannot open {LOCK_NAME}: {exc.strerror}") from None
     try:
         deadline = time.monotonic() + max(wait_s, 0.0)
         while True:

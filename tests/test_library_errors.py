@@ -1,0 +1,177 @@
+"""A library that is corrupt, truncated or read-only: one line on stderr naming the file, never a
+traceback; a read-only library still answers `status`, `search` and `duplicates`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from indexer_fixtures import make_photo_folder
+
+from indexer.cli import main
+from indexer.errors import IndexerError, LibraryUnreadableError
+from indexer.store import open_store
+
+ERROR_PREFIX = "siglip-search: error: "
+
+
+@pytest.fixture(scope="module")
+def built_library(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A real library of eight photos, indexed once for the module; tests work on copies."""
+    base = tmp_path_factory.mktemp("built")
+    make_photo_folder(base / "photos")
+    argv = ["index", str(base / "photos"), "--library", str(base / "library"), "--model", str(tiny_checkpoint)]
+    assert main([*argv, "--no-progress"]) == 0
+    return base / "library"
+
+
+def _copy(built: Path, to: Path) -> Path:
+    shutil.copytree(built, to)
+    return to
+
+
+def _one_line_error(stderr: str) -> str:
+    assert stderr.startswith(ERROR_PREFIX) and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+# --- corrupt or truncated database ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["status"], ["search", "red"], ["index"], ["duplicates"]])
+def test_random_bytes_library_is_reported_in_one_line_and_left_as_is(tmp_path, capsys, command):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    garbage = os.urandom(20_000)
+    (lib / "library.db").write_bytes(garbage)
+    assert main([*command, "--library", str(lib)]) == 2
+    stderr = _one_line_error(capsys.readouterr().err)
+    assert f"{lib / 'library.db'} is not a readable siglip-search library" in stderr
+    assert (lib / "library.db").read_bytes() == garbage
+    assert sorted(p.name for p in lib.iterdir()) == ["library.db"]
+
+
+def test_truncated_library_is_reported_in_one_line_and_left_as_is(built_library, tmp_path, capsys):
+    lib = _copy(built_library, tmp_path / "lib")
+    for leftover in ("library.db-wal", "library.db-shm"):
+        (lib / leftover).unlink(missing_ok=True)
+    head = (lib / "library.db").read_bytes()[:8192]  # the schema page survives, the tables do not
+    (lib / "library.db").write_bytes(head)
+    for command in (["status"], ["search", "red"]):
+        assert main([*command, "--library", str(lib)]) == 2
+        stderr = _one_line_error(capsys.readouterr().err)
+        assert "is not a readable siglip-search library (database disk image is malformed)" in stderr
+    assert (lib / "library.db").read_bytes() == head
+
+
+def test_open_store_raises_a_typed_error_for_a_file_that_is_no_database(tmp_path):
+    (tmp_path / "library.db").write_bytes(b"JFIF not a database at all" * 100)
+    with pytest.raises(LibraryUnreadableError, match="file is not a database") as caught:
+        open_store(tmp_path / "library.db")
+    assert isinstance(caught.value, IndexerError)
+
+
+# --- read-only library ----------------------------------------------------------------------------
+
+# Runs CLI commands in a child process and reports what each printed; a traceback is data too.
+_CHILD = r"""
+import contextlib, io, json, os, sys, traceback
+from indexer.cli import main
+probe = os.path.join(sys.argv[1], "probe")
+try:
+    open(probe, "w").close()
+except PermissionError:
+    pass
+else:
+    os.unlink(probe)
+    print(json.dumps("permissions not enforced"))
+    sys.exit()
+results = []
+for argv in json.loads(sys.argv[2]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except BaseException:
+            rc = None
+            traceback.print_exc(file=err)
+    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def _run_without_write_permission(read_only_dir: Path, commands: list[list[str]]) -> list[dict]:
+    """Run `commands` as a user without write permission: as is for a normal user; for root, with
+    the capabilities that bypass file permissions dropped (setpriv); else skip."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    argv = [*prefix, sys.executable, "-c", _CHILD, str(read_only_dir), json.dumps(commands)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert child.returncode == 0, child.stderr
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    if results == "permissions not enforced":
+        pytest.skip("this process can write to a chmod 555 folder")
+    return results
+
+
+def _make_read_only(lib: Path, folder_too: bool) -> None:
+    for path in lib.iterdir():
+        path.chmod(0o444)
+    if folder_too:
+        lib.chmod(0o555)
+
+
+@pytest.fixture
+def restore_permissions():
+    folders: list[Path] = []
+    yield folders
+    for folder in folders:  # let pytest delete tmp_path, also as a normal user
+        folder.chmod(0o755)
+        for path in folder.iterdir():
+            path.chmod(0o644)
+
+
+def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
+    built_library, tmp_path, capsys, restore_permissions
+):
+    # Three libraries a user may not write: a read-only archive (folder 555, files 444), files 444
+    # in a writable folder, and a lock file left 444. One child process runs all the commands.
+    archive, files_only, lock_only = (_copy(built_library, tmp_path / n) for n in ("archive", "files", "lock"))
+    assert main(["search", "red", "-k", "3", "--library", str(archive)]) == 0
+    writable_hits = capsys.readouterr().out
+    (archive / "vectors.faiss").unlink()  # the index must be rebuilt in memory, as it cannot be saved
+    before = {p.name: p.read_bytes() for p in archive.iterdir()}
+    _make_read_only(archive, folder_too=True)
+    _make_read_only(files_only, folder_too=False)
+    (lock_only / "library.lock").chmod(0o444)
+    restore_permissions.extend([archive, files_only, lock_only])
+    search = ["search", "red", "-k", "3", "--library"]
+    results = _run_without_write_permission(archive, [
+        ["status", "--library", str(archive)], [*search, str(archive)], ["duplicates", "--library", str(archive)],
+        ["tag", "--library", str(archive), "--no-progress"], ["index", "--library", str(archive), "--no-progress"],
+        [*search, str(files_only)], ["index", "--library", str(files_only), "--no-progress"],
+        ["index", "--library", str(lock_only), "--no-progress"],
+    ])  # fmt: skip
+    status, archive_search, duplicates, tag, index, files_search, files_index, lock_index = results
+    assert (status["rc"], status["stderr"]) == (0, "")
+    assert "8 indexed" in status["stdout"]
+    assert (archive_search["rc"], archive_search["stderr"], archive_search["stdout"]) == (0, "", writable_hits)
+    assert (files_search["rc"], files_search["stderr"], files_search["stdout"]) == (0, "", writable_hits)
+    assert (duplicates["rc"], duplicates["stderr"]) == (0, "")
+    for writer, lib, reason in [
+        (tag, archive, "cannot write library.db"),
+        (index, archive, "cannot write library.db"),
+        (files_index, files_only, "cannot write library.db"),
+        (lock_index, lock_only, "cannot open library.lock: Permission denied"),
+    ]:
+        assert writer["rc"] == 2
+        assert f"library {lib} is read-only ({reason})" in _one_line_error(writer["stderr"])
+    assert {p.name: p.read_bytes() for p in archive.iterdir()} == before
