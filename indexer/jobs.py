@@ -43,6 +43,10 @@ class RunSummary:
     unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
     seconds: float = 0.0
 
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
+                "failed": self.failed}  # fmt: skip
+
     @property
     def embedded(self) -> int:
         return self.added + self.updated
@@ -109,13 +113,16 @@ def index_paths(
     run_id = store.start_run(sorted({t.folder for t in targets}))
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        work = _diff(store, targets, summary, pool, max_pixels)
-        prepare = _Preparer(embedder, max_pixels)
-        results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
-        _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress, on_progress)
-    store.finish_run(run_id, added=summary.added, updated=summary.updated, moved=summary.moved,
-                     removed=summary.removed, failed=summary.failed)  # fmt: skip
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            work = _diff(store, targets, summary, pool, max_pixels)
+            prepare = _Preparer(embedder, max_pixels)
+            results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
+            _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress, on_progress)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, **summary.counts(), status="interrupted")  # what was committed so far
+        raise
+    store.finish_run(run_id, **summary.counts())
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
     summary.seconds = time.monotonic() - started
     return summary

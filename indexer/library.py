@@ -253,9 +253,11 @@ def library_status(library: Library) -> dict:
     run = store.last_run()
     last_run = None
     if run is not None:
+        # A run still marked running whose indexer holds no lock was stopped (Ctrl-C, kill -9).
+        status = "interrupted" if run.status == "running" and not _indexer_running(library) else run.status
         last_run = {
             "started_at": _utc_iso(run.started_at), "finished_at": _utc_iso(run.finished_at),
-            "status": run.status, "roots": run.roots,
+            "status": status, "roots": run.roots,
             "added": run.added, "updated": run.updated, "moved": run.moved, "removed": run.removed,
             "failed": run.failed,
         }  # fmt: skip
@@ -317,6 +319,21 @@ def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _indexer_running(library: Library) -> bool:
+    """Whether a process holds the library's writer lock now (asks without taking it)."""
+    try:
+        fd = os.open(library.lock_path, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody has ever indexed here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _read_pid(fd: int) -> int | None:

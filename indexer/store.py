@@ -659,10 +659,11 @@ class Store:
             session.flush()
             return run.id
 
-    def finish_run(self, run_id: int, *, added: int, updated: int, moved: int, removed: int, failed: int) -> None:
+    def finish_run(self, run_id: int, *, added: int, updated: int, moved: int, removed: int, failed: int,
+                   status: str = "ok") -> None:  # fmt: skip
         with self._session.begin() as session:
             run = session.get_one(Run, run_id)
-            run.finished_at, run.status = _now(), "ok"
+            run.finished_at, run.status = _now(), status
             run.added, run.updated, run.moved, run.removed, run.failed = added, updated, moved, removed, failed
 
     def last_run(self) -> RunRow | None:

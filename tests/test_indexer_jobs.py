@@ -360,6 +360,23 @@ def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(tmp_pa
     assert index(library, [], embedder).offline_roots == [str(pictures)]  # empty now, still offline
 
 
+def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+
+    def stop_after_first_batch(done, total):
+        if done:  # called with 0 before the first batch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        index(library, [photos], embedder, batch_size=2, on_progress=stop_after_first_batch)
+
+    run = library_status(library)["last_run"]
+    assert run["status"] == "interrupted" and run["finished_at"] is not None
+    assert run["added"] == len(by_path(library)) == 2  # the committed batch stays
+    assert index(library, [photos], embedder).unchanged == 2
+
+
 def test_a_photo_in_two_places_is_stored_twice_and_a_move_takes_one(tmp_path, library, embedder):
     photos = tmp_path / "photos"
     photos.mkdir()

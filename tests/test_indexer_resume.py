@@ -58,6 +58,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         # Readers keep working while the indexer writes (WAL), before the kill.
         reader = open_library(killed_lib, create=False)
         assert library_status(reader)["images"] >= 4
+        assert library_status(reader)["last_run"]["status"] == "running"
         first = next(reader.store.iter_embeddings())[1][:1]
         assert reader.search(first, k=3)[0][0].score > 0.99
         reader.close()
@@ -69,6 +70,8 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert proc.returncode == -signal.SIGKILL
     done_before_rerun = _ok_rows(killed_lib)
     assert 4 <= done_before_rerun < 60
+    with open_library(killed_lib, create=False) as stopped:  # nobody holds the lock: not running any more
+        assert library_status(stopped)["last_run"]["status"] == "interrupted"
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).
     rerun = subprocess.run([sys.executable, "-m", "indexer.cli", *args[:4], "--batch-size", "4", "--no-progress"],
