@@ -17,7 +17,7 @@ from PIL import Image
 
 from siglip_search.errors import SiglipSearchError
 
-from .errors import ExportOptionError, QueryError
+from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
 
 EXIT_USER_ERROR = 2
@@ -68,6 +68,22 @@ def index_command(args: argparse.Namespace) -> int:
     for folder in summary.unreadable_dirs:
         print(f"{PROG}: cannot list folder {folder}; its images are kept", file=sys.stderr)
     print(summary.line())
+    return 0
+
+
+@_cli_errors
+def forget_command(args: argparse.Namespace) -> int:
+    folder = os.path.abspath(os.path.expanduser(args.folder))
+    with open_library(args.library, create=False) as library:
+        with lock_library(library):
+            roots = library.store.roots()
+            root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
+            if root is None:
+                known = ", ".join(r.path for r in roots) or "none"
+                raise FolderNotFoundError(f"{args.folder} is not a root of this library (its roots: {known})")
+            removed = library.store.remove_root(root.id)
+            library.vector_index()  # rebuilds and saves vectors.faiss without them
+    print(f"forgot {root.path}: {removed} photos left the library; no file was touched")
     return 0
 
 
@@ -248,6 +264,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="refuse larger images as decompression bombs (default: Pillow's limit)")  # fmt: skip
     index.set_defaults(func=index_command)
 
+    forget = subparsers.add_parser(
+        "forget", help="remove a registered folder and its photos from the library (files untouched)",
+        description="Forget a root folder: its photos' vectors and tags leave the library; the photos "
+        "themselves, and any sidecars, are not touched. For a disk that is gone for good.",
+    )  # fmt: skip
+    forget.add_argument("folder", metavar="FOLDER", help="a root folder, as `status` lists it")
+    add_library_argument(forget)
+    forget.set_defaults(func=forget_command)
+
     status = subparsers.add_parser("status", help="what a library holds: counts, model, roots, failures")
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -315,9 +340,10 @@ def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export", help="write machine tags to XMP sidecars, CSV or JSON Lines",
-        description="XMP: adds the tags under --root-tag to each photo's sidecar (dc:subject, "
-        "lr:hierarchicalSubject, digiKam:TagsList), keeping everything already there; photos are never "
-        "modified; --undo removes exactly what exports added. Exit status 1 when a sidecar was skipped.",
+        description="XMP: makes each photo's sidecar hold its tags under --root-tag (dc:subject, "
+        "lr:hierarchicalSubject, digiKam:TagsList), keeping everything already there and removing what "
+        "earlier exports added that is no longer a tag; photos are never modified; --undo removes exactly "
+        "what exports added. Exit status 1 when a sidecar was skipped.",
     )  # fmt: skip
     add_library_argument(export)
     export.add_argument("--format", choices=("xmp", "csv", "jsonl", "exiftool-csv"))

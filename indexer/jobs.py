@@ -123,9 +123,18 @@ def index_paths(
         store.finish_run(run_id, **summary.counts(), status="interrupted")  # what was committed so far
         raise
     store.finish_run(run_id, **summary.counts())
+    _drop_vanished_empty_roots(store)
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _drop_vanished_empty_roots(store: Store) -> None:
+    """A root whose folder is gone and whose photos all moved elsewhere holds nothing to keep."""
+    per_root = store.images_per_root()
+    for root in store.roots():
+        if not per_root.get(root.id) and not os.path.isdir(root.path):
+            store.remove_root(root.id)
 
 
 def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[_Target]:

@@ -415,6 +415,19 @@ class Store:
             session.flush()
             session.execute(sa.delete(Root).where(Root.id == child.id))
 
+    def remove_root(self, root_id: int) -> int:
+        """Forget a root: its images, their vectors and tags go from the library (never the files).
+        Returns how many images it held."""
+        with self._session.begin() as session:
+            ids = list(session.scalars(sa.select(Image.id).where(Image.root_id == root_id)))
+            for start in range(0, len(ids), 500):
+                session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
+            session.execute(sa.delete(Image).where(Image.root_id == root_id))
+            session.execute(sa.delete(Root).where(Root.id == root_id))
+            if ids:
+                self._bump_generation(session)
+        return len(ids)
+
     # --- images: writes ---------------------------------------------------------------------
     def write_batch(self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()) -> None:
         """Insert or replace images by (root, rel_path), all in one transaction."""

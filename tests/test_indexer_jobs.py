@@ -357,7 +357,7 @@ def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(tmp_pa
     rows = list(library.store.iter_images())
     assert {row.id for row in rows} == ids and len(rows) == len(files)  # same rows: vectors and tags
     assert {row.root_path for row in rows} == {str(photos)}
-    assert index(library, [], embedder).offline_roots == [str(pictures)]  # empty now, still offline
+    assert [r.path for r in library.store.roots()] == [str(photos)]  # the old, empty, gone root is dropped
 
 
 def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(tmp_path, library, embedder):
@@ -440,3 +440,27 @@ def test_an_unreadable_folder_keeps_its_photos(tmp_path, library, embedder):
         os.chmod(photos / "2021", 0o755)
     assert summary.removed == 0 and summary.unreadable_dirs == [str(photos / "2021")]
     assert len(by_path(library)) == 8
+
+
+def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_only(tmp_path, library, embedder,
+                                                                                        capsys):  # fmt: skip
+    disk, home = tmp_path / "usb", tmp_path / "home"
+    make_photo_folder(disk)
+    draw_photo(9).save(home.mkdir() or home / "kept.png")
+    index(library, [disk, home], embedder)
+    files = sorted(p.relative_to(disk) for p in disk.rglob("*") if p.is_file())
+    gone = disk.rename(tmp_path / "recycled")  # the disk is gone: its root stays offline
+    assert index(library, [], embedder).offline_roots == [str(disk)]
+    lib = ["--library", str(library.path)]
+    library.close()
+
+    assert main(["forget", str(tmp_path / "nowhere"), *lib]) == 2
+    assert "is not a root of this library" in capsys.readouterr().err
+    assert main(["forget", str(disk), *lib]) == 0
+
+    assert f"forgot {disk}: " in capsys.readouterr().out
+    with open_library(library.path, create=False) as reopened:
+        assert [r.path for r in reopened.store.roots()] == [str(home)]
+        assert [row.rel_path for row in reopened.store.iter_images()] == ["kept.png"]
+        assert len(reopened.vector_index()) == 1
+    assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files  # photos untouched
