@@ -17,6 +17,7 @@ from PIL import Image
 
 from siglip_search.errors import SiglipSearchError
 
+from .decode import MISSING_DECODERS
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
 
@@ -67,6 +68,9 @@ def index_command(args: argparse.Namespace) -> int:
         print(f"{PROG}: root {root} is offline (missing or empty); its images are kept", file=sys.stderr)
     for folder in summary.unreadable_dirs:
         print(f"{PROG}: cannot list folder {folder}; its images are kept", file=sys.stderr)
+    for suffix, count in sorted(summary.undecodable.items()):
+        print(f"{PROG}: {count} {suffix} photos skipped: this Python cannot decode them "
+              f"({MISSING_DECODERS[suffix]})", file=sys.stderr)  # fmt: skip
     print(summary.line())
     return 0
 

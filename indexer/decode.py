@@ -33,6 +33,14 @@ else:
     register_heif_opener()
     IMAGE_EXTENSIONS.update({".heic", ".heif"})
 
+# Photo formats this Python cannot decode, and what would let it: the indexer counts and names them.
+MISSING_DECODERS = {
+    suffix: remedy
+    for suffix, remedy in ((".heic", "pip install pillow-heif"), (".heif", "pip install pillow-heif"),
+                           (".avif", "Pillow 11.2 or later, built with AVIF"))
+    if suffix not in IMAGE_EXTENSIONS
+}  # fmt: skip
+
 # Pillow's own default (~89 MP, a 4-byte-per-pixel image of ~358 MB): larger is refused.
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Exceptions Pillow raises on corrupt, truncated or hostile files (plugins use all of these).

@@ -6,7 +6,7 @@ import os
 import re
 import sys
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +41,7 @@ class RunSummary:
     unchanged: int = 0
     offline_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
+    undecodable: Counter[str] = field(default_factory=Counter)  # suffix -> photos this Python cannot read
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -199,6 +200,7 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
         states = store.file_states(target.root.id, target.prefix)
         scan = scan_folder(target.root.path, target.folder)
         summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
+        summary.undecodable += scan.undecodable
         nested = _nested_prefixes(target.root, roots)
         for f in scan.files:
             if any(_within(f.rel_path, prefix) for prefix in nested):

@@ -109,7 +109,8 @@ class Library:
         recorded = self.model_identity()
         if model is None and recorded is None:
             raise ModelNotRecordedError(
-                f"library {self.path} has no model yet; pass --model ID_OR_PATH the first time"
+                f"library {self.path} has no model yet; index photos into it first: "
+                f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
             )
         name = model if model is not None else recorded["model_id"]
         mode = mode or self.model_mode() or "fp32"

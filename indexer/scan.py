@@ -6,10 +6,11 @@ import errno
 import hashlib
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .decode import IMAGE_EXTENSIONS
+from .decode import IMAGE_EXTENSIONS, MISSING_DECODERS
 
 # Files and folders that photo tools, NASes and operating systems leave next to photos.
 JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "desktop.ini"})
@@ -37,6 +38,7 @@ class ScanResult:
     # Folders that could not be listed: rows under them are neither removed nor re-added.
     unreadable_dirs: list[str] = field(default_factory=list)  # rel paths, POSIX
     skipped: int = 0  # junk files and folders
+    undecodable: Counter[str] = field(default_factory=Counter)  # suffix -> photos of MISSING_DECODERS
 
 
 def is_image_name(name: str) -> bool:
@@ -90,6 +92,8 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
                 scanned = _scan_file(root, entry)
                 if scanned is not None:
                     result.files.append(scanned)
+            elif (suffix := os.path.splitext(entry.name)[1].lower()) in MISSING_DECODERS:
+                result.undecodable[suffix] += 1
         stack.extend(reversed(subdirs))  # visit in name order
     result.files.sort(key=lambda f: f.rel_path)
     return result

@@ -22,6 +22,7 @@ from indexer_fixtures import (
 )
 
 from indexer.cli import main
+from indexer.decode import MISSING_DECODERS
 from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library, open_library
@@ -200,7 +201,7 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, libra
 
 def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(tmp_path, library, embedder, capsys):
     assert main(["index", str(tmp_path), "--library", str(tmp_path / "new")]) == 2
-    assert "pass --model" in capsys.readouterr().err
+    assert "--model ID_OR_PATH" in capsys.readouterr().err
     with pytest.raises(FolderNotFoundError, match="does not exist"):
         index(library, [tmp_path / "nope"], embedder)
     assert main(["status", "--library", str(tmp_path / "nowhere")]) == 2
@@ -464,3 +465,25 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
         assert [row.rel_path for row in reopened.store.iter_images()] == ["kept.png"]
         assert len(reopened.vector_index()) == 1
     assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files  # photos untouched
+
+
+@pytest.mark.skipif(".heic" not in MISSING_DECODERS, reason="this Python decodes HEIC")
+def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_path, tiny_checkpoint, capsys):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    for name in ("IMG_1.HEIC", "IMG_2.heic"):
+        (photos / name).write_bytes(b"\0\0\0\x18ftypheic")  # an iPhone photo, to this Python unreadable
+
+    assert main(["index", str(photos), "--library", str(tmp_path / "lib"), "--model", str(tiny_checkpoint),
+                 "--no-progress"]) == 0  # fmt: skip
+
+    err = capsys.readouterr().err
+    assert "2 .heic photos skipped" in err and "pillow-heif" in err
+
+
+def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsys):
+    lib = tmp_path / "lib"
+    open_library(lib).close()
+    assert main(["search", "a dog", "--library", str(lib)]) == 2
+    err = capsys.readouterr().err
+    assert "no model yet; index photos into it first: siglip-search index FOLDER" in err
