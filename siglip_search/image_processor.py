@@ -151,6 +151,11 @@ class SiglipImageProcessor:
         arr = np.asarray(pil)
         if arr.ndim == 2:
             arr = arr[..., None]
+        if opts["do_normalize"] and arr.shape[-1] not in (1, len(_triple(opts["image_mean"]))):
+            raise InputError(
+                f"a {pil.mode} image has {arr.shape[-1]} channels and image_mean has "
+                f"{len(_triple(opts['image_mean']))}; keep do_convert_rgb=True for such images"
+            )
         if opts["do_rescale"]:
             arr = (arr.astype(np.float64) * opts["rescale_factor"]).astype(np.float32)
         else:
@@ -172,6 +177,8 @@ class SiglipImageProcessor:
     def preprocess(self, images: Any, return_tensors: str | None = None, **overrides: Any) -> BatchEncoding:
         if isinstance(images, (Image.Image, np.ndarray, torch.Tensor)) and not _is_batch_array(images):
             images = [images]
+        elif isinstance(images, (list, tuple)) and images and all(isinstance(im, (list, tuple)) for im in images):
+            images = [im for group in images for im in group]  # a batch of image lists, as transformers takes
         arrays = [self.preprocess_one(im, **overrides) for im in images]
         if not arrays:
             raise InputError("no images given")

@@ -102,6 +102,20 @@ def test_unit_float_pixels_without_rescale_match_transformers(hf_dir):
             assert a.min() >= -1 and a.max() <= 1
 
 
+def test_a_batch_of_image_lists_matches_transformers_and_four_channels_without_rgb_say_why(hf_dir):
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    ref = SiglipImageProcessorPil.from_pretrained(hf_dir)
+    mine = ss.SiglipImageProcessor.from_pretrained(hf_dir)
+    rgb = [_rgba(s).convert("RGB") for s in (4, 5, 6)]
+    nested = [[rgb[0], rgb[1]], [rgb[2]]]
+    a = mine(nested, return_tensors="pt")["pixel_values"]
+    b = ref(nested, return_tensors="pt")["pixel_values"]
+    assert a.shape == b.shape == (3, 3, *a.shape[-2:]) and (a - b).abs().max() <= 1e-4
+    with pytest.raises(InputError, match="RGBA image has 4 channels.*do_convert_rgb=True"):
+        mine(_rgba(7), do_convert_rgb=False)
+
+
 def test_unit_float_pixels_with_the_default_rescale_are_rescaled_once():
     """Our deliberate difference: transformers rescales [0, 1] floats twice (all pixels near -1)."""
     processor = ss.SiglipImageProcessor(size={"height": 16, "width": 16})
