@@ -305,6 +305,8 @@ def export_xmp(
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
     records = load_manifest(manifest_path)
+    if _follow_moves(records, [photo for photo, _ in jobs]) and not dry_run:
+        _save_manifest(manifest_path, records)
     if every_photo:
         tagged = {photo for photo, _ in jobs}
         jobs += [
@@ -349,16 +351,18 @@ def export_xmp(
     return report
 
 
-def undo_xmp(manifest_path: Path, dry_run: bool = False) -> ExportReport:
+def undo_xmp(manifest_path: Path, dry_run: bool = False, photos: Iterable[Path] = ()) -> ExportReport:
     """Remove exactly the values the manifest says we added; the user's own keywords always stay.
 
     A sidecar we created is deleted when nothing but the empty XMP wrapper would remain. Sidecars that
     cannot be undone now (unparseable, changed meanwhile) stay in the manifest to retry later.
+    `photos`: where the photos are now (a library's), to follow photos moved with their sidecars.
     """
     manifest_path = Path(manifest_path)
     if not manifest_path.exists():
         raise ManifestError(f"no export manifest at {manifest_path}: nothing to undo")
     records = load_manifest(manifest_path)
+    _follow_moves(records, photos)
     remaining = dict(records)
     report = ExportReport()
     try:
@@ -385,6 +389,31 @@ def undo_xmp(manifest_path: Path, dry_run: bool = False) -> ExportReport:
         if not dry_run:
             _save_manifest(manifest_path, remaining)
     return report
+
+
+def _follow_moves(records: dict[Path, SidecarChange], photos: Iterable[Path]) -> bool:
+    """Re-key the records of photos moved together with their sidecar (a reorganised folder): a
+    record whose sidecar and photo are both gone follows the one photo of the same name now beside a
+    sidecar of the same name that no record claims. Returns whether any record moved."""
+    by_name: dict[str, list[Path]] = {}
+    for photo in photos:
+        by_name.setdefault(Path(photo).name, []).append(Path(photo))
+    moved = False
+    for path, record in list(records.items()):
+        if record.photo is None or record.photo.name not in by_name:
+            continue
+        if os.path.lexists(path) or os.path.lexists(record.photo):
+            continue
+        found = [
+            p for p in by_name[record.photo.name]
+            if p.parent / path.name not in records and (p.parent / path.name).is_file()
+        ]  # fmt: skip
+        if len(found) == 1:
+            sidecar = found[0].parent / path.name
+            records[sidecar] = replace(record, path=sidecar, photo=found[0])
+            del records[path]
+            moved = True
+    return moved
 
 
 def _collect_jobs(

@@ -238,5 +238,7 @@ def export_library_xmp(library: Library, root_tag: str | None = export.ROOT_TAG,
 
 
 def undo_library_xmp(library: Library, dry_run: bool = False) -> export.ExportReport:
-    """Remove exactly the keywords earlier exports of this library added (the user's stay)."""
-    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run)
+    """Remove exactly the keywords earlier exports of this library added (the user's stay), also
+    from sidecars moved along with their photos since."""
+    photos = (Path(row.root_path) / row.rel_path for row in library.store.iter_images())
+    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=photos)

@@ -628,3 +628,24 @@ def test_text_exports_write_into_pipes_and_refuse_folders_with_one_line(tmp_path
     finally:
         os.close(reader)
     assert fifo.is_fifo()  # still a pipe, not replaced by a regular file
+
+
+def test_a_photo_moved_with_its_sidecar_keeps_its_export_record(tmp_path):
+    photo = make_photo(tmp_path / "inbox", "IMG_9.jpg")
+    (tmp_path / "inbox" / "IMG_9.jpg.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+    export_xmp([(photo, ["animal|dog"])], manifest)
+    (tmp_path / "2024").mkdir()
+    for name in ("IMG_9.jpg", "IMG_9.jpg.xmp"):  # the user files the photo, sidecar and all
+        (tmp_path / "inbox" / name).rename(tmp_path / "2024" / name)
+    moved, sidecar = tmp_path / "2024" / "IMG_9.jpg", tmp_path / "2024" / "IMG_9.jpg.xmp"
+
+    report = export_xmp([(moved, ["animal|cat"])], manifest)  # re-tagged meanwhile
+
+    assert report.written[0].removed["digiKam:TagsList"] == ["AI/animal/dog"]
+    assert keywords(sidecar)["digiKam:TagsList"] == ["dog", "AI/animal/cat"]
+    assert set(load_manifest(manifest)) == {sidecar}
+    sidecar.rename(tmp_path / "inbox" / "IMG_9.jpg.xmp")  # and back, photo too: undo still finds it
+    moved.rename(photo)
+    undo = undo_xmp(manifest, photos=[photo])
+    assert undo.missing == [] and (tmp_path / "inbox" / "IMG_9.jpg.xmp").read_text(encoding="utf-8") == DIGIKAM_SIDECAR
