@@ -68,6 +68,9 @@ def index_command(args: argparse.Namespace) -> int:
         print(f"{PROG}: root {root} is offline (missing or empty); its images are kept", file=sys.stderr)
     for folder in summary.unreadable_dirs:
         print(f"{PROG}: cannot list folder {folder}; its images are kept", file=sys.stderr)
+    for link in summary.outside_links:
+        print(f"{PROG}: folder link {link} leads outside its root (to {os.path.realpath(link)}); not followed, "
+              "index that folder itself to include it", file=sys.stderr)  # fmt: skip
     for suffix, count in sorted(summary.undecodable.items()):
         print(f"{PROG}: {count} {suffix} photos skipped: this Python cannot decode them "
               f"({MISSING_DECODERS[suffix]})", file=sys.stderr)  # fmt: skip
@@ -202,7 +205,8 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     """One line per sidecar changed (or planned), skipped ones on stderr; exit 1 if any was skipped."""
     for change in report.planned if dry_run else report.written:
         counts = []
-        for verb, values in (("add", change.added), ("remove", change.removed)):
+        removed = {k: [v for v in vs if v not in change.mirrored.get(k, [])] for k, vs in change.removed.items()}
+        for verb, values in (("add", change.added), ("remove", removed if undo else change.removed)):
             count = len({v for vs in values.values() for v in vs})
             if count or (verb == "remove") == undo:
                 counts.append(f"{'would ' + verb if dry_run else verb.rstrip('e') + 'ed'} {count}")

@@ -42,6 +42,7 @@ class RunSummary:
     offline_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
     undecodable: Counter[str] = field(default_factory=Counter)  # suffix -> photos this Python cannot read
+    outside_links: list[str] = field(default_factory=list)  # absolute; folder links leaving their root
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -130,6 +131,10 @@ def index_paths(
     return summary
 
 
+# Kernel and device trees: never photo folders, and /proc/self/root leads to everything.
+_SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
 def _drop_vanished_empty_roots(store: Store) -> None:
     """A root whose folder is gone and whose photos all moved elsewhere holds nothing to keep."""
     per_root = store.images_per_root()
@@ -157,6 +162,9 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[_Targe
             what = "is not a folder" if folder.exists() else "does not exist"
             raise FolderNotFoundError(f"{given} {what}")
         if root is None:
+            if folder == Path(folder.anchor) or any(folder == Path(d) or Path(d) in folder.parents
+                                                    for d in _SYSTEM_FOLDERS):  # fmt: skip
+                raise FolderNotFoundError(f"{given} is a system folder, not a photo folder; name the folder of your photos")
             root = store.add_root(str(folder))
             per_root = store.images_per_root()
             for child in [r for r in roots if folder in Path(r.path).parents]:
@@ -201,6 +209,7 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
         scan = scan_folder(target.root.path, target.folder)
         summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
         summary.undecodable += scan.undecodable
+        summary.outside_links += [os.path.join(target.root.path, link) for link in scan.outside_links]
         nested = _nested_prefixes(target.root, roots)
         for f in scan.files:
             if any(_within(f.rel_path, prefix) for prefix in nested):

@@ -38,6 +38,8 @@ class ScanResult:
     # Folders that could not be listed: rows under them are neither removed nor re-added.
     unreadable_dirs: list[str] = field(default_factory=list)  # rel paths, POSIX
     skipped: int = 0  # junk files and folders
+    # Folder links leading outside the root, not followed (a link to / or ~ would crawl the disk).
+    outside_links: list[str] = field(default_factory=list)  # rel paths, POSIX
     undecodable: Counter[str] = field(default_factory=Counter)  # suffix -> photos of MISSING_DECODERS
 
 
@@ -60,9 +62,11 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
     """All image files under `start` (default: `root`), paths relative to `root`.
 
     Iterative (no recursion limit on deep trees); folder symlinks are followed once per
-    (st_dev, st_ino) so a link back to an ancestor cannot loop; file symlinks are followed.
+    (st_dev, st_ino) so a link back to an ancestor cannot loop, and only when they lead to a folder
+    inside the root (others are listed in `outside_links`); file symlinks are followed.
     """
     result = ScanResult()
+    real_root = os.path.realpath(root)
     top = start or root
     seen: set[tuple[int, int]] = set()
     top_stat = os.stat(top)
@@ -82,6 +86,9 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
                 if is_junk(entry.name, True):
                     result.skipped += 1
                     continue
+                if entry.is_symlink() and not _inside(os.path.realpath(entry.path), real_root):
+                    result.outside_links.append(to_rel_path(root, entry.path))
+                    continue
                 key = _dir_key(entry)
                 if key is not None and key not in seen:
                     seen.add(key)
@@ -97,6 +104,10 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
         stack.extend(reversed(subdirs))  # visit in name order
     result.files.sort(key=lambda f: f.rel_path)
     return result
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

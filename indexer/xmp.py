@@ -137,6 +137,9 @@ def remove_keywords(
         if prop.key in record.created_properties and only_copies and node.children == [container]:
             # A list we created that holds nothing of the user's beyond copies: remove it whole.
             taken, removed = [node], [_text(c) for c in container.children if _is_item(c)]
+            copies = [t for t in removed if t in mirrored and t not in record.added.get(prop.key, [])]
+            if copies:  # in `removed` too; reports leave them out (they were the user's keywords)
+                change.mirrored[prop.key] = copies
         else:
             taken, removed = ours, [_text(c) for c in ours]
         edits += [_removal(n) for n in taken]

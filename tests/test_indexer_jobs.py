@@ -487,3 +487,9 @@ def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsy
     assert main(["search", "a dog", "--library", str(lib)]) == 2
     err = capsys.readouterr().err
     assert "no model yet; index photos into it first: siglip-search index FOLDER" in err
+
+
+def test_system_folders_are_refused_as_photo_folders(library, embedder):
+    with pytest.raises(FolderNotFoundError, match="system folder"):
+        index(library, ["/proc/self"], embedder)
+    assert library.store.roots() == []

@@ -36,6 +36,21 @@ def test_scan_finds_images_by_extension_and_skips_junk(tmp_path):
     assert all(os.path.isabs(f.path) for f in result.files)
 
 
+def test_scan_does_not_follow_a_folder_link_that_leads_out_of_the_root(tmp_path):
+    root, elsewhere = tmp_path / "photos", tmp_path / "home"
+    (root / "trips").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "trips" / "a.jpg").write_bytes(b"x")
+    (elsewhere / "secret.jpg").write_bytes(b"x")
+    os.symlink(elsewhere, root / "home-link")  # e.g. a link to ~ or / left in a photo folder
+    os.symlink(root / "trips", root / "trips-again")  # inside the root: followed (once)
+
+    result = scan_folder(str(root))
+
+    assert [f.rel_path for f in result.files] == ["trips/a.jpg"]
+    assert result.outside_links == ["home-link"]
+
+
 def test_scan_follows_folder_symlinks_once_and_reports_bad_file_links(tmp_path):
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)

@@ -72,6 +72,19 @@ def test_details_show_path_date_size_camera_probability_and_tags():
     assert "tags: none" in views.hit_details_markdown(record, [])
 
 
+def test_a_photo_gone_since_indexing_says_so_in_its_caption_and_details():
+    record = HitRecord(**(hit(7).as_dict() | {"missing": True}))
+    assert views.hit_caption(record).endswith("beach.jpg (file missing)")
+    assert "no longer there" in views.hit_details_markdown(record)
+    assert "missing" not in views.hit_caption(hit(7)) and "no longer" not in views.hit_details_markdown(hit(7))
+
+
+def test_labels_with_markdown_show_literally_in_the_tag_table():
+    text = views.tagging_summary({"**bold**": 0.5, "[link](http://x)": 0.25, "a|b\nc": 0.1}, 0.0)
+    assert "\\*\\*bold\\*\\*" in text and "\\[link\\]\\(http://x\\)" in text and "a\\|b c" in text
+    assert "](http" not in text.replace("\\](", "")
+
+
 def test_markdown_in_file_names_is_shown_literally():
     text = views.hit_details_markdown(hit(rel="*draft*_[1](x).jpg"))
     assert "\\*draft\\*\\_\\[1\\]\\(x\\).jpg" in text
@@ -95,8 +108,9 @@ def test_an_empty_query_is_a_message_not_a_search(text):
         views.parse_query(text)
 
 
-def test_labels_are_comma_separated_trimmed_and_deduplicated():
+def test_labels_are_comma_or_line_separated_trimmed_and_deduplicated():
     assert views.parse_labels(" dog, cat,,  Dog , beach   at sunset ") == ["dog", "cat", "beach at sunset"]
+    assert views.parse_labels("red circle\nblue square\r\n\ngreen star") == ["red circle", "blue square", "green star"]
     assert views.parse_labels("") == []
     with pytest.raises(FormError, match="too many"):
         views.parse_labels(",".join(f"l{i}" for i in range(views.MAX_LABELS + 1)))
@@ -331,6 +345,40 @@ def test_a_read_only_server_refuses_jobs_that_write(tmp_path):
             handlers.search_text(state, "red", 0.0, 5, "", "", "", "best match")
     finally:
         state.close()
+
+
+def test_a_read_only_server_offers_no_downloads_either(tmp_path):
+    import gradio as gr
+
+    from indexer.library import open_library
+    from ui import handlers
+    from ui.state import load_state
+
+    open_library(tmp_path / "library").close()
+    state = load_state(tmp_path / "library", read_only=True)
+    try:
+        for fmt in ("CSV", "JSON Lines"):  # --read-only promises no export from the page at all
+            with pytest.raises(gr.Error, match="read-only"):
+                handlers.export_tags(state, fmt, "AI", 0.0, False)
+    finally:
+        state.close()
+
+
+def test_an_index_job_that_cannot_run_leaves_no_library_behind(tmp_path):
+    import gradio as gr
+
+    from ui import handlers
+    from ui.state import load_state
+
+    state = load_state(tmp_path / "library")  # no --model, no library yet
+    try:
+        with pytest.raises(gr.Error, match="does not exist"):
+            handlers.index_folder(state, str(tmp_path / "nowhere"))
+        with pytest.raises(gr.Error, match="has no model yet"):
+            handlers.index_folder(state, str(tmp_path))
+    finally:
+        state.close()
+    assert not (tmp_path / "library" / "library.db").exists()
 
 
 def test_the_password_can_come_from_the_environment(monkeypatch):

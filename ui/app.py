@@ -134,7 +134,7 @@ def _tag_tab(state: AppState) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             picture = photo_input("Picture to tag: upload, paste or drop", height=300)
-            labels = gr.Textbox(label="Candidate labels, comma-separated", placeholder="dog, cat, beach at sunset",
+            labels = gr.Textbox(label="Candidate labels, separated by commas or one per line", placeholder="dog, cat, beach at sunset",
                                 lines=2)  # fmt: skip
             use_vocabulary = gr.Checkbox(label=f"Also score the tag vocabulary{_vocabulary_size(state)}", value=False)
             button = gr.Button("Tag", variant="primary")

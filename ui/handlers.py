@@ -93,7 +93,8 @@ def refuse_file_terms(query: str) -> None:
 
 def _results(state: AppState, page: Any, options: dict, query: str) -> tuple:
     """(gallery items, summary line, JSON of the hits, the hits kept for the session)."""
-    hits = [HitRecord.from_hit(hit) for hit in page.hits]
+    # A file gone since indexing is shown as such (its folder may be offline, or it was deleted).
+    hits = [HitRecord.from_hit(hit, missing=not os.path.exists(hit.path)) for hit in page.hits]
     pictures = state.thumbnails.get_many([(hit.id, hit.path) for hit in hits])
     summary = views.results_summary(hits, query=query, min_score=options["min_score"], sort=options["sort"],
                                     offset=page.offset, has_more=getattr(page, "has_more", False))  # fmt: skip
@@ -186,7 +187,7 @@ def tag_image(state: AppState, image_file: str | None, labels_text: str, use_voc
     image = open_upload(state, image_file, what="tag")
     labels = views.parse_labels(labels_text)
     if not labels and not use_vocabulary:
-        raise FormError("Type some labels, separated by commas (e.g. “dog, cat, beach”), or tick “use the vocabulary”.")
+        raise FormError("Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), or tick “use the vocabulary”.")
     candidates: Any = labels
     if use_vocabulary:  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
         vocabulary = load_vocabulary(state)
@@ -242,10 +243,17 @@ def _one_job(state: AppState) -> Iterator[None]:
 
 @page_errors
 def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
-    path = (folder or "").strip()
+    path = os.path.expanduser((folder or "").strip())
     if not path:
         raise FormError("Type the path of a folder on the server to index, e.g. /home/me/Pictures.")
     with _one_job(state):
+        # Checked before the library is created, so a job that cannot run leaves nothing behind.
+        if not os.path.isdir(path):
+            what = "is a file" if os.path.exists(path) else "does not exist (an unplugged disk?)"
+            raise FormError(f"{path} {what}: type the path of a folder on the server.")
+        if state.library is None and state.model is None:
+            raise FormError(f"The library at {state.library_dir} has no model yet; start the server with "
+                            "--model ID_OR_PATH to index into it.")  # fmt: skip
         library = require_library(state, create=True)
         embedder = _embedder(state)
         progress(0, desc="scanning folders")
@@ -255,7 +263,7 @@ def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progre
 
         with warnings.catch_warnings(), lock_library(library):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            summary = index_paths(library, [os.path.expanduser(path)], embedder, progress=False,
+            summary = index_paths(library, [path], embedder, progress=False,
                                   max_pixels=state.max_pixels, on_progress=on_progress)  # fmt: skip
         if state.searcher is None:
             load_model(state)
@@ -293,6 +301,8 @@ def export_tags(state: AppState, format_name: str, root_tag: str, threshold: flo
         return views.export_report_markdown(report, dry_run=dry_run), gr.update(value=None, visible=False)
     if fmt not in ("csv", "jsonl"):
         raise FormError(f"Choose one of: {', '.join(EXPORT_FORMATS)}.")
+    if state.read_only:  # a download writes nothing of the user's, but --read-only promises no export
+        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
     rows = library_tag_rows(library, prob)
     if not rows:
         raise FormError("The library has no tags to export yet: tag the library first.")

@@ -39,15 +39,16 @@ class HitRecord:
     width: int | None = None
     height: int | None = None
     camera: str | None = None
+    missing: bool = False  # the file was gone when the results were shown
 
     @classmethod
-    def from_hit(cls, hit: Any) -> HitRecord:
+    def from_hit(cls, hit: Any, missing: bool = False) -> HitRecord:
         """Any object with the search Hit's attributes (indexer.search.Hit)."""
         return cls(
             id=int(hit.id), path=str(hit.path), rel_path=str(hit.rel_path), root=str(hit.root),
             score=float(hit.score), cosine=float(hit.cosine), taken_at=getattr(hit, "taken_at", None),
             width=getattr(hit, "width", None), height=getattr(hit, "height", None),
-            camera=getattr(hit, "camera", None),
+            camera=getattr(hit, "camera", None), missing=missing,
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def format_probability(prob: float) -> str:
 
 def hit_caption(hit: HitRecord) -> str:
     """The gallery caption: probability first (what the user sorts by), then the file name."""
-    return f"{format_probability(hit.score)} · {hit.name}"
+    return f"{format_probability(hit.score)} · {hit.name}" + (" (file missing)" if hit.missing else "")
 
 
 def gallery_items(hits: Sequence[HitRecord], pictures: Sequence[str]) -> list[tuple[str, str]]:
@@ -113,6 +114,9 @@ def results_summary(hits: Sequence[HitRecord], *, query: str, min_score: float, 
 def hit_details_markdown(hit: HitRecord, tags: Sequence[tuple[str, float]] = ()) -> str:
     """The panel beside the large picture: path, date, size, camera, probability, tags."""
     lines = [f"### {_escape(hit.name)}", f"`{_escape_code(hit.path)}`", ""]
+    if hit.missing:
+        lines += ["**The file is no longer there** (moved or deleted since indexing); index the folder again "
+                  "to update the library.", ""]  # fmt: skip
     facts = []
     if hit.taken_at:
         facts.append(f"taken {format_taken_at(hit.taken_at)}")
@@ -153,10 +157,11 @@ def parse_query(text: str | None) -> str:
 
 
 def parse_labels(text: str | None) -> list[str]:
-    """'dog, cat,, Dog ' -> ['dog', 'cat']: comma-separated, trimmed, first spelling of a duplicate kept."""
+    """'dog, cat,, Dog ' -> ['dog', 'cat']: separated by commas or new lines, trimmed, first spelling of
+    a duplicate kept."""
     labels: list[str] = []
     seen: set[str] = set()
-    for part in (text or "").split(","):
+    for part in re.split(r"[,\n]", text or ""):
         label = " ".join(part.split())
         if label and label.casefold() not in seen:
             if len(label) > MAX_LABEL_CHARS:
@@ -224,7 +229,7 @@ def tagging_summary(probabilities: Mapping[str, float], threshold: float, limit:
         )
     else:
         head = f"No label reaches {format_probability(threshold)}; the most likely is “{_escape(next(iter(probabilities)))}”."
-    rows = [f"| {_escape_cell(label)} | {format_probability(prob)} |" for label, prob in list(probabilities.items())[:limit]]
+    rows = [f"| {_escape_text_cell(label)} | {format_probability(prob)} |" for label, prob in list(probabilities.items())[:limit]]
     more = [f"| … {len(probabilities) - limit} more | |"] if len(probabilities) > limit else []
     return "\n".join([head, "", "| label | probability |", "|---|---|", *rows, *more])
 
@@ -268,7 +273,7 @@ def status_markdown(report: Mapping[str, Any] | None, max_failures: int = 20) ->
     if failed:
         lines += ["| failed file | reason |", "|---|---|"]
         lines += [
-            f"| `{_escape_cell(f['path'])}` | {_escape_cell(f['reason'] or '')} |"
+            f"| `{_escape_cell(f['path'])}` | {_escape_text_cell(f['reason'] or '')} |"
             for f in failed[:max_failures]
         ]
         if len(failed) > max_failures:
@@ -293,6 +298,14 @@ def index_summary_markdown(summary: Any) -> str:
         f"- cannot list {_escape(folder)}; its photos are kept"
         for folder in summary.unreadable_dirs
     ]
+    lines += [
+        f"- folder link {_escape(link)} leads outside the folder; not followed (index its target itself)"
+        for link in getattr(summary, "outside_links", [])
+    ]
+    lines += [
+        f"- {count} {_escape(suffix)} photos skipped: the server cannot decode them"
+        for suffix, count in sorted(getattr(summary, "undecodable", {}).items())
+    ]
     return "\n".join(lines)
 
 
@@ -303,7 +316,9 @@ def export_report_markdown(report: Any, *, dry_run: bool, undo: bool = False, li
     lines = [f"**{len(changes)} sidecars {verb}**, {len(report.unchanged)} unchanged, "
              f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")]  # fmt: skip
     for change in changes[:limit]:
-        keywords = _keywords(getattr(change, "removed" if undo else "added", None))
+        copies = getattr(change, "mirrored", {}) if undo else {}  # the user's keywords, only copied by us
+        keywords = [k for k in _keywords(getattr(change, "removed" if undo else "added", None))
+                    if k not in {v for vs in copies.values() for v in vs}]  # fmt: skip
         stale = [] if undo else _keywords(getattr(change, "removed", None))
         lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else "")
                      + (f"; removed {_escape(', '.join(stale))}" if stale else ""))  # fmt: skip
@@ -341,4 +356,10 @@ def _escape_code(text: str) -> str:
 
 
 def _escape_cell(text: str) -> str:
+    """For a table cell inside a code span."""
     return _escape_code(str(text)).replace("|", "\\|").replace("\n", " ")
+
+
+def _escape_text_cell(text: str) -> str:
+    """For a table cell of plain text: markdown-neutral, on one line."""
+    return _escape(str(text).replace("\n", " "))
