@@ -448,3 +448,24 @@ def test_a_retrained_demo_model_gets_a_fresh_demo_library(tmp_path, monkeypatch)
     assert default_demo_library(samples, model) == old
     (model / "model.safetensors").write_bytes(b"new weights")
     assert default_demo_library(samples, model) != old
+
+
+def test_the_undo_report_lists_only_machine_keywords_not_the_users_copied_ones(tmp_path):
+    from indexer.export import export_xmp, undo_xmp
+
+    photo = tmp_path / "IMG_1.jpg"
+    photo.write_bytes(b"not really an image")
+    sidecar = tmp_path / "IMG_1.jpg.xmp"
+    sidecar.write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
+        "<rdf:li>holiday</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>",
+        encoding="utf-8",
+    )
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")  # "holiday" is copied into new lists
+
+    report = undo_xmp(tmp_path / "export.json")
+
+    assert "holiday" in report.written[0].removed["lr:hierarchicalSubject"]  # the copy went with the list
+    text = views.export_report_markdown(report, dry_run=False, undo=True)
+    assert "AI\\|animal\\|dog" in text and "holiday" not in text
