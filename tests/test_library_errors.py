@@ -175,3 +175,46 @@ def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
         assert writer["rc"] == 2
         assert f"library {lib} is read-only ({reason})" in _one_line_error(writer["stderr"])
     assert {p.name: p.read_bytes() for p in archive.iterdir()} == before
+
+
+_WEB_CHILD = r"""
+import json, os, sys, warnings
+warnings.filterwarnings("ignore")
+try:
+    open(os.path.join(sys.argv[1], "probe"), "w").close()
+except PermissionError:
+    pass
+else:
+    os.unlink(os.path.join(sys.argv[1], "probe"))
+    print(json.dumps("permissions not enforced"))
+    sys.exit()
+from ui import handlers
+from ui.state import load_state
+state = load_state(sys.argv[1])
+gallery = handlers.search_text(state, "red", 0.0, 3, "", "", "", "best match")[0]
+print(json.dumps({"thumbnails": str(state.thumbnails.folder), "pictures": [picture for picture, _ in gallery]}))
+"""
+
+
+def test_the_web_app_searches_a_read_only_library_with_thumbnails_in_the_users_cache(
+    built_library, tmp_path, restore_permissions
+):
+    archive = _copy(built_library, tmp_path / "archive")
+    shutil.rmtree(archive / ".thumbnails", ignore_errors=True)
+    _make_read_only(archive, folder_too=True)
+    restore_permissions.append(archive)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    child = subprocess.run([*prefix, sys.executable, "-c", _WEB_CHILD, str(archive)],
+                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    if result == "permissions not enforced":
+        pytest.skip("this process can write to a chmod 555 folder")
+    assert result["thumbnails"].startswith(str(tmp_path / "cache" / "siglip-search" / "thumbnails"))
+    assert len(result["pictures"]) == 3 and all(Path(p).is_file() for p in result["pictures"])
+    assert not (archive / ".thumbnails").exists()

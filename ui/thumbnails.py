@@ -7,6 +7,7 @@ formats browsers cannot show (TIFF, HEIC) look like any other photo.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Sequence
@@ -25,7 +26,17 @@ JPEG_QUALITY = 85
 
 
 def thumbnail_dir(library_path: str | os.PathLike) -> Path:
-    return Path(library_path) / THUMBNAIL_DIR_NAME
+    """`<library>/.thumbnails`; for a library this process may not write (a read-only mount or share),
+    a folder in the user's cache: `$XDG_CACHE_HOME/siglip-search/thumbnails/<key of the library path>`."""
+    library = Path(library_path)
+    inside = library / THUMBNAIL_DIR_NAME
+    if inside.is_dir() and os.access(inside, os.W_OK | os.X_OK):
+        return inside
+    if not inside.exists() and (not library.exists() or os.access(library, os.W_OK | os.X_OK)):
+        return inside
+    key = hashlib.sha256(str(library.resolve()).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "siglip-search" / "thumbnails" / key
 
 
 class Thumbnails:
