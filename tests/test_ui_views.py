@@ -340,7 +340,7 @@ def test_a_read_only_server_refuses_jobs_that_write(tmp_path):
     try:
         with pytest.raises(gr.Error, match="read-only"):
             handlers.index_folder(state, str(tmp_path))
-        assert not (tmp_path / "library" / "library.db").exists()
+        assert not (tmp_path / "library").exists()
         with pytest.raises(gr.Error, match="No library"):
             handlers.search_text(state, "red", 0.0, 5, "", "", "", "best match")
     finally:
@@ -371,6 +371,7 @@ def test_an_index_job_that_cannot_run_leaves_no_library_behind(tmp_path):
     from ui.state import load_state
 
     state = load_state(tmp_path / "library")  # no --model, no library yet
+    assert not (tmp_path / "library").exists()  # a mistyped --library leaves nothing behind
     try:
         with pytest.raises(gr.Error, match="does not exist"):
             handlers.index_folder(state, str(tmp_path / "nowhere"))
@@ -378,7 +379,7 @@ def test_an_index_job_that_cannot_run_leaves_no_library_behind(tmp_path):
             handlers.index_folder(state, str(tmp_path))
     finally:
         state.close()
-    assert not (tmp_path / "library" / "library.db").exists()
+    assert not (tmp_path / "library").exists()
 
 
 def test_the_password_can_come_from_the_environment(monkeypatch):

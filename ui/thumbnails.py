@@ -48,7 +48,8 @@ class Thumbnails:
         self, folder: str | os.PathLike, *, max_pixels: int | None = None, workers: int = 4
     ) -> None:
         self.folder = Path(folder).resolve()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.folder.parent.is_dir():  # else made with the first thumbnail: a mistyped --library
+            self.folder.mkdir(exist_ok=True)  # must not leave folders behind
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbnail")
 
@@ -124,6 +125,7 @@ class Thumbnails:
 def _save_atomic(im: Image.Image, target: Path, fmt: str, **options) -> None:
     """Write beside the target and rename: a reader never sees half a file, two writers never clash."""
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         im.save(temp, fmt, **options)
         os.replace(temp, target)
