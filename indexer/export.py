@@ -155,14 +155,7 @@ def plan_keyword_merge(
     photo: Path, tag_paths: Sequence[tuple[str, ...]], folder_names: Collection[str] | None = None
 ) -> SidecarPlan:
     """Plan adding tag paths to the photo's sidecar (new `name.ext.xmp` if none); never opens the photo."""
-    photo = Path(photo)
-    if not photo.is_file():
-        raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
-    sidecar = sidecar_path_for(photo, folder_names)
-    raw, before = _read_sidecar(sidecar, missing_ok=True)
-    data, change = add_keywords(raw, keyword_values(tag_paths), sidecar)
-    change.photo, change.created = photo, before is None
-    return SidecarPlan(change, data, before)
+    return plan_keyword_sync(photo, tag_paths, lambda _sidecar: None, folder_names)
 
 
 def plan_keyword_sync(
@@ -192,11 +185,8 @@ def plan_keyword_sync(
             removal.photo = photo
             return SidecarPlan(removal, None, before, delete=True)
         removed, notes = removal.removed, removal.notes
-    if any(wanted.values()):
-        added_data, change = add_keywords(data if data is not None else raw, wanted, sidecar)
-        data = added_data if added_data is not None else data
-    else:
-        change = SidecarChange(path=sidecar)
+    added_data, change = add_keywords(data if data is not None else raw, wanted, sidecar)
+    data = added_data if added_data is not None else data
     change.photo, change.created = photo, before is None
     change.removed, change.notes = removed, [*notes, *change.notes]
     return SidecarPlan(change, data, before)
@@ -207,8 +197,7 @@ def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarC
     for remove_keywords; None when nothing is stale. A list we created counts as ours to remove
     whole (with its copies of the user's keywords) only when nothing is wanted in it any more, and
     the file only when nothing is wanted at all."""
-    added = {k: [v for v in vs if v not in wanted.get(k, [])] for k, vs in record.added.items()}
-    added = {k: vs for k, vs in added.items() if vs}
+    added = _less(record.added, wanted)
     if not added:
         return None
     return replace(
@@ -238,10 +227,10 @@ def file_identity(path: Path) -> tuple[int, int, int] | None:
 def _read_sidecar(path: Path, missing_ok: bool) -> tuple[bytes, tuple[int, int, int] | None]:
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_SIDECAR_BYTES:
+            st = os.fstat(f.fileno())
+            if st.st_size > MAX_SIDECAR_BYTES:
                 raise SidecarError(
-                    path, f"{size} bytes is too large for an XMP sidecar; left untouched"
+                    path, f"{st.st_size} bytes is too large for an XMP sidecar; left untouched"
                 )
             raw = f.read()
     except FileNotFoundError:
@@ -249,7 +238,7 @@ def _read_sidecar(path: Path, missing_ok: bool) -> tuple[bytes, tuple[int, int, 
             return NEW_SIDECAR, None
         raise
     # The mode bits too: os.access says yes to root (photo tools in containers often run as root).
-    if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
+    if not os.access(path, os.W_OK) or not st.st_mode & 0o222:
         raise SidecarError(path, "read-only; left untouched")
     return raw, file_identity(path)
 
@@ -297,10 +286,11 @@ def export_xmp(
     Keywords an earlier export added that the photo's tags no longer give (re-tagged, another
     threshold or root tag) are removed; keywords no export added are never touched. every_photo:
     `items` hold the tags of every photo the manifest covers (a whole library), so a recorded photo
-    missing from them has no tags any more and loses what earlier exports added. Every tag is checked before any file is touched. A sidecar that
-    cannot be read or parsed is skipped and reported. The manifest records each batch before its
-    sidecars are written, so an interrupted export can still be undone; entries whose write failed
-    are rolled back.
+    missing from them has no tags any more and loses what earlier exports added.
+
+    Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is
+    skipped and reported. The manifest records each batch before its sidecars are written, so an
+    interrupted export can still be undone; entries whose write failed are rolled back.
     """
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
@@ -543,12 +533,13 @@ def _without(record: SidecarChange | None, removed: dict[str, list[str]]) -> Sid
     """An earlier record less the values just removed from the sidecar."""
     if record is None or not removed:
         return record
+    return replace(record, added=_less(record.added, removed), mirrored=_less(record.mirrored, removed))
 
-    def less(values: dict[str, list[str]]) -> dict[str, list[str]]:
-        kept = {k: [v for v in vs if v not in removed.get(k, [])] for k, vs in values.items()}
-        return {k: vs for k, vs in kept.items() if vs}
 
-    return replace(record, added=less(record.added), mirrored=less(record.mirrored))
+def _less(values: dict[str, list[str]], taken: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per keyword property, the values not in `taken`; properties left empty are dropped."""
+    kept = {k: [v for v in vs if v not in taken.get(k, [])] for k, vs in values.items()}
+    return {k: vs for k, vs in kept.items() if vs}
 
 
 def _restore(
