@@ -205,8 +205,7 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     """One line per sidecar changed (or planned), skipped ones on stderr; exit 1 if any was skipped."""
     for change in report.planned if dry_run else report.written:
         counts = []
-        removed = {k: [v for v in vs if v not in change.mirrored.get(k, [])] for k, vs in change.removed.items()}
-        for verb, values in (("add", change.added), ("remove", removed if undo else change.removed)):
+        for verb, values in (("add", change.added), ("remove", change.removed_keywords if undo else change.removed)):
             count = len({v for vs in values.values() for v in vs})
             if count or (verb == "remove") == undo:
                 counts.append(f"{'would ' + verb if dry_run else verb.rstrip('e') + 'ed'} {count}")

@@ -88,6 +88,12 @@ class SidecarChange:
     def changed(self) -> bool:
         return bool(self.added or self.mirrored or self.removed or self.deleted)
 
+    @property
+    def removed_keywords(self) -> dict[str, list[str]]:
+        """For an undo: what was removed, less the user's keywords that a list we created only copied
+        (`mirrored`), which went with that list."""
+        return {k: [v for v in vs if v not in self.mirrored.get(k, [])] for k, vs in self.removed.items()}
+
 
 def keyword_values(tag_paths: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:
     """The values each keyword property gets for these tag paths, in the form each manager reads."""

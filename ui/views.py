@@ -316,9 +316,9 @@ def export_report_markdown(report: Any, *, dry_run: bool, undo: bool = False, li
     lines = [f"**{len(changes)} sidecars {verb}**, {len(report.unchanged)} unchanged, "
              f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")]  # fmt: skip
     for change in changes[:limit]:
-        copies = getattr(change, "mirrored", {}) if undo else {}  # the user's keywords, only copied by us
-        keywords = [k for k in _keywords(getattr(change, "removed" if undo else "added", None))
-                    if k not in {v for vs in copies.values() for v in vs}]  # fmt: skip
+        # An undo lists what it removed of ours (SidecarChange.removed_keywords), not the user's copies.
+        done = getattr(change, "removed_keywords", getattr(change, "removed", None)) if undo else getattr(change, "added", None)
+        keywords = _keywords(done)
         stale = [] if undo else _keywords(getattr(change, "removed", None))
         lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else "")
                      + (f"; removed {_escape(', '.join(stale))}" if stale else ""))  # fmt: skip
