@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 import sys
 import threading
@@ -159,9 +160,18 @@ def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -
 
 
 def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:
-    # The indexer parses this reason to try the file again under a higher --max-pixels.
+    # refused_pixel_count reads this back: the indexer tries the file again under a higher --max-pixels.
     width, height = size
     return f"decompression bomb ({width}x{height} = {width * height} pixels, limit {max_pixels})"
+
+
+_PIXEL_COUNT = re.compile(r"^decompression bomb \(\d+x\d+ = (\d+) pixels")
+
+
+def refused_pixel_count(reason: str | None) -> int | None:
+    """The pixel count of an image a decode refused as too large (its DecodeError reason), else None."""
+    found = _PIXEL_COUNT.match(reason or "")
+    return int(found.group(1)) if found else None
 
 
 def _claimed_size(f) -> tuple[int, int] | None:

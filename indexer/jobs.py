@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections import Counter, defaultdict, deque
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from siglip_search.errors import InputError
 
-from .decode import DEFAULT_MAX_PIXELS, decode_image
+from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
 from .errors import DecodeError, FolderNotFoundError
 from .library import Library
 from .scan import ScannedFile, fingerprint_file, is_junk, is_root_online, scan_folder
@@ -242,16 +241,14 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
 # Failures whose cause can go away while the file stays as it is (permissions, a decoder installed
 # since): such photos are tried again at each run. Corrupt data is not retried.
 _RETRIED_FAILURES = ("permission denied", "cannot read file", "unsupported")
-_PIXEL_COUNT = re.compile(r"^decompression bomb \(\d+x\d+ = (\d+) pixels")
 
 
 def _may_pass_now(error: str | None, max_pixels: int | None) -> bool:
     """Whether a failed, unchanged photo is worth another try; too many pixels: under a higher cap."""
-    error = error or ""
-    too_big = _PIXEL_COUNT.match(error)
-    if too_big:
-        return int(too_big.group(1)) <= (max_pixels or DEFAULT_MAX_PIXELS)
-    return error.startswith(_RETRIED_FAILURES)
+    pixels = refused_pixel_count(error)
+    if pixels is not None:
+        return pixels <= (max_pixels or DEFAULT_MAX_PIXELS)
+    return (error or "").startswith(_RETRIED_FAILURES)
 
 
 def _nested_prefixes(root: RootRow, roots: list[RootRow]) -> list[str]:
