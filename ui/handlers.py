@@ -228,11 +228,15 @@ def show_status(state: AppState) -> str:
     return views.status_markdown(library_status(state.library))
 
 
+def _refuse_if_read_only(state: AppState) -> None:
+    if state.read_only:
+        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
+
+
 @contextmanager
 def _one_job(state: AppState) -> Iterator[None]:
     """Jobs that write the library run one at a time; a second one is refused, not queued."""
-    if state.read_only:
-        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
+    _refuse_if_read_only(state)
     if not state.job_lock.acquire(blocking=False):
         raise FormError("Another job (indexing, tagging or export) is running; wait for it to finish.")
     try:
@@ -301,8 +305,7 @@ def export_tags(state: AppState, format_name: str, root_tag: str, threshold: flo
         return views.export_report_markdown(report, dry_run=dry_run), gr.update(value=None, visible=False)
     if fmt not in ("csv", "jsonl"):
         raise FormError(f"Choose one of: {', '.join(EXPORT_FORMATS)}.")
-    if state.read_only:  # a download writes nothing of the user's, but --read-only promises no export
-        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
+    _refuse_if_read_only(state)  # a download writes nothing of the user's, but --read-only promises no export
     rows = library_tag_rows(library, prob)
     if not rows:
         raise FormError("The library has no tags to export yet: tag the library first.")

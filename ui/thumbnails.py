@@ -47,9 +47,8 @@ class Thumbnails:
     def __init__(
         self, folder: str | os.PathLike, *, max_pixels: int | None = None, workers: int = 4
     ) -> None:
-        self.folder = Path(folder).resolve()
-        if self.folder.parent.is_dir():  # else made with the first thumbnail: a mistyped --library
-            self.folder.mkdir(exist_ok=True)  # must not leave folders behind
+        self.folder = Path(folder).resolve()  # made with the first thumbnail (_save_atomic): a mistyped
+        # --library must not leave folders behind
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbnail")
 
