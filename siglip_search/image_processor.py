@@ -55,17 +55,25 @@ def _unit_float_hwc(image: Any) -> np.ndarray | None:
     return arr.astype(np.float32)
 
 
+def _resized(pil: Image.Image, opts: dict[str, Any]) -> Image.Image:
+    """Squash-resize to opts["size"] with opts["resample"] (PIL, no reducing_gap), as transformers does."""
+    size = _size_dict(opts["size"])
+    target = (size["width"], size["height"])
+    if pil.size == target:
+        return pil
+    resample = _RESAMPLE.get(int(opts["resample"]))
+    if resample is None:
+        raise InputError(f"unknown resample filter {opts['resample']}")
+    return pil.resize(target, resample=resample, reducing_gap=None)
+
+
 def _unit_float_pixels(arr: np.ndarray, opts: dict[str, Any]) -> np.ndarray:
     """transformers' PIL-backend route for [0, 1] floats: to uint8 by x255 and truncation, PIL resize, then
     back by 1/255 (so the result stays in [0, 1]); without do_resize the floats pass untouched."""
     if not opts["do_resize"]:
         return arr
-    size = _size_dict(opts["size"])
-    resample = _RESAMPLE.get(int(opts["resample"]))
-    if resample is None:
-        raise InputError(f"unknown resample filter {opts['resample']}")
     uint8 = (arr.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
-    resized = Image.fromarray(uint8).resize((size["width"], size["height"]), resample=resample, reducing_gap=None)
+    resized = _resized(Image.fromarray(uint8), opts)
     return (np.asarray(resized).astype(np.float64) * (1 / 255)).astype(np.float32)
 
 
@@ -141,13 +149,7 @@ class SiglipImageProcessor:
         pil = to_pil(image)
         pil = convert_to_rgb(pil) if opts["do_convert_rgb"] else pil
         if opts["do_resize"]:
-            size = _size_dict(opts["size"])
-            target = (size["width"], size["height"])
-            if pil.size != target:
-                resample = _RESAMPLE.get(int(opts["resample"]))
-                if resample is None:
-                    raise InputError(f"unknown resample filter {opts['resample']}")
-                pil = pil.resize(target, resample=resample, reducing_gap=None)
+            pil = _resized(pil, opts)
         arr = np.asarray(pil)
         if arr.ndim == 2:
             arr = arr[..., None]
