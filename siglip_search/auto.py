@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .checkpoint import resolve_checkpoint_dir
-from .config import read_config_json
+from .config import read_config_json, unsupported_model_type
 from .errors import CheckpointError
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
@@ -26,7 +26,7 @@ class AutoModel:
         directory = resolve_checkpoint_dir(name_or_path)
         model_type = read_config_json(directory / "config.json").get("model_type", "siglip")
         if model_type not in _MODELS:
-            raise CheckpointError(f"model_type {model_type!r} is not a SigLIP model this package supports")
+            raise unsupported_model_type(directory / "config.json", model_type, "a SigLIP model type")
         return _MODELS[model_type].from_pretrained(directory, **kwargs)
 
 
@@ -40,9 +40,11 @@ class AutoTokenizer:
             from .gemma_tokenizer import GemmaSiglipTokenizer
 
             return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
-        raise CheckpointError(
-            f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
-        )
+        message = f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
+        if (directory / "tokenizer.json").is_file():
+            message += ("; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
+                        "checkpoint it came from")
+        raise CheckpointError(message)
 
 
 class AutoImageProcessor:

@@ -17,6 +17,7 @@ from .config import (
     SiglipVisionConfig,
     load_config,
     load_tower_config,
+    read_config_json,
 )
 from .errors import CheckpointError, InputError, ModelNotCachedError
 
@@ -75,26 +76,60 @@ def _snapshot(repo_id: str, revision: str | None) -> Path:
 def _not_cached(repo_id: str, reason: str) -> str:
     return (
         f"model {repo_id} is not in the local Hugging Face cache and could not be downloaded ({reason}). "
-        "Download it on a machine with network access (huggingface-cli download "
-        f"{repo_id}) or pass a local checkpoint directory that holds config.json and model.safetensors"
+        f"Download it on a machine with network access (hf download {repo_id}) "
+        "or pass a local checkpoint directory that holds config.json and model.safetensors"
     )
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    index = directory / WEIGHTS_INDEX_NAME
     if (directory / WEIGHTS_NAME).is_file():
-        files = [directory / WEIGHTS_NAME]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from None
-        files = [directory / name for name in sorted(set(weight_map.values()))]
-    else:
-        raise CheckpointError(f"{directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
+        return _read_safetensors(directory / WEIGHTS_NAME)
+    if (directory / WEIGHTS_INDEX_NAME).is_file():
+        return _read_shards(directory)
+    raise CheckpointError(_no_safetensors(directory))
+
+
+def _no_safetensors(directory: Path) -> str:
+    message = f"{directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}"
+    pickles = [p.name for p in sorted(directory.glob("pytorch_model*.bin"))]
+    if pickles:
+        # torch.load of a pickle can run code; safetensors cannot, so only safetensors is read.
+        message += (
+            f"; it has {', '.join(pickles[:2])}{' ...' if len(pickles) > 2 else ''} (PyTorch pickle), which "
+            "siglip_search does not read. Convert it once where you trust the file, e.g. python -c \"import torch; "
+            "from safetensors.torch import save_file; save_file(torch.load('pytorch_model.bin', weights_only=True), "
+            "'model.safetensors', metadata={'format': 'pt'})\" in that directory"
+        )
+    return message
+
+
+def _read_shards(directory: Path) -> dict[str, torch.Tensor]:
+    """The shards an index names. The index says which file holds each tensor; a shard that holds a
+    tensor the index gives to another file (or to none) comes from a different save and is refused,
+    instead of letting whichever file is read last win."""
+    index = directory / WEIGHTS_INDEX_NAME
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v == Path(v).name and v not in ("", ".", "..")
+        for k, v in weight_map.items()
+    ):
+        raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must map tensor names "
+                              "to shard file names in the same directory")
     state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(_read_safetensors(file))
+    for name in sorted(set(weight_map.values())):
+        shard = _read_safetensors(directory / name)
+        listed = {k for k, v in weight_map.items() if v == name}
+        stray = sorted(set(shard) - listed - {k for k in shard if _IGNORED_KEYS.search(k)})
+        absent = sorted(listed - set(shard))
+        if stray or absent:
+            what = (f"holds {_first(stray)}, which {WEIGHTS_INDEX_NAME} does not assign to it" if stray
+                    else f"lacks {_first(absent)}, which {WEIGHTS_INDEX_NAME} assigns to it")
+            raise CheckpointError(f"{directory / name} {what}: the shards and the index come from different "
+                                  "saves; download the checkpoint again")
+        state.update(shard)
     return state
 
 
@@ -139,18 +174,50 @@ def _first(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + more
 
 
-def _resolve_dtype(dtype) -> torch.dtype | None:
+def _resolve_dtype(dtype) -> torch.dtype | str | None:
+    """None, "auto", or a floating torch dtype (a name such as "bfloat16" is looked up in torch)."""
     if dtype is None or dtype == "auto":
+        return dtype
+    resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise InputError(
+            f"torch_dtype must be 'auto', a floating-point torch dtype or its name ('float32', 'float16', "
+            f"'bfloat16'), got {dtype!r}"
+        )
+    return resolved
+
+
+def _resolve_device(device) -> torch.device | None:
+    """The target device, checked before any weights are read (torch's own errors name no remedy)."""
+    if device is None or device == "auto":
         return None
-    if isinstance(dtype, str):
+    try:
+        resolved = torch.device(device)
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"device {device!r} cannot be used on this machine ({reason}); use device='cpu'") from None
+    return resolved
+
+
+def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
+    """transformers' dtype="auto": config.json's dtype (torch_dtype before transformers 5), else the first
+    floating-point tensor's dtype."""
+    data = read_config_json(directory / "config.json")
+    named = data.get("dtype") or data.get("torch_dtype")
+    if named not in (None, "auto"):
         try:
-            dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise CheckpointError(f"unknown torch_dtype {dtype!r}") from None
-    return dtype
+            return _resolve_dtype(named)
+        except InputError:
+            raise CheckpointError(f"{directory / 'config.json'}: dtype {named!r} is not a floating torch dtype") from None
+    return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
 
 
 def load_model(cls, name_or_path, dtype=None, device=None, revision=None, **_):
+    """dtype None loads float32 whatever the file holds (transformers 4's default); "auto" keeps the
+    checkpoint's dtype as transformers 5 does by default; a dtype casts to it."""
+    target = _resolve_dtype(dtype)
+    target_device = _resolve_device(device)
     directory = resolve_checkpoint_dir(name_or_path, revision)
     config = config_for(cls, directory)
     model = cls(config)
@@ -161,18 +228,31 @@ def load_model(cls, name_or_path, dtype=None, device=None, revision=None, **_):
         found = {k: v for k, v in found.items() if k.startswith(cls.key_prefix)}
     elif cls.key_prefix:  # transformers 5 saves a tower alone without the prefix
         found = {cls.key_prefix + k: v for k, v in found.items()}
-    check_state_dict(expected, found, str(directory))
-    target = _resolve_dtype(dtype)
-    if dtype == "auto":
-        target = next(iter(found.values())).dtype
+    try:
+        check_state_dict(expected, found, str(directory))
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc) + _defaulted_note(cls, directory)) from None
+    if target == "auto":
+        target = _auto_dtype(directory, found)
     with torch.no_grad():
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in found.items()}, strict=True)
     if target is not None:
         model.to(target)
-    if device is not None and device != "auto":
-        model.to(device)
+    if target_device is not None:
+        model.to(target_device)
     model.name_or_path = str(name_or_path)
     return model.eval()
+
+
+def _defaulted_note(cls, directory: Path) -> str:
+    """Why the shapes may be off: a config.json without a tower's settings gets base-size defaults."""
+    if cls.config_class is not SiglipConfig:
+        return ""
+    data = read_config_json(directory / "config.json")
+    absent = [key for key in ("text_config", "vision_config") if not data.get(key)]
+    if not absent:
+        return ""
+    return f" ({' and '.join(absent)} absent from config.json, so the base-size defaults were used)"
 
 
 def save_model(
@@ -193,8 +273,9 @@ def save_model(
     data = config.to_dict()
     if isinstance(config, (SiglipTextConfig, SiglipVisionConfig)):
         data.setdefault("architectures", [type(model).__name__])
-    (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
+    _record_dtype(data, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32))
+    (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     shards = split_into_shards(state, limit) if limit is not None else [state]
     names = [WEIGHTS_NAME] if len(shards) == 1 else [
         f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
@@ -213,6 +294,19 @@ def save_model(
             "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
         }
         (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _record_dtype(data: dict, dtype: torch.dtype) -> None:
+    """config.json's dtype names the weights written, as transformers 5 writes it: a value kept from
+    the loaded file would make transformers' dtype="auto" (its default) cast float32 weights to float16."""
+    name = str(dtype).removeprefix("torch.")
+    data.pop("torch_dtype", None)
+    data["dtype"] = name
+    for part in ("text_config", "vision_config"):
+        sub = data.get(part)
+        if isinstance(sub, dict) and ("dtype" in sub or "torch_dtype" in sub):
+            sub.pop("torch_dtype", None)
+            sub["dtype"] = name
 
 
 _SHARD_FILE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")

@@ -70,7 +70,7 @@ class SiglipTextConfig(_ConfigMixin):
     def __post_init__(self) -> None:
         if self.projection_size is None:
             self.projection_size = self.hidden_size
-        _check_heads(self.hidden_size, self.num_attention_heads, "text_config")
+        _check_sizes(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
 
 
 @dataclass
@@ -95,7 +95,7 @@ class SiglipVisionConfig(_ConfigMixin):
             if len(sizes) != 1:
                 raise CheckpointError(f"vision_config.image_size must be square, got {self.image_size}")
             self.image_size = int(sizes.pop())
-        _check_heads(self.hidden_size, self.num_attention_heads, "vision_config")
+        _check_sizes(self, "vision_config", "num_channels", "image_size", "patch_size")
 
     @property
     def num_patches(self) -> int:
@@ -103,10 +103,17 @@ class SiglipVisionConfig(_ConfigMixin):
         return (self.image_size // self.patch_size) ** 2
 
 
-def _check_heads(hidden: int, heads: int, where: str) -> None:
-    if hidden % heads:
+def _check_sizes(config, where: str, *names: str) -> None:
+    """Sizes are positive ints (a "768" string or a 0 in config.json gives one line, not a TypeError
+    deep in torch), and the heads divide the width."""
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", *names):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{where}.{name} must be a positive integer, got {value!r}")
+    if config.hidden_size % config.num_attention_heads:
         raise CheckpointError(
-            f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}"
+            f"{where}: hidden_size {config.hidden_size} is not divisible by num_attention_heads "
+            f"{config.num_attention_heads}"
         )
 
 
@@ -195,6 +202,27 @@ def read_config_json(path: Path) -> dict[str, Any]:
 
 
 _TOWER_KEYS = {"siglip_text_model": "text_config", "siglip_vision_model": "vision_config"}
+_TOWER_CLASSES = {"siglip_text_model": "SiglipTextModel", "siglip_vision_model": "SiglipVisionModel"}
+
+
+def unsupported_model_type(path: Path, model_type: Any, expected: str = "'siglip'") -> CheckpointError:
+    """The one-line refusal of a config.json whose model_type this class cannot load."""
+    if model_type in _TOWER_CLASSES:
+        why = f"it holds one tower only; load it with {_TOWER_CLASSES[model_type]} or AutoModel"
+    elif model_type == "siglip2":
+        why = "SigLIP 2 NaFlex checkpoints are not supported; fixed-resolution SigLIP 2 ones use 'siglip'"
+    else:
+        why = "not a SigLIP checkpoint"
+    return CheckpointError(f"{path}: model_type {model_type!r} is not {expected} ({why})")
+
+
+def _tower_part(path: Path, data: dict[str, Any], key: str) -> dict[str, Any]:
+    part = data.get(key)
+    if part is None:
+        return {}  # transformers also falls back to the defaults
+    if not isinstance(part, dict):
+        raise CheckpointError(f"{path}: {key} must be a JSON object, got {type(part).__name__}")
+    return part
 
 
 def load_tower_config(cls, path: Path):
@@ -202,18 +230,16 @@ def load_tower_config(cls, path: Path):
     own_type = cls.__dataclass_fields__["model_type"].default
     model_type = data.get("model_type", "siglip")
     if model_type == "siglip":
-        return cls.from_dict(data.get(_TOWER_KEYS[own_type], {}))
+        return cls.from_dict(_tower_part(path, data, _TOWER_KEYS[own_type]))
     if model_type != own_type:
-        raise CheckpointError(f"{path}: model_type {model_type!r} is not a {own_type!r} or 'siglip' config")
+        raise unsupported_model_type(path, model_type, f"{own_type!r} or 'siglip'")
     return cls.from_dict(data)
 
 
 def load_config(path: Path) -> SiglipConfig:
     data = read_config_json(path)
     model_type = data.get("model_type", "siglip")
-    if model_type not in ("siglip",):
-        raise CheckpointError(
-            f"{path}: model_type {model_type!r} is not supported (expected 'siglip'; "
-            "SigLIP 2 NaFlex checkpoints use 'siglip2')"
-        )
-    return SiglipConfig.from_dict(data)
+    if model_type != "siglip":
+        raise unsupported_model_type(path, model_type)
+    parts = {key: _tower_part(path, data, key) for key in ("text_config", "vision_config")}
+    return SiglipConfig.from_dict(data | parts)

@@ -1,8 +1,11 @@
 """Tokenizer for fixed-resolution SigLIP 2 checkpoints: Gemma SentencePiece, lower-case only.
 
-Unverified offline against the hub (see README): whether EOS is appended and the padding side
-come from tokenizer_config.json (`add_bos_token`, `add_eos_token`, `padding_side`); defaults
-follow big_vision's SigLIP 2 text pipeline (lower-case, no BOS, sticky EOS, pad to 64 with <pad>).
+The defaults are big_vision's SigLIP 2 text pipeline (SigLIP2_demo.ipynb: `lower|tok(length=64,
+model="gemma", bos="no", eos="sticky")`; pp/proj/paligemma/ops.py: EOS appended, right-padded with
+the pad id, EOS kept last on truncation). tokenizer_config.json may override `add_bos_token`,
+`add_eos_token` and `padding_side`; what the hub files set is unverified offline (see README).
+Lower-casing follows transformers' Siglip2Tokenizer (Unicode, one character at a time); big_vision's
+tf.strings.lower lower-cases ASCII letters only.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
         return list(dict.fromkeys([self.bos_token, *super().all_special_tokens]))
 
     def canonicalize_text(self, text: str) -> str:
-        return text.lower()  # SigLIP 2 lower-cases but keeps punctuation
+        # SigLIP 2 lower-cases but keeps punctuation. Character by character, as the tokenizers library's
+        # Lowercase() does: str.lower() alone would turn a word-final capital sigma into "ς", not "σ".
+        return text.replace("\u03a3", "\u03c3").lower()
 
     def tokenize(self, text: str) -> list[str]:
         return self.sp_model.encode(self.canonicalize_text(text), out_type=str)

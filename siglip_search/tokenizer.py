@@ -24,6 +24,10 @@ from .errors import CheckpointError, InputError
 SPIECE_UNDERLINE = "\u2581"
 VOCAB_FILE = "spiece.model"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+# A model_max_length above transformers' LARGE_INTEGER (1e20) means "no limit": transformers writes
+# VERY_LARGE_INTEGER (1e30) into tokenizer_config.json when a tokenizer has none, and then neither
+# pads to it nor truncates at it.
+_NO_LIMIT = int(1e20)
 
 
 class BatchEncoding(dict):
@@ -92,6 +96,11 @@ class SiglipTokenizer:
 
     def __len__(self) -> int:
         return self.vocab_size
+
+    @property
+    def _default_max_length(self) -> int | None:
+        """model_max_length, or None where it stands for "no limit"."""
+        return None if self.model_max_length > _NO_LIMIT else self.model_max_length
 
     @property
     def eos_token_id(self) -> int:
@@ -181,7 +190,7 @@ class SiglipTokenizer:
     def _encode_rows(self, texts, add_special_tokens, truncation, max_length) -> list[list[int]]:
         """Ids per text with </s> and truncation, before any padding."""
         if truncation and max_length is None:
-            max_length = self.model_max_length
+            max_length = self._default_max_length
         rows = []
         for text in texts:
             if not isinstance(text, str):
@@ -189,7 +198,7 @@ class SiglipTokenizer:
             ids = self.convert_tokens_to_ids(self.tokenize(text))
             if add_special_tokens:
                 ids = self.build_inputs_with_special_tokens(ids)
-            if truncation and len(ids) > max_length:
+            if truncation and max_length is not None and len(ids) > max_length:
                 # Keep the first L-1 pieces and then </s>: EOS is "sticky" as in big_vision.
                 ids = ids[: max_length - 1] + [self.eos_token_id] if add_special_tokens else ids[:max_length]
             rows.append(ids)
@@ -203,7 +212,9 @@ class SiglipTokenizer:
         if padding is True or padding == "longest":
             length = max(len(r) for r in rows)
         elif padding == "max_length":
-            length = max_length or self.model_max_length
+            length = max_length or self._default_max_length
+            if length is None:
+                return None  # as transformers: no max_length anywhere, so no padding
         else:
             raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
         if pad_to_multiple_of:  # as transformers: the padded length rounded up to a multiple
@@ -232,8 +243,9 @@ class SiglipTokenizer:
     ) -> BatchEncoding:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
-        limit = max_length or self.model_max_length
-        if truncation and padding not in (False, None, "do_not_pad") and pad_to_multiple_of and limit % pad_to_multiple_of:
+        limit = max_length or self._default_max_length
+        if (truncation and padding not in (False, None, "do_not_pad") and pad_to_multiple_of and limit
+                and limit % pad_to_multiple_of):
             raise InputError(f"truncation length {limit} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}")
         unpadded = self._encode_rows(texts, add_special_tokens, bool(truncation), max_length)
         length = self._pad_length(unpadded, padding, max_length, pad_to_multiple_of)
@@ -246,7 +258,8 @@ class SiglipTokenizer:
             raise InputError(f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)")
         if return_tensors is not None:
             if len({len(r) for r in rows}) > 1:
-                raise InputError("texts have different lengths; pass padding='max_length' to make a tensor")
+                raise InputError("texts have different lengths; pass padding='max_length' (and max_length= "
+                                 "where the tokenizer has no model_max_length) to make a tensor")
             make = torch.tensor if return_tensors == "pt" else np.array
             dtype = torch.long if return_tensors == "pt" else np.int64
             out = BatchEncoding({k: make([v] if single else v, dtype=dtype) for k, v in out.items()})

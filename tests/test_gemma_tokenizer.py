@@ -6,13 +6,20 @@ saved as `tokenizer.model`, the file name the SigLIP 2 hub repos use.
 
 Checked against transformers 5.24: the piece ids of lower-cased text equal its GemmaTokenizer
 (tokenizers backend converted from the same tokenizer.model; 5.24 has no slow Gemma tokenizer) and
-its Siglip2Tokenizer (which lower-cases itself), with special tokens left out on both sides.
+its Siglip2Tokenizer (which lower-cases itself, one character at a time: a word-final capital sigma
+becomes "σ", not Python's "ς"), with special tokens left out on both sides.
+
+Checked against big_vision's source (SigLIP2_demo.ipynb and pp/proj/paligemma/ops.py, read, not run):
+its SigLIP 2 text pipeline is `lower|tok(length=64, model="gemma", bos="no", eos="sticky")`, i.e. no
+<bos>, <eos> appended and kept last on truncation, right padding with <pad> = 0. These are the
+defaults asserted here. Its tf.strings.lower lower-cases ASCII letters only; we (and transformers)
+lower-case all of Unicode, so "ÉTÉ" tokenizes as "été" here and as "Été" there.
 
 Unverified against the hub (no network here), so asserted only as this package's documented choice:
-- that google/siglip2-* append <eos> (add_eos_token) and add no <bos>; transformers' converted
-  tokenizers here add neither, the hub tokenizer_config.json decides;
-- that padding is on the right with <pad>=0 (Siglip2Tokenizer's class default is "left"; the
-  text tower pools the last position, so the side matters) and the length is 64;
+- what google/siglip2-* tokenizer_config.json / tokenizer.json set (add_bos_token, add_eos_token,
+  padding_side); they override the defaults above when present. transformers' converted tokenizers
+  here add neither <bos> nor <eos> and pad on the left (Siglip2Tokenizer's class default); the text
+  tower pools the last position, so the side matters;
 - that the real vocabulary (256k Gemma pieces) segments like this tiny one;
 - a literal "<eos>" typed in a text: transformers turns it into the special id, we encode it as
   text (left out of the comparison).
@@ -37,6 +44,7 @@ TEXTS = [
     "A Photo of a RED Circle!", "Hello, World... (test)", "don't stop-believing", "tabs\tand\nnewlines",
     "  two  spaces ", "café CRÈME brûlée à Paris", "emoji 🐶🎉 dog", "digits 0123456789 3.14",
     "ﬁne ＡＢＣ ½", "“quoted” — dash… ¿qué?", "ÅNGSTRÖM", "", "x" * 80,
+    "ΟΔΟΣ ΣΤΗΝ ΑΘΗΝΑ", "ΌΣΟΣ.", "İSTANBUL", "STRASSE ẞ",
 ]
 
 
@@ -147,5 +155,6 @@ def test_piece_ids_equal_transformers_gemma_on_lower_cased_text(gemma_dir, token
     ours = tokenizer(text)["input_ids"]
 
     assert ours[-1] == EOS
-    assert ours[:-1] == gemma(text.lower(), add_special_tokens=False)["input_ids"]
+    lowered = "".join(ch.lower() for ch in text)  # per character, as the tokenizers library
+    assert ours[:-1] == gemma(lowered, add_special_tokens=False)["input_ids"]
     assert ours[:-1] == siglip2(text, add_special_tokens=False)["input_ids"]
