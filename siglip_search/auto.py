@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checkpoint import resolve_checkpoint_dir
+from .checkpoint import hub_options, resolve_checkpoint_dir
 from .config import read_config_json, unsupported_model_type
 from .errors import CheckpointError
 from .image_processor import SiglipImageProcessor
@@ -23,7 +23,7 @@ _MODELS = {
 class AutoModel:
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
-        directory = resolve_checkpoint_dir(name_or_path)
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         model_type = read_config_json(directory / "config.json").get("model_type", "siglip")
         if model_type not in _MODELS:
             raise unsupported_model_type(directory / "config.json", model_type, "a SigLIP model type")
@@ -33,7 +33,7 @@ class AutoModel:
 class AutoTokenizer:
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
-        directory = resolve_checkpoint_dir(name_or_path)
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         if (directory / "spiece.model").is_file():
             return SiglipTokenizer.from_pretrained(directory, **kwargs)
         if (directory / "tokenizer.model").is_file():

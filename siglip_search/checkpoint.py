@@ -6,6 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -41,7 +42,23 @@ _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-def resolve_checkpoint_dir(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
+# transformers' from_pretrained download options, honoured for hub ids (a local directory needs none).
+HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
+
+
+def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Takes the HUB_OPTIONS out of a from_pretrained's kwargs, for resolve_checkpoint_dir."""
+    return {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
+
+
+def resolve_checkpoint_dir(
+    name_or_path: str | os.PathLike,
+    revision: str | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
     """A local checkpoint directory, or the cached snapshot of a hub id (downloaded if allowed)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -51,23 +68,26 @@ def resolve_checkpoint_dir(name_or_path: str | os.PathLike, revision: str | None
         raise CheckpointError(f"{text} is a file; pass the checkpoint directory that holds config.json")
     if not _HUB_ID.match(text):
         raise CheckpointError(f"checkpoint directory {text} does not exist")
-    return _snapshot(text, revision)
+    options = {"revision": revision, "cache_dir": cache_dir, "token": token, "allow_patterns": CHECKPOINT_FILES}
+    return _snapshot(text, options, local_files_only)
 
 
-def _snapshot(repo_id: str, revision: str | None) -> Path:
+def _snapshot(repo_id: str, options: dict[str, Any], local_files_only: bool) -> Path:
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         raise CheckpointError(f"{repo_id} is not a local directory and huggingface_hub is not installed") from None
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILES, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True, **options))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
+    if local_files_only:
+        raise ModelNotCachedError(_not_cached(repo_id, "local_files_only=True")) from None
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelNotCachedError(_not_cached(repo_id, "HF_HUB_OFFLINE is set")) from None
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILES))
+        return Path(snapshot_download(repo_id, **options))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelNotCachedError(_not_cached(repo_id, reason)) from None
@@ -213,12 +233,12 @@ def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
     return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
 
 
-def load_model(cls, name_or_path, dtype=None, device=None, revision=None, **_):
+def load_model(cls, name_or_path, dtype=None, device=None, **kwargs):
     """dtype None loads float32 whatever the file holds (transformers 4's default); "auto" keeps the
     checkpoint's dtype as transformers 5 does by default; a dtype casts to it."""
     target = _resolve_dtype(dtype)
     target_device = _resolve_device(device)
-    directory = resolve_checkpoint_dir(name_or_path, revision)
+    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # other kwargs: transformers-only
     config = config_for(cls, directory)
     model = cls(config)
     found = {k: v for k, v in read_state_dict(directory).items() if not _IGNORED_KEYS.search(k)}

@@ -33,12 +33,12 @@ class _ConfigMixin:
         return copy.deepcopy(self.extra) | out
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike):
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any):
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
-        from .checkpoint import resolve_checkpoint_dir
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        return load_tower_config(cls, resolve_checkpoint_dir(path) / "config.json")
+        return load_tower_config(cls, resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
         # Unknown config.json keys stay readable as attributes, like HF's PretrainedConfig.
@@ -165,10 +165,10 @@ class SiglipConfig(_ConfigMixin):
         return out
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> SiglipConfig:
-        from .checkpoint import resolve_checkpoint_dir
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        return load_config(resolve_checkpoint_dir(path) / "config.json")
+        return load_config(resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)

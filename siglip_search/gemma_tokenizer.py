@@ -70,9 +70,9 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
-        from .checkpoint import resolve_checkpoint_dir
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        directory = Path(resolve_checkpoint_dir(name_or_path))
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
         allowed = {"eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token",

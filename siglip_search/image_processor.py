@@ -25,15 +25,20 @@ _RESAMPLE = {int(m): m for m in Image.Resampling}
 
 def convert_to_rgb(image: Image.Image) -> Image.Image:
     """RGB with any transparency composited onto white (transformers 5.x behaviour)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float greyscale: scale to 8 bits instead of clipping everything to white, and
+        # before looking at transparency, which convert("RGBA") would clip just the same.
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        scaled = arr / top * 255.0
+        transparent = image.info.get("transparency")
+        if isinstance(transparent, int):  # PNG tRNS: the pixels of this one grey value, onto white
+            scaled[arr == transparent] = 255.0
+        return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float greyscale: scale to 8 bits instead of clipping everything to white.
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
@@ -198,9 +203,9 @@ class SiglipImageProcessor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor:
-        from .checkpoint import resolve_checkpoint_dir
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        directory = resolve_checkpoint_dir(name_or_path)
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         return cls.from_dict(read_preprocessor_config(directory), **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:

@@ -49,8 +49,10 @@ class SiglipProcessor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
         from .auto import AutoTokenizer
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        return cls(SiglipImageProcessor.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path))
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # one snapshot for both
+        return cls(SiglipImageProcessor.from_pretrained(directory), AutoTokenizer.from_pretrained(directory))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         self.image_processor.save_pretrained(save_directory)

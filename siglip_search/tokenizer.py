@@ -298,9 +298,9 @@ class SiglipTokenizer:
     # --- files ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
-        from .checkpoint import resolve_checkpoint_dir
+        from .checkpoint import hub_options, resolve_checkpoint_dir
 
-        directory = resolve_checkpoint_dir(name_or_path)
+        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         vocab = directory / VOCAB_FILE
         if not vocab.is_file():
             raise CheckpointError(f"{directory} has no {VOCAB_FILE} (the SigLIP SentencePiece vocabulary)")

@@ -379,3 +379,41 @@ def test_a_hub_id_in_the_local_cache_loads_without_the_network(tmp_path, monkeyp
     with pytest.raises(ss.ModelNotCachedError, match=r"acme/other is not in the local Hugging Face cache.*"
                                                      r"hf download acme/other.*pass a local checkpoint directory"):
         ss.SiglipModel.from_pretrained("acme/other")
+
+
+def test_transformers_download_options_reach_the_hub_cache(tmp_path, monkeypatch):
+    """cache_dir, revision and local_files_only as transformers takes them: a snapshot kept in a cache of
+    the user's choosing loads with no network, pinned to its commit, and an id missing from that cache
+    with local_files_only=True is refused without trying the network."""
+    import huggingface_hub.constants
+
+    source = make_tiny_checkpoint(tmp_path / "source", seed=3)
+    cache = tmp_path / "my-cache"
+    fake_hub_cache(cache, "acme/tiny-siglip", source)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))  # the default cache holds nothing
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-home" / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    commit = "0123456789abcdef0123456789abcdef01234567"  # what fake_hub_cache's refs/main names
+    options = {"cache_dir": cache, "revision": commit, "local_files_only": True}
+
+    model = ss.AutoModel.from_pretrained("acme/tiny-siglip", **options)
+    processor = ss.AutoProcessor.from_pretrained("acme/tiny-siglip", **options)
+    tokenizer = ss.AutoTokenizer.from_pretrained("acme/tiny-siglip", cache_dir=cache, local_files_only=True)
+    config = ss.SiglipConfig.from_pretrained("acme/tiny-siglip", cache_dir=str(cache), local_files_only=True)
+    reference = ss.SiglipModel.from_pretrained(source)
+    ids = tokenizer(["a red circle"], padding="max_length", return_tensors="pt")["input_ids"]
+    assert torch.equal(ids, processor(text=["a red circle"], padding="max_length", return_tensors="pt")["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model.get_text_features(ids), reference.get_text_features(ids))
+    assert config.to_dict() == reference.config.to_dict()
+
+    for kwargs in ({"cache_dir": tmp_path / "elsewhere"}, {"cache_dir": cache, "revision": "f" * 40}):
+        with pytest.raises(ss.ModelNotCachedError, match=r"acme/tiny-siglip is not in the local Hugging Face cache "
+                                                         r"and could not be downloaded \(local_files_only=True\)"):
+            ss.SiglipModel.from_pretrained("acme/tiny-siglip", local_files_only=True, **kwargs)
