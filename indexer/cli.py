@@ -8,6 +8,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from siglip_search.errors import SiglipSearchError
 from .decode import MISSING_DECODERS
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
+from .scan import check_utf8_path
 
 EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
@@ -57,6 +59,8 @@ def index_command(args: argparse.Namespace) -> int:
     # Oversized images are refused with our own cap and recorded as failures; Pillow's
     # warning about them would only scribble over the progress bar.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    for path in args.paths:
+        check_utf8_path(path)  # before the library is created
     with open_library(args.library) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder(args.model, mode=args.mode)
@@ -65,12 +69,12 @@ def index_command(args: argparse.Namespace) -> int:
                 progress=not args.no_progress, max_pixels=args.max_pixels,
             )  # fmt: skip
     for root in summary.offline_roots:
-        print(f"{PROG}: root {root} is offline (missing or empty); its images are kept", file=sys.stderr)
+        print(f"{PROG}: root {shown(root)} is offline (missing or empty); its images are kept", file=sys.stderr)
     for folder in summary.unreadable_dirs:
-        print(f"{PROG}: cannot list folder {folder}; its images are kept", file=sys.stderr)
+        print(f"{PROG}: cannot list folder {shown(folder)}; its images are kept", file=sys.stderr)
     for link in summary.outside_links:
-        print(f"{PROG}: folder link {link} leads outside its root (to {os.path.realpath(link)}); not followed, "
-              "index that folder itself to include it", file=sys.stderr)  # fmt: skip
+        print(f"{PROG}: folder link {shown(link)} leads outside its root (to {shown(os.path.realpath(link))}); "
+              "not followed, index that folder itself to include it", file=sys.stderr)  # fmt: skip
     for suffix, count in sorted(summary.undecodable.items()):
         print(f"{PROG}: {count} {suffix} photos skipped: this Python cannot decode them "
               f"({MISSING_DECODERS[suffix]})", file=sys.stderr)  # fmt: skip
@@ -128,7 +132,7 @@ def search_command(args: argparse.Namespace) -> int:
         print(json.dumps(hits, indent=1, ensure_ascii=False))
     else:
         for hit in page.hits:
-            print(f"{hit.path}\t{hit.score:.4f}")
+            print(f"{shown(str(hit.path))}\t{hit.score:.4f}")
     return 0
 
 
@@ -166,7 +170,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
         print(f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
               f"cosine >= {group.min_cosine:.3f}")  # fmt: skip
         for row in group.images:
-            print(row.path)
+            print(shown(row.path))
     if report.blank:
         print(f"{PROG}: {len(report.blank)} blank frames left out of near-duplicate groups", file=sys.stderr)
     return 0
@@ -222,15 +226,26 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     return EXIT_PARTIAL if report.skipped else 0
 
 
+# Characters a file name may hold that would split a line of text output or reach the terminal as
+# a command (ESC sequences): C0/C1 controls, Unicode line breaks, lone surrogates.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def shown(text: str) -> str:
+    """`text` for one line of text output: unprintable characters escaped as Python writes them
+    ("\\n", "\\x1b"); everything else, accents and emoji included, as it is. JSON and CSV need none."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def format_status(report: dict, max_failures: int = 20) -> str:
-    lines = [f"library   {report['library']}"]
+    lines = [f"library   {shown(report['library'])}"]
     mode = f", {report['mode']}" if report["mode"] else ""
     identity = report["model_identity"] or {}
     lines.append(f"model     {report['model'] or '(none yet)'}" + (f" (dim {identity['dim']}{mode})" if identity else ""))
     lines.append(f"images    {report['images']} indexed, {report['failed_count']} failed")
     for i, root in enumerate(report["roots"]):
         state = "online " if root["online"] else "OFFLINE (missing or empty; images kept)"
-        lines.append(f"{'roots' if i == 0 else '':9} {state} {root['path']} ({root['images']} images)")
+        lines.append(f"{'roots' if i == 0 else '':9} {state} {shown(root['path'])} ({root['images']} images)")
     run = report["last_run"]
     if run:
         lines.append(
@@ -238,7 +253,7 @@ def format_status(report: dict, max_failures: int = 20) -> str:
             f"moved {run['moved']}, removed {run['removed']}, failed {run['failed']}"
         )
     for i, failure in enumerate(report["failed"][:max_failures]):
-        lines.append(f"{'failures' if i == 0 else '':9} {failure['path']}: {failure['reason']}")
+        lines.append(f"{'failures' if i == 0 else '':9} {shown(failure['path'])}: {shown(failure['reason'])}")
     if len(report["failed"]) > max_failures:
         lines.append(f"{'':9} ... and {len(report['failed']) - max_failures} more (--json lists all)")
     return "\n".join(lines)
@@ -322,7 +337,7 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_library_argument(tag)
     tag.add_argument("--vocabulary", metavar="FILE", help="one tag a line, or the format of data/tags/vocabulary.txt")
-    tag.add_argument("--threshold", type=_probability, default=None, metavar="P",
+    tag.add_argument("--threshold", type=_tag_threshold, default=None, metavar="P",
                      help="default probability threshold; tags with their own keep theirs")  # fmt: skip
     tag.add_argument("--cap", type=_positive_int, default=None, metavar="N", help="at most N tags a photo (default: 10)")
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
@@ -374,6 +389,13 @@ def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, got {text}")
+    return value
+
+
+def _tag_threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:  # as tag_library: 0 would tag every photo with every tag, 1 with none
+        raise argparse.ArgumentTypeError(f"must be a probability above 0 and below 1, got {text}")
     return value
 
 

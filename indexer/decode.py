@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import struct
 import sys
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from .errors import DecodeError
+from .errors import DecodeError, NotRegularFileError
 
 try:  # littleCMS, for Lab images; Pillow wheels include it, some source builds do not
     from PIL import ImageCms
@@ -46,6 +48,12 @@ MISSING_DECODERS = {
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Exceptions Pillow raises on corrupt, truncated or hostile files (plugins use all of these).
 PILLOW_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, Image.DecompressionBombError)
+
+# Pillow warns (on stderr, two lines a file) about EXIF blocks shorter than they claim; _read_exif
+# already keeps what is readable and the photo indexes. A filter, not catch_warnings(): decoding
+# runs in threads, and catch_warnings() swaps the process-wide filters under the other threads.
+warnings.filterwarnings("ignore", message=r"(Possibly corrupt|Corrupt) EXIF data|Truncated File Read",
+                        category=UserWarning, module=r"PIL\.TiffImagePlugin")  # fmt: skip
 
 _EXIF_IFD = 0x8769
 _MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL = 0x010F, 0x0110, 0x0132, 0x9003
@@ -78,7 +86,7 @@ def decode_image(
     # A max_pixels given is the only limit (Pillow's is raised to it); by default Pillow's stays.
     lift = _pillow_pixel_limit(max_pixels) if max_pixels else contextlib.nullcontext()
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise DecodeError("empty file (0 bytes)")
             with lift:
@@ -87,8 +95,34 @@ def decode_image(
         raise DecodeError("permission denied") from None
     except FileNotFoundError:
         raise DecodeError("file disappeared while indexing") from None
-    except IsADirectoryError:
-        raise DecodeError("is a directory") from None
+    except NotRegularFileError as exc:
+        raise DecodeError(exc.reason) from None
+
+
+def open_regular_file(path: str | os.PathLike):
+    """Open `path` for reading in binary, refusing anything but a regular file (NotRegularFileError).
+
+    Opened with O_NONBLOCK: a photo replaced by a FIFO after the scan would block a plain open()
+    for good, waiting for a writer. O_NONBLOCK means nothing to a regular file; it is cleared anyway."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # not inherited by children (PEP 446)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "is a directory" if stat.S_ISDIR(mode) else f"not a regular file ({_file_kind(mode)})"
+            raise NotRegularFileError(path, kind)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a file"
 
 
 _limit_lock = threading.Lock()
@@ -207,13 +241,18 @@ def to_rgb(im: Image.Image) -> Image.Image:
     float grey as photo tools show it, Lab through littleCMS. DecodeError for a mode we cannot."""
     if im.mode == "RGB":
         return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # Before the transparency check: convert("RGBA") would clip every value above 255 to white.
+        values = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        scaled = values / top * 255.0
+        transparent = im.info.get("transparency")
+        if isinstance(transparent, int):  # PNG tRNS: the pixels of this one grey value are transparent
+            scaled[values == transparent] = 255.0  # composited onto white
+        return _grey_to_rgb(scaled)
     if "A" in im.getbands() or im.info.get("transparency") is not None:
         rgba = im.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
-        return _grey_to_rgb(values / top * 255.0)
     if im.mode == "F":
         return _grey_to_rgb(_float_to_8bit_scale(np.asarray(im, dtype=np.float64)))
     if im.mode == "LAB":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 from siglip_search.errors import SiglipSearchError
 
 
@@ -63,6 +66,10 @@ class FolderNotFoundError(IndexerError):
     """A folder given to `index` does not exist and is not a registered root."""
 
 
+class PathNameError(IndexerError):
+    """A folder or library path whose name is not valid UTF-8: it cannot be stored as text or shown."""
+
+
 class DecodeError(Exception):
     """One image file that cannot be indexed; `reason` is stored with the file's row.
 
@@ -71,6 +78,14 @@ class DecodeError(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
+        self.reason = reason
+
+
+class NotRegularFileError(OSError):
+    """A path that was a photo at scan time is now a FIFO, device, socket or folder; `reason` says which."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, os.fspath(path))
         self.reason = reason
 
 

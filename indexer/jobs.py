@@ -18,9 +18,16 @@ from tqdm import tqdm
 from siglip_search.errors import InputError
 
 from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
-from .errors import DecodeError, FolderNotFoundError
+from .errors import DecodeError, FolderNotFoundError, NotRegularFileError
 from .library import Library
-from .scan import ScannedFile, fingerprint_file, is_junk, is_root_online, scan_folder
+from .scan import (
+    ScannedFile,
+    check_utf8_path,
+    fingerprint_file,
+    is_junk,
+    is_root_online,
+    scan_folder,
+)
 from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, RootRow, Store
 
 if TYPE_CHECKING:
@@ -108,9 +115,12 @@ def index_paths(
     is called after each committed batch (files to embed only; the web UI's progress bar).
     """
     started = time.monotonic()
+    paths = list(paths)
+    for path in paths:
+        check_utf8_path(path)  # before anything is written
     library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
     store = library.store
-    targets = resolve_targets(store, list(paths))
+    targets = resolve_targets(store, paths)
     run_id = store.start_run(sorted({t.folder for t in targets}))
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
@@ -310,6 +320,9 @@ class _Preparer:
             result.fingerprint = work.fingerprint or fingerprint_file(work.file.path)
         except PermissionError:
             result.error = "permission denied"
+            return result
+        except NotRegularFileError as exc:  # replaced by a FIFO or a folder since the scan
+            result.error = exc.reason
             return result
         except OSError as exc:
             result.error = f"cannot read file ({exc.strerror or exc})"

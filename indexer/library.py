@@ -24,7 +24,7 @@ from .errors import (
     ModelMismatchError,
     ModelNotRecordedError,
 )
-from .scan import is_root_online
+from .scan import check_utf8_path, is_root_online
 from .store import ImageRow, Store, open_store
 from .vectors import (
     ANN_MIN_TRAIN,
@@ -280,6 +280,7 @@ def open_library(path: str | os.PathLike | None = None, *, create: bool = True) 
     """Open the library at `path` (default: default_library_dir()); create it when allowed."""
     folder = Path(path).expanduser() if path is not None else default_library_dir()
     folder = folder.resolve()
+    check_utf8_path(folder, "library folder")  # its path is stored, shown and handed to FAISS as text
     if not (folder / DB_NAME).is_file():
         if not create:
             raise LibraryNotFoundError(f"no library at {folder}; run `siglip-search index PATH --library {folder}`")

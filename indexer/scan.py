@@ -10,13 +10,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .decode import IMAGE_EXTENSIONS, MISSING_DECODERS
+from .decode import IMAGE_EXTENSIONS, MISSING_DECODERS, open_regular_file
+from .errors import PathNameError
 
 # Files and folders that photo tools, NASes and operating systems leave next to photos.
 JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "desktop.ini"})
 # rclip uses 1 MB + 1 KB; a 64 KiB tail also covers JPEG trailers written by editors.
 FINGERPRINT_HEAD_BYTES = 1 << 20
 FINGERPRINT_TAIL_BYTES = 64 << 10
+NOT_UTF8 = "file name is not valid UTF-8"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,20 @@ def to_rel_path(root: str, path: str) -> str:
     return PurePosixPath(*Path(os.path.relpath(path, root)).parts).as_posix()
 
 
+def check_utf8_path(path: str | os.PathLike, what: str = "folder") -> None:
+    """PathNameError unless `path` (resolved, as it would be stored) is valid UTF-8 text. Photos
+    with such names are recorded as failures; a root or library with one cannot be stored at all."""
+    resolved = os.fspath(Path(path).expanduser().resolve())
+    try:
+        resolved.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(resolved).decode("utf-8", "backslashreplace")
+        raise PathNameError(
+            f"{what} {shown} has a name that is not valid UTF-8, which a library cannot store; "
+            "rename it to UTF-8 (convmv can) and try again"
+        ) from None
+
+
 def scan_folder(root: str, start: str | None = None) -> ScanResult:
     """All image files under `start` (default: `root`), paths relative to `root`.
 
@@ -80,6 +96,12 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
         except OSError:
             result.unreadable_dirs.append(to_rel_path(root, folder))
             continue
+        if not _searchable(children):
+            # Listed but not searchable (read without execute permission: `chmod -R 644`, a FAT or
+            # CIFS mount with a wrong dmask): nothing in it can be stat()ed or opened. Its rows are
+            # kept, as for a folder that cannot be listed at all, never taken as removed or failed.
+            result.unreadable_dirs.append(to_rel_path(root, folder))
+            continue
         subdirs = []
         for entry in children:
             if _is_dir(entry):
@@ -90,7 +112,9 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
                     result.outside_links.append(to_rel_path(root, entry.path))
                     continue
                 key = _dir_key(entry)
-                if key is not None and key not in seen:
+                if key is None:  # cannot be entered (its path is past PATH_MAX, a permission): kept
+                    result.unreadable_dirs.append(to_rel_path(root, entry.path))
+                elif key not in seen:
                     seen.add(key)
                     subdirs.append(entry.path)
             elif is_junk(entry.name, False):
@@ -102,8 +126,34 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
             elif (suffix := os.path.splitext(entry.name)[1].lower()) in MISSING_DECODERS:
                 result.undecodable[suffix] += 1
         stack.extend(reversed(subdirs))  # visit in name order
-    result.files.sort(key=lambda f: f.rel_path)
+    result.files = _one_per_path(result.files)
     return result
+
+
+def _one_per_path(files: list[ScannedFile]) -> list[ScannedFile]:
+    """Sorted by rel_path, one file per rel_path. A name that is not valid UTF-8 is shown escapes
+    and all (b"caf\\xe9" as "caf\\xe9"), which a real file may be named: the real one keeps the path,
+    or both would share one row and flip between failed and indexed at every run."""
+    by_path: dict[str, ScannedFile] = {}
+    for f in files:
+        kept = by_path.get(f.rel_path)
+        if kept is None or (kept.error == NOT_UTF8 and f.error != NOT_UTF8):
+            by_path[f.rel_path] = f
+    return [by_path[rel_path] for rel_path in sorted(by_path)]
+
+
+def _searchable(children: list[os.DirEntry]) -> bool:
+    """Whether the entries of a listed folder can be looked up (lstat), i.e. the folder has execute
+    permission. Asks entries until one answers: one deleted since the listing says nothing."""
+    for entry in children:
+        try:
+            entry.stat(follow_symlinks=False)  # cached: the scan below reuses it
+        except PermissionError:
+            return False
+        except OSError:
+            continue  # deleted meanwhile, or this one name is too long
+        return True
+    return True
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -132,7 +182,7 @@ def _scan_file(root: str, entry: os.DirEntry) -> ScannedFile | None:
     except UnicodeEncodeError:
         # Undecodable bytes in a name cannot be stored as text or shown; record, never crash.
         shown = os.fsencode(rel_path).decode("utf-8", "backslashreplace")
-        return _failed(shown, entry, "file name is not valid UTF-8")
+        return _failed(shown, entry, NOT_UTF8)
     try:
         st = entry.stat(follow_symlinks=True)
     except FileNotFoundError:
@@ -158,7 +208,7 @@ def _failed(rel_path: str, entry: os.DirEntry, reason: str) -> ScannedFile:
 
 def fingerprint_file(path: str | os.PathLike) -> str:
     """sha256 of (size, first 1 MiB, last 64 KiB): cheap, and survives moves and renames."""
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:  # a FIFO would block open() for good
         size_bytes = os.fstat(f.fileno()).st_size
         digest = hashlib.sha256(str(size_bytes).encode() + b"\0")
         digest.update(f.read(FINGERPRINT_HEAD_BYTES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections import OrderedDict
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .decode import decode_image
+from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .query import QueryTerm, parse_query
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
 
 SORTS = ("score", "date")
-DATE_SORT_POOL = 1000  # sort="date" orders the best this many matches (above min_score) by date
+# sort="date" orders a fixed pool, the best this many matches (above min_score), by date: a pool
+# that grew with the offset would let later pages repeat photos and skip others.
+DATE_SORT_POOL = 1000
 RERANK_FACTOR = 2  # approximate index: candidates re-ranked exactly per hit asked for
 
 
@@ -98,7 +101,11 @@ class Searcher:
         """Unit image embedding (dim,) of a PIL image or an image file (decoded as the indexer does)."""
         embedder = self.embedder
         if isinstance(image, Image.Image):
-            return embedder.embed_images([image.convert("RGB")])[0]
+            try:
+                rgb = to_rgb(image)  # transparency onto white, 16-bit scaled: as the indexer decodes
+            except DecodeError as exc:
+                raise QueryError(f"cannot use this image as a query: {exc.reason}") from None
+            return embedder.embed_images([rgb])[0]
         if not isinstance(image, (str, os.PathLike)):
             raise QueryError(f"expected a PIL image or an image file path, got {type(image).__name__}")
         try:
@@ -155,12 +162,13 @@ class Searcher:
                       exclude: int | None = None) -> SearchPage:  # fmt: skip
         """One page of the images nearest a unit query vector (dim,), filtered and sorted."""
         _check_options(k, min_score, offset, sort)
+        k, offset = int(k), int(offset)  # numpy integers too
         allowed = self._allowed(folder, date_from, date_to)
         index = self.library.vector_index()
         total = len(index) if allowed is None else len(allowed)
         wanted = offset + k + 1 + (exclude is not None)  # one more tells whether a next page exists
-        if sort == "date":
-            wanted = max(wanted, DATE_SORT_POOL)
+        if sort == "date":  # the same pool for every page; the last page of the pool has no more
+            wanted = DATE_SORT_POOL + (exclude is not None)
         cosines, ids = self._nearest(index, np.asarray(vector, np.float32), wanted, allowed)
         keep = (self.probability(cosines) >= min_score) & (ids != (-1 if exclude is None else exclude))
         cosines, ids = cosines[keep], ids[keep]
@@ -233,9 +241,9 @@ class Searcher:
 
 
 def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:
-    if not isinstance(k, int) or k < 1:
+    if not isinstance(k, numbers.Integral) or k < 1:
         raise SearchOptionError(f"k must be a whole number of at least 1, got {k!r}")
-    if not isinstance(offset, int) or offset < 0:
+    if not isinstance(offset, numbers.Integral) or offset < 0:
         raise SearchOptionError(f"offset must be 0 or more, got {offset!r}")
     if not 0.0 <= float(min_score) <= 1.0:
         raise SearchOptionError(f"min score is a probability between 0 and 1, got {min_score!r}")
@@ -243,9 +251,22 @@ def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:
         raise SearchOptionError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
 
 
+# An exclusive upper bound after every ISO 8601 date of year 9999 (they compare as text): the
+# calendar ends there, so `--to 9999` cannot name the year after.
+_AFTER_LAST_DATE = "9999-12-32"
+
+
 def _date_bound(value: str | date, end: bool) -> str:
     """ISO lower bound (end=False) or exclusive upper bound (end=True) of a date, month, year or
     date-time: `2021` -> 2021-01-01 / 2022-01-01, `2021-07-14` -> that day / the next."""
+    try:
+        bound = _iso_bound(value, end)
+    except OverflowError:  # the day (second) after 9999-12-31
+        return _AFTER_LAST_DATE
+    return _AFTER_LAST_DATE if bound.startswith("10000-") else bound
+
+
+def _iso_bound(value: str | date, end: bool) -> str:
     if isinstance(value, datetime):
         return (value + timedelta(seconds=1) if end else value).isoformat()
     if isinstance(value, date):
@@ -262,8 +283,8 @@ def _date_bound(value: str | date, end: bool) -> str:
                 year, month = year + month // 12, month % 12 + 1
             return f"{year:04d}-{month:02d}-01"
         if len(text) == 10:
-            return _date_bound(date.fromisoformat(text), end)
-        return _date_bound(datetime.fromisoformat(text), end)
+            return _iso_bound(date.fromisoformat(text), end)
+        return _iso_bound(datetime.fromisoformat(text), end)
     except ValueError:
         raise SearchOptionError(f"cannot read date {value!r}; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from None
 

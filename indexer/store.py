@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(sa.DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
     status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
-    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, one per line
+    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, a JSON list (see _run_roots)
     added: Mapped[int] = mapped_column(sa.Integer, default=0)
     updated: Mapped[int] = mapped_column(sa.Integer, default=0)
     moved: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -215,6 +216,14 @@ class RunRow:
     moved: int
     removed: int
     failed: int
+
+
+def _run_roots(text: str | None) -> list[str]:
+    """The folders of a run: a JSON list, as a folder name may hold a newline. Runs recorded before
+    that wrote one folder a line; an absolute path never starts with "[", so the two cannot be confused."""
+    if not text:
+        return []
+    return json.loads(text) if text.startswith("[") else text.splitlines()
 
 
 def _now() -> datetime:
@@ -667,7 +676,7 @@ class Store:
         """Record a run; runs still 'running' were killed (the caller holds the lock)."""
         with self._session.begin() as session:
             session.execute(sa.update(Run).where(Run.status == "running").values(status="interrupted"))
-            run = Run(started_at=_now(), status="running", roots="\n".join(roots))
+            run = Run(started_at=_now(), status="running", roots=json.dumps(list(roots), ensure_ascii=False))
             session.add(run)
             session.flush()
             return run.id
@@ -685,6 +694,6 @@ class Store:
             if run is None:
                 return None
             return RunRow(
-                run.id, run.started_at, run.finished_at, run.status, (run.roots or "").splitlines(),
+                run.id, run.started_at, run.finished_at, run.status, _run_roots(run.roots),
                 run.added, run.updated, run.moved, run.removed, run.failed,
             )  # fmt: skip

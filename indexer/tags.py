@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import export
-from .decode import decode_image
+from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .store import MACHINE_TAG_SOURCE
@@ -140,6 +140,8 @@ def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels
     into `template` (one template: the same prompts as siglip_search.pipeline()'s); a Vocabulary
     uses its own synonyms and prompts too."""
     templates = (template,) if isinstance(template, str) else tuple(template)
+    if isinstance(labels, str):  # one label, not one label per character
+        labels = [labels]
     vocabulary = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(VocabularyTag(lb, (lb,)) for lb in labels))
     if not len(vocabulary):
         raise QueryError("give at least one label to score")
@@ -149,7 +151,11 @@ def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels
         except DecodeError as exc:
             raise QueryError(f"cannot tag {image}: {exc.reason}") from None
     vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
-    probs = np.asarray(embedder.probability(embedder.embed_images([image.convert("RGB")]) @ vectors.T))[0]
+    try:
+        rgb = to_rgb(image)  # transparency onto white, 16-bit scaled: as the indexer decodes
+    except DecodeError as exc:
+        raise QueryError(f"cannot tag this image: {exc.reason}") from None
+    probs = np.asarray(embedder.probability(embedder.embed_images([rgb]) @ vectors.T))[0]
     return select_tags(probs, vocabulary, threshold=0.0, cap=len(vocabulary))
 
 
@@ -166,7 +172,7 @@ def tag_library(library: Library, embedder: Embedder, vocabulary: Vocabulary, th
     started = time.monotonic()
     threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if not 0.0 < threshold < 1.0 or cap < 1:
-        raise SearchOptionError(f"threshold must be between 0 and 1 and cap at least 1, got {threshold}, {cap}")
+        raise SearchOptionError(f"threshold must be above 0 and below 1 and cap at least 1, got {threshold}, {cap}")
     library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
     settings = {"vocabulary": vocabulary.version, "templates": list(templates), "model": _model_key(embedder),
                 "threshold": threshold, "cap": cap}  # fmt: skip

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import indexer_fixtures
@@ -15,6 +19,7 @@ from indexer.decode import decode_image
 from indexer.errors import DecodeError
 from indexer.jobs import index_paths
 from indexer.library import library_status
+from siglip_search.image_processor import SiglipImageProcessor
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 
@@ -143,3 +148,43 @@ def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(tmp_path, library
     ]
     index_paths(library, [str(photos)], embedder, max_pixels=2_000_000_000, progress=False)
     assert [(rel, status) for rel, status, _ in db_rows(library.path)] == [("poster.png", "ok"), ("small.png", "ok")]
+
+
+# --- 16-bit grey with a transparent value, broken EXIF ------------------------------------------
+
+
+def test_a_16_bit_grey_png_with_a_transparent_value_keeps_its_greys(tmp_path):
+    # PNG tRNS names one 16-bit grey value as transparent; converting to RGBA first clipped every
+    # value above 255 to white, leaving an almost white picture.
+    values = np.linspace(0, 65535, 60 * 80).reshape(60, 80).astype(np.uint16)
+    values[10:20, 10:20] = 1000
+    Image.fromarray(values).save(tmp_path / "grey16.png", transparency=1000)
+    expected = np.clip(np.round(values / 65535 * 255), 0, 255).astype(np.uint8)
+    expected[10:20, 10:20] = 255  # the transparent square, composited onto white
+    assert (np.abs(_grey(tmp_path / "grey16.png").astype(int) - expected) <= 1).all()
+    processor = SiglipImageProcessor(size={"height": 60, "width": 80}, do_normalize=False)
+    with Image.open(tmp_path / "grey16.png") as im:
+        assert im.mode == "I;16" and im.info["transparency"] == 1000
+        pixels = processor.preprocess_one(im)  # (3, H, W) in [0, 1]
+    assert (np.abs(np.round(pixels * 255).astype(int) - expected[None]) <= 1).all()
+
+
+def test_broken_exif_indexes_without_pillow_warnings_on_stderr(tmp_path, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = indexer_fixtures.jpeg_bytes(indexer_fixtures.draw_photo(1))
+    # One IFD entry, then the file ends where the next-IFD offset should be: "Corrupt EXIF data".
+    app1 = b"Exif\0\0II*\0\x08\0\0\0" + struct.pack("<HHHII", 1, 0x0112, 3, 1, 0xFFFFFFF0)
+    (photos / "short.jpg").write_bytes(good[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + good[2:])
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS" * 8
+    # The model's length claims 4096 bytes: "Truncated File Read".
+    data = exif.tobytes().replace(b"\x01\x10\x00\x02\x00\x00\x00\x19", b"\x01\x10\x00\x02\x00\x00\x10\x00")
+    assert data != exif.tobytes()
+    indexer_fixtures.draw_photo(2).save(photos / "long.jpg", exif=data)
+    argv = ["index", str(photos), "--model", str(tiny_checkpoint), "--library", str(tmp_path / "lib"), "--no-progress"]
+    child = subprocess.run([sys.executable, "-c", "import sys; from indexer.cli import main; sys.exit(main(sys.argv[1:]))",
+                            *argv], capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONWARNINGS": ""})  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert "added 2, updated 0, moved 0, removed 0, failed 0" in child.stdout
+    assert child.stderr == ""

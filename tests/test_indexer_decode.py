@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from contextlib import contextmanager
+
+import indexer_fixtures
 import numpy as np
 import pytest
 from indexer_fixtures import draw_photo, jpeg_bytes, png_header_only, save_jpeg_with_exif
 from PIL import Image
 
 from indexer.decode import decode_image, parse_exif_datetime
-from indexer.errors import DecodeError
+from indexer.errors import DecodeError, NotRegularFileError
+from indexer.jobs import _Preparer, _Work, index_paths
+from indexer.scan import fingerprint_file, scan_folder
+from indexer.search import Searcher
+from indexer.tags import tag_image
+
+embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 
 
 def _left_red_right_blue(w: int = 200, h: int = 100) -> Image.Image:
@@ -136,3 +147,54 @@ def test_missing_file_is_a_decode_error(tmp_path):
 )  # fmt: skip
 def test_exif_dates_are_parsed_or_dropped(value, expected):
     assert parse_exif_datetime(value) == expected
+
+
+@contextmanager
+def _fails_after(seconds: int):
+    """A regression that blocks (open() on a FIFO waits for a writer) fails instead of hanging."""
+
+    def timeout(*_):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_photo_replaced_by_a_fifo_after_the_scan_is_a_failure_not_a_hang(tmp_path, embedder):
+    path = tmp_path / "photo.jpg"
+    draw_photo(1).save(path)
+    [scanned] = scan_folder(str(tmp_path)).files
+    path.unlink()
+    os.mkfifo(path)  # no writer will ever come
+    with _fails_after(10):
+        with pytest.raises(NotRegularFileError, match=r"not a regular file \(a FIFO\)"):
+            fingerprint_file(path)
+        with pytest.raises(DecodeError, match=r"not a regular file \(a FIFO\)"):
+            decode_image(path)
+        prepared = _Preparer(embedder, None)(_Work(1, scanned))
+    assert prepared.error == "not a regular file (a FIFO)" and prepared.pixels is None
+
+
+def test_a_transparent_pil_image_queries_and_tags_like_its_indexed_file(tmp_path, library, embedder):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rgba = draw_photo(3).convert("RGBA")
+    alpha = np.zeros(rgba.size[::-1], np.uint8)
+    alpha[20:100, 30:130] = 255  # a logo on a transparent background
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(photos / "logo.png")
+    draw_photo(4).save(photos / "other.png")
+    index_paths(library, [str(photos)], embedder, batch_size=4, workers=2, progress=False)
+    searcher = Searcher(library, embedder)
+    with Image.open(photos / "logo.png") as im:
+        first = searcher.search_image(im, k=1).hits[0]
+        from_pil = tag_image(embedder, im, ["red", "blue", "a cat"])
+    assert first.rel_path == "logo.png" and first.cosine == pytest.approx(1.0, abs=1e-4)
+    from_file = tag_image(embedder, photos / "logo.png", ["red", "blue", "a cat"])
+    assert [t.tag for t in from_pil] == [t.tag for t in from_file]
+    assert [t.score for t in from_pil] == pytest.approx([t.score for t in from_file], abs=1e-5)
