@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
@@ -160,15 +161,20 @@ def duplicates_command(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "threshold": report.threshold,
-            "groups": [{"kind": g.kind, "min_cosine": g.min_cosine, "images": [{"id": r.id, "path": r.path} for r in g.images]}
+            "groups": [{"kind": g.kind, "min_cosine": g.min_cosine, "images": [{"id": r.id, "path": r.path} for r in g.images],
+                        "exact_copies": [[r.id for r in copies] for copies in g.exact_copies]}
                        for g in report.groups],
             "blank": [{"id": r.id, "path": r.path} for r in report.blank],
         }  # fmt: skip
         print(json.dumps(document, indent=1, ensure_ascii=False))
         return 0
     for number, group in enumerate(report.groups, start=1):
+        weakest = math.floor(group.min_cosine * 10_000) / 10_000  # rounded down: 0.99996 is not ">= 1.0000"
         print(f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
-              f"cosine >= {group.min_cosine:.3f}")  # fmt: skip
+              f"cosine >= {weakest:.4f}")  # fmt: skip
+        if group.kind == "near":
+            for copies in group.exact_copies:
+                print("# byte-identical: " + " = ".join(shown(r.path) for r in copies))
         for row in group.images:
             print(shown(row.path))
     if report.blank:
@@ -194,6 +200,8 @@ def export_command(args: argparse.Namespace) -> int:
                 report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
+    if args.format == "exiftool-csv":
+        export.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split: refused, dry run or not
     if args.dry_run:
         print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
     elif args.format == "csv":

@@ -37,6 +37,9 @@ class DuplicateGroup:
     kind: str  # "exact": one fingerprint (byte-identical files); "near": joined by embeddings
     images: list[ImageRow]
     min_cosine: float  # the weakest link that joined the group (1.0 for exact copies)
+    # The sets of byte-identical files in the group (each of 2 or more; for "exact", all its images).
+    # A "near" group may hold some: a photo, its copy and a resized copy of either.
+    exact_copies: list[list[ImageRow]] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +68,8 @@ class _UnionFind:
 
 def find_duplicates(library: Library, threshold: float = DEFAULT_THRESHOLD, *, neighbours: int = NEIGHBOURS,
                     blank_std: float = DEFAULT_BLANK_STD) -> DuplicateReport:  # fmt: skip
-    """Groups of duplicate photos, largest first; reads stored embeddings and only decodes candidates."""
+    """Groups of duplicate photos: exact groups first, then near ones, each largest first; reads
+    stored embeddings and only decodes candidates."""
     if not -1.0 <= threshold <= 1.0:
         raise SearchOptionError(f"the duplicate threshold is a cosine between -1 and 1, got {threshold}")
     store = library.store
@@ -90,11 +94,13 @@ def find_duplicates(library: Library, threshold: float = DEFAULT_THRESHOLD, *, n
     for members in components.values():
         if len(members) < 2:
             continue
-        images = store.images_by_ids(sorted(members))
+        images = sorted(store.images_by_ids(sorted(members)), key=lambda r: r.path)
         exact = any(set(members) <= s for s in exact_sets)
         low = 1.0 if exact else min(weakest.get(m, 1.0) for m in members)
-        result.append(DuplicateGroup("exact" if exact else "near", sorted(images, key=lambda r: r.path), low))
-    result.sort(key=lambda g: (-len(g.images), g.images[0].path))
+        copies = [[r for r in images if r.id in s] for s in exact_sets if s & set(members)]
+        copies = sorted((c for c in copies if len(c) > 1), key=lambda c: c[0].path)
+        result.append(DuplicateGroup("exact" if exact else "near", images, low, copies))
+    result.sort(key=lambda g: (g.kind != "exact", -len(g.images), g.images[0].path))
     return DuplicateReport(result, threshold, sorted((rows[i] for i in blank_ids), key=lambda r: r.path))
 
 

@@ -7,12 +7,14 @@ Grammar (terms joined by `+` or `-`; two terms side by side without an operator 
     term   := [weight] body
     weight := NUMBER ":"  (glued: `2:cat`, `0.5:./x.jpg`, `2:"big cat"`)
             | NUMBER      (then a quoted text, an image path or `#id`: `0.5 ./x.jpg`)
-    body   := "quoted text" | 'quoted text' | #ID | image path | bare words
+    body   := "quoted text" | #ID | image path | bare words
 
 Bare words run together into one text until the next operator or quoted term (`beach sunset` is
-one text). A bare number before bare words is part of the text (`2 dogs`), not a weight. A word is
-an image path when it starts with `/`, `./`, `../` or `~`, or ends with an image extension; it must
-name an existing file. `#123` is the indexed image with id 123.
+one text). A bare number before bare words is part of the text (`2 dogs`), not a weight, and so is
+a ratio or a time (`16:9 screen`, `10:30`: a digit after the colon). Only double quotes quote:
+apostrophes are text (`rock 'n' roll`, `the '80s`). A word is an image path when it starts with
+`/`, `./`, `../` or `~`, or ends with an image extension; it must name an existing file (a path
+with spaces cannot be a query word: pass it with `--image`). `#123` is the indexed image with id 123.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from .errors import QueryError
 
 TermKind = Literal["text", "image", "image_id"]
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_GLUED_WEIGHT = re.compile(rf"^({_NUMBER}):(.*)$", re.DOTALL)
+_GLUED_WEIGHT = re.compile(rf"^({_NUMBER}):(?!\d)(.*)$", re.DOTALL)  # not `16:9`, `10:30`
 _BARE_NUMBER = re.compile(rf"^{_NUMBER}$")
 _IMAGE_ID = re.compile(r"^#(\d+)$")
 _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
-_QUOTES = "\"'"
+_QUOTES = '"'  # apostrophes are text: `rock 'n' roll`, `the '80s`
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from pathlib import Path
 from .errors import VocabularyError
 
 DEFAULT_VOCABULARY_PATH = Path(__file__).resolve().parents[1] / "data" / "tags" / "vocabulary.txt"
-_THRESHOLD = re.compile(r"\s@\s*([^\s@]+)\s*$|^@\s*([^\s@]+)\s*$")
+_THRESHOLD = re.compile(r"@\s*([^\s@\"]+)\s*$")  # `dog @ 0.3` or `dog@0.3`, at the end of the line
+# Invisible characters an editor may leave on a line that looks blank (zero-width space, BOM...).
+_BLANK = re.compile(r"^[\s\u200b-\u200d\u2060\ufeff]*$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def load_vocabulary(path: str | os.PathLike | None = None) -> Vocabulary:
     """The vocabulary in `path` (default: the bundled data/tags/vocabulary.txt)."""
     path = Path(path).expanduser() if path is not None else DEFAULT_VOCABULARY_PATH
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Windows Notepad starts UTF-8 with a BOM
     except FileNotFoundError:
         raise VocabularyError(f"vocabulary file {path} does not exist") from None
     except UnicodeDecodeError:
@@ -67,16 +69,19 @@ def load_vocabulary(path: str | os.PathLike | None = None) -> Vocabulary:
 def parse_vocabulary(text: str, source: str = "<text>") -> Vocabulary:
     """Lines `category|tag [= synonym; "prompt"; ...] [@ threshold]`; `#` comments; blank lines."""
     tags: list[VocabularyTag] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    seen: dict[str, tuple[str, int]] = {}  # casefolded name -> (name, line): `Dog` and `dog` are one keyword to photo managers
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if _BLANK.match(line) or line.startswith("#"):
             continue
         where = f"{source} line {number}"
         tag = _parse_line(line, where)
-        if tag.name in seen:
-            raise VocabularyError(f"{where}: tag {tag.name!r} is already defined on line {seen[tag.name]}")
-        seen[tag.name] = number
+        key = tag.name.casefold()
+        if key in seen:
+            name, first = seen[key]
+            same = "" if name == tag.name else f" as {name!r}"
+            raise VocabularyError(f"{where}: tag {tag.name!r} is already defined{same} on line {first}")
+        seen[key] = (tag.name, number)
         tags.append(tag)
     if not tags:
         raise VocabularyError(f"{source} has no tags; write one tag a line")
@@ -87,9 +92,13 @@ def _parse_line(line: str, where: str) -> VocabularyTag:
     threshold = None
     match = _THRESHOLD.search(line)
     if match:
-        threshold = _threshold(match[1] or match[2], where)
+        threshold = _threshold(match[1], where)
         line = line[: match.start()].strip()
+        if _THRESHOLD.search(line):
+            raise VocabularyError(f"{where}: more than one '@ threshold'; give the tag one")
     name, _, rest = line.partition("=")
+    if not name.strip():
+        raise VocabularyError(f"{where}: the tag name is missing; write it first, like animal|dog = puppy")
     name = _tag_name(name, where)
     terms, prompts = [name.rsplit("|", 1)[-1]], []
     for item in (part.strip() for part in rest.split(";")) if rest.strip() else ():
@@ -101,6 +110,8 @@ def _parse_line(line: str, where: str) -> VocabularyTag:
             prompts.append(item[1:-1].strip())
         elif '"' in item:
             raise VocabularyError(f'{where}: put the whole prompt in quotes: {item}')
+        elif "@" in item:
+            raise VocabularyError(f"{where}: '@' starts the threshold, which goes at the end of the line: {item}")
         elif item not in terms:
             terms.append(item)
     return VocabularyTag(name, tuple(terms), tuple(prompts), threshold)
@@ -113,6 +124,10 @@ def _tag_name(text: str, where: str) -> str:
     for part in parts:
         if "/" in part or '"' in part or any(ord(c) < 32 for c in part):
             raise VocabularyError(f"{where}: tag level {part!r} may not contain '/', quotes or control characters")
+        if "," in part:  # exiftool (-sep ", ") and photo managers' keyword fields split at commas
+            raise VocabularyError(f"{where}: tag {text.strip()!r} may not contain ','; keywords are split at commas")
+        if "@" in part:
+            raise VocabularyError(f"{where}: tag {text.strip()!r} may not contain '@', which starts a threshold")
     return "|".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import indexer_fixtures
@@ -86,6 +87,36 @@ def test_cli_duplicates_plain_and_json(camera_roll, capsys):
     assert main(["duplicates", "--library", str(library.path), "--threshold", "0.5", "--json"]) == 0
     loose = json.loads(capsys.readouterr().out)
     assert sum(len(g["images"]) for g in loose["groups"]) > 4  # a low threshold groups more
+
+
+@needs_demo
+def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copies(tmp_path, demo_embedder, capsys):
+    """A photo, its backup copy and a half-size copy make one "near" group of 3 that says which two
+    files are byte-identical; a smaller exact group is still listed before it."""
+    photos = tmp_path / "photos"
+    (photos / "backup").mkdir(parents=True)
+    for name in SAMPLE_NAMES[1:3]:
+        shutil.copy(SAMPLES / name, photos / name)
+        shutil.copy(SAMPLES / name, photos / "backup" / name)
+    with Image.open(SAMPLES / SAMPLE_NAMES[1]) as im:
+        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(photos / "small.png")
+    library = open_library(tmp_path / "library")
+    index_folder(library, photos, demo_embedder)
+    report = find_duplicates(library)
+    library.close()
+    assert [(g.kind, len(g.images)) for g in report.groups] == [("exact", 2), ("near", 3)]
+    near = report.groups[1]
+    pair = sorted([str(photos / SAMPLE_NAMES[1]), str(photos / "backup" / SAMPLE_NAMES[1])])
+    assert [[r.path for r in copies] for copies in near.exact_copies] == [pair]
+    assert main(["duplicates", "--library", str(tmp_path / "library")]) == 0
+    blocks = capsys.readouterr().out.strip().split("\n\n")
+    assert blocks[0].startswith("# group 1: exact, 2 photos, cosine >= 1.0000\n")
+    header, identical = blocks[1].splitlines()[:2]
+    assert header == f"# group 2: near, 3 photos, cosine >= {math.floor(near.min_cosine * 1e4) / 1e4:.4f}"
+    assert identical == f"# byte-identical: {pair[0]} = {pair[1]}"
+    assert main(["duplicates", "--library", str(tmp_path / "library"), "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [len(ids) for ids in groups[1]["exact_copies"]] == [2] and groups[0]["exact_copies"] == [[r.id for r in report.groups[0].images]]
 
 
 def test_a_threshold_outside_minus_one_to_one_is_refused(tmp_path, capsys):

@@ -6,11 +6,14 @@ import csv
 import io
 import json
 import os
+import shutil
+import subprocess
 import xml.dom.minidom
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from indexer import export
 from indexer.export import (
@@ -540,6 +543,43 @@ def test_exiftool_csv_has_one_line_per_photo(tmp_path):
     with pytest.raises(TagNameError, match="exiftool"):
         write_exiftool_csv([TagRow("/a.jpg", "cat, domestic", 0.5, "m")], tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_exiftool_csv_root_tag_with_a_comma_is_named_as_the_culprit(tmp_path):
+    with pytest.raises(TagNameError, match=r"root tag 'A,B' contains ','.*--root-tag"):
+        write_exiftool_csv([TagRow("/a.jpg", "shape|star", 0.5, "m")], tmp_path / "x.csv", root_tag="A,B")
+
+
+# README "Tag export" documents this command; IPTC Keywords are Latin-1 unless told otherwise.
+EXIFTOOL_IMPORT = ["exiftool", "-sep", ", ", "-charset", "iptc=UTF8", "-CodedCharacterSet=UTF8"]
+
+
+def test_a_file_name_with_a_carriage_return_stays_one_row_for_csv_readers_and_exiftool(tmp_path):
+    """Python before 3.12 leaves a lone CR unquoted when rows end in LF: readers would split the row."""
+    odd, plain = tmp_path / "scan\r01.jpg", tmp_path / "海.jpg"
+    for photo in (odd, plain):
+        Image.new("RGB", (16, 16), "red").save(photo, "JPEG")
+    rows = [TagRow(str(odd), "animal|cat", 0.5, "m"), TagRow(str(plain), "場所|海", 0.25, "m")]
+    write_csv(rows, tmp_path / "tags.csv")
+    with open(tmp_path / "tags.csv", newline="", encoding="utf-8") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == [str(odd), str(plain)]
+    table = tmp_path / "exiftool.csv"
+    write_exiftool_csv(rows, table)
+    with open(table, newline="", encoding="utf-8") as f:
+        assert [r["SourceFile"] for r in csv.DictReader(f)] == [str(odd), str(plain)]
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert 'exiftool -sep ", " -charset iptc=UTF8 -CodedCharacterSet=UTF8 -csv+=tags.csv' in readme
+    run = subprocess.run([*EXIFTOOL_IMPORT, f"-csv+={table}", "-overwrite_original", str(odd), str(plain)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0 and "2 image files updated" in run.stdout + run.stderr, run.stderr
+    read = subprocess.run(["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP:HierarchicalSubject",
+                           str(odd), str(plain)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    found = {Path(d["SourceFile"]).name: d for d in json.loads(read.stdout)}
+    assert found[odd.name]["Keywords"] == ["AI", "animal", "cat"]
+    assert found[plain.name]["Keywords"] == ["AI", "場所", "海"]  # not "???": IPTC written as UTF-8
+    assert found[plain.name]["HierarchicalSubject"] == ["AI", "AI|場所", "AI|場所|海"]
 
 
 def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keeps_the_users(tmp_path):

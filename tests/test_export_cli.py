@@ -162,12 +162,34 @@ def test_csv_jsonl_and_exiftool_exports_list_every_stored_tag(tagged, tmp_path, 
     (["export"], "choose --format"),
     (["export", "--format", "xmp", "--out", "x.txt"], "--out is for csv"),
     (["export", "--undo"], "nothing to undo"),
+    (["export", "--format", "exiftool-csv", "--root-tag", "A,B"], "root tag 'A,B' contains ','"),
+    (["export", "--format", "exiftool-csv", "--root-tag", "A,B", "--dry-run"], "root tag 'A,B' contains ','"),
 ])  # fmt: skip
 def test_export_mistakes_are_one_line_and_exit_2(tagged, capsys, argv, message):
     lib, _ = tagged
     assert main([*argv, "--library", str(lib)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_an_out_file_that_cannot_be_written_is_one_line_naming_it(tagged, tmp_path, capsys):
+    """A parent that is a file, a full disk (/dev/full), a folder no file can be created in (/proc):
+    one line naming the --out path and why, exit 2, and nothing left behind."""
+    lib, _ = tagged
+    (tmp_path / "t.csv").write_text("an earlier export\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = {str(tmp_path / "t.csv" / "x.csv"): f"{tmp_path / 't.csv'} is a file, not a folder"}
+    if os.path.exists("/dev/full"):
+        cases["/dev/full"] = "No space left on device"
+    if os.path.isdir("/proc/self"):
+        cases["/proc/self/tags.csv"] = "cannot write --out /proc/self/tags.csv"
+    for fmt in ("csv", "jsonl", "exiftool-csv"):
+        for out, message in cases.items():
+            assert main(["export", "--library", str(lib), "--format", fmt, "--out", out]) == 2, (fmt, out)
+            err = capsys.readouterr().err
+            assert message in err and out in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "t.csv").read_text() == "an earlier export\n"
 
 
 def test_exporting_again_at_a_higher_threshold_takes_back_the_weaker_tags(tagged, capsys):

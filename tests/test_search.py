@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 from pathlib import Path
 
 import indexer_fixtures
@@ -19,6 +20,7 @@ from search_fixtures import (
     sample_colours,
 )
 
+import indexer.search as search_module
 from indexer.cli import main
 from indexer.errors import QueryError, SearchOptionError
 from indexer.query import QueryTerm, file_terms, parse_query
@@ -127,6 +129,11 @@ def test_the_query_language(tmp_path):
     ]  # fmt: skip
     assert parse_query("2 dogs on a sofa") == [QueryTerm("text", "2 dogs on a sofa", 1.0)]  # a number in words
     assert parse_query("black-and-white photo") == [QueryTerm("text", "black-and-white photo", 1.0)]
+    for text in ("16:9 screen", "a clock at 10:30", "3:4 portrait"):  # ratios and times are words, not weights
+        assert parse_query(text) == [QueryTerm("text", text, 1.0)]
+    assert parse_query("0.5:cat + 2:dog") == [QueryTerm("text", "cat", 0.5), QueryTerm("text", "dog", 2.0)]
+    for text in ("rock 'n' roll", "fashion of the '80s", "grandma's garden"):  # apostrophes are text
+        assert parse_query(text) == [QueryTerm("text", text, 1.0)]
     assert file_terms('"x.jpg" + ./ref.jpg + #3 + dog') == ["./ref.jpg"]
     cases = {
         "": "empty", "   ": "empty", "beach +": "ends with an operator", "beach + - sea": "two operators",
@@ -209,6 +216,38 @@ def test_pages_do_not_overlap_and_together_are_the_top_n(tmp_path, library, embe
     floor = best[4].score
     above = searcher.search("a bowl of fruit", k=23, min_score=floor).hits
     assert [h.id for h in above] == [h.id for h in best if h.score >= floor] and len(above) >= 5
+
+
+def test_date_sorted_pages_never_repeat_or_skip_a_photo_of_the_pool(photos, library, embedder, monkeypatch):
+    """sort="date" orders a fixed pool of the best matches (1000; 6 here, in a library of 10):
+    paging through it shows each of them once, and the pool's end is the last page."""
+    monkeypatch.setattr(search_module, "DATE_SORT_POOL", 6)
+    searcher = Searcher(library, embedder)
+    best = {h.id for h in searcher.search("photo", k=6).hits}
+    pages = [searcher.search("photo", k=2, offset=o, sort="date") for o in range(0, 10, 2)]
+    ids = [h.id for p in pages for h in p.hits]
+    assert len(ids) == len(set(ids)) == 6 and set(ids) == best
+    assert ids == [h.id for h in searcher.search("photo", k=6, sort="date").hits]
+    assert [p.has_more for p in pages] == [True, True, False, False, False]
+    in_2021 = [h.id for o in range(4) for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits]
+    assert len(in_2021) == len(set(in_2021)) == 4  # with a filter too (4 photos fit the pool)
+    monkeypatch.setattr(search_module, "DATE_SORT_POOL", 3)
+    in_2021 = [h.id for o in range(4) for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits]
+    assert len(in_2021) == len(set(in_2021)) == 3
+
+
+def test_the_last_year_of_the_calendar_is_a_valid_upper_bound(photos, library, embedder, capsys):
+    searcher = Searcher(library, embedder)
+    dated = {rel for rel in photos if not rel.startswith("undated/")}
+    for bound in ("9999", "9999-12", "9999-12-31", "9999-12-31T23:59:59", date(9999, 12, 31)):
+        assert {h.rel_path for h in searcher.search("photo", date_to=bound).hits} == dated, bound
+    assert main(["search", "photo", "--library", str(library.path), "--to", "9999-12-31"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(dated)
+
+
+def test_numpy_integers_are_accepted_for_k_and_offset(photos, library, embedder):
+    page = Searcher(library, embedder).search("photo", k=np.int64(3), offset=np.int32(1))
+    assert len(page.hits) == 3 and page.offset == 1
 
 
 def test_a_narrow_filter_still_returns_k_hits(tmp_path, library, embedder):

@@ -162,6 +162,13 @@ def test_a_tags_own_threshold_and_the_cap_decide_what_is_kept(tmp_path, library,
     assert set(stored_tags(library)["p.png"]) == set(ranked[1:3])
 
 
+def test_one_label_given_as_a_string_is_scored_as_one_label(tmp_path, embedder):
+    draw_photo(3).save(tmp_path / "p.png")
+    one = tag_image(embedder, tmp_path / "p.png", "a cat")
+    assert [t.tag for t in one] == ["a cat"]
+    assert one[0].score == pytest.approx(tag_image(embedder, tmp_path / "p.png", ["a cat"])[0].score)
+
+
 def test_vocabulary_embeddings_are_computed_once_and_kept_in_the_library(tmp_path, library, embedder):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -209,6 +216,22 @@ def test_the_vocabulary_format_plain_lists_and_versions():
     assert parse_vocabulary("dog\nbeach").version != parse_vocabulary("dog\nbeach @ 0.4").version
     plain_list = parse_vocabulary("dog\ncat\nhot air balloon\n")
     assert plain_list.names() == ["dog", "cat", "hot air balloon"]
+    glued = parse_vocabulary("dog@0.3\n\u200b\n \u200b \ncat\n")  # no spaces round '@'; invisible-only lines are blank
+    assert glued.tags == (VocabularyTag("dog", ("dog",), (), 0.3), VocabularyTag("cat", ("cat",)))
+    assert parse_vocabulary('dog = "a dog @ home" @ 0.2').tags[0].prompts == ("a dog @ home",)
+
+
+def test_a_vocabulary_saved_by_windows_notepad_reads_like_any_other(tmp_path):
+    """UTF-8 with a byte order mark and CRLF line ends: the first line stays a comment, not a tag."""
+    mine = tmp_path / "my-tags.txt"
+    mine.write_bytes("# my tags\r\ncolour|yellow\r\ncaf\u00e9\r\n".encode("utf-8-sig"))
+    assert load_vocabulary(mine).names() == ["colour|yellow", "caf\u00e9"]
+
+
+def test_the_bundled_vocabulary_has_no_tag_exports_would_split():
+    """Commas split keywords in exiftool and photo managers, so vocabularies refuse them in tag names."""
+    names = load_vocabulary().names()
+    assert len(names) == 368 and not any("," in name or "@" in name for name in names)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -219,6 +242,12 @@ def test_the_vocabulary_format_plain_lists_and_versions():
     ('dog = "a dog', "quoted text"),
     ("dog = puppy;; hound", "empty synonym"),
     ("# nothing\n", "has no tags"),
+    ("dog @ 0.3 @ 0.4", "line 1: more than one '@ threshold'"),
+    ("dog = pup @ 0.3 @ 0.4", "line 1: more than one '@ threshold'"),
+    ("animal|Dog\ncat\nanimal|dog\n", "line 3: tag 'animal|dog' is already defined as 'animal|Dog' on line 1"),
+    ("dog\n= puppy; hound\n", "line 2: the tag name is missing"),
+    ("dog\nmusic|rock, pop\n", "line 2: tag 'music|rock, pop' may not contain ','"),
+    ("C@t", "line 1: threshold t must be a probability"),
 ])  # fmt: skip
 def test_a_bad_vocabulary_line_is_named(text, message):
     with pytest.raises(VocabularyError, match=message.replace("(", r"\(").replace("|", r"\|")):
