@@ -111,7 +111,8 @@ class Searcher:
         try:
             decoded = decode_image(image, target_size=embedder.image_size)
         except DecodeError as exc:
-            raise QueryError(f"cannot use {image} as a query image: {exc.reason}") from None
+            reason = exc.reason if os.path.lexists(image) else "no such file"  # not "disappeared while indexing"
+            raise QueryError(f"cannot use {image} as a query image: {reason}") from None
         return embedder.embed_pixels(embedder.preprocess_image(decoded.image)[None])[0]
 
     def stored_embedding(self, image_id: int) -> np.ndarray:

@@ -155,6 +155,8 @@ def test_query_errors_a_user_can_fix(photos, library, embedder, tmp_path):
     notes.write_text("not a picture")
     with pytest.raises(QueryError, match="not an image"):
         searcher.search_image(notes)
+    with pytest.raises(QueryError, match=r"cannot use .*typo\.jpg as a query image: no such file$"):
+        searcher.search_image(tmp_path / "typo.jpg")
     for bad in ({"k": 0}, {"offset": -1}, {"min_score": 1.5}, {"sort": "name"}, {"date_from": "last week"}):
         with pytest.raises(SearchOptionError):
             searcher.search("sea", **bad)
