@@ -184,7 +184,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def export_command(args: argparse.Namespace) -> int:
-    from . import export
+    from . import tables
     from .tags import export_library_xmp, library_tag_rows, undo_library_xmp
 
     if not args.undo and not args.format:
@@ -201,15 +201,15 @@ def export_command(args: argparse.Namespace) -> int:
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
     if args.format == "exiftool-csv":
-        export.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split: refused, dry run or not
+        tables.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split: refused, dry run or not
     if args.dry_run:
         print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
     elif args.format == "csv":
-        export.write_csv(rows, args.out)
+        tables.write_csv(rows, args.out)
     elif args.format == "jsonl":
-        export.write_jsonl(rows, args.out)
+        tables.write_jsonl(rows, args.out)
     else:
-        export.write_exiftool_csv(rows, args.out, root_tag)
+        tables.write_exiftool_csv(rows, args.out, root_tag)
     return 0
 
 

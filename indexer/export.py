@@ -1,21 +1,19 @@
-"""Tag export: machine tags into XMP sidecars with an undo manifest; CSV and JSON Lines files."""
+"""Tag export: machine tags into XMP sidecars with an undo manifest, and atomic file writes (tables.py
+writes the CSV and JSON Lines files)."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import io
 import json
 import os
 import secrets
 import stat
-import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from .errors import IndexerError
 from .xmp import (
@@ -29,11 +27,9 @@ from .xmp import (
 
 # fmt: off
 __all__ = [
-    "ROOT_TAG", "ExportReport", "ManifestError", "OutputPathError", "SidecarChange", "SidecarError", "SidecarPlan",
-    "TagNameError", "TagRow", "commit_sidecar_plan", "export_xmp", "load_manifest", "machine_tag_path",
-    "exiftool_tag_paths", "merge_keywords_into_sidecar", "open_atomic", "plan_keyword_merge", "plan_keyword_removal",
-    "plan_keyword_sync",
-    "sidecar_path_for", "undo_xmp", "write_csv", "write_exiftool_csv", "write_jsonl",
+    "ROOT_TAG", "ExportReport", "ManifestError", "SidecarChange", "SidecarError", "SidecarPlan", "TagNameError",
+    "commit_sidecar_plan", "export_xmp", "load_manifest", "machine_tag_path", "merge_keywords_into_sidecar",
+    "open_atomic", "plan_keyword_merge", "plan_keyword_removal", "plan_keyword_sync", "sidecar_path_for", "undo_xmp",
 ]
 # fmt: on
 
@@ -42,8 +38,6 @@ ROOT_TAG = "AI"
 MAX_SIDECAR_BYTES = 32 << 20
 MANIFEST_FORMAT = "siglip-search xmp export"
 MANIFEST_VERSION = 1
-CSV_HEADER = ("path", "tag", "score", "model")
-EXIFTOOL_SEPARATOR = ", "  # run exiftool with -sep ", " so list cells split into keywords
 
 
 class TagNameError(IndexerError, ValueError):
@@ -52,16 +46,6 @@ class TagNameError(IndexerError, ValueError):
 
 class ManifestError(IndexerError, ValueError):
     """The export manifest is missing (for undo), unreadable, or from an unknown format version."""
-
-
-@dataclass(frozen=True)
-class TagRow:
-    """One machine tag of one photo and the score that chose it (scores never go into keywords)."""
-
-    path: str
-    tag: str
-    score: float
-    model: str
 
 
 @dataclass
@@ -549,137 +533,6 @@ def _restore(
         records.pop(path, None)
     else:
         records[path] = previous
-
-
-# ---- CSV and JSON Lines ----
-
-
-def write_csv(rows: Iterable[TagRow], out: Path | str | None = None) -> None:
-    """`path,tag,score,model`, one row per tag; `out` None or "-" writes to stdout."""
-    with _text_output(out) as f:
-        writer = _CsvWriter(f)
-        writer.writerow(CSV_HEADER)
-        writer.writerows((row.path, row.tag, repr(float(row.score)), row.model) for row in rows)
-
-
-def write_jsonl(rows: Iterable[TagRow], out: Path | str | None = None) -> None:
-    """One JSON object a line: {"path", "tag", "score", "model"}; `out` None or "-" means stdout."""
-    with _text_output(out) as f:
-        for row in rows:
-            f.write(json.dumps(asdict(row), ensure_ascii=False, allow_nan=False) + "\n")
-
-
-def exiftool_tag_paths(
-    rows: Iterable[TagRow], root_tag: str | None = ROOT_TAG
-) -> dict[str, list[tuple[str, ...]]]:
-    """Photo path -> its tag paths under `root_tag`; TagNameError for a tag or root tag that
-    exiftool-csv cannot hold (a ',' would split a keyword in two). Nothing is written."""
-    comma = EXIFTOOL_SEPARATOR.strip()
-    if root_tag and comma in root_tag:
-        raise TagNameError(
-            f"root tag {root_tag!r} contains ',', which exiftool would split into two keywords; "
-            "choose another --root-tag"
-        )
-    tag_paths: dict[str, list[tuple[str, ...]]] = {}
-    for row in rows:
-        path = machine_tag_path(row.tag, root_tag)
-        if comma in row.tag:  # vocabularies refuse commas now; a library tagged before may hold one
-            raise TagNameError(
-                f"tag {row.tag!r} contains ',', which exiftool would split into two keywords; "
-                "remove the comma from the vocabulary and run `tag` again"
-            )
-        tag_paths.setdefault(row.path, []).append(path)
-    return tag_paths
-
-
-def write_exiftool_csv(
-    rows: Iterable[TagRow], out: Path | str | None = None, root_tag: str | None = ROOT_TAG
-) -> None:
-    """One line per photo for exiftool: `SourceFile,Keywords,Subject,HierarchicalSubject`.
-
-    `row.tag` is relative to `root_tag`, as for `export_xmp`; Keywords/Subject hold every path
-    component and HierarchicalSubject every ancestor, like the sidecars. Embed with
-    `exiftool -sep ", " -charset iptc=UTF8 -CodedCharacterSet=UTF8 -csv+=tags.csv FILES`
-    (`-csv+=` adds to existing lists, again on every run; `-csv=` replaces them).
-    """
-    tag_paths = exiftool_tag_paths(rows, root_tag)
-    with _text_output(out) as f:
-        writer = _CsvWriter(f)
-        writer.writerow(("SourceFile", "Keywords", "Subject", "HierarchicalSubject"))
-        for source, paths in tag_paths.items():
-            values = keyword_values(paths)
-            flat = EXIFTOOL_SEPARATOR.join(values["dc:subject"])
-            writer.writerow(
-                (source, flat, flat, EXIFTOOL_SEPARATOR.join(values["lr:hierarchicalSubject"]))
-            )
-
-
-class _CsvWriter:
-    """RFC 4180 fields, "\n" between rows. Python before 3.12 quotes only a field holding a
-    character of the line terminator, so a lone "\r" in a file name would split the row for every
-    reader: such a row is written with every field quoted."""
-
-    def __init__(self, f: TextIO) -> None:
-        self._plain = csv.writer(f, lineterminator="\n")
-        self._quoted = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
-
-    def writerow(self, row: Sequence[str]) -> None:
-        (self._quoted if any("\r" in field for field in row) else self._plain).writerow(row)
-
-    def writerows(self, rows: Iterable[Sequence[str]]) -> None:
-        for row in rows:
-            self.writerow(row)
-
-
-class OutputPathError(IndexerError, ValueError):
-    """An --out path that cannot take a file (a folder, a missing or read-only folder, a full disk)."""
-
-
-@contextmanager
-def _text_output(out: Path | str | None) -> Iterator[TextIO]:
-    """stdout for None or "-"; a device, pipe or socket is written in place (replacing it with a
-    regular file would break it: `--out /dev/null`, `--out >(gzip > tags.gz)`); a regular file is
-    written atomically (no temp file stays behind on failure). A write that fails is an
-    OutputPathError naming the --out path and the reason."""
-    if out is None or str(out) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    path = Path(out)
-    try:
-        with _open_output(path) as text:
-            yield text
-    except BrokenPipeError:  # the reader of a pipe left: as for stdout, not the file's fault
-        raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.filename and os.fsdecode(exc.filename) != str(path):  # the temp file beside it
-            reason += f" (creating a file in {Path(os.fsdecode(exc.filename)).parent})"
-        raise OutputPathError(f"cannot write --out {path}: {reason}") from None
-
-
-@contextmanager
-def _open_output(path: Path) -> Iterator[TextIO]:
-    try:
-        st: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    except NotADirectoryError:
-        blocking = next((p for p in reversed(path.parents) if p.is_file()), path.parent)
-        raise OutputPathError(f"--out {path}: {blocking} is a file, not a folder") from None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise OutputPathError(f"--out {path} is a folder; give a file name")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        with open(path, "w", encoding="utf-8", newline="") as text:
-            yield text
-        return
-    if st is None and not Path(os.path.realpath(path)).parent.is_dir():
-        raise OutputPathError(f"--out {path}: folder {path.parent} does not exist")
-    with open_atomic(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        yield text
-        text.flush()
-        text.detach()  # `raw` is closed (after fsync) by open_atomic
 
 
 # ---- atomic files ----

@@ -34,6 +34,7 @@ from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .store import MACHINE_TAG_SOURCE
+from .tables import TagRow
 from .vocabulary import Vocabulary, VocabularyTag
 
 if TYPE_CHECKING:
@@ -221,10 +222,10 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def library_tag_rows(library: Library, min_score: float | None = None) -> list[export.TagRow]:
+def library_tag_rows(library: Library, min_score: float | None = None) -> list[TagRow]:
     """The library's machine tags (path, tag, probability, model), by path then best first: the
     rows of the CSV and JSON Lines exports."""
-    return [export.TagRow(r.path, r.tag, float(r.score or 0.0), r.model or "")
+    return [TagRow(r.path, r.tag, float(r.score or 0.0), r.model or "")
             for r in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score)]  # fmt: skip
 
 

@@ -20,7 +20,6 @@ from indexer.export import (
     ManifestError,
     SidecarError,
     TagNameError,
-    TagRow,
     commit_sidecar_plan,
     export_xmp,
     load_manifest,
@@ -29,10 +28,8 @@ from indexer.export import (
     plan_keyword_merge,
     sidecar_path_for,
     undo_xmp,
-    write_csv,
-    write_exiftool_csv,
-    write_jsonl,
 )
+from indexer.tables import OutputPathError, TagRow, write_csv, write_exiftool_csv, write_jsonl
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PROPERTY_TAGS = {
@@ -653,9 +650,9 @@ def test_a_rewritten_sidecar_keeps_its_owner_when_root_exports(tmp_path):
 
 def test_text_exports_write_into_pipes_and_refuse_folders_with_one_line(tmp_path):
     rows = [TagRow(str(tmp_path / "a.jpg"), "animal|dog", 0.9, "m")]
-    with pytest.raises(export.OutputPathError, match="is a folder"):
+    with pytest.raises(OutputPathError, match="is a folder"):
         write_csv(rows, tmp_path)
-    with pytest.raises(export.OutputPathError, match="does not exist"):
+    with pytest.raises(OutputPathError, match="does not exist"):
         write_csv(rows, tmp_path / "no such folder" / "tags.csv")
     if not hasattr(os, "mkfifo"):
         return

@@ -1,7 +1,7 @@
 """Event handlers of the page: form values in, the library's own functions called, views out.
 
 No search, tagging or export logic lives here: each handler calls what the CLI calls
-(indexer.search.Searcher, indexer.tags, indexer.export, indexer.index_paths) and turns the
+(indexer.search.Searcher, indexer.tags, indexer.export, indexer.tables, indexer.index_paths) and turns the
 result into component values with ui.views. Errors a user can act on become gr.Error messages;
 anything else is logged on the server and shown as one line, never as a traceback.
 """
@@ -293,7 +293,7 @@ def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Pr
 def export_tags(state: AppState, format_name: str, root_tag: str, threshold: float, dry_run: bool) -> tuple:
     """XMP sidecars beside the photos (with a dry-run preview), or a CSV / JSON Lines download:
     the same functions as `siglip-search export`."""
-    from indexer import export
+    from indexer import tables
     from indexer.tags import export_library_xmp, library_tag_rows
 
     library = require_library(state)
@@ -310,7 +310,7 @@ def export_tags(state: AppState, format_name: str, root_tag: str, threshold: flo
     if not rows:
         raise FormError("The library has no tags to export yet: tag the library first.")
     out = Path(tempfile.mkdtemp(prefix="siglip-search-export-")) / f"tags.{fmt}"
-    (export.write_csv if fmt == "csv" else export.write_jsonl)(rows, out)
+    (tables.write_csv if fmt == "csv" else tables.write_jsonl)(rows, out)
     photos = len({row.path for row in rows})
     return f"**{len(rows)} tags** of {photos} photos as {format_name}: download below.", gr.update(value=str(out), visible=True)
 
