@@ -9,7 +9,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -264,13 +264,16 @@ def export_xmp(
     dry_run: bool = False,
     *,
     every_photo: bool = False,
+    photo_keys: Mapping[Path, str | None] | None = None,
 ) -> ExportReport:
     """Make each photo's sidecar hold its machine tags, and record in the manifest what was added.
 
     Keywords an earlier export added that the photo's tags no longer give (re-tagged, another
     threshold or root tag) are removed; keywords no export added are never touched. every_photo:
     `items` hold the tags of every photo the manifest covers (a whole library), so a recorded photo
-    missing from them has no tags any more and loses what earlier exports added.
+    missing from them has no tags any more and loses what earlier exports added. photo_keys: what
+    identifies each photo's content (a library's fingerprints), recorded so that a photo renamed
+    together with its sidecar keeps its record.
 
     Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is
     skipped and reported. The manifest records each batch before its sidecars are written, so an
@@ -279,7 +282,8 @@ def export_xmp(
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
     records = load_manifest(manifest_path)
-    if _follow_moves(records, [photo for photo, _ in jobs]) and not dry_run:
+    keys = dict(photo_keys or {})
+    if _follow_moves(records, {photo: keys.get(photo) for photo, _ in jobs}) and not dry_run:
         _save_manifest(manifest_path, records)
     if every_photo:
         tagged = {photo for photo, _ in jobs}
@@ -301,6 +305,7 @@ def export_xmp(
                 path = plan.change.path
                 pending[path] = records.get(path)
                 record = _merged(_without(records.get(path), plan.change.removed), plan.change)
+                record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
                 if plan.delete or not (record.added or record.mirrored):
                     records.pop(path, None)  # nothing of ours left in it
                 else:
@@ -325,18 +330,21 @@ def export_xmp(
     return report
 
 
-def undo_xmp(manifest_path: Path, dry_run: bool = False, photos: Iterable[Path] = ()) -> ExportReport:
+def undo_xmp(
+    manifest_path: Path, dry_run: bool = False, photos: Iterable[Path] | Mapping[Path, str | None] = ()
+) -> ExportReport:
     """Remove exactly the values the manifest says we added; the user's own keywords always stay.
 
     A sidecar we created is deleted when nothing but the empty XMP wrapper would remain. Sidecars that
     cannot be undone now (unparseable, changed meanwhile) stay in the manifest to retry later.
-    `photos`: where the photos are now (a library's), to follow photos moved with their sidecars.
+    `photos`: where the photos are now (a library's), to follow photos moved with their sidecars;
+    a mapping to their content keys (as export_xmp's photo_keys) also follows renamed ones.
     """
     manifest_path = Path(manifest_path)
     if not manifest_path.exists():
         raise ManifestError(f"no export manifest at {manifest_path}: nothing to undo")
     records = load_manifest(manifest_path)
-    _follow_moves(records, photos)
+    _follow_moves(records, dict(photos) if isinstance(photos, Mapping) else dict.fromkeys(map(Path, photos)))
     remaining = dict(records)
     report = ExportReport()
     try:
@@ -365,26 +373,29 @@ def undo_xmp(manifest_path: Path, dry_run: bool = False, photos: Iterable[Path] 
     return report
 
 
-def _follow_moves(records: dict[Path, SidecarChange], photos: Iterable[Path]) -> bool:
-    """Re-key the records of photos moved together with their sidecar (a reorganised folder): a
-    record whose sidecar and photo are both gone follows the one photo of the same name now beside a
-    sidecar of the same name that no record claims. Returns whether any record moved."""
+def _follow_moves(records: dict[Path, SidecarChange], photos: Mapping[Path, str | None]) -> bool:
+    """Re-key the records of photos moved or renamed together with their sidecar (a reorganised
+    folder, a rename in a photo manager), where the record's sidecar and photo are both gone. The
+    record follows the one photo whose content key it recorded (`photos` maps each photo now to its
+    key, or None), else the one photo of the same name, when that photo has a sidecar no record
+    claims. Returns whether any record moved."""
     by_name: dict[str, list[Path]] = {}
-    for photo in photos:
+    by_key: dict[str, list[Path]] = {}
+    for photo, key in photos.items():
         by_name.setdefault(Path(photo).name, []).append(Path(photo))
+        if key:
+            by_key.setdefault(key, []).append(Path(photo))
     moved = False
     for path, record in list(records.items()):
-        if record.photo is None or record.photo.name not in by_name:
+        if record.photo is None or os.path.lexists(path) or os.path.lexists(record.photo):
             continue
-        if os.path.lexists(path) or os.path.lexists(record.photo):
-            continue
-        found = [
-            p for p in by_name[record.photo.name]
-            if p.parent / path.name not in records and (p.parent / path.name).is_file()
-        ]  # fmt: skip
+        found = [(p, sidecar_path_for(p)) for p in by_key.get(record.photo_key or "", [])]
+        if len(found) != 1:  # no key, or byte-identical copies: the name decides
+            found = [(p, p.parent / path.name) for p in by_name.get(record.photo.name, [])]
+        found = [(p, sidecar) for p, sidecar in found if sidecar not in records and sidecar.is_file()]
         if len(found) == 1:
-            sidecar = found[0].parent / path.name
-            records[sidecar] = replace(record, path=sidecar, photo=found[0])
+            photo, sidecar = found[0]
+            records[sidecar] = replace(record, path=sidecar, photo=photo)
             del records[path]
             moved = True
     return moved
@@ -485,6 +496,7 @@ def _change_from_record(path: Path, record: dict) -> SidecarChange:
     return SidecarChange(
         path=path,
         photo=Path(record["photo"]) if record.get("photo") else None,
+        photo_key=record.get("photo_key"),
         created=bool(record.get("created", False)),
         added={k: list(v) for k, v in record.get("added", {}).items()},
         mirrored={k: list(v) for k, v in record.get("mirrored", {}).items()},
@@ -505,6 +517,7 @@ def _merged(old: SidecarChange | None, new: SidecarChange) -> SidecarChange:
     return SidecarChange(
         path=new.path,
         photo=new.photo or old.photo,
+        photo_key=new.photo_key or old.photo_key,
         created=old.created or new.created,
         added=union(old.added, new.added),
         mirrored=union(old.mirrored, new.mirrored),

@@ -241,11 +241,16 @@ def export_library_xmp(library: Library, root_tag: str | None = export.ROOT_TAG,
         items.setdefault(record.path, []).append(record.tag)
     manifest = library.path / EXPORT_MANIFEST_NAME
     return export.export_xmp([(Path(p), t) for p, t in items.items()], manifest, root_tag, dry_run,
-                             every_photo=True)  # fmt: skip
+                             every_photo=True, photo_keys=_photo_keys(library))  # fmt: skip
 
 
 def undo_library_xmp(library: Library, dry_run: bool = False) -> export.ExportReport:
     """Remove exactly the keywords earlier exports of this library added (the user's stay), also
     from sidecars moved along with their photos since."""
-    photos = (Path(row.root_path) / row.rel_path for row in library.store.iter_images())
-    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=photos)
+    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=_photo_keys(library))
+
+
+def _photo_keys(library: Library) -> dict[Path, str | None]:
+    """Each indexed photo's path and fingerprint, which a move or rename keeps: what lets export
+    records follow photos renamed together with their sidecars."""
+    return {Path(row.path): row.fingerprint for row in library.store.iter_images()}

@@ -74,6 +74,9 @@ class SidecarChange:
 
     path: Path
     photo: Path | None = None
+    # What identifies the photo's content (the library's fingerprint), so that a photo renamed together
+    # with its sidecar can be found again; None where the caller gave none.
+    photo_key: str | None = None
     created: bool = False  # the sidecar file did not exist before
     added: dict[str, list[str]] = field(default_factory=dict)
     # The user's own keywords copied into a list we created, so readers stopping there still see them.

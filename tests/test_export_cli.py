@@ -240,3 +240,22 @@ def test_keyword_lists_export_cannot_extend_are_named_on_stderr(tagged, capsys):
 
     err = capsys.readouterr().err
     assert f"note: {photos / 'a.jpg.xmp'}: " in err and "dc:subject" in err
+
+
+def test_a_photo_renamed_with_its_sidecar_in_a_photo_manager_keeps_its_export_record(tagged, capsys):
+    """digiKam and Lightroom rename a photo's sidecar with it. The library knows the renamed photo by
+    its fingerprint, and so does the export record: later exports and undo still reach the sidecar."""
+    lib, photos = tagged
+    main(["export", "--library", str(lib), "--format", "xmp"])  # exit 1: c.jpg.xmp is refused
+    assert keywords(photos / "a.jpg.xmp")[DIGIKAM_TAGS] >= MACHINE_KEYWORDS[DIGIKAM_TAGS]
+    (photos / "a.jpg").rename(photos / "grandma-2020.jpg")
+    (photos / "a.jpg.xmp").rename(photos / "grandma-2020.jpg.xmp")
+    assert main(["index", "--library", str(lib), "--no-progress"]) == 0
+    assert "moved 1" in capsys.readouterr().out
+
+    main(["export", "--library", str(lib), "--format", "xmp"])
+    assert "changed 0 sidecars, 2 unchanged, 1 skipped" in capsys.readouterr().err  # a.jpg's keywords found again
+    assert main(["export", "--library", str(lib), "--undo"]) == 0
+
+    assert (photos / "grandma-2020.jpg.xmp").read_bytes() == HAND_WRITTEN  # every machine keyword taken back
+    assert not (photos / "b.png.xmp").exists()
