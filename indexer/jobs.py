@@ -208,6 +208,7 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
     changed: list[_Work] = []
     failed: list[FailedImage] = []
     vanished: list[tuple[int, FileState]] = []
+    elsewhere: list[_Work] = []  # move candidates only: see _moved_out_of
     per_root = store.images_per_root()
     roots = store.roots()
     for target in targets:
@@ -237,15 +238,35 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
                 new.append(_Work(target.root.id, f))
             else:
                 changed.append(_Work(target.root.id, f, old))
-        vanished += [(target.root.id, s) for s in states.values() if not _protected(s.rel_path, scan.unreadable_dirs)]
+        gone = [s for s in states.values() if not _protected(s.rel_path, scan.unreadable_dirs)]
+        vanished += [(target.root.id, s) for s in gone]
+        if target.prefix and any(s.status == "ok" for s in gone):
+            elsewhere += _moved_out_of(store, target, gone, nested)
     store.write_batch([], failed)
     summary.failed += len(failed)
     # The photos of offline roots may be among the new files (a renamed or moved photo folder, a disk
     # mounted elsewhere): they are paired like moves, but never removed when unmatched.
     adoptable = [(r.id, st) for r in roots if new and not is_root_online(r.path, per_root.get(r.id, 0))
                  for st in store.file_states(r.id, "").values()]  # fmt: skip
-    new = _apply_moves(store, new, vanished, summary, pool, adoptable)
+    unmatched = _apply_moves(store, new + elsewhere, vanished, summary, pool, adoptable)
+    candidates_only = {id(w) for w in elsewhere}
+    new = [w for w in unmatched if id(w) not in candidates_only]
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
+
+
+def _moved_out_of(store: Store, target: _Target, gone: list[FileState], nested: list[str]) -> list[_Work]:
+    """A folder indexed on its own, inside a root, lost photos: they may have moved elsewhere in the
+    root (a photo refiled from `inbox/` to `2024/`), where this run does not look. The files of the
+    rest of the root that are not indexed and have the size of a lost photo are offered as move
+    candidates, so a move keeps its row, vector and tags; unmatched, they are left for a run of the
+    whole root."""
+    sizes = {s.size_bytes for s in gone if s.status == "ok"}
+    known = store.file_states(target.root.id, "")
+    return [
+        _Work(target.root.id, f) for f in scan_folder(target.root.path).files
+        if f.error is None and f.size_bytes in sizes and f.rel_path not in known
+        and not _within(f.rel_path, target.prefix) and not any(_within(f.rel_path, p) for p in nested)
+    ]  # fmt: skip
 
 
 # Failures whose cause can go away while the file stays as it is (permissions, a decoder installed

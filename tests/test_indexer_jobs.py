@@ -498,3 +498,26 @@ def test_system_folders_are_refused_as_photo_folders(library, embedder):
     with pytest.raises(FolderNotFoundError, match="system folder"):
         index(library, ["/proc/self"], embedder)
     assert library.store.roots() == []
+
+
+def test_a_photo_moved_out_of_a_folder_indexed_alone_keeps_its_vector_and_tags(tmp_path, library, embedder):
+    """Indexing only `2021/` after filing a photo from it into another folder of the same root: the
+    photo is not removed (its vector and tags would go) but followed, and the whole root's next run
+    finds nothing to embed."""
+    photos = tmp_path / "photos"
+    make_photo_folder(photos)
+    index(library, [photos], embedder)
+    before = by_path(library)["2021/forest.png"]
+    library.store.replace_machine_tags({before.id: [("scene|forest", 0.9)]}, "model", "v1")
+    (photos / "archive").mkdir()
+    (photos / "2021" / "forest.png").rename(photos / "archive" / "forest.png")
+
+    summary = index(library, [photos / "2021"], embedder)
+
+    assert (summary.moved, summary.removed, summary.added) == (1, 0, 0)
+    after = by_path(library)["archive/forest.png"]
+    assert after.id == before.id and embedding(library, after.id) == embedding(library, before.id)
+    assert "2021/forest.png" not in by_path(library)
+    assert [(t.path, t.tag) for t in library.store.iter_tags()] == [(str(photos / "archive" / "forest.png"), "scene|forest")]
+    again = index(library, [photos], embedder)
+    assert (again.added, again.moved, again.removed) == (0, 0, 0)
