@@ -13,7 +13,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .errors import SiglipSearchError
+from .errors import InputError, SiglipSearchError
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 DEMO_MODEL = REPO_DATA / "models" / "siglip-demo"
@@ -60,12 +60,23 @@ def _run_train(args) -> int:
              if getattr(args, f.name, None) is not None}
     cfg = TrainConfig(out_dir=args.out, progress=not args.no_progress, **given)
     if args.config:
-        cfg.model_config = json.loads(args.config.read_text())
+        cfg.model_config = _read_model_config(args.config)
+    if args.eval:
+        from .evaluate import load_eval_set
+
+        load_eval_set(args.eval)  # before training, not after it: the evaluation ends the run
     out = train(cfg)
     print(f"checkpoint: {out}")
     if args.eval:
         return _print_eval(out, args.eval, json_output=False)
     return 0
+
+
+def _read_model_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read --config {path}: {exc}") from None
 
 
 def _add_eval(sub) -> None:

@@ -12,7 +12,9 @@ import functools
 import io
 import json
 import multiprocessing
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -156,22 +158,48 @@ def _shape_twin(spec: synthetic.SceneSpec, rng: random.Random) -> synthetic.Scen
 
 
 class CaptionFolderSource:
-    """A folder of images plus captions.jsonl ({"file", "caption"}) or captions.csv (file,caption)."""
+    """A folder of images plus captions.jsonl ({"file", "caption"}) or captions.csv (file,caption).
 
-    def __init__(self, folder: str | Path, captions: str | Path | None = None) -> None:
+    Every listed image is decoded once up front (JPEGs at reduced size, so this is quick): a missing,
+    unreadable or truncated image, and a row with an empty caption, would otherwise stop a long run
+    at the first batch that draws it. Such pairs are left out and listed in `skipped` (name, reason).
+    """
+
+    def __init__(self, folder: str | Path, captions: str | Path | None = None, threads: int | None = None) -> None:
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"training folder {self.folder} does not exist or is not a folder")
         path = Path(captions) if captions else _find_captions(self.folder)
-        self.pairs = _read_captions(path)
+        rows, self.skipped = _read_captions(path)
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+            problems = list(pool.map(lambda row: _image_problem(self.folder / row[0]), rows))
+        self.pairs = [row for row, problem in zip(rows, problems, strict=True) if problem is None]
+        self.skipped += [(row[0], problem) for row, problem in zip(rows, problems, strict=True) if problem]
         if not self.pairs:
-            raise InputError(f"{path} lists no image-caption pairs")
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.skipped[:3])
+            raise InputError(f"{path} lists no usable image-caption pairs" + (f" ({reasons})" if reasons else ""))
 
     def sample(self, rng: random.Random) -> tuple[Image.Image, str, None]:
         name, caption = rng.choice(self.pairs)
         try:
             with Image.open(self.folder / name) as im:
                 return ImageOps.exif_transpose(im).convert("RGB"), caption, None
-        except (OSError, UnidentifiedImageError) as exc:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            # Read fine when training started: the file changed on disk since.
             raise InputError(f"cannot read training image {self.folder / name}: {exc}") from None
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why `path` cannot be trained on, or None. draft() lets a JPEG decode at 1/2-1/8 scale."""
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (256, 256))
+            im.load()
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        return str(exc).replace(str(path), path.name) or type(exc).__name__
+    return None
 
 
 def _find_captions(folder: Path) -> Path:
@@ -181,23 +209,38 @@ def _find_captions(folder: Path) -> Path:
     raise InputError(f"{folder} has no captions.jsonl or captions.csv")
 
 
-def _read_captions(path: Path) -> list[tuple[str, str]]:
+def _read_captions(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(pairs, skipped): rows with an empty file name or caption are skipped, named by line.
+    A UTF-8 byte-order mark (Excel's "CSV UTF-8") and CRLF line ends are accepted."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read captions file {path}: {exc}") from None
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read captions file {path} (UTF-8 expected): {exc}") from None
     if path.suffix == ".csv":
-        rows = csv.DictReader(text.splitlines())
-        return [(r.get("file") or r["path"], r["caption"]) for r in rows]
-    pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-                pairs.append((record.get("file") or record["path"], record["caption"]))
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise InputError(f"{path}:{number}: expected {{\"file\", \"caption\"}}: {exc}") from None
-    return pairs
+        reader = csv.DictReader(text.splitlines())
+        columns = reader.fieldnames or []
+        name_column = "file" if "file" in columns else "path"
+        if name_column not in columns or "caption" not in columns:
+            raise InputError(f"{path}: the first row must name the columns file,caption (found {','.join(columns)})")
+        records = [(number, {"file": r.get(name_column), "caption": r.get("caption")})
+                   for number, r in enumerate(reader, 2)]
+    else:
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                    records.append((number, {"file": record.get("file") or record["path"], "caption": record["caption"]}))
+                except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+                    raise InputError(f"{path}:{number}: expected {{\"file\", \"caption\"}}: {exc}") from None
+    pairs, skipped = [], []
+    for number, record in records:
+        name, caption = record["file"], record["caption"]
+        if not isinstance(name, str) or not name.strip() or not isinstance(caption, str) or not caption.strip():
+            skipped.append((f"{path.name}:{number}", "empty file name or caption"))
+        else:
+            pairs.append((name.strip(), caption))
+    return pairs, skipped
 
 
 class StepBatches(torch.utils.data.Dataset):

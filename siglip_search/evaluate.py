@@ -13,6 +13,7 @@ from PIL import Image
 
 from . import synthetic
 from .embedder import Embedder
+from .errors import InputError
 
 DEFAULT_TAG_THRESHOLD = 0.1  # the library tagging default (indexer.tags)
 
@@ -41,12 +42,26 @@ def write_eval_set(out_dir: Path, seed: int, n_single: int = 200, n_multi: int =
 
 
 def load_eval_set(folder: Path) -> list[tuple[Path, str, synthetic.SceneSpec]]:
+    """The images of a held-out set written by write_eval_set: each record names its objects, which a
+    plain captioned folder (training data) does not."""
+    path = Path(folder) / "captions.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the evaluation set {path}: {exc}") from None
     items = []
-    for line in (folder / "captions.jsonl").read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
         if line.strip():
-            record = json.loads(line)
-            objects = tuple(synthetic.ObjectSpec(**o) for o in record["objects"])
-            items.append((folder / record["file"], record["caption"], synthetic.SceneSpec(objects, record["background"])))
+            try:
+                record = json.loads(line)
+                objects = tuple(synthetic.ObjectSpec(**o) for o in record["objects"])
+                spec = synthetic.SceneSpec(objects, record["background"])
+                items.append((Path(folder) / record["file"], record["caption"], spec))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                raise InputError(f"{path}:{number}: not an evaluation record ({type(exc).__name__}: {exc}); an "
+                                 "evaluation set lists each image's objects, as data/eval/captions.jsonl") from None
+    if not items:
+        raise InputError(f"{path} lists no images")
     return items
 
 

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import random
-import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,16 +21,15 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import synthetic
+from .checkpoint import _resolve_device
 from .config import SiglipConfig
 from .data import CaptionFolderSource, StepBatches, SyntheticSource
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .image_processor import SiglipImageProcessor
 from .loss import distributed_sigmoid_loss, sigmoid_loss
 from .model import SiglipModel
+from .run_folder import ARGS_FILE, LOG_FILE, SKIPPED_FILE, STATE_FILE, open_log, prepare_output
 from .tokenizer import SiglipTokenizer
-
-STATE_FILE = "trainer_state.pt"
-LOG_FILE = "train_log.jsonl"
 
 # The demo model: 96 px with 32 px patches (3 x 3 tokens), so that each of the five object positions
 # is the centre of one patch. A ViT trained from scratch on this little data learned shape only when
@@ -71,6 +70,28 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
+    def validate(self) -> None:
+        """Refuse options that would crash mid-run or train nothing, in one line naming the option."""
+        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "warmup_steps": 0, "workers": 0,
+                    "lock_text_steps": 0, "pool_size": 0, "seed": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "text_lr_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a {'positive' if name == 'lr' else 'non-negative'} "
+                                 f"number, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {self.threads}")
+        _resolve_device(self.device)
+        if self.tokenizer and not Path(self.tokenizer).is_file():
+            raise InputError(f"tokenizer file {self.tokenizer} does not exist (pass a SentencePiece spiece.model)")
+        config = self.model_config
+        if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("text_config", "vision_config")):
+            raise InputError("the model config must be a JSON object with \"text_config\" and \"vision_config\" objects")
+        SiglipConfig.from_dict(config)  # malformed sizes fail here, in one line
+
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
     """Warm-up, then cosine to zero. With a locked-text phase: warm-up and constant during the lock,
@@ -86,48 +107,43 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProcessor]:
-    """Tokenizer and processor files in out_dir (kept on resume, so ids never change mid-run)."""
-    out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    text_len = cfg.model_config["text_config"].get("max_position_embeddings", 64)
-    image_size = cfg.model_config["vision_config"].get("image_size", 224)
-    if not (out / "spiece.model").is_file():
-        if cfg.tokenizer:
-            shutil.copyfile(cfg.tokenizer, out / "spiece.model")
-        elif cfg.data == "synthetic":
-            synthetic.train_sentencepiece(synthetic.caption_corpus(cfg.seed, 20000), out / "spiece.model",
-                                          vocab_size=cfg.model_config["text_config"].get("vocab_size", 128))
-        else:
-            raise InputError("training on a folder needs --tokenizer SPIECE_MODEL (e.g. from a hub checkpoint)")
-    tokenizer = SiglipTokenizer(out / "spiece.model", model_max_length=text_len, model_input_names=["input_ids"])
-    tokenizer.save_pretrained(out)
-    processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
-    processor.save_pretrained(out)
-    cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
-    return tokenizer, processor
-
-
 def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
-    """Weights first (atomic), then the trainer state that says which step they belong to."""
-    model.save_pretrained(cfg.out_dir)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
+    """The trainer state first, atomically: it holds the weights, the optimizer and the step, so a run
+    killed at any moment resumes from one consistent file. Then the exported Hugging Face weights."""
+    state = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
     state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
                                    for k, v in state["optimizer"]["state"].items()}
     tmp = cfg.out_dir / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, cfg.out_dir / STATE_FILE)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, cfg.out_dir / STATE_FILE)
+        model.save_pretrained(cfg.out_dir)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
+                              "the last complete checkpoint is kept and a rerun resumes from it") from None
 
 
 def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
     state_path = cfg.out_dir / STATE_FILE
     if not state_path.is_file():
         return 0
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    loaded = SiglipModel.from_pretrained(cfg.out_dir)
-    model.load_state_dict(loaded.state_dict())
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
+        raise CheckpointError(f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
+                              "to start over") from None
+    # Trainer states written before the weights moved into them: the weights file next to them.
+    weights = state["model"] if "model" in state else SiglipModel.from_pretrained(cfg.out_dir).state_dict()
+    model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    step = int(state["step"])
+    if step > cfg.steps:
+        raise InputError(f"{cfg.out_dir} is already trained to step {step}; --steps {cfg.steps} is fewer "
+                         f"(pass --steps {step} or more to continue it)")
+    return step
 
 
 def _optimizer(model: SiglipModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -180,6 +196,9 @@ def train(cfg: TrainConfig) -> Path:
     if distributed and not dist.is_initialized():
         dist.init_process_group("gloo")
     rank = dist.get_rank() if distributed else 0
+    cfg.validate()
+    if cfg.data != "synthetic":
+        cfg.data = str(Path(cfg.data).expanduser().resolve())  # the same folder, however a resume names it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if rank == 0:
@@ -195,7 +214,9 @@ def train(cfg: TrainConfig) -> Path:
     model.init_weights()
     source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins,
                              short_steps=cfg.lock_text_steps) if cfg.data == "synthetic" \
-        else CaptionFolderSource(cfg.data)
+        else CaptionFolderSource(cfg.data, threads=cfg.threads)
+    if rank == 0 and getattr(source, "skipped", None):
+        _report_skipped(cfg, source)
     if cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file():  # a resumed run loads its weights
         whiten_text_start(model, tokenizer, _whitening_captions(cfg, source))
     optimizer = _optimizer(model, cfg)
@@ -212,7 +233,7 @@ def train(cfg: TrainConfig) -> Path:
         num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
     bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress or rank != 0, unit="step", dynamic_ncols=True)
     began, seen, step = time.perf_counter(), 0, start
-    log = open(cfg.out_dir / LOG_FILE, "a", encoding="utf-8") if rank == 0 else None
+    log = open_log(cfg.out_dir / LOG_FILE, start) if rank == 0 else None
     locked = None
     for step, (pixels, ids, positives) in enumerate(loader, start=start):
         for group in optimizer.param_groups:
@@ -242,10 +263,20 @@ def train(cfg: TrainConfig) -> Path:
         log.close()
     if rank == 0:
         _save(model, optimizer, cfg.steps, cfg)
-        (cfg.out_dir / "training_args.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        (cfg.out_dir / ARGS_FILE).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
     if distributed:
         dist.barrier()
     return cfg.out_dir
+
+
+def _report_skipped(cfg: TrainConfig, source: CaptionFolderSource) -> None:
+    """Left-out pairs, counted on stderr and listed in skipped_images.txt, so a bad file is findable."""
+    (cfg.out_dir / SKIPPED_FILE).write_text("".join(f"{name}\t{why}\n" for name, why in source.skipped),
+                                            encoding="utf-8")
+    first = ", ".join(name for name, _ in source.skipped[:3])
+    print(f"siglip-search: skipped {len(source.skipped)} of {len(source.skipped) + len(source.pairs)} "
+          f"image-caption pairs that cannot be used ({first}{', ...' if len(source.skipped) > 3 else ''}; "
+          f"reasons in {cfg.out_dir / SKIPPED_FILE})", file=sys.stderr, flush=True)
 
 
 def _whitening_captions(cfg: TrainConfig, source: SyntheticSource | CaptionFolderSource) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from indexer.errors import ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
 from siglip_search.cli import DEMO_MODEL, SAMPLES
@@ -22,6 +23,10 @@ from .thumbnails import Thumbnails, thumbnail_dir
 
 class DemoMissingError(SiglipSearchError):
     """The demo model or the sample photos are not where the repository keeps them."""
+
+
+class DemoLibraryError(SiglipSearchError):
+    """`--library` names a library that holds other photos or another model's vectors."""
 
 
 def build_demo_library(library_dir: str | os.PathLike, *, samples: Path = SAMPLES, model: Path = DEMO_MODEL,
@@ -36,11 +41,32 @@ def build_demo_library(library_dir: str | os.PathLike, *, samples: Path = SAMPLE
     with open_library(library_dir, create=True) as library:
         with lock_library(library, wait_s=30), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            embedder = library.load_embedder(None if library.model_identity() else model)
+            embedder = _demo_embedder(library, samples, model)
             summary = index_paths(library, [samples], embedder, progress=progress)
             tagged = _tag(library, embedder, vocabulary, progress)
         _make_thumbnails(library)
         return f"demo library {library.path}: {summary.line()}" + (f"; {tagged}" if tagged else "")
+
+
+def _demo_embedder(library, samples: Path, model: Path):
+    """The demo model, for a library that holds only the sample photos and only its vectors. The demo
+    adds the samples and re-tags every photo with its vocabulary: another library (`--library` naming
+    the user's own) would gain 300 pictures of shapes and lose its tags."""
+    others = [root.path for root in library.store.roots() if Path(root.path) != samples.resolve()]
+    if others:
+        raise DemoLibraryError(
+            f"{library.path} is not a demo library: it holds {others[0]}"
+            f"{f' and {len(others) - 1} more folders' if len(others) > 1 else ''}, which the demo would mix its "
+            "sample photos into and re-tag; leave out --library or pick an empty folder"
+        )
+    try:
+        return library.load_embedder(model)
+    except ModelMismatchError:
+        recorded = (library.model_identity() or {}).get("model_id")
+        raise DemoLibraryError(
+            f"{library.path} holds vectors of another model ({recorded}) than the demo model {model}; "
+            "leave out --library (each demo model gets its own demo library) or pick an empty folder"
+        ) from None
 
 
 def _tag(library, embedder, vocabulary: str | os.PathLike | None, progress: bool) -> str:
