@@ -69,7 +69,7 @@ def evaluate(embedder: Embedder, folder: Path, threshold: float = DEFAULT_TAG_TH
              batch_size: int = 64) -> dict[str, Any]:
     items = load_eval_set(folder)
     images = np.concatenate([
-        embedder.embed_images([Image.open(p).convert("RGB") for p, _, _ in items[i:i + batch_size]])
+        embedder.embed_images([_open_image(p) for p, _, _ in items[i:i + batch_size]])
         for i in range(0, len(items), batch_size)
     ])
     specs = [spec for _, _, spec in items]
@@ -85,6 +85,16 @@ def evaluate(embedder: Embedder, folder: Path, threshold: float = DEFAULT_TAG_TH
     report |= _recall(embedder, images, items, list(range(len(items))), "all")
     report |= _tagging(embedder, images, specs, threshold)
     return report
+
+
+def _open_image(path: Path) -> Image.Image:
+    """One evaluation image; a missing or broken one stops the evaluation in one line (scores over
+    a set with holes would not compare with other runs)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        raise InputError(f"evaluation image {path} cannot be read ({exc}); restore it or write the set again") from None
 
 
 def _recall(embedder, images, items, queries, name, ks=(1, 5, 10)) -> dict[str, float]:

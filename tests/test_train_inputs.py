@@ -153,3 +153,17 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one(tmp_path):
     assert not (out / (STATE_FILE + ".tmp")).exists()
     assert main(argv + ["--steps", "4"]) == 0  # with room again, it resumes
     assert torch.load(out / STATE_FILE, weights_only=False)["step"] == 4
+
+
+def test_an_evaluation_set_with_a_missing_or_broken_image_is_one_line(tmp_path, capsys):
+    from siglip_search.evaluate import write_eval_set
+
+    folder = write_eval_set(tmp_path / "eval", seed=3, n_single=3, n_multi=1, size=32).parent
+    first, second, third = sorted(p for p in folder.iterdir() if p.suffix != ".jsonl")[:3]
+    first.unlink()  # missing
+    second.write_bytes(b"not a picture")  # broken
+    for named in (first, second):
+        assert main(["eval", "--data", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"evaluation image {named} cannot be read" in err, err
+        first.write_bytes(third.read_bytes())  # restored: the broken one is named next
