@@ -145,7 +145,7 @@ def test_more_like_this_starts_from_an_indexed_photo_and_leaves_it_out(client):
     first = search(client, "blue", count=1)[2][0]
     gallery, summary, hits = client.predict(first["id"], 0.0, 4, "", "", "", "best match", api_name="/more_like_this")[:3]
     assert len(hits) == 4 and first["id"] not in [h["id"] for h in hits]
-    assert f"photos like {Path(first['rel_path']).name}" in summary
+    assert "photos like " + Path(first["rel_path"]).name.replace("_", "\\_") in summary  # markdown-escaped
 
 
 def test_options_cut_off_sort_and_count(client):
@@ -153,6 +153,12 @@ def test_options_cut_off_sort_and_count(client):
     assert len(search(client, "red", count=3)[2]) == 3
     by_date = search(client, "red", count=5, sort="newest first")
     assert "newest first" in by_date[1]
+
+
+def test_a_query_shows_literally_in_the_summary_and_the_hint_at_the_most_results_is_one_that_works(client):
+    summary = search(client, "**red** <img src=x> [a](http://x)", count=100)[1]
+    assert "“\\*\\*red\\*\\* \\<img src=x\\> \\[a\\]\\(http://x\\)”" in summary
+    assert "**100 photos**" in summary and "raise the minimum probability" in summary
 
 
 def test_status_shows_the_library(client, photos):

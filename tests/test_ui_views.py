@@ -102,6 +102,29 @@ def test_results_summary_says_how_many_for_what_and_how_to_get_more():
                                                                   has_more=True)  # fmt: skip
 
 
+def test_control_characters_in_file_names_show_escaped_on_one_line():
+    """A newline in a file name split the details heading and its path; ESC hid in the caption."""
+    record = hit(rel="2021/a\n# b\x1b.jpg")
+    text = views.hit_details_markdown(record)
+    assert text.splitlines()[:2] == ["### a\\\\n\\# b\\\\x1b.jpg", "`/photos/2021/a\\n# b\\x1b.jpg`"]
+    assert views.hit_caption(record) == "42% · a\\n# b\\x1b.jpg"
+    report = {"images": 1, "failed_count": 1, "library": "/lib", "roots": [],
+              "failed": [{"path": "/p/x\ny.jpg", "reason": "truncated"}]}  # fmt: skip
+    assert "| `/p/x\\ny.jpg` | truncated |" in views.status_markdown(report)
+
+
+def test_the_query_and_file_names_in_the_results_summary_show_literally():
+    line = views.results_summary([hit()], query="**red** <img src=x> [a](http://x) $$x$$ a&lt;b", min_score=0,
+                                 sort="score")  # fmt: skip
+    assert "“\\*\\*red\\*\\* \\<img src=x\\> \\[a\\]\\(http://x\\) \\$\\$x\\$\\$ a\\&lt;b”" in line
+    assert "photos like a\\\\nb.jpg" in views.results_summary([hit()], query="photos like a\nb.jpg", min_score=0, sort="score")
+
+
+def test_at_the_most_results_the_page_offers_the_hint_says_what_else_narrows_them():
+    line = views.results_summary([hit()], query="x", min_score=0, sort="score", has_more=True, count_at_max=True)
+    assert "raise the number" not in line and "raise the minimum probability" in line
+
+
 @pytest.mark.parametrize("text", ["", "   ", None])
 def test_an_empty_query_is_a_message_not_a_search(text):
     with pytest.raises(FormError, match="Type something"):
@@ -216,7 +239,7 @@ def test_export_preview_lists_what_would_change_and_what_was_skipped():
 def test_image_paths_in_a_query_are_refused_before_any_file_is_opened(query):
     from ui.handlers import refuse_file_terms
 
-    with pytest.raises(FormError, match="looks like a file on the server"):
+    with pytest.raises(FormError, match="looks like a file on the server.*in double quotes"):
         refuse_file_terms(query)
 
 

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from siglip_search.errors import SiglipSearchError
 
 from . import handlers
-from .handlers import EXPORT_FORMATS, SORTS
+from .handlers import EXPORT_FORMATS, MAX_COUNT, SORTS
 from .state import AppState
 
 TITLE = "siglip-search"
@@ -28,7 +28,7 @@ CSS = """
 #tag-help { opacity: 0.8; font-size: 0.9em; }
 """
 SEARCH_HELP = (
-    "Combine terms like rclip: `beach + 0.5 sunset - people`. "
+    "Combine terms like rclip: `beach + 0.5 sunset - people`; double quotes keep words as text: `\"a + b\"`. "
     "Probabilities are SigLIP's own `sigmoid(t·cos + b)`: useful to compare, and to cut off poor matches."
 )
 TAG_HELP = (
@@ -99,7 +99,7 @@ def _search_tab(state: AppState) -> gr.Dropdown:
                     image_button = gr.Button("Search with this picture", variant="primary")
             with gr.Accordion("Options", open=True):
                 min_score = gr.Slider(0, 1, value=0, step=0.01, label="Minimum probability")
-                count = gr.Slider(1, 100, value=24, step=1, label="Number of results")
+                count = gr.Slider(1, MAX_COUNT, value=24, step=1, label="Number of results")
                 sort = gr.Dropdown(list(SORTS), value="best match", label="Sort")
                 folder = gr.Dropdown(_root_choices(state), value=None, allow_custom_value=True,
                                      label="Only in folder", info="a registered folder, or one inside it")  # fmt: skip

@@ -37,6 +37,7 @@ log = logging.getLogger("siglip_search.ui")
 F = TypeVar("F", bound=Callable[..., Any])
 SORTS = {"best match": "score", "newest first": "date"}
 EXPORT_FORMATS = {"XMP sidecars": "xmp", "CSV": "csv", "JSON Lines": "jsonl"}
+MAX_COUNT = 100  # the most results the page's slider offers (an API client may ask for up to 200)
 
 
 def page_errors(handler: F) -> F:
@@ -87,7 +88,7 @@ def refuse_file_terms(query: str) -> None:
         if token.kind == "word" and _looks_like_path(token.text):
             raise FormError(
                 f"“{token.text}” looks like a file on the server; search with a picture in the "
-                "“By image” tab, use #ID for an indexed photo, or put the words in quotes."
+                "“By image” tab, use #ID for an indexed photo, or put the words in double quotes."
             )
 
 
@@ -97,7 +98,8 @@ def _results(state: AppState, page: Any, options: dict, query: str) -> tuple:
     hits = [HitRecord.from_hit(hit, missing=not os.path.exists(hit.path)) for hit in page.hits]
     pictures = state.thumbnails.get_many([(hit.id, hit.path) for hit in hits])
     summary = views.results_summary(hits, query=query, min_score=options["min_score"], sort=options["sort"],
-                                    offset=page.offset, has_more=getattr(page, "has_more", False))  # fmt: skip
+                                    offset=page.offset, has_more=getattr(page, "has_more", False),
+                                    count_at_max=options["k"] >= MAX_COUNT)  # fmt: skip
     return views.gallery_items(hits, pictures), summary, [h.as_json() for h in hits], [h.as_dict() for h in hits]
 
 

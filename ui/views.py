@@ -86,7 +86,7 @@ def format_probability(prob: float) -> str:
 
 def hit_caption(hit: HitRecord) -> str:
     """The gallery caption: probability first (what the user sorts by), then the file name."""
-    return f"{format_probability(hit.score)} · {hit.name}" + (" (file missing)" if hit.missing else "")
+    return f"{format_probability(hit.score)} · {shown(hit.name)}" + (" (file missing)" if hit.missing else "")
 
 
 def gallery_items(hits: Sequence[HitRecord], pictures: Sequence[str]) -> list[tuple[str, str]]:
@@ -97,9 +97,10 @@ def gallery_items(hits: Sequence[HitRecord], pictures: Sequence[str]) -> list[tu
 
 
 def results_summary(hits: Sequence[HitRecord], *, query: str, min_score: float, sort: str,
-                    offset: int = 0, has_more: bool = False) -> str:  # fmt: skip
-    """One line above the gallery: how many, for what, above which probability, in which order."""
-    what = f" for “{query}”" if query else ""
+                    offset: int = 0, has_more: bool = False, count_at_max: bool = False) -> str:  # fmt: skip
+    """One line above the gallery: how many, for what, above which probability, in which order.
+    `count_at_max`: the number of results cannot be raised further, so the hint says what can."""
+    what = f" for “{_escape(query)}”" if query else ""
     if not hits:
         hint = " Lower the minimum probability." if min_score > 0 else ""
         return f"No photos{what} with probability ≥ {format_probability(min_score)}.{hint}"
@@ -107,7 +108,8 @@ def results_summary(hits: Sequence[HitRecord], *, query: str, min_score: float, 
     noun = "photo" if len(hits) == 1 and not offset else "photos"
     order = "newest first" if sort == "date" else "best first"
     above = f", probability ≥ {format_probability(min_score)}" if min_score > 0 else ""
-    more = " More match: raise the number of results." if has_more else ""
+    how = "raise the minimum probability, or narrow by folder or date" if count_at_max else "raise the number of results"
+    more = f" More match: {how}." if has_more else ""
     return f"**{span} {noun}**{what} ({order}{above}). Click a photo for details.{more}"
 
 
@@ -346,18 +348,30 @@ def progress_line(done: int, total: int) -> str:
 # --- escaping -----------------------------------------------------------------------------------
 
 
+# Characters a file name may hold that would break a line of the page or hide in it (a newline
+# splits a heading or a table row, ESC is invisible): C0/C1 controls, Unicode line breaks, lone
+# surrogates. Shown escaped as Python writes them ("\\n", "\\x1b"), as the CLI's text output does.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def shown(text: str) -> str:
+    """`text` on one line with its unprintable characters escaped; everything else as it is."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 def _escape(text: str) -> str:
-    """Markdown-neutral text: file names like `*draft*_[1].jpg` must show as they are."""
-    return re.sub(r"([\\`*_\[\]{}()<>#+!|~])", r"\\\1", str(text))
+    """Markdown-neutral text: file names like `*draft*_[1].jpg`, `a&lt;b.jpg` or `$$x$$.jpg` (the page
+    renders $$...$$ as LaTeX) must show as they are."""
+    return re.sub(r"([\\`*_\[\]{}()<>#+!|~&$])", r"\\\1", shown(text))
 
 
 def _escape_code(text: str) -> str:
-    return str(text).replace("`", "ˋ")
+    return shown(text).replace("`", "ˋ")
 
 
 def _escape_cell(text: str) -> str:
     """For a table cell inside a code span."""
-    return _escape_code(str(text)).replace("|", "\\|").replace("\n", " ")
+    return _escape_code(str(text)).replace("|", "\\|")
 
 
 def _escape_text_cell(text: str) -> str:
