@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
 SKIPPED_FILE = "skipped_images.txt"
+ARGS_FILE = "training_args.json"  # the run's options; also what marks a folder as a training run
 # Options that may change when a run is resumed: they change how, not what, it trains.
-ARGS_FILE = "training_args.json"
 RESUMABLE_OPTIONS = {"out_dir", "steps", "checkpoint_every", "workers", "threads", "device", "progress", "tokenizer"}
 
 
