@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import sqlite3
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -190,3 +194,64 @@ def library(tmp_path):
     lib = open_library(tmp_path / "library")
     yield lib
     lib.close()
+
+
+# Runs steps where file permissions apply, after checking that they do: ["chmod", path, mode] or
+# CLI argv; reports what each printed (a traceback is data too). argv: folder, probe, steps.
+_PERMISSIONS_CHILD = r"""
+import contextlib, io, json, os, sys, traceback
+folder, probe, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+path = os.path.join(folder, "probe")
+try:
+    if probe == "read":  # a chmod 000 file in a writable folder
+        open(path, "w").close()
+        os.chmod(path, 0)
+        open(path).close()
+    else:  # a file in a folder without write permission
+        open(path, "w").close()
+except PermissionError:
+    enforced = True
+else:
+    enforced = False
+finally:
+    if probe == "read" or os.path.exists(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+if not enforced:
+    print(json.dumps("permissions not enforced"))
+    sys.exit()
+from indexer.cli import main
+results = []
+for step in steps:
+    if step[0] == "chmod":
+        os.chmod(step[1], int(step[2], 8))
+        continue
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(step)
+        except BaseException:
+            rc = None
+            traceback.print_exc(file=err)
+    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_cli_where_permissions_apply(folder: Path, steps: list[list[str]], probe: str) -> list[dict]:
+    """Run `steps` (CLI argv, or ["chmod", path, mode]) in a child process that file permissions apply
+    to: as is for a normal user; for root, with the capabilities that bypass them dropped (setpriv).
+    Skips where they cannot be enforced, as `probe` finds in `folder`: "read" (a chmod 000 file
+    there cannot be read) or "write" (the folder, without write permission, takes no file)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    argv = [*prefix, sys.executable, "-c", _PERMISSIONS_CHILD, str(folder), probe, json.dumps(steps)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert child.returncode == 0, child.stderr
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    if results == "permissions not enforced":
+        pytest.skip(f"this process is not stopped by file permissions ({probe} probe in {folder})")
+    return results

@@ -7,68 +7,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import indexer_fixtures
-import pytest
-from indexer_fixtures import make_photo_folder
+from indexer_fixtures import make_photo_folder, run_cli_where_permissions_apply
 
 from indexer.cli import main
 from indexer.jobs import index_paths
 from indexer.library import open_library
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
-
-# Runs steps as a user whom file permissions apply to: ["chmod", path, mode] or CLI argv.
-_CHILD = r"""
-import contextlib, io, json, os, sys, traceback
-probe = os.path.join(sys.argv[1], "probe")
-open(probe, "w").close()
-os.chmod(probe, 0)
-try:
-    open(probe).close()
-except PermissionError:
-    pass
-else:
-    print(json.dumps("permissions not enforced"))
-    sys.exit()
-finally:
-    os.unlink(probe)
-from indexer.cli import main
-results = []
-for step in json.loads(sys.argv[2]):
-    if step[0] == "chmod":
-        os.chmod(step[1], int(step[2], 8))
-        continue
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(step)
-        except BaseException:
-            rc = None
-            traceback.print_exc(file=err)
-    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
-print(json.dumps(results))
-"""
-
-
-def _run_as_a_user(scratch, steps: list[list[str]]) -> list[dict]:
-    """Run `steps` where permissions are enforced: as is for a normal user; for root, with the
-    capabilities that bypass file permissions dropped (setpriv); else skip."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: file permissions cannot be enforced")
-        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
-    argv = [*prefix, sys.executable, "-c", _CHILD, str(scratch), json.dumps(steps)]
-    child = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=os.environ.copy())
-    assert child.returncode == 0, child.stderr
-    results = json.loads(child.stdout.strip().splitlines()[-1])
-    if results == "permissions not enforced":
-        pytest.skip("this process can read a chmod 000 file")
-    return results
-
 
 def _rows(lib) -> dict[str, tuple[int, str, bytes | None]]:
     with open_library(lib) as library:
@@ -89,10 +36,10 @@ def test_a_folder_readable_but_not_searchable_keeps_its_photos_vectors_and_tags(
     before = _rows(lib)
     index = ["index", str(photos), *common]
     try:
-        results = _run_as_a_user(tmp_path, [
+        results = run_cli_where_permissions_apply(tmp_path, [
             ["chmod", str(photos), "644"], index, ["chmod", str(photos), "755"],  # the whole root
             ["chmod", str(photos / "2021"), "644"], index, ["status", "--json", "--library", str(lib)],
-        ])  # fmt: skip
+        ], probe="read")  # fmt: skip
     finally:
         os.chmod(photos, 0o755)
         os.chmod(photos / "2021", 0o755)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from indexer_fixtures import make_photo_folder
+from indexer_fixtures import make_photo_folder, run_cli_where_permissions_apply
 
 from indexer.cli import main
 from indexer.errors import IndexerError, LibraryUnreadableError
@@ -78,50 +78,6 @@ def test_open_store_raises_a_typed_error_for_a_file_that_is_no_database(tmp_path
 
 # --- read-only library ----------------------------------------------------------------------------
 
-# Runs CLI commands in a child process and reports what each printed; a traceback is data too.
-_CHILD = r"""
-import contextlib, io, json, os, sys, traceback
-from indexer.cli import main
-probe = os.path.join(sys.argv[1], "probe")
-try:
-    open(probe, "w").close()
-except PermissionError:
-    pass
-else:
-    os.unlink(probe)
-    print(json.dumps("permissions not enforced"))
-    sys.exit()
-results = []
-for argv in json.loads(sys.argv[2]):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(argv)
-        except BaseException:
-            rc = None
-            traceback.print_exc(file=err)
-    results.append({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()})
-print(json.dumps(results))
-"""
-
-
-def _run_without_write_permission(read_only_dir: Path, commands: list[list[str]]) -> list[dict]:
-    """Run `commands` as a user without write permission: as is for a normal user; for root, with
-    the capabilities that bypass file permissions dropped (setpriv); else skip."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: file permissions cannot be enforced")
-        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
-    argv = [*prefix, sys.executable, "-c", _CHILD, str(read_only_dir), json.dumps(commands)]
-    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=os.environ.copy())
-    assert child.returncode == 0, child.stderr
-    results = json.loads(child.stdout.strip().splitlines()[-1])
-    if results == "permissions not enforced":
-        pytest.skip("this process can write to a chmod 555 folder")
-    return results
-
-
 def _make_read_only(lib: Path, folder_too: bool) -> None:
     for path in lib.iterdir():
         path.chmod(0o444)
@@ -154,12 +110,12 @@ def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
     (lock_only / "library.lock").chmod(0o444)
     restore_permissions.extend([archive, files_only, lock_only])
     search = ["search", "red", "-k", "3", "--library"]
-    results = _run_without_write_permission(archive, [
+    results = run_cli_where_permissions_apply(archive, [
         ["status", "--library", str(archive)], [*search, str(archive)], ["duplicates", "--library", str(archive)],
         ["tag", "--library", str(archive), "--no-progress"], ["index", "--library", str(archive), "--no-progress"],
         [*search, str(files_only)], ["index", "--library", str(files_only), "--no-progress"],
         ["index", "--library", str(lock_only), "--no-progress"],
-    ])  # fmt: skip
+    ], probe="write")  # fmt: skip
     status, archive_search, duplicates, tag, index, files_search, files_index, lock_index = results
     assert (status["rc"], status["stderr"]) == (0, "")
     assert "8 indexed" in status["stdout"]
