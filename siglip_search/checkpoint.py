@@ -207,7 +207,7 @@ def _resolve_dtype(dtype) -> torch.dtype | str | None:
     return resolved
 
 
-def _resolve_device(device) -> torch.device | None:
+def resolve_device(device) -> torch.device | None:
     """The target device, checked before any weights are read (torch's own errors name no remedy)."""
     if device is None or device == "auto":
         return None
@@ -237,7 +237,7 @@ def load_model(cls, name_or_path, dtype=None, device=None, **kwargs):
     """dtype None loads float32 whatever the file holds (transformers 4's default); "auto" keeps the
     checkpoint's dtype as transformers 5 does by default; a dtype casts to it."""
     target = _resolve_dtype(dtype)
-    target_device = _resolve_device(device)
+    target_device = resolve_device(device)
     directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # other kwargs: transformers-only
     config = config_for(cls, directory)
     model = cls(config)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import synthetic
-from .checkpoint import _resolve_device
+from .checkpoint import resolve_device
 from .config import SiglipConfig
 from .data import CaptionFolderSource, StepBatches, SyntheticSource
 from .errors import CheckpointError, InputError
@@ -84,7 +84,7 @@ class TrainConfig:
                                  f"number, got {value}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
-        _resolve_device(self.device)
+        resolve_device(self.device)
         if self.tokenizer and not Path(self.tokenizer).is_file():
             raise InputError(f"tokenizer file {self.tokenizer} does not exist (pass a SentencePiece spiece.model)")
         config = self.model_config
