@@ -200,9 +200,9 @@ def export_command(args: argparse.Namespace) -> int:
                 report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
-    if args.format == "exiftool-csv":
-        tables.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split: refused, dry run or not
     if args.dry_run:
+        if args.format == "exiftool-csv":
+            tables.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split is refused here too
         print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
     elif args.format == "csv":
         tables.write_csv(rows, args.out)
