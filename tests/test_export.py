@@ -547,7 +547,7 @@ def test_exiftool_csv_root_tag_with_a_comma_is_named_as_the_culprit(tmp_path):
         write_exiftool_csv([TagRow("/a.jpg", "shape|star", 0.5, "m")], tmp_path / "x.csv", root_tag="A,B")
 
 
-# README "Tag export" documents this command; IPTC Keywords are Latin-1 unless told otherwise.
+# docs/export.md ("Tag export") documents this command; IPTC Keywords are Latin-1 unless told otherwise.
 EXIFTOOL_IMPORT = ["exiftool", "-sep", ", ", "-charset", "iptc=UTF8", "-CodedCharacterSet=UTF8"]
 
 
@@ -566,7 +566,7 @@ def test_a_file_name_with_a_carriage_return_stays_one_row_for_csv_readers_and_ex
         assert [r["SourceFile"] for r in csv.DictReader(f)] == [str(odd), str(plain)]
     if shutil.which("exiftool") is None:
         pytest.skip("exiftool is not installed")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
     assert 'exiftool -sep ", " -charset iptc=UTF8 -CodedCharacterSet=UTF8 -csv+=tags.csv' in readme
     run = subprocess.run([*EXIFTOOL_IMPORT, f"-csv+={table}", "-overwrite_original", str(odd), str(plain)],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
