@@ -1,19 +1,16 @@
-"""Tag export: machine tags into XMP sidecars with an undo manifest, and atomic file writes (tables.py
-writes the CSV and JSON Lines files)."""
+"""Tag export: machine tags into XMP sidecars with an undo manifest (tables.py writes the CSV and
+JSON Lines files)."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import secrets
-import stat
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+
+from siglip_search.atomic import fsync_directory, open_atomic
 
 from .errors import IndexerError
 from .xmp import (
@@ -29,7 +26,7 @@ from .xmp import (
 __all__ = [
     "ROOT_TAG", "ExportReport", "ManifestError", "SidecarChange", "SidecarError", "SidecarPlan", "TagNameError",
     "commit_sidecar_plan", "export_xmp", "load_manifest", "machine_tag_path", "merge_keywords_into_sidecar",
-    "open_atomic", "plan_keyword_merge", "plan_keyword_removal", "plan_keyword_sync", "sidecar_path_for", "undo_xmp",
+    "plan_keyword_merge", "plan_keyword_removal", "plan_keyword_sync", "sidecar_path_for", "undo_xmp",
 ]
 # fmt: on
 
@@ -251,9 +248,10 @@ def commit_sidecar_plan(plan: SidecarPlan) -> None:
     if plan.delete:
         unchanged_since_read()
         os.unlink(path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     elif plan.data is not None:
-        with open_atomic(path, before_replace=unchanged_since_read) as f:
+        # A symlinked sidecar has its target replaced, not the link.
+        with open_atomic(os.path.realpath(path), before_replace=unchanged_since_read) as f:
             f.write(plan.data)
 
 
@@ -488,7 +486,7 @@ def _save_manifest(path: Path, records: dict[Path, SidecarChange]) -> None:
         record["photo"] = str(change.photo) if change.photo else None
         sidecars[str(sidecar)] = record
     document = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "sidecars": sidecars}
-    with open_atomic(path) as f:
+    with open_atomic(os.path.realpath(path)) as f:  # a symlinked manifest: its target is replaced
         f.write(json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n")
 
 
@@ -546,53 +544,3 @@ def _restore(
         records.pop(path, None)
     else:
         records[path] = previous
-
-
-# ---- atomic files ----
-
-
-@contextmanager
-def open_atomic(path: Path, before_replace: Callable[[], None] | None = None) -> Iterator[BinaryIO]:
-    """A binary file replacing `path` only if the block succeeds: temp file beside it, fsync, rename.
-
-    Keeps the replaced file's permission bits and, where allowed (root), its owner and group; a
-    symlink has its target replaced, not the link. `before_replace` runs just before the rename and
-    may raise to abandon the write.
-    """
-    target = Path(os.path.realpath(path))
-    try:
-        old: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
-        old = None
-    temp = target.with_name(f".{target.name[:200]}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if old is not None:
-            if hasattr(os, "chown") and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                with contextlib.suppress(OSError):  # only root (or the owner, for the group) may
-                    os.chown(temp, old.st_uid, old.st_gid)
-            os.chmod(temp, stat.S_IMODE(old.st_mode))
-        if before_replace is not None:
-            before_replace()
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); file systems that refuse only cost durability."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+from siglip_search.atomic import open_atomic
+
 from .errors import IndexerError
-from .export import ROOT_TAG, TagNameError, machine_tag_path, open_atomic
+from .export import ROOT_TAG, TagNameError, machine_tag_path
 from .xmp import keyword_values
 
 CSV_HEADER = ("path", "tag", "score", "model")
@@ -154,8 +156,8 @@ def _open_output(path: Path) -> Iterator[TextIO]:
         return
     if st is None and not Path(os.path.realpath(path)).parent.is_dir():
         raise OutputPathError(f"--out {path}: folder {path.parent} does not exist")
-    with open_atomic(path) as raw:
+    with open_atomic(os.path.realpath(path)) as raw:  # a symlink: its target is replaced
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         yield text
         text.flush()
-        text.detach()  # `raw` is closed (after fsync) by open_atomic
+        text.detach()  # `raw` is closed and fsynced by open_atomic

@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from siglip_search.atomic import atomic_path
+
 SIDECAR_FORMAT = 1
+NEW_FILE_MODE = 0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
 
 
 class IndexFileError(Exception):
@@ -68,15 +69,14 @@ class VectorIndex:
         return self._index.search(queries, k, params=faiss.SearchParameters(sel=selector))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write index then sidecar, each via temp file + fsync + rename: a crash leaves the old
+        """Write index then sidecar, each atomically (siglip_search.atomic): a crash leaves the old
         pair, a new pair, or a mismatch that load() detects; never a half-written file."""
         path = Path(path)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp makes 0600
-        with _temp_path(path) as tmp:
+        mode = path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE
+        with atomic_path(path) as tmp:
             faiss.write_index(self._index, str(tmp))
             os.chmod(tmp, mode)
-            digest = _sha256_and_fsync(tmp)
-            os.replace(tmp, path)
+            digest = _sha256(tmp)
         ids = self.ids()
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -264,16 +264,16 @@ class AnnIndex:
         return int(codes + self._ids.nbytes + self._alive.nbytes + sum(a.nbytes for a in self._shard_labels))
 
     def save(self, path: str | os.PathLike) -> None:
-        """All shards and label maps in one .npz, then its sidecar, each atomic (temp + rename)."""
+        """All shards and label maps in one .npz, then its sidecar, each atomically (siglip_search.atomic)."""
         path = Path(path)
         arrays = {f"shard{i}": faiss.serialize_index(s) for i, s in enumerate(self._shards)}
         arrays |= {f"shard{i}_labels": a for i, a in enumerate(self._shard_labels)}
         arrays |= {"ids": self._ids, "alive": self._alive}
-        with _temp_path(path) as tmp:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            digest = _sha256_and_fsync(tmp)
-            os.replace(tmp, path)
+            os.chmod(tmp, NEW_FILE_MODE)  # a replaced file keeps its own mode (atomic_path)
+            digest = _sha256(tmp)
         sidecar = {"format": SIDECAR_FORMAT, "kind": "ann", "dim": self.dim, "shards": len(self._shards),
                    "labels": len(self._ids), "generation": self.generation, "synced_to": self.synced_to,
                    "sha256": digest}  # fmt: skip
@@ -316,35 +316,11 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _write_sidecar(path: Path, sidecar: dict, mode: int | None = None) -> None:
-    """The index's JSON sidecar, atomically (temp + fsync + rename), then the folder fsynced."""
-    with _temp_path(path) as tmp:
+def _write_sidecar(path: Path, sidecar: dict, mode: int = NEW_FILE_MODE) -> None:
+    """The index's JSON sidecar, atomically (a replaced sidecar keeps its own mode)."""
+    with atomic_path(sidecar_path(path)) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=1))
-        if mode is not None:
-            os.chmod(tmp, mode)
-        _sha256_and_fsync(tmp)
-        os.replace(tmp, sidecar_path(path))
-    _fsync_dir(path.parent)
-
-
-@contextmanager
-def _temp_path(target: Path) -> Iterator[Path]:
-    """A temp file next to `target` (same filesystem, so os.replace is atomic); removed on error."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-def _sha256_and_fsync(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb+") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-        os.fsync(f.fileno())
-    return digest.hexdigest()
+        os.chmod(tmp, mode)
 
 
 def _sha256(path: Path) -> str:
@@ -353,11 +329,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
