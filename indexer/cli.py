@@ -184,8 +184,7 @@ def duplicates_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def export_command(args: argparse.Namespace) -> int:
-    from . import tables
-    from .tags import export_library_xmp, library_tag_rows, undo_library_xmp
+    from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
 
     if not args.undo and not args.format:
         raise ExportOptionError("choose --format xmp, csv, jsonl or exiftool-csv (or --undo)")

@@ -17,8 +17,8 @@ from typing import TextIO
 
 from siglip_search.atomic import open_atomic
 
-from .errors import IndexerError
-from .export import ROOT_TAG, TagNameError, machine_tag_path
+from ..errors import IndexerError
+from .sidecars import ROOT_TAG, TagNameError, machine_tag_path
 from .xmp import keyword_values
 
 CSV_HEADER = ("path", "tag", "score", "model")
