@@ -67,7 +67,7 @@ class Tag(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
     tag: Mapped[str] = mapped_column(sa.Text, index=True)
-    score: Mapped[float | None] = mapped_column(sa.Float)
+    score: Mapped[float | None] = mapped_column(sa.Float)  # machine tags: SigLIP probability
     source: Mapped[str] = mapped_column(sa.String(32))  # "auto" | "user" | ...
     model: Mapped[str | None] = mapped_column(sa.Text)
     vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
@@ -189,7 +189,7 @@ class TagRecord:
     image_id: int
     path: str
     tag: str
-    score: float | None
+    score: float | None  # machine tags: SigLIP probability
     source: str
     model: str | None
     vocabulary_version: str | None

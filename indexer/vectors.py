@@ -54,7 +54,8 @@ class VectorIndex:
         return len(self) * (self.dim * 4 + 8)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (n, k'), ids (n, k')), best first, k' = min(k, len(self)); scores are cosines.
+        """(cosines (n, k'), ids (n, k')), best first, k' = min(k, len(self)): inner products of
+        unit vectors.
 
         `allowed` (image ids) restricts the search inside FAISS, so a narrow filter still gets k
         hits; rows with fewer hits than k' are padded with id -1.
@@ -194,16 +195,16 @@ class AnnIndex:
         return int(dead.sum())
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Like VectorIndex.search, with approximate (8-bit) scores; tombstones and ids outside
+        """Like VectorIndex.search, with approximate (8-bit) cosines; tombstones and ids outside
         `allowed` are filtered out, searching deeper until k hits are found or none are left."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # (n, dim)
         k = max(0, min(int(k), len(self) if allowed is None else len(allowed)))
-        scores = np.full((len(queries), k), -np.inf, np.float32)
+        cosines = np.full((len(queries), k), -np.inf, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
         for row, query in enumerate(queries):
-            row_scores, row_ids = self._search_one(query, k, allowed)
-            scores[row, : len(row_ids)], found[row, : len(row_ids)] = row_scores, row_ids
-        return scores, found
+            row_cosines, row_ids = self._search_one(query, k, allowed)
+            cosines[row, : len(row_ids)], found[row, : len(row_ids)] = row_cosines, row_ids
+        return cosines, found
 
     def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
@@ -215,45 +216,45 @@ class AnnIndex:
         want = int(np.ceil(k / max(1e-3, 1.0 - self.dead_fraction)))  # room for the tombstones
         while True:
             want = min(total, want)
-            scores, labels = self._shard_map(lambda s, n=want: self._scan(s, query, n))
+            cosines, labels = self._shard_map(lambda s, n=want: self._scan(s, query, n))
             keep = self._alive[labels]
             if allowed is not None:
                 keep &= np.isin(self._ids[labels], allowed)
             if keep.sum() >= k or want >= total:
-                return self._best((scores[keep], labels[keep]), k)
+                return self._best((cosines[keep], labels[keep]), k)
             want *= 4  # a filter or tombstones left too few: search deeper
 
     def _scan(self, shard: int, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, labels) of a shard's n best: fast-scan candidates re-scored with 8-bit codes."""
+        """(cosines, labels) of a shard's n best: fast-scan candidates re-scored with 8-bit codes."""
         index = self._shards[shard]
         n = min(n, index.ntotal)
         if n <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         params = faiss.IndexRefineSearchParameters(k_factor=float(self.k_factor))
-        scores, local = index.search(query[None], n, params=params)
+        cosines, local = index.search(query[None], n, params=params)
         found = local[0] >= 0
-        return scores[0][found], self._shard_labels[shard][local[0][found]]
+        return cosines[0][found], self._shard_labels[shard][local[0][found]]
 
     def _score_subset(self, shard: int, query: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
+        """(cosines, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
         local = np.flatnonzero(keep[self._shard_labels[shard]])
         if not local.size:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         codes = faiss.downcast_index(self._shards[shard].refine_index)
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
-        scores, found = codes.search(query[None], min(k, local.size), params=params)
+        cosines, found = codes.search(query[None], min(k, local.size), params=params)
         ok = found[0] >= 0
-        return scores[0][ok], self._shard_labels[shard][found[0][ok]]
+        return cosines[0][ok], self._shard_labels[shard][found[0][ok]]
 
     def _shard_map(self, fn) -> tuple[np.ndarray, np.ndarray]:
-        """fn(shard) -> (scores, labels) on every shard in parallel, concatenated."""
+        """fn(shard) -> (cosines, labels) on every shard in parallel, concatenated."""
         parts = list(_SHARD_POOL.map(fn, range(len(self._shards))))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _best(self, found: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, labels = found
-        best = np.argsort(-scores, kind="stable")[:k]
-        return scores[best], self._ids[labels[best]]
+        cosines, labels = found
+        best = np.argsort(-cosines, kind="stable")[:k]
+        return cosines[best], self._ids[labels[best]]
 
     def memory_bytes(self) -> int:
         """Codes in memory (fast-scan and 8-bit) plus the label maps."""

@@ -27,7 +27,8 @@ EXIFTOOL_SEPARATOR = ", "  # run exiftool with -sep ", " so list cells split int
 
 @dataclass(frozen=True)
 class TagRow:
-    """One machine tag of one photo and the score that chose it (scores never go into keywords)."""
+    """One machine tag of one photo and its score, the SigLIP probability that chose it (scores
+    never go into keywords)."""
 
     path: str
     tag: str
