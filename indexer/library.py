@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import (
+    IndexFileError,
     LibraryLockedError,
     LibraryNotFoundError,
     LibraryReadOnlyError,
@@ -31,7 +32,6 @@ from .vectors import (
     ANN_MIN_TRAIN,
     ANN_TRAIN_SIZE,
     AnnIndex,
-    IndexFileError,
     VectorIndex,
     build_index,
 )

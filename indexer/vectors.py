@@ -15,12 +15,10 @@ import numpy as np
 
 from siglip_search.atomic import atomic_path
 
+from .errors import IndexFileError
+
 SIDECAR_FORMAT = 1
 NEW_FILE_MODE = 0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
-
-
-class IndexFileError(Exception):
-    """The index file on disk is missing, corrupt or does not match its sidecar: rebuild it."""
 
 
 class VectorIndex:

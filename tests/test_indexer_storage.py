@@ -11,11 +11,11 @@ import pytest
 from indexer_fixtures import draw_photo, permissions_are_enforced
 from layering import imported_roots
 
-from indexer.errors import SchemaError
+from indexer.errors import IndexFileError, SchemaError
 from indexer.library import default_library_dir
 from indexer.scan import fingerprint_file, scan_folder
 from indexer.store import SCHEMA_VERSION, EmbeddedImage, FailedImage, FileUpdate, open_store
-from indexer.vectors import IndexFileError, VectorIndex, sidecar_path
+from indexer.vectors import VectorIndex, sidecar_path
 
 # --- scan ---------------------------------------------------------------------------------------
 

@@ -7,12 +7,12 @@ or undo over many photos), tables.py (CSV, JSON Lines, exiftool CSV), library.py
 the CLI and the web app call).
 """
 
+from ..errors import ManifestError, OutputPathError, SidecarError, TagNameError
 from .library import EXPORT_MANIFEST_NAME, export_library_xmp, library_tag_rows, undo_library_xmp
-from .manifest import ManifestError, load_manifest
+from .manifest import load_manifest
 from .sidecars import (
     ROOT_TAG,
     SidecarPlan,
-    TagNameError,
     commit_sidecar_plan,
     machine_tag_path,
     merge_keywords_into_sidecar,
@@ -21,15 +21,8 @@ from .sidecars import (
     plan_keyword_sync,
     sidecar_path_for,
 )
-from .tables import (
-    OutputPathError,
-    TagRow,
-    exiftool_tag_paths,
-    write_csv,
-    write_exiftool_csv,
-    write_jsonl,
-)
-from .xmp import SidecarChange, SidecarError
+from .tables import TagRow, exiftool_tag_paths, write_csv, write_exiftool_csv, write_jsonl
+from .xmp import SidecarChange
 from .xmp_export import ExportReport, export_xmp, undo_xmp
 
 __all__ = [

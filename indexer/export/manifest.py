@@ -11,15 +11,11 @@ from pathlib import Path
 
 from siglip_search.atomic import open_atomic
 
-from ..errors import IndexerError
+from ..errors import ManifestError
 from .xmp import SidecarChange
 
 MANIFEST_FORMAT = "siglip-search xmp export"
 MANIFEST_VERSION = 1
-
-
-class ManifestError(IndexerError, ValueError):
-    """The export manifest is missing (for undo), unreadable, or from an unknown format version."""
 
 
 def load_manifest(path: Path) -> dict[Path, SidecarChange]:

@@ -12,24 +12,13 @@ from pathlib import Path
 
 from siglip_search.atomic import fsync_directory, open_atomic
 
-from ..errors import IndexerError
+from ..errors import SidecarError, TagNameError
 from .manifest import values_less
-from .xmp import (
-    NEW_SIDECAR,
-    SidecarChange,
-    SidecarError,
-    add_keywords,
-    keyword_values,
-    remove_keywords,
-)
+from .xmp import NEW_SIDECAR, SidecarChange, add_keywords, keyword_values, remove_keywords
 
 ROOT_TAG = "AI"
 # darktable histories reach a few hundred KiB; anything this big is not a sidecar we should edit.
 MAX_SIDECAR_BYTES = 32 << 20
-
-
-class TagNameError(IndexerError, ValueError):
-    """A tag name that cannot be written as a hierarchical keyword."""
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import TextIO
 
 from siglip_search.atomic import open_atomic
 
-from ..errors import IndexerError
-from .sidecars import ROOT_TAG, TagNameError, machine_tag_path
+from ..errors import OutputPathError, TagNameError
+from .sidecars import ROOT_TAG, machine_tag_path
 from .xmp import keyword_values
 
 CSV_HEADER = ("path", "tag", "score", "model")
@@ -111,10 +111,6 @@ class _CsvWriter:
     def writerows(self, rows: Iterable[Sequence[str]]) -> None:
         for row in rows:
             self.writerow(row)
-
-
-class OutputPathError(IndexerError, ValueError):
-    """An --out path that cannot take a file (a folder, a missing or read-only folder, a full disk)."""
 
 
 @contextmanager

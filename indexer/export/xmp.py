@@ -14,6 +14,8 @@ from pathlib import Path
 
 from defusedxml.ElementTree import DefusedXMLParser
 
+from ..errors import SidecarError
+
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 XMP_META = "adobe:ns:meta/"
 # What a fresh sidecar holds before keywords go in: the wrapper Adobe's XMP toolkit and exiv2 write.
@@ -58,14 +60,6 @@ KEYWORD_PROPERTIES = (
     ),
 )
 ACDSEE_CATEGORIES = "{http://ns.acdsee.com/iptc/1.0/}categories"
-
-
-class SidecarError(Exception):
-    """A sidecar we refuse to touch; `reason` is recorded for the user, like a failed file row."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = Path(path), reason
 
 
 @dataclass

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .manifest import ManifestError, load_manifest, merged_record, record_without, save_manifest
+from ..errors import ManifestError, SidecarError
+from .manifest import load_manifest, merged_record, record_without, save_manifest
 from .sidecars import (
     ROOT_TAG,
     SidecarPlan,
@@ -18,7 +19,7 @@ from .sidecars import (
     plan_keyword_sync,
     sidecar_path_for,
 )
-from .xmp import SidecarChange, SidecarError
+from .xmp import SidecarChange
 
 
 @dataclass
