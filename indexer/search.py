@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -18,6 +17,7 @@ from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .query import QueryTerm, parse_query
+from .text_cache import TextEmbeddingCache
 from .vectors import AnnIndex
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ class Searcher:
         if embedder is not None:
             library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
         self._embedder = embedder
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.cache_size = cache_size
+        self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
 
     @property
@@ -86,16 +85,8 @@ class Searcher:
     def embed_text(self, text: str) -> np.ndarray:
         """Unit text embedding (dim,), from the LRU cache when this text was asked before."""
         key = text.strip()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        vector = self.embedder.embed_texts([key])[0]  # padded to max_length, canonicalised
-        with self._lock:
-            self._cache[key] = vector
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return vector
+        # Padded to max_length and canonicalised by the embedder.
+        return self._texts.get_or_compute(key, lambda: self.embedder.embed_texts([key])[0])
 
     def embed_image(self, image: Image.Image | str | os.PathLike) -> np.ndarray:
         """Unit image embedding (dim,) of a PIL image or an image file (decoded as the indexer does)."""

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .store import MACHINE_TAG_SOURCE
+from .text_cache import TextEmbeddingCache
 from .vocabulary import Vocabulary, VocabularyTag
 
 if TYPE_CHECKING:
@@ -44,8 +44,7 @@ DEFAULT_THRESHOLD = 0.1
 DEFAULT_CAP = 10
 TEXT_CACHE_META = "tag_text_embeddings"  # the library's cached vocabulary embeddings
 TAGGER_META = "tagger_state"  # what the last tag run used, and how far it got
-_MEMORY_CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
-_MEMORY_CACHE_SIZE = 4
+_MEMORY_CACHE = TextEmbeddingCache(size=4)  # the tag vectors of the last few vocabularies
 
 
 @dataclass(frozen=True)
@@ -96,18 +95,16 @@ def embed_vocabulary(embedder: Embedder, vocabulary: Vocabulary, templates: Sequ
     """The vocabulary's tag vectors (n_tags, dim), computed once per vocabulary version, templates
     and model: kept in memory and, with a library, in its database for the next process."""
     key = _digest(vocabulary.version, list(templates), _model_key(embedder))
-    if key in _MEMORY_CACHE:
-        _MEMORY_CACHE.move_to_end(key)
-        return _MEMORY_CACHE[key]
+    cached = _MEMORY_CACHE.get(key)
+    if cached is not None:
+        return cached
     vectors = _load_cached(library, key, len(vocabulary), embedder.dim) if library is not None else None
     if vectors is None:
         vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
         if library is not None:
             payload = {"key": key, "shape": list(vectors.shape), "float32": base64.b64encode(vectors.tobytes()).decode()}
             library.store.set_meta(TEXT_CACHE_META, json.dumps(payload))
-    _MEMORY_CACHE[key] = vectors
-    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
-        _MEMORY_CACHE.popitem(last=False)
+    _MEMORY_CACHE.put(key, vectors)
     return vectors
 
 
