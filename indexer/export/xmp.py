@@ -2,7 +2,13 @@
 
 Edits are byte splices into the original document, so everything else (ratings, develop settings,
 unknown namespaces, prefixes, the xpacket wrapper, padding, formatting) stays byte-identical.
-No file system access here; `export` reads and writes the files.
+No file system access here; sidecars.py reads and writes the files.
+
+Kept whole, above the ~400 lines we aim for: the parser that records byte offsets, the planning of
+keyword edits and the splicer share private types (_Node, _Doc, _Edit) and one invariant (every
+edit is a byte range the recorder measured in this document). Split, those types would become an
+API between modules, and a reader checking that an edit keeps the user's bytes would follow it
+across files.
 """
 
 from __future__ import annotations
