@@ -17,12 +17,12 @@ from .errors import (
 from .jobs import RunSummary, index_paths
 from .library import (
     Library,
-    SearchHit,
     default_library_dir,
     library_status,
     lock_library,
     open_library,
 )
+from .search import Hit, Searcher, SearchPage
 from .store import ImageRow, TagRecord
 from .vectors import AnnIndex, VectorIndex
 
@@ -31,6 +31,7 @@ __all__ = [
     "ModelMismatchError", "ModelNotRecordedError", "SchemaError", "QueryError", "SearchOptionError",
     "VocabularyError", "ExportOptionError",
     "RunSummary", "index_paths",
-    "Library", "SearchHit", "default_library_dir", "library_status", "lock_library", "open_library",
+    "Library", "default_library_dir", "library_status", "lock_library", "open_library",
+    "Searcher", "SearchPage", "Hit",
     "ImageRow", "TagRecord", "VectorIndex", "AnnIndex",
 ]

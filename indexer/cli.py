@@ -20,9 +20,16 @@ from PIL import Image
 from siglip_search.errors import SiglipSearchError
 
 from .decode import MISSING_DECODERS
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
+from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
+from .jobs import index_paths
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
+from .query import QueryTerm, parse_query
 from .scan import check_utf8_path
+from .search import Searcher
+from .tags import DEFAULT_CAP, tag_library
+from .vocabulary import load_vocabulary
 
 EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
@@ -55,8 +62,6 @@ def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpa
 
 @_cli_errors
 def index_command(args: argparse.Namespace) -> int:
-    from .jobs import index_paths  # imports torch via the embedder: keep `status` fast
-
     # Oversized images are refused with our own cap and recorded as failures; Pillow's
     # warning about them would only scribble over the progress bar.
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -112,9 +117,6 @@ def status_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def search_command(args: argparse.Namespace) -> int:
-    from .query import QueryTerm, parse_query  # imports torch via the embedder: keep `status` fast
-    from .search import Searcher
-
     if not args.query and not args.image:
         raise QueryError("give a query text, or --image FILE")
     options = {"k": args.k, "min_score": args.min_score, "offset": args.offset, "sort": args.sort,
@@ -139,9 +141,6 @@ def search_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def tag_command(args: argparse.Namespace) -> int:
-    from .tags import DEFAULT_CAP, tag_library
-    from .vocabulary import load_vocabulary
-
     vocabulary = load_vocabulary(args.vocabulary)
     with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
@@ -154,8 +153,6 @@ def tag_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def duplicates_command(args: argparse.Namespace) -> int:
-    from .duplicates import DEFAULT_THRESHOLD, find_duplicates
-
     with open_library(args.library, create=False) as library:
         report = find_duplicates(library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
     if args.json:
@@ -184,9 +181,6 @@ def duplicates_command(args: argparse.Namespace) -> int:
 
 @_cli_errors
 def export_command(args: argparse.Namespace) -> int:
-    from . import tables
-    from .tags import export_library_xmp, library_tag_rows, undo_library_xmp
-
     if not args.undo and not args.format:
         raise ExportOptionError("choose --format xmp, csv, jsonl or exiftool-csv (or --undo)")
     if args.out and (args.undo or args.format == "xmp"):

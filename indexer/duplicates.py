@@ -110,11 +110,11 @@ def _near_edges(library: Library, threshold: float, neighbours: int) -> list[tup
     store = library.store
     candidates: set[tuple[int, int]] = set()
     for chunk in store.iter_embeddings_after(None, 1024):
-        scores, ids = index.search(chunk.vectors, neighbours + 1)
-        # Approximate scores may err a little: keep near misses and check them exactly below.
-        for a, row_scores, row_ids in zip(chunk.ids, scores, ids, strict=True):
-            for score, b in zip(row_scores, row_ids, strict=True):
-                if b >= 0 and b != a and score >= threshold - 0.02:
+        cosines, ids = index.search(chunk.vectors, neighbours + 1)
+        # Approximate cosines may err a little: keep near misses and check them exactly below.
+        for a, row_cosines, row_ids in zip(chunk.ids, cosines, ids, strict=True):
+            for cosine, b in zip(row_cosines, row_ids, strict=True):
+                if b >= 0 and b != a and cosine >= threshold - 0.02:
                     candidates.add((min(int(a), int(b)), max(int(a), int(b))))
     if not candidates:
         return []

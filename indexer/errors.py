@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 from siglip_search.errors import SiglipSearchError
 
@@ -103,3 +104,37 @@ class VocabularyError(IndexerError, ValueError):
 
 class ExportOptionError(IndexerError, ValueError):
     """Export options that do not go together (e.g. --out with XMP sidecars)."""
+
+
+class IndexFileError(Exception):
+    """The index file on disk is missing, corrupt or does not match its sidecar: rebuild it.
+
+    Not an IndexerError: the database is the source of truth, so the library rebuilds the file
+    and the user never sees this.
+    """
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+
+class TagNameError(IndexerError, ValueError):
+    """A tag name that cannot be written as a hierarchical keyword."""
+
+
+class ManifestError(IndexerError, ValueError):
+    """The export manifest is missing (for undo), unreadable, or from an unknown format version."""
+
+
+class OutputPathError(IndexerError, ValueError):
+    """An --out path that cannot take a file (a folder, a missing or read-only folder, a full disk)."""
+
+
+class SidecarError(Exception):
+    """A sidecar we refuse to touch; `reason` is recorded for the user, like a failed file row.
+
+    Not an IndexerError: one bad sidecar is reported with the others, never a reason to stop.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason

@@ -1,4 +1,5 @@
-"""The indexing job: scan roots, diff against the store, embed what is new or changed, write per batch."""
+"""The indexing job: scan the targets (targets.py), diff against the store, embed what is new or
+changed, write per batch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -18,17 +18,17 @@ from tqdm import tqdm
 from siglip_search.errors import InputError
 
 from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
-from .errors import DecodeError, FolderNotFoundError, NotRegularFileError
+from .errors import DecodeError, NotRegularFileError
 from .library import Library
 from .scan import (
     ScannedFile,
     check_utf8_path,
     fingerprint_file,
-    is_junk,
     is_root_online,
     scan_folder,
 )
-from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, RootRow, Store
+from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, Store
+from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
 
 if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
@@ -68,15 +68,6 @@ class RunSummary:
             f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
             f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s)"
         )
-
-
-@dataclass
-class _Target:
-    """A folder to scan: a whole root, or a folder inside one (prefix = its rel path)."""
-
-    root: RootRow
-    folder: str
-    prefix: str = ""
 
 
 @dataclass
@@ -134,74 +125,13 @@ def index_paths(
         store.finish_run(run_id, **summary.counts(), status="interrupted")  # what was committed so far
         raise
     store.finish_run(run_id, **summary.counts())
-    _drop_vanished_empty_roots(store)
+    drop_vanished_empty_roots(store)
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
     summary.seconds = time.monotonic() - started
     return summary
 
 
-# Kernel and device trees: never photo folders, and /proc/self/root leads to everything.
-_SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
-
-
-def _drop_vanished_empty_roots(store: Store) -> None:
-    """A root whose folder is gone and whose photos all moved elsewhere holds nothing to keep."""
-    per_root = store.images_per_root()
-    for root in store.roots():
-        if not per_root.get(root.id) and not os.path.isdir(root.path):
-            store.remove_root(root.id)
-
-
-def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[_Target]:
-    """Roots (registered on first use) and sub-folders to scan. A folder inside a registered root
-    is scanned as part of it; a new folder that contains registered roots absorbs them."""
-    roots = store.roots()
-    if not paths:
-        if not roots:
-            raise FolderNotFoundError("no folders are registered in this library yet; name the folders to index")
-        return [_Target(root, root.path) for root in roots]
-    targets: list[_Target] = []
-    # Parents first, so a new parent absorbs registered children before they are targeted.
-    for given in sorted(paths, key=lambda p: len(Path(p).expanduser().resolve().parts)):
-        folder = Path(given).expanduser().resolve()
-        # The innermost registered root holding the folder (roots can nest, see below).
-        holding = [r for r in roots if folder == Path(r.path) or Path(r.path) in folder.parents]
-        root = max(holding, key=lambda r: len(Path(r.path).parts), default=None)
-        if not folder.is_dir() and not (root and folder == Path(root.path)):
-            what = "is not a folder" if folder.exists() else "does not exist"
-            raise FolderNotFoundError(f"{given} {what}")
-        if root is None:
-            if folder == Path(folder.anchor) or any(folder == Path(d) or Path(d) in folder.parents
-                                                    for d in _SYSTEM_FOLDERS):  # fmt: skip
-                raise FolderNotFoundError(f"{given} is a system folder, not a photo folder; name the folder of your photos")
-            root = store.add_root(str(folder))
-            per_root = store.images_per_root()
-            for child in [r for r in roots if folder in Path(r.path).parents]:
-                # Absorb a child only where the new root's scan will see its photos: an offline child
-                # (unmounted disk) or one inside a hidden folder stays a root of its own, which the
-                # outer scan skips (see _nested_prefixes), so its photos are never taken as removed.
-                inside = Path(child.path).relative_to(folder).parts
-                if is_root_online(child.path, per_root.get(child.id, 0)) and not any(
-                    is_junk(part, is_dir=True) for part in inside
-                ):
-                    store.merge_root(child, root)
-            roots = store.roots()
-        prefix = "" if folder == Path(root.path) else folder.relative_to(root.path).as_posix()
-        targets.append(_Target(root, str(folder), prefix))
-    # A folder given twice, or inside another given folder of the same root, is scanned once;
-    # sorting puts "" and "a" before "a/b".
-    unique: list[_Target] = []
-    for t in sorted(targets, key=lambda t: (t.root.id, t.prefix)):
-        if not any(u.root.id == t.root.id and _within(t.prefix, u.prefix) for u in unique):
-            unique.append(t)
-    return unique
-
-
-def _within(prefix: str, outer: str) -> bool:
-    return outer == "" or prefix == outer or prefix.startswith(outer + "/")
-
-
-def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: ThreadPoolExecutor,
+def _diff(store: Store, targets: list[Target], summary: RunSummary, pool: ThreadPoolExecutor,
           max_pixels: int | None = None) -> list[_Work]:  # fmt: skip
     """Classify every file; apply failures, moves and removals now; return what to embed."""
     new: list[_Work] = []
@@ -220,9 +150,9 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
         summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
         summary.undecodable += scan.undecodable
         summary.outside_links += [os.path.join(target.root.path, link) for link in scan.outside_links]
-        nested = _nested_prefixes(target.root, roots)
+        nested = nested_prefixes(target.root, roots)
         for f in scan.files:
-            if any(_within(f.rel_path, prefix) for prefix in nested):
+            if any(within(f.rel_path, prefix) for prefix in nested):
                 continue  # a registered root of its own: scanned as itself
             old = states.pop(f.rel_path, None)
             if old is not None and (old.size_bytes, old.mtime_ns) == (f.size_bytes, f.mtime_ns):
@@ -254,7 +184,7 @@ def _diff(store: Store, targets: list[_Target], summary: RunSummary, pool: Threa
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
 
 
-def _moved_out_of(store: Store, target: _Target, gone: list[FileState], nested: list[str]) -> list[_Work]:
+def _moved_out_of(store: Store, target: Target, gone: list[FileState], nested: list[str]) -> list[_Work]:
     """A folder indexed on its own, inside a root, lost photos: they may have moved elsewhere in the
     root (a photo refiled from `inbox/` to `2024/`), where this run does not look. The files of the
     rest of the root that are not indexed and have the size of a lost photo are offered as move
@@ -265,7 +195,7 @@ def _moved_out_of(store: Store, target: _Target, gone: list[FileState], nested: 
     return [
         _Work(target.root.id, f) for f in scan_folder(target.root.path).files
         if f.error is None and f.size_bytes in sizes and f.rel_path not in known
-        and not _within(f.rel_path, target.prefix) and not any(_within(f.rel_path, p) for p in nested)
+        and not within(f.rel_path, target.prefix) and not any(within(f.rel_path, p) for p in nested)
     ]  # fmt: skip
 
 
@@ -280,12 +210,6 @@ def _may_pass_now(error: str | None, max_pixels: int | None) -> bool:
     if pixels is not None:
         return pixels <= (max_pixels or DEFAULT_MAX_PIXELS)
     return (error or "").startswith(_RETRIED_FAILURES)
-
-
-def _nested_prefixes(root: RootRow, roots: list[RootRow]) -> list[str]:
-    """Paths, relative to `root`, of the registered roots inside it."""
-    outer = Path(root.path)
-    return [Path(r.path).relative_to(outer).as_posix() for r in roots if outer in Path(r.path).parents]
 
 
 def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:

@@ -1,4 +1,5 @@
-"""A library directory: its database, FAISS file and lock, the model it was built with, and search."""
+"""A library directory: its database, FAISS files and lock, and the model it was built with
+(searching it is indexer.search's Searcher)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import (
+    IndexFileError,
     LibraryLockedError,
     LibraryNotFoundError,
     LibraryReadOnlyError,
@@ -25,12 +27,11 @@ from .errors import (
     ModelNotRecordedError,
 )
 from .scan import check_utf8_path, is_root_online
-from .store import ImageRow, Store, open_store
+from .store import Store, open_store
 from .vectors import (
     ANN_MIN_TRAIN,
     ANN_TRAIN_SIZE,
     AnnIndex,
-    IndexFileError,
     VectorIndex,
     build_index,
 )
@@ -59,15 +60,9 @@ def default_library_dir() -> Path:
     return Path(data_home) / "siglip-search" / "library"
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    image: ImageRow
-    score: float  # cosine between the query and the image embedding
-
-
 @dataclass
 class Library:
-    """An open library. Cheap to open; the FAISS index is loaded on first search."""
+    """An open library. Cheap to open; the FAISS index is loaded on first use (vector_index)."""
 
     path: Path
     store: Store
@@ -232,15 +227,6 @@ class Library:
         if identity is None:
             raise ModelNotRecordedError(f"library {self.path} is empty: index some folders first")
         return int(identity["dim"])
-
-    def search(self, queries: np.ndarray, k: int = 20) -> list[list[SearchHit]]:
-        """Best `k` images for each query vector (n, dim); never an image deleted since."""
-        scores, ids = self.vector_index().search(queries, k)
-        hits = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            rows = {r.id: r for r in self.store.images_by_ids([i for i in row_ids if i >= 0])}
-            hits.append([SearchHit(rows[i], float(s)) for s, i in zip(row_scores, row_ids, strict=True) if i in rows])
-        return hits
 
 
 def library_status(library: Library) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -18,6 +17,7 @@ from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .query import QueryTerm, parse_query
+from .text_cache import TextEmbeddingCache
 from .vectors import AnnIndex
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class Hit:
     rel_path: str  # POSIX, relative to `root`
     root: str
     cosine: float
-    score: float  # sigmoid(t * cosine + b) with the model's own t and b
+    score: float  # SigLIP probability: sigmoid(t * cosine + b) with the model's own t and b
     taken_at: str | None  # EXIF DateTimeOriginal, ISO 8601
     width: int | None
     height: int | None
@@ -67,8 +67,7 @@ class Searcher:
         if embedder is not None:
             library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
         self._embedder = embedder
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.cache_size = cache_size
+        self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
 
     @property
@@ -86,16 +85,8 @@ class Searcher:
     def embed_text(self, text: str) -> np.ndarray:
         """Unit text embedding (dim,), from the LRU cache when this text was asked before."""
         key = text.strip()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        vector = self.embedder.embed_texts([key])[0]  # padded to max_length, canonicalised
-        with self._lock:
-            self._cache[key] = vector
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return vector
+        # Padded to max_length and canonicalised by the embedder.
+        return self._texts.get_or_compute(key, lambda: self.embedder.embed_texts([key])[0])
 
     def embed_image(self, image: Image.Image | str | os.PathLike) -> np.ndarray:
         """Unit image embedding (dim,) of a PIL image or an image file (decoded as the indexer does)."""
@@ -180,8 +171,8 @@ class Searcher:
             order = np.array(sorted(order, key=lambda i: _newest_first(taken.get(int(ids[i])))), dtype=np.int64)
         page = order[offset : offset + k]
         rows = {r.id: r for r in store.images_by_ids(ids[page].tolist())}
-        scores = self.probability(cosines[page])
-        hits = [_hit(rows[int(ids[i])], float(cosines[i]), float(p)) for i, p in zip(page, scores, strict=True) if int(ids[i]) in rows]
+        probs = self.probability(cosines[page])
+        hits = [_hit(rows[int(ids[i])], float(cosines[i]), float(p)) for i, p in zip(page, probs, strict=True) if int(ids[i]) in rows]
         return SearchPage(hits, total, offset, k, label, has_more=len(order) > offset + k)
 
     def _nearest(self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +180,9 @@ class Searcher:
         if isinstance(index, AnnIndex):
             candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
             return self._rerank(vector, candidates[candidates >= 0], n)
-        scores, ids = index.search(vector, n, allowed)
+        cosines, ids = index.search(vector, n, allowed)
         found = ids[0] >= 0
-        return _sorted(scores[0][found].astype(np.float64), ids[0][found].astype(np.int64))
+        return _sorted(cosines[0][found].astype(np.float64), ids[0][found].astype(np.int64))
 
     def _rerank(self, vector: np.ndarray, candidates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosines from the stored embeddings (the database is the source of truth)."""
@@ -301,6 +292,6 @@ def _sorted(cosines: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return cosines[order], ids[order]
 
 
-def _hit(row: Any, cosine: float, score: float) -> Hit:
-    return Hit(row.id, Path(row.path), row.rel_path, row.root_path, cosine, score, row.taken_at,
+def _hit(row: Any, cosine: float, prob: float) -> Hit:
+    return Hit(row.id, Path(row.path), row.rel_path, row.root_path, cosine, prob, row.taken_at,
                row.width, row.height, row.camera)  # fmt: skip

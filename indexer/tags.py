@@ -1,5 +1,5 @@
-"""Zero-shot tagging: prompt ensembles, a sigmoid probability per tag, thresholds and a cap, incremental library
-tagging, and the library's machine tags as export rows and XMP sidecars.
+"""Zero-shot tagging: prompt ensembles, a sigmoid probability per tag, thresholds and a cap, and
+incremental library tagging (the tags go out through indexer.export).
 
 How a tag is scored. Every term of a tag (its own name and its synonyms) is put into every
 template (`DEFAULT_TEMPLATES`), and the tag's verbatim prompts are added. The unit text
@@ -19,22 +19,19 @@ import json
 import os
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import export
 from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .store import MACHINE_TAG_SOURCE
-from .tables import TagRow
+from .text_cache import TextEmbeddingCache
 from .vocabulary import Vocabulary, VocabularyTag
 
 if TYPE_CHECKING:
@@ -47,9 +44,7 @@ DEFAULT_THRESHOLD = 0.1
 DEFAULT_CAP = 10
 TEXT_CACHE_META = "tag_text_embeddings"  # the library's cached vocabulary embeddings
 TAGGER_META = "tagger_state"  # what the last tag run used, and how far it got
-EXPORT_MANIFEST_NAME = "xmp-export-manifest.json"  # in the library folder: what XMP exports added
-_MEMORY_CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
-_MEMORY_CACHE_SIZE = 4
+_MEMORY_CACHE = TextEmbeddingCache(size=4)  # the tag vectors of the last few vocabularies
 
 
 @dataclass(frozen=True)
@@ -100,18 +95,16 @@ def embed_vocabulary(embedder: Embedder, vocabulary: Vocabulary, templates: Sequ
     """The vocabulary's tag vectors (n_tags, dim), computed once per vocabulary version, templates
     and model: kept in memory and, with a library, in its database for the next process."""
     key = _digest(vocabulary.version, list(templates), _model_key(embedder))
-    if key in _MEMORY_CACHE:
-        _MEMORY_CACHE.move_to_end(key)
-        return _MEMORY_CACHE[key]
+    cached = _MEMORY_CACHE.get(key)
+    if cached is not None:
+        return cached
     vectors = _load_cached(library, key, len(vocabulary), embedder.dim) if library is not None else None
     if vectors is None:
         vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
         if library is not None:
             payload = {"key": key, "shape": list(vectors.shape), "float32": base64.b64encode(vectors.tobytes()).decode()}
             library.store.set_meta(TEXT_CACHE_META, json.dumps(payload))
-    _MEMORY_CACHE[key] = vectors
-    while len(_MEMORY_CACHE) > _MEMORY_CACHE_SIZE:
-        _MEMORY_CACHE.popitem(last=False)
+    _MEMORY_CACHE.put(key, vectors)
     return vectors
 
 
@@ -220,37 +213,3 @@ def _model_key(embedder: Embedder) -> str:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
-
-
-def library_tag_rows(library: Library, min_score: float | None = None) -> list[TagRow]:
-    """The library's machine tags (path, tag, probability, model), by path then best first: the
-    rows of the CSV and JSON Lines exports."""
-    return [TagRow(r.path, r.tag, float(r.score or 0.0), r.model or "")
-            for r in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score)]  # fmt: skip
-
-
-def export_library_xmp(library: Library, root_tag: str | None = export.ROOT_TAG, min_score: float | None = None,
-                       dry_run: bool = False) -> export.ExportReport:  # fmt: skip
-    """Make each photo's XMP sidecar hold its machine tags under `root_tag` (photos are never opened
-    for writing): keywords earlier exports added that are no longer tags (re-tagged, another
-    threshold or root tag, photo left untagged) are removed, the user's own never. What was added
-    is recorded in the library's manifest for undo_library_xmp. The caller holds lock_library():
-    one export at a time per manifest."""
-    items: dict[str, list[str]] = {}
-    for record in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score):
-        items.setdefault(record.path, []).append(record.tag)
-    manifest = library.path / EXPORT_MANIFEST_NAME
-    return export.export_xmp([(Path(p), t) for p, t in items.items()], manifest, root_tag, dry_run,
-                             every_photo=True, photo_keys=_photo_keys(library))  # fmt: skip
-
-
-def undo_library_xmp(library: Library, dry_run: bool = False) -> export.ExportReport:
-    """Remove exactly the keywords earlier exports of this library added (the user's stay), also
-    from sidecars moved along with their photos since."""
-    return export.undo_xmp(library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=_photo_keys(library))
-
-
-def _photo_keys(library: Library) -> dict[Path, str | None]:
-    """Each indexed photo's path and fingerprint, which a move or rename keeps: what lets export
-    records follow photos renamed together with their sidecars."""
-    return {Path(row.path): row.fingerprint for row in library.store.iter_images()}

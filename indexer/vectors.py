@@ -6,20 +6,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from siglip_search.atomic import atomic_path
+
+from .errors import IndexFileError
+
 SIDECAR_FORMAT = 1
-
-
-class IndexFileError(Exception):
-    """The index file on disk is missing, corrupt or does not match its sidecar: rebuild it."""
+NEW_FILE_MODE = 0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
 
 
 class VectorIndex:
@@ -53,7 +52,8 @@ class VectorIndex:
         return len(self) * (self.dim * 4 + 8)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores (n, k'), ids (n, k')), best first, k' = min(k, len(self)); scores are cosines.
+        """(cosines (n, k'), ids (n, k')), best first, k' = min(k, len(self)): inner products of
+        unit vectors.
 
         `allowed` (image ids) restricts the search inside FAISS, so a narrow filter still gets k
         hits; rows with fewer hits than k' are padded with id -1.
@@ -68,15 +68,14 @@ class VectorIndex:
         return self._index.search(queries, k, params=faiss.SearchParameters(sel=selector))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write index then sidecar, each via temp file + fsync + rename: a crash leaves the old
+        """Write index then sidecar, each atomically (siglip_search.atomic): a crash leaves the old
         pair, a new pair, or a mismatch that load() detects; never a half-written file."""
         path = Path(path)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp makes 0600
-        with _temp_path(path) as tmp:
+        mode = path.stat().st_mode & 0o777 if path.exists() else NEW_FILE_MODE
+        with atomic_path(path) as tmp:
             faiss.write_index(self._index, str(tmp))
             os.chmod(tmp, mode)
-            digest = _sha256_and_fsync(tmp)
-            os.replace(tmp, path)
+            digest = _sha256(tmp)
         ids = self.ids()
         sidecar = {
             "format": SIDECAR_FORMAT,
@@ -194,16 +193,16 @@ class AnnIndex:
         return int(dead.sum())
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Like VectorIndex.search, with approximate (8-bit) scores; tombstones and ids outside
+        """Like VectorIndex.search, with approximate (8-bit) cosines; tombstones and ids outside
         `allowed` are filtered out, searching deeper until k hits are found or none are left."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # (n, dim)
         k = max(0, min(int(k), len(self) if allowed is None else len(allowed)))
-        scores = np.full((len(queries), k), -np.inf, np.float32)
+        cosines = np.full((len(queries), k), -np.inf, np.float32)
         found = np.full((len(queries), k), -1, np.int64)
         for row, query in enumerate(queries):
-            row_scores, row_ids = self._search_one(query, k, allowed)
-            scores[row, : len(row_ids)], found[row, : len(row_ids)] = row_scores, row_ids
-        return scores, found
+            row_cosines, row_ids = self._search_one(query, k, allowed)
+            cosines[row, : len(row_ids)], found[row, : len(row_ids)] = row_cosines, row_ids
+        return cosines, found
 
     def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
@@ -215,45 +214,45 @@ class AnnIndex:
         want = int(np.ceil(k / max(1e-3, 1.0 - self.dead_fraction)))  # room for the tombstones
         while True:
             want = min(total, want)
-            scores, labels = self._shard_map(lambda s, n=want: self._scan(s, query, n))
+            cosines, labels = self._shard_map(lambda s, n=want: self._scan(s, query, n))
             keep = self._alive[labels]
             if allowed is not None:
                 keep &= np.isin(self._ids[labels], allowed)
             if keep.sum() >= k or want >= total:
-                return self._best((scores[keep], labels[keep]), k)
+                return self._best((cosines[keep], labels[keep]), k)
             want *= 4  # a filter or tombstones left too few: search deeper
 
     def _scan(self, shard: int, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, labels) of a shard's n best: fast-scan candidates re-scored with 8-bit codes."""
+        """(cosines, labels) of a shard's n best: fast-scan candidates re-scored with 8-bit codes."""
         index = self._shards[shard]
         n = min(n, index.ntotal)
         if n <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         params = faiss.IndexRefineSearchParameters(k_factor=float(self.k_factor))
-        scores, local = index.search(query[None], n, params=params)
+        cosines, local = index.search(query[None], n, params=params)
         found = local[0] >= 0
-        return scores[0][found], self._shard_labels[shard][local[0][found]]
+        return cosines[0][found], self._shard_labels[shard][local[0][found]]
 
     def _score_subset(self, shard: int, query: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
+        """(cosines, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
         local = np.flatnonzero(keep[self._shard_labels[shard]])
         if not local.size:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         codes = faiss.downcast_index(self._shards[shard].refine_index)
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(local))
-        scores, found = codes.search(query[None], min(k, local.size), params=params)
+        cosines, found = codes.search(query[None], min(k, local.size), params=params)
         ok = found[0] >= 0
-        return scores[0][ok], self._shard_labels[shard][found[0][ok]]
+        return cosines[0][ok], self._shard_labels[shard][found[0][ok]]
 
     def _shard_map(self, fn) -> tuple[np.ndarray, np.ndarray]:
-        """fn(shard) -> (scores, labels) on every shard in parallel, concatenated."""
+        """fn(shard) -> (cosines, labels) on every shard in parallel, concatenated."""
         parts = list(_SHARD_POOL.map(fn, range(len(self._shards))))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _best(self, found: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, labels = found
-        best = np.argsort(-scores, kind="stable")[:k]
-        return scores[best], self._ids[labels[best]]
+        cosines, labels = found
+        best = np.argsort(-cosines, kind="stable")[:k]
+        return cosines[best], self._ids[labels[best]]
 
     def memory_bytes(self) -> int:
         """Codes in memory (fast-scan and 8-bit) plus the label maps."""
@@ -264,16 +263,16 @@ class AnnIndex:
         return int(codes + self._ids.nbytes + self._alive.nbytes + sum(a.nbytes for a in self._shard_labels))
 
     def save(self, path: str | os.PathLike) -> None:
-        """All shards and label maps in one .npz, then its sidecar, each atomic (temp + rename)."""
+        """All shards and label maps in one .npz, then its sidecar, each atomically (siglip_search.atomic)."""
         path = Path(path)
         arrays = {f"shard{i}": faiss.serialize_index(s) for i, s in enumerate(self._shards)}
         arrays |= {f"shard{i}_labels": a for i, a in enumerate(self._shard_labels)}
         arrays |= {"ids": self._ids, "alive": self._alive}
-        with _temp_path(path) as tmp:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            digest = _sha256_and_fsync(tmp)
-            os.replace(tmp, path)
+            os.chmod(tmp, NEW_FILE_MODE)  # a replaced file keeps its own mode (atomic_path)
+            digest = _sha256(tmp)
         sidecar = {"format": SIDECAR_FORMAT, "kind": "ann", "dim": self.dim, "shards": len(self._shards),
                    "labels": len(self._ids), "generation": self.generation, "synced_to": self.synced_to,
                    "sha256": digest}  # fmt: skip
@@ -316,35 +315,11 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _write_sidecar(path: Path, sidecar: dict, mode: int | None = None) -> None:
-    """The index's JSON sidecar, atomically (temp + fsync + rename), then the folder fsynced."""
-    with _temp_path(path) as tmp:
+def _write_sidecar(path: Path, sidecar: dict, mode: int = NEW_FILE_MODE) -> None:
+    """The index's JSON sidecar, atomically (a replaced sidecar keeps its own mode)."""
+    with atomic_path(sidecar_path(path)) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=1))
-        if mode is not None:
-            os.chmod(tmp, mode)
-        _sha256_and_fsync(tmp)
-        os.replace(tmp, sidecar_path(path))
-    _fsync_dir(path.parent)
-
-
-@contextmanager
-def _temp_path(target: Path) -> Iterator[Path]:
-    """A temp file next to `target` (same filesystem, so os.replace is atomic); removed on error."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-def _sha256_and_fsync(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb+") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-        os.fsync(f.fileno())
-    return digest.hexdigest()
+        os.chmod(tmp, mode)
 
 
 def _sha256(path: Path) -> str:
@@ -353,11 +328,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from indexer import export
 from indexer.export import (
     ManifestError,
+    OutputPathError,
     SidecarError,
     TagNameError,
+    TagRow,
     commit_sidecar_plan,
     export_xmp,
     load_manifest,
@@ -28,8 +29,11 @@ from indexer.export import (
     plan_keyword_merge,
     sidecar_path_for,
     undo_xmp,
+    write_csv,
+    write_exiftool_csv,
+    write_jsonl,
 )
-from indexer.tables import OutputPathError, TagRow, write_csv, write_exiftool_csv, write_jsonl
+from indexer.export import xmp_export as export  # its commit_sidecar_plan is patched below
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 PROPERTY_TAGS = {

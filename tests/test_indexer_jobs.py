@@ -26,6 +26,7 @@ from indexer.decode import MISSING_DECODERS
 from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library, open_library
+from indexer.search import Searcher
 from indexer.vectors import sidecar_path
 
 embedder, other_embedder, library = indexer_fixtures.embedder, indexer_fixtures.other_embedder, indexer_fixtures.library
@@ -59,6 +60,11 @@ def embedding(library, image_id: int) -> bytes:
     return library.store.embeddings_by_ids([image_id])[image_id].tobytes()
 
 
+def nearest_ids(searcher, queries, k: int) -> list[list[int]]:
+    """The ids search shows for each query vector (n, dim), best first."""
+    return [[hit.id for hit in searcher.search_vector(query, k=k).hits] for query in queries]
+
+
 def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
     photos = tmp_path / "photos"
     files = make_photo_folder(photos, n=10)
@@ -74,9 +80,10 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
     assert (beach.taken_at, beach.camera) == ("2021-07-14T18:03:09", "Canon EOS R5")
     assert rows["Ünïcødé 写真 🌅.jpg"].path == str(photos / "Ünïcødé 写真 🌅.jpg")
     # Every photo is its own best match.
+    searcher = Searcher(library, embedder)
     for row in rows.values():
-        [hits] = library.search(library.store.embeddings_by_ids([row.id])[row.id][None], k=1)
-        assert hits[0].image.id == row.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        hits = searcher.search_vector(library.store.embeddings_by_ids([row.id])[row.id], k=1).hits
+        assert hits[0].id == row.id and hits[0].cosine == pytest.approx(1.0, abs=1e-5)
 
     # Edit a photo in place: new vector, same row.
     city = rows["city.webp"]
@@ -94,8 +101,8 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
     summary = index(library, [photos], counting)
     assert (summary.removed, summary.added, summary.updated) == (1, 0, 0)
     assert "dog.bmp" not in by_path(library)
-    [hits] = library.search(dog_vector[None], k=100)
-    assert len(hits) == 9 and dog.id not in {h.image.id for h in hits}
+    hits = searcher.search_vector(dog_vector, k=100).hits
+    assert len(hits) == 9 and dog.id not in {h.id for h in hits}
 
     # Move and rename: same row, identical vector bytes, nothing decoded or embedded.
     forest = rows["2021/forest.png"]
@@ -219,13 +226,13 @@ def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embed
     library = open_library(tmp_path / "library")
     index(library, [photos], embedder)
     queries = np.stack(list(library.store.embeddings_by_ids(r.id for r in by_path(library).values()).values()))
-    expected = [[h.image.id for h in hits] for hits in library.search(queries, k=3)]
+    expected = nearest_ids(Searcher(library, embedder), queries, k=3)
     saved = library.index_path.read_bytes(), sidecar_path(library.index_path).read_bytes()
 
     def fresh_search():
         reader = open_library(library.path, create=False)
         try:
-            return [[h.image.id for h in hits] for hits in reader.search(queries, k=3)]
+            return nearest_ids(Searcher(reader, embedder), queries, k=3)
         finally:
             reader.close()
 
@@ -251,12 +258,13 @@ def test_a_searcher_that_stays_open_never_returns_a_photo_deleted_meanwhile(tmp_
     writer = open_library(tmp_path / "library")
     index(writer, [photos], embedder)
     reader = open_library(tmp_path / "library", create=False)
+    searcher = Searcher(reader, embedder)
     gone = by_path(reader)["dog.bmp"]
-    query = reader.store.embeddings_by_ids([gone.id])[gone.id][None]
-    assert reader.search(query, k=1)[0][0].image.id == gone.id
+    query = reader.store.embeddings_by_ids([gone.id])[gone.id]
+    assert searcher.search_vector(query, k=1).hits[0].id == gone.id
     files["dog.bmp"].unlink()
     index(writer, [photos], embedder)
-    assert gone.id not in {h.image.id for h in reader.search(query, k=50)[0]}
+    assert gone.id not in {h.id for h in searcher.search_vector(query, k=50).hits}
     writer.close()
     reader.close()
 

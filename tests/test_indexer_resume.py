@@ -16,6 +16,7 @@ from indexer_fixtures import db_rows, draw_photo
 
 from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library, open_library
+from indexer.search import Searcher
 
 embedder = indexer_fixtures.embedder
 REPO = Path(__file__).resolve().parents[1]
@@ -59,8 +60,8 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         reader = open_library(killed_lib, create=False)
         assert library_status(reader)["images"] >= 4
         assert library_status(reader)["last_run"]["status"] == "running"
-        first = next(reader.store.iter_embeddings())[1][:1]
-        assert reader.search(first, k=3)[0][0].score > 0.99
+        first = next(reader.store.iter_embeddings())[1][0]
+        assert Searcher(reader, embedder).search_vector(first, k=3).hits[0].cosine > 0.99
         reader.close()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -99,6 +100,6 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     with sqlite3.connect(killed_lib / "library.db") as conn:
         statuses = [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["interrupted", "ok"]
-    query = np.frombuffer(killed_rows[5][2], dtype=np.float32)[None]
-    assert killed.search(query, k=1)[0][0].image.rel_path == killed_rows[5][0]
+    query = np.frombuffer(killed_rows[5][2], dtype=np.float32)
+    assert Searcher(killed, embedder).search_vector(query, k=1).hits[0].rel_path == killed_rows[5][0]
     killed.close()

@@ -295,8 +295,7 @@ def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Pr
 def export_tags(state: AppState, format_name: str, root_tag: str, threshold: float, dry_run: bool) -> tuple:
     """XMP sidecars beside the photos (with a dry-run preview), or a CSV / JSON Lines download:
     the same functions as `siglip-search export`."""
-    from indexer import tables
-    from indexer.tags import export_library_xmp, library_tag_rows
+    from indexer.export import export_library_xmp, library_tag_rows, tables
 
     library = require_library(state)
     fmt = EXPORT_FORMATS.get(format_name, format_name)
@@ -320,7 +319,7 @@ def export_tags(state: AppState, format_name: str, root_tag: str, threshold: flo
 @page_errors
 def undo_export(state: AppState, dry_run: bool) -> tuple:
     """Remove exactly the keywords earlier XMP exports added (`siglip-search export --undo`)."""
-    from indexer.tags import undo_library_xmp
+    from indexer.export import undo_library_xmp
 
     library = require_library(state)
     with _one_job(state), lock_library(library):

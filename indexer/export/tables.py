@@ -15,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .errors import IndexerError
-from .export import ROOT_TAG, TagNameError, machine_tag_path, open_atomic
+from siglip_search.atomic import open_atomic
+
+from ..errors import OutputPathError, TagNameError
+from .sidecars import ROOT_TAG, machine_tag_path
 from .xmp import keyword_values
 
 CSV_HEADER = ("path", "tag", "score", "model")
@@ -25,7 +27,8 @@ EXIFTOOL_SEPARATOR = ", "  # run exiftool with -sep ", " so list cells split int
 
 @dataclass(frozen=True)
 class TagRow:
-    """One machine tag of one photo and the score that chose it (scores never go into keywords)."""
+    """One machine tag of one photo and its score, the SigLIP probability that chose it (scores
+    never go into keywords)."""
 
     path: str
     tag: str
@@ -110,10 +113,6 @@ class _CsvWriter:
             self.writerow(row)
 
 
-class OutputPathError(IndexerError, ValueError):
-    """An --out path that cannot take a file (a folder, a missing or read-only folder, a full disk)."""
-
-
 @contextmanager
 def _text_output(out: Path | str | None) -> Iterator[TextIO]:
     """stdout for None or "-"; a device, pipe or socket is written in place (replacing it with a
@@ -154,8 +153,8 @@ def _open_output(path: Path) -> Iterator[TextIO]:
         return
     if st is None and not Path(os.path.realpath(path)).parent.is_dir():
         raise OutputPathError(f"--out {path}: folder {path.parent} does not exist")
-    with open_atomic(path) as raw:
+    with open_atomic(os.path.realpath(path)) as raw:  # a symlink: its target is replaced
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         yield text
         text.flush()
-        text.detach()  # `raw` is closed (after fsync) by open_atomic
+        text.detach()  # `raw` is closed and fsynced by open_atomic

@@ -1,221 +1,32 @@
-"""The library database (the only SQLAlchemy importer): roots, images and their embeddings, tags, runs."""
+"""The Store: typed access to one library database, every public method one transaction."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from urllib.parse import quote, unquote
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import LibraryReadOnlyError, LibraryUnreadableError, SchemaError
+from .rows import (
+    Counts,
+    EmbeddedImage,
+    EmbeddingChunk,
+    FailedImage,
+    FileState,
+    FileUpdate,
+    ImageRow,
+    RootRow,
+    RunRow,
+    TagRecord,
+)
+from .schema import Image, Meta, Root, Run, Tag, is_read_only
 
-SCHEMA_VERSION = 2
 GENERATION_KEY = "vectors_generation"
 MACHINE_TAG_SOURCE = "zero-shot"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(sa.Text)
-
-
-class Root(Base):
-    __tablename__ = "roots"
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(sa.Text, unique=True)  # absolute, resolved
-    added_at: Mapped[datetime] = mapped_column(sa.DateTime)
-
-
-class Image(Base):
-    __tablename__ = "images"
-    __table_args__ = (
-        sa.UniqueConstraint("root_id", "rel_path"),
-        # Incremental readers (tagging, the approximate index) ask for rows embedded since a point.
-        sa.Index("ix_images_indexed_at", "indexed_at", "id"),
-    )
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
-    rel_path: Mapped[str] = mapped_column(sa.Text)  # POSIX, relative to the root: moving a root is free
-    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
-    fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
-    width: Mapped[int | None] = mapped_column(sa.Integer)
-    height: Mapped[int | None] = mapped_column(sa.Integer)
-    taken_at: Mapped[str | None] = mapped_column(sa.String(32))  # EXIF DateTimeOriginal, ISO 8601
-    camera: Mapped[str | None] = mapped_column(sa.Text)
-    status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
-    error: Mapped[str | None] = mapped_column(sa.Text)
-    model_id: Mapped[str | None] = mapped_column(sa.Text)
-    embedding: Mapped[bytes | None] = mapped_column(sa.LargeBinary)  # float32, unit norm
-    indexed_at: Mapped[datetime] = mapped_column(sa.DateTime)
-
-
-class Tag(Base):
-    __tablename__ = "tags"
-    __table_args__ = (sa.UniqueConstraint("image_id", "tag", "source"),)
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    tag: Mapped[str] = mapped_column(sa.Text, index=True)
-    score: Mapped[float | None] = mapped_column(sa.Float)
-    source: Mapped[str] = mapped_column(sa.String(32))  # "auto" | "user" | ...
-    model: Mapped[str | None] = mapped_column(sa.Text)
-    vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
-
-
-class Run(Base):
-    __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    started_at: Mapped[datetime] = mapped_column(sa.DateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
-    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, a JSON list (see _run_roots)
-    added: Mapped[int] = mapped_column(sa.Integer, default=0)
-    updated: Mapped[int] = mapped_column(sa.Integer, default=0)
-    moved: Mapped[int] = mapped_column(sa.Integer, default=0)
-    removed: Mapped[int] = mapped_column(sa.Integer, default=0)
-    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
-
-
-def _add_tags_table(conn: sa.Connection) -> None:
-    Tag.__table__.create(conn, checkfirst=True)
-
-
-# MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _add_tags_table}
-
-
-@dataclass(frozen=True)
-class RootRow:
-    id: int
-    path: str
-    added_at: datetime
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    id: int
-    root_id: int
-    root_path: str
-    rel_path: str
-    size_bytes: int
-    mtime_ns: int
-    fingerprint: str | None
-    width: int | None
-    height: int | None
-    taken_at: str | None
-    camera: str | None
-    status: str
-    error: str | None
-    model_id: str | None
-
-    @property
-    def path(self) -> str:
-        """Absolute path on this machine."""
-        return os.path.join(self.root_path, *self.rel_path.split("/"))
-
-
-@dataclass(frozen=True)
-class FileState:
-    """What the diff needs to know about a stored file."""
-
-    id: int
-    rel_path: str
-    size_bytes: int
-    mtime_ns: int
-    fingerprint: str | None
-    status: str
-    error: str | None
-
-
-@dataclass
-class EmbeddedImage:
-    root_id: int
-    rel_path: str
-    size_bytes: int
-    mtime_ns: int
-    fingerprint: str
-    width: int
-    height: int
-    taken_at: str | None
-    camera: str | None
-    model_id: str
-    embedding: np.ndarray  # (dim,) float32
-
-
-@dataclass
-class FailedImage:
-    root_id: int
-    rel_path: str
-    size_bytes: int
-    mtime_ns: int
-    reason: str
-    fingerprint: str | None = None
-
-
-@dataclass
-class FileUpdate:
-    """A stored image found at a new place (moved) or with a new stat (touched): vector kept."""
-
-    image_id: int
-    root_id: int
-    rel_path: str
-    size_bytes: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class Counts:
-    images: int  # indexed ok, with an embedding
-    failed: int
-    roots: int
-    tags: int
-
-
-@dataclass(frozen=True)
-class TagRecord:
-    """One stored tag of one image, with the image's absolute path."""
-
-    image_id: int
-    path: str
-    tag: str
-    score: float | None
-    source: str
-    model: str | None
-    vocabulary_version: str | None
-
-
-@dataclass(frozen=True)
-class EmbeddingChunk:
-    """Embeddings in (indexed_at, id) order; `last` is the position after the chunk's last row."""
-
-    ids: np.ndarray  # int64 (n,)
-    vectors: np.ndarray  # float32 (n, dim)
-    last: tuple[str, int]  # (indexed_at ISO 8601, image id)
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: int
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    roots: list[str]
-    added: int
-    updated: int
-    moved: int
-    removed: int
-    failed: int
 
 
 def _run_roots(text: str | None) -> list[str]:
@@ -228,138 +39,6 @@ def _run_roots(text: str | None) -> list[str]:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _sqlite_connect_listener(wal: bool) -> Callable:
-    def on_connect(dbapi_conn, _record) -> None:
-        # WAL lets searches read while an indexer writes; busy_timeout makes a second writer wait.
-        # Switching to WAL writes the file, so a read-only open leaves the journal mode as it is.
-        cursor = dbapi_conn.cursor()
-        if wal:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # durable across kill -9 in WAL mode
-        cursor.close()
-
-    return on_connect
-
-
-def _sqlite_error_listener(database: str) -> Callable:
-    """Turn SQLite's 'not a database' and 'read-only' errors, wherever they happen, into typed
-    errors naming the file; other database errors propagate as they are."""
-
-    def on_error(context: sa.engine.ExceptionContext) -> None:
-        error = context.original_exception
-        name, text = getattr(error, "sqlite_errorname", "") or "", str(error)
-        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or text in _UNREADABLE_MESSAGES:
-            raise LibraryUnreadableError(database, text) from None
-        if name.startswith("SQLITE_READONLY") or "readonly database" in text:
-            raise LibraryReadOnlyError(os.path.dirname(database), f"SQLite says: {text}") from None
-
-    return on_error
-
-
-# Python < 3.11 has no sqlite_errorname: SQLite's messages for SQLITE_NOTADB and SQLITE_CORRUPT.
-_UNREADABLE_MESSAGES = ("file is not a database", "database disk image is malformed")
-
-
-def _sqlite_url(path: str) -> sa.URL:
-    """The URL for the database file at absolute `path`: read-write, or read-only when this
-    process may not write the file or its folder (a read-only library still searches)."""
-    folder = os.path.dirname(path)
-    if not os.path.exists(path):
-        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
-            raise LibraryReadOnlyError(folder, f"cannot create {os.path.basename(path)} in it")
-        return sa.URL.create("sqlite", database=path)
-    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
-        return sa.URL.create("sqlite", database=path)
-    query = {"mode": "ro", "uri": "true"}
-    wal = path + "-wal"
-    if not os.access(folder, os.W_OK) and (not os.path.exists(wal) or os.path.getsize(wal) == 0):
-        # A WAL database needs its -shm file, which SQLite cannot create here. With no WAL content
-        # left over (a cleanly closed library) the file alone is the whole database, and a library
-        # nobody here may write is taken as an archive: immutable=1 reads it without the -shm.
-        query["immutable"] = "1"
-    return sa.URL.create("sqlite", database="file:" + quote(path), query=query)
-
-
-def open_store(path_or_url: str | os.PathLike) -> Store:
-    """Open (creating or migrating) the database at a file path or an SQLAlchemy URL.
-
-    A file or folder this process may not write is opened read-only: reads work and writes raise
-    LibraryReadOnlyError. A corrupt or non-SQLite file raises LibraryUnreadableError and is left
-    untouched."""
-    text = os.fspath(path_or_url)
-    if "://" in text:
-        engine = sa.create_engine(text)
-        database = engine.url.database or text
-    else:
-        database = os.path.abspath(text)
-        engine = sa.create_engine(_sqlite_url(database))
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_connect_listener(wal=not _is_read_only(engine)))
-        sa.event.listen(engine, "handle_error", _sqlite_error_listener(database))
-    try:
-        migrate(engine)
-    except BaseException:
-        engine.dispose()
-        raise
-    return Store(engine)
-
-
-def _is_read_only(engine: sa.Engine) -> bool:
-    return engine.url.query.get("mode") == "ro"
-
-
-def _database_name(engine: sa.Engine) -> str:
-    return unquote(str(engine.url.database or "").removeprefix("file:"))
-
-
-def migrate(engine: sa.Engine) -> int:
-    """Create a fresh schema or run MIGRATIONS up to SCHEMA_VERSION; return the version found."""
-    with engine.begin() as conn:
-        tables = set(sa.inspect(conn).get_table_names())
-        if "meta" not in tables:
-            if tables:
-                raise SchemaError(f"{_database_name(engine)} is a database but not a siglip-search library")
-            if _is_read_only(engine):
-                raise LibraryReadOnlyError(
-                    os.path.dirname(_database_name(engine)), "library.db is empty", "a new library must be set up"
-                )
-            Base.metadata.create_all(conn)
-            conn.execute(Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
-            return SCHEMA_VERSION
-        found = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
-        if found > SCHEMA_VERSION:
-            raise SchemaError(
-                f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
-            )
-        if found < SCHEMA_VERSION and _is_read_only(engine):
-            raise LibraryReadOnlyError(
-                os.path.dirname(_database_name(engine)),
-                f"schema version {found}, older than {SCHEMA_VERSION}",
-                "this siglip-search must upgrade the library once",
-            )
-        for version in range(found, SCHEMA_VERSION):
-            MIGRATIONS[version](conn)
-        if not _is_read_only(engine):
-            _add_missing_indexes(conn)
-        if found < SCHEMA_VERSION:  # opening a current library writes nothing (readers stay readers)
-            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
-        return found
-
-
-def _add_missing_indexes(conn: sa.Connection) -> None:
-    """Indexes added after a library was created; a read-only library simply goes without."""
-    existing = {index["name"] for index in sa.inspect(conn).get_indexes("images")}
-    for index in Image.__table__.indexes:
-        if index.name not in existing:
-            try:
-                with conn.begin_nested():
-                    index.create(conn)
-            except (sa.exc.OperationalError, LibraryReadOnlyError):
-                pass
 
 
 def _image_row(image: Image, root_path: str) -> ImageRow:
@@ -375,7 +54,7 @@ class Store:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self.read_only = _is_read_only(engine)  # opened with mode=ro: every write would fail
+        self.read_only = is_read_only(engine)  # opened with mode=ro: every write would fail
         self._session = sessionmaker(engine, expire_on_commit=False)
 
     def close(self) -> None:

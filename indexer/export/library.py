@@ -1,0 +1,63 @@
+"""A library's machine tags out: as table rows (CSV, JSON Lines, exiftool) and into the photos' XMP
+sidecars, with the manifest kept in the library folder; what `siglip-search export` and the web
+app's export tab call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..library import Library
+from ..store import MACHINE_TAG_SOURCE
+from .sidecars import ROOT_TAG
+from .tables import TagRow
+from .xmp_export import ExportReport, export_xmp, undo_xmp
+
+EXPORT_MANIFEST_NAME = "xmp-export-manifest.json"  # in the library folder: what XMP exports added
+
+
+def library_tag_rows(library: Library, min_score: float | None = None) -> list[TagRow]:
+    """The library's machine tags (path, tag, probability, model), by path then best first: the
+    rows of the CSV and JSON Lines exports."""
+    return [
+        TagRow(r.path, r.tag, float(r.score or 0.0), r.model or "")
+        for r in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score)
+    ]
+
+
+def export_library_xmp(
+    library: Library,
+    root_tag: str | None = ROOT_TAG,
+    min_score: float | None = None,
+    dry_run: bool = False,
+) -> ExportReport:
+    """Make each photo's XMP sidecar hold its machine tags under `root_tag` (photos are never opened
+    for writing): keywords earlier exports added that are no longer tags (re-tagged, another
+    threshold or root tag, photo left untagged) are removed, the user's own never. What was added
+    is recorded in the library's manifest for undo_library_xmp. The caller holds lock_library():
+    one export at a time per manifest."""
+    items: dict[str, list[str]] = {}
+    for record in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score):
+        items.setdefault(record.path, []).append(record.tag)
+    manifest = library.path / EXPORT_MANIFEST_NAME
+    return export_xmp(
+        [(Path(p), t) for p, t in items.items()],
+        manifest,
+        root_tag,
+        dry_run,
+        every_photo=True,
+        photo_keys=_photo_keys(library),
+    )
+
+
+def undo_library_xmp(library: Library, dry_run: bool = False) -> ExportReport:
+    """Remove exactly the keywords earlier exports of this library added (the user's stay), also
+    from sidecars moved along with their photos since."""
+    return undo_xmp(
+        library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=_photo_keys(library)
+    )
+
+
+def _photo_keys(library: Library) -> dict[Path, str | None]:
+    """Each indexed photo's path and fingerprint, which a move or rename keeps: what lets export
+    records follow photos renamed together with their sidecars."""
+    return {Path(row.path): row.fingerprint for row in library.store.iter_images()}

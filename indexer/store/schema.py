@@ -1,0 +1,147 @@
+"""The library database's tables (SQLAlchemy ORM) and their migrations: what a schema version holds,
+and how an older library is brought up to it when opened."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+from urllib.parse import unquote
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..errors import LibraryReadOnlyError, SchemaError
+
+SCHEMA_VERSION = 2
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class Root(Base):
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(sa.Text, unique=True)  # absolute, resolved
+    added_at: Mapped[datetime] = mapped_column(sa.DateTime)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        sa.UniqueConstraint("root_id", "rel_path"),
+        # Incremental readers (tagging, the approximate index) ask for rows embedded since a point.
+        sa.Index("ix_images_indexed_at", "indexed_at", "id"),
+    )
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
+    rel_path: Mapped[str] = mapped_column(sa.Text)  # POSIX, relative to the root: moving a root is free
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int | None] = mapped_column(sa.Integer)
+    height: Mapped[int | None] = mapped_column(sa.Integer)
+    taken_at: Mapped[str | None] = mapped_column(sa.String(32))  # EXIF DateTimeOriginal, ISO 8601
+    camera: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    model_id: Mapped[str | None] = mapped_column(sa.Text)
+    embedding: Mapped[bytes | None] = mapped_column(sa.LargeBinary)  # float32, unit norm
+    indexed_at: Mapped[datetime] = mapped_column(sa.DateTime)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (sa.UniqueConstraint("image_id", "tag", "source"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    tag: Mapped[str] = mapped_column(sa.Text, index=True)
+    score: Mapped[float | None] = mapped_column(sa.Float)  # machine tags: SigLIP probability
+    source: Mapped[str] = mapped_column(sa.String(32))  # "auto" | "user" | ...
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+    status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
+    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, a JSON list (see _run_roots)
+    added: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated: Mapped[int] = mapped_column(sa.Integer, default=0)
+    moved: Mapped[int] = mapped_column(sa.Integer, default=0)
+    removed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+def _add_tags_table(conn: sa.Connection) -> None:
+    Tag.__table__.create(conn, checkfirst=True)
+
+
+# MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _add_tags_table}
+
+
+def is_read_only(engine: sa.Engine) -> bool:
+    """Opened with mode=ro (see connect.py): every write would fail."""
+    return engine.url.query.get("mode") == "ro"
+
+
+def database_name(engine: sa.Engine) -> str:
+    """The database file's path, for messages."""
+    return unquote(str(engine.url.database or "").removeprefix("file:"))
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Create a fresh schema or run MIGRATIONS up to SCHEMA_VERSION; return the version found."""
+    with engine.begin() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        if "meta" not in tables:
+            if tables:
+                raise SchemaError(f"{database_name(engine)} is a database but not a siglip-search library")
+            if is_read_only(engine):
+                raise LibraryReadOnlyError(
+                    os.path.dirname(database_name(engine)), "library.db is empty", "a new library must be set up"
+                )
+            Base.metadata.create_all(conn)
+            conn.execute(Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            return SCHEMA_VERSION
+        found = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
+            )
+        if found < SCHEMA_VERSION and is_read_only(engine):
+            raise LibraryReadOnlyError(
+                os.path.dirname(database_name(engine)),
+                f"schema version {found}, older than {SCHEMA_VERSION}",
+                "this siglip-search must upgrade the library once",
+            )
+        for version in range(found, SCHEMA_VERSION):
+            MIGRATIONS[version](conn)
+        if not is_read_only(engine):
+            _add_missing_indexes(conn)
+        if found < SCHEMA_VERSION:  # opening a current library writes nothing (readers stay readers)
+            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        return found
+
+
+def _add_missing_indexes(conn: sa.Connection) -> None:
+    """Indexes added after a library was created; a read-only library simply goes without."""
+    existing = {index["name"] for index in sa.inspect(conn).get_indexes("images")}
+    for index in Image.__table__.indexes:
+        if index.name not in existing:
+            try:
+                with conn.begin_nested():
+                    index.create(conn)
+            except (sa.exc.OperationalError, LibraryReadOnlyError):
+                pass
