@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..errors import CheckpointError, InputError
+from ..image_processor import SiglipImageProcessor
+from ..tokenizer import SiglipTokenizer
 from . import synthetic
-from .errors import CheckpointError, InputError
-from .image_processor import SiglipImageProcessor
-from .tokenizer import SiglipTokenizer
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .options import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
