@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint layout: resolve local dirs or hub ids, strict load, save."""
+"""Hugging Face checkpoint layout: strict load (one file or shards) and save of a model's weights."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,85 +19,13 @@ from .config import (
     load_tower_config,
     read_config_json,
 )
-from .errors import CheckpointError, InputError, ModelNotCachedError
+from .errors import CheckpointError, InputError
+from .hub import hub_options, resolve_checkpoint_dir
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CHECKPOINT_FILES = [
-    "config.json",
-    WEIGHTS_NAME,
-    WEIGHTS_INDEX_NAME,
-    "model-*.safetensors",
-    "spiece.model",
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-]
 # Buffers that old checkpoints carry and that the model recomputes.
 _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-# transformers' from_pretrained download options, honoured for hub ids (a local directory needs none).
-HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
-
-
-def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Takes the HUB_OPTIONS out of a from_pretrained's kwargs, for resolve_checkpoint_dir."""
-    return {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
-
-
-def resolve_checkpoint_dir(
-    name_or_path: str | os.PathLike,
-    revision: str | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
-    """A local checkpoint directory, or the cached snapshot of a hub id (downloaded if allowed)."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    text = str(name_or_path)
-    if path.exists():
-        raise CheckpointError(f"{text} is a file; pass the checkpoint directory that holds config.json")
-    if not _HUB_ID.match(text):
-        raise CheckpointError(f"checkpoint directory {text} does not exist")
-    options = {"revision": revision, "cache_dir": cache_dir, "token": token, "allow_patterns": CHECKPOINT_FILES}
-    return _snapshot(text, options, local_files_only)
-
-
-def _snapshot(repo_id: str, options: dict[str, Any], local_files_only: bool) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError(f"{repo_id} is not a local directory and huggingface_hub is not installed") from None
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **options))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        pass
-    if local_files_only:
-        raise ModelNotCachedError(_not_cached(repo_id, "local_files_only=True")) from None
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelNotCachedError(_not_cached(repo_id, "HF_HUB_OFFLINE is set")) from None
-    try:
-        return Path(snapshot_download(repo_id, **options))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelNotCachedError(_not_cached(repo_id, reason)) from None
-
-
-def _not_cached(repo_id: str, reason: str) -> str:
-    return (
-        f"model {repo_id} is not in the local Hugging Face cache and could not be downloaded ({reason}). "
-        f"Download it on a machine with network access (hf download {repo_id}) "
-        "or pass a local checkpoint directory that holds config.json and model.safetensors"
-    )
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:

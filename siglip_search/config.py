@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .hub import hub_options, resolve_checkpoint_dir
 
 
 def _split_known(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -36,8 +37,6 @@ class _ConfigMixin:
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any):
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         return load_tower_config(cls, resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
@@ -166,8 +165,6 @@ class SiglipConfig(_ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         return load_config(resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from .auto import AutoTokenizer
-from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
+from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from .errors import CheckpointError, InputError
+from .hub import resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel
 from .parallel import RowParallel

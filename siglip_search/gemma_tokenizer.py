@@ -11,10 +11,12 @@ tf.strings.lower lower-cases ASCII letters only.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .hub import hub_options, resolve_checkpoint_dir
 from .tokenizer import SiglipTokenizer, _special_tokens
 
 VOCAB_FILE = "tokenizer.model"
@@ -70,8 +72,6 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
@@ -81,8 +81,6 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
         return cls(directory / VOCAB_FILE, **init)
 
     def save_vocabulary(self, save_directory, filename_prefix=None):
-        import shutil
-
         out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
         if Path(self.vocab_file).resolve() != out.resolve():
             shutil.copyfile(self.vocab_file, out)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .errors import CheckpointError, InputError
+from .hub import hub_options, resolve_checkpoint_dir
 from .tokenizer import BatchEncoding
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
@@ -203,8 +204,6 @@ class SiglipImageProcessor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         return cls.from_dict(read_preprocessor_config(directory), **kwargs)
 

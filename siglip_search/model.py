@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_model, save_model
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 from .errors import CheckpointError, InputError
 from .layers import SiglipEncoder, SiglipMultiheadAttentionPoolingHead
@@ -156,15 +157,11 @@ class SiglipPreTrainedModel(nn.Module):
         device: str | torch.device | None = None,
         **kwargs,
     ):
-        from .checkpoint import load_model
-
         dtype = kwargs.pop("dtype", torch_dtype)
         device = kwargs.pop("device_map", device)
         return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        from .checkpoint import save_model
-
         save_model(self, save_directory, **kwargs)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:

@@ -5,9 +5,25 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import InputError
+from .errors import CheckpointError, InputError
+from .gemma_tokenizer import GemmaSiglipTokenizer
+from .hub import hub_options, resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
-from .tokenizer import BatchEncoding
+from .tokenizer import BatchEncoding, SiglipTokenizer
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
+    """The tokenizer a checkpoint holds: SigLIP's spiece.model, or SigLIP 2's Gemma tokenizer.model."""
+    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
+    if (directory / "spiece.model").is_file():
+        return SiglipTokenizer.from_pretrained(directory, **kwargs)
+    if (directory / "tokenizer.model").is_file():
+        return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
+    message = f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
+    if (directory / "tokenizer.json").is_file():
+        message += ("; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
+                    "checkpoint it came from")
+    raise CheckpointError(message)
 
 
 class SiglipProcessor:
@@ -48,11 +64,8 @@ class SiglipProcessor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
-        from .auto import AutoTokenizer
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # one snapshot for both
-        return cls(SiglipImageProcessor.from_pretrained(directory), AutoTokenizer.from_pretrained(directory))
+        return cls(SiglipImageProcessor.from_pretrained(directory), load_tokenizer(directory))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         self.image_processor.save_pretrained(save_directory)

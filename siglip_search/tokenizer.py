@@ -20,6 +20,7 @@ import sentencepiece as spm
 import torch
 
 from .errors import CheckpointError, InputError
+from .hub import hub_options, resolve_checkpoint_dir
 
 SPIECE_UNDERLINE = "\u2581"
 VOCAB_FILE = "spiece.model"
@@ -298,8 +299,6 @@ class SiglipTokenizer:
     # --- files ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
         directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         vocab = directory / VOCAB_FILE
         if not vocab.is_file():

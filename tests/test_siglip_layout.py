@@ -48,3 +48,22 @@ def test_only_the_command_line_imports_the_training_workshop():
         if not name.startswith("siglip_search.training") and name != "siglip_search.cli"
     }
     assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_no_module_of_siglip_search_imports_itself_round_a_loop():
+    graph = _graph()
+    cycles = []
+
+    def visit(name: str, path: list[str]) -> None:
+        for nxt in sorted(graph[name]):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
