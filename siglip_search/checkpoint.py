@@ -6,11 +6,13 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path, write_atomic
 from .config import (
     SiglipConfig,
     SiglipTextConfig,
@@ -222,16 +224,15 @@ def save_model(
         data.setdefault("architectures", [type(model).__name__])
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     _record_dtype(data, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32))
-    (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_atomic(directory / "config.json", _json_bytes(data))
     shards = split_into_shards(state, limit) if limit is not None else [state]
     names = [WEIGHTS_NAME] if len(shards) == 1 else [
         f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
     ]
     _remove_stale_weights(directory, keep=set(names))
     for name, shard in zip(names, shards, strict=True):
-        tmp = directory / (name + ".tmp")
-        save_file(shard, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, directory / name)
+        with atomic_path(directory / name) as temp:
+            save_file(shard, str(temp), metadata={"format": "pt"})
     if len(shards) > 1:
         index = {
             "metadata": {
@@ -240,7 +241,11 @@ def save_model(
             },
             "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
         }
-        (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        write_atomic(directory / WEIGHTS_INDEX_NAME, _json_bytes(index))
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _record_dtype(data: dict, dtype: torch.dtype) -> None:

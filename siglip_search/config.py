@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import CheckpointError
 from .hub import hub_options, resolve_checkpoint_dir
 
@@ -169,7 +170,7 @@ class SiglipConfig(_ConfigMixin):
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "config.json").write_text(self.to_json_string())
+        write_atomic(Path(path) / "config.json", self.to_json_string().encode())
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -11,8 +11,6 @@ tf.strings.lower lower-cases ASCII letters only.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
@@ -79,9 +77,3 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
                    "padding_side", "model_max_length", "model_input_names"}
         init = {k: v for k, v in config.items() if k in allowed} | kwargs
         return cls(directory / VOCAB_FILE, **init)
-
-    def save_vocabulary(self, save_directory, filename_prefix=None):
-        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
-        if Path(self.vocab_file).resolve() != out.resolve():
-            shutil.copyfile(self.vocab_file, out)
-        return (str(out),)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import write_atomic
 from .errors import CheckpointError, InputError
 from .hub import hub_options, resolve_checkpoint_dir
 from .tokenizer import BatchEncoding
@@ -210,7 +211,7 @@ class SiglipImageProcessor:
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         path = Path(save_directory) / PREPROCESSOR_CONFIG
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return str(path)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
+from .atomic import atomic_path, write_atomic
 from .errors import CheckpointError, InputError
 from .hub import hub_options, resolve_checkpoint_dir
 
@@ -313,9 +314,11 @@ class SiglipTokenizer:
         return cls(vocab, **init)
 
     def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
-        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
+        name = self.vocab_files_names["vocab_file"]
+        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + name)
         if Path(self.vocab_file).resolve() != out.resolve():
-            shutil.copyfile(self.vocab_file, out)
+            with atomic_path(out) as temp:
+                shutil.copyfile(self.vocab_file, temp)
         return (str(out),)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
@@ -332,9 +335,9 @@ class SiglipTokenizer:
             "do_lower_case": self.do_lower_case,
             "model_input_names": self.model_input_names,
         }
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_atomic(directory / "tokenizer_config.json", (json.dumps(config, indent=2) + "\n").encode())
         specials = {"eos_token": self.eos_token, "unk_token": self.unk_token, "pad_token": self.pad_token}
-        (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+        write_atomic(directory / "special_tokens_map.json", (json.dumps(specials, indent=2) + "\n").encode())
         return vocab, str(directory / "tokenizer_config.json"), str(directory / "special_tokens_map.json")
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..atomic import atomic_path, write_atomic
 from ..config import SiglipConfig
 from ..errors import CheckpointError, InputError
 from ..image_processor import SiglipImageProcessor
@@ -51,13 +52,11 @@ def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
              "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
     state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
                                    for k, v in state["optimizer"]["state"].items()}
-    tmp = cfg.out_dir / (STATE_FILE + ".tmp")
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, cfg.out_dir / STATE_FILE)
+        with atomic_path(cfg.out_dir / STATE_FILE) as temp:
+            torch.save(state, temp)
         model.save_pretrained(cfg.out_dir)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
-        tmp.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
                               "the last complete checkpoint is kept and a rerun resumes from it") from None
@@ -200,7 +199,7 @@ def train(cfg: TrainConfig) -> Path:
         log.close()
     if rank == 0:
         _save(model, optimizer, cfg.steps, cfg)
-        (cfg.out_dir / ARGS_FILE).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        write_atomic(cfg.out_dir / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
     if distributed:
         dist.barrier()
     return cfg.out_dir

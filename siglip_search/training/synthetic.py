@@ -8,7 +8,6 @@ import io
 import itertools
 import json
 import math
-import os
 import random
 import re
 import string
@@ -21,6 +20,8 @@ from typing import Literal
 import numpy as np
 import sentencepiece as spm
 from PIL import Image, ImageDraw
+
+from ..atomic import write_atomic
 
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in output pixels
@@ -469,9 +470,7 @@ def train_sentencepiece(captions: list[str], out_path: Path, vocab_size: int = 9
     seeds = "".join(f"\u2581{w}\t{c}\n" for w, c in sorted(word_counts.items())).encode()
     digest = hashlib.sha256(seeds).hexdigest()[:16]
     seeds_path = Path(tempfile.gettempdir()) / f"siglip-search-spm-seeds-{digest}.tsv"
-    with tempfile.NamedTemporaryFile(dir=seeds_path.parent, delete=False) as tmp:
-        tmp.write(seeds)
-    os.replace(tmp.name, seeds_path)  # atomic: a concurrent run writes the same bytes
+    write_atomic(seeds_path, seeds)  # atomic: a concurrent run writes the same bytes
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -485,7 +484,7 @@ def train_sentencepiece(captions: list[str], out_path: Path, vocab_size: int = 9
         seeds_path.unlink(missing_ok=True)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(model.getvalue())
+    write_atomic(out_path, model.getvalue())
     return out_path
 
 
