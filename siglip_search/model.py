@@ -66,10 +66,8 @@ class SiglipVisionTransformer(nn.Module):
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
-        x = self.embeddings(pixel_values, interpolate_pos_encoding)
-        x, hidden_states, attentions = self.encoder(
-            x, output_hidden_states=output_hidden_states, output_attentions=output_attentions
-        )
+        x = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        x, hidden_states, attentions = _encode(self.encoder, x, None, output_hidden_states, output_attentions)
         x = self.post_layernorm(x)
         pooled = self.head(x) if self.config.vision_use_head else None
         return BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
@@ -112,9 +110,8 @@ class SiglipTextTransformer(nn.Module):
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(input_ids, position_ids)  # (B, T, D)
-        x, hidden_states, attentions = self.encoder(
-            x, _key_mask(attention_mask), output_hidden_states, output_attentions=output_attentions
-        )
+        mask = _key_mask(attention_mask)
+        x, hidden_states, attentions = _encode(self.encoder, x, mask, output_hidden_states, output_attentions)
         x = self.final_layer_norm(x)
         # Pool the LAST position (always </s> when padded to max length), not the first EOS.
         pooled = self.head(x[:, -1, :])
@@ -133,8 +130,23 @@ class SiglipTextTransformer(nn.Module):
         base model this skips about 7% of the text tower's work.
         """
         x = self.embeddings(input_ids, position_ids)
-        x, _, _ = self.encoder(x, _key_mask(attention_mask), last_query_only=True)  # (B, 1, D)
+        x = self.encoder.forward_last_position(x, _key_mask(attention_mask))  # (B, 1, D)
         return self.head(self.final_layer_norm(x[:, -1]))
+
+
+def _encode(
+    encoder: SiglipEncoder,
+    x: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+    """(encoder output, hidden states if asked, attention maps if asked): the plain forward, unless the
+    caller asks for transformers' extra outputs."""
+    if not (output_hidden_states or output_attentions):
+        return encoder(x, attention_mask), None, None
+    x, hidden_states, attentions = encoder.forward_with_states(x, attention_mask, output_attentions)
+    return x, hidden_states if output_hidden_states else None, attentions
 
 
 def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
