@@ -22,7 +22,7 @@ from .config import (
     read_config_json,
 )
 from .errors import CheckpointError, InputError
-from .hub import hub_options, resolve_checkpoint_dir
+from .hub import resolve_checkpoint_dir
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -162,12 +162,25 @@ def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
     return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
 
 
-def load_model(cls, name_or_path, dtype=None, device=None, **kwargs):
+def load_model(
+    cls,
+    name_or_path: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+):
     """dtype None loads float32 whatever the file holds (transformers 4's default); "auto" keeps the
-    checkpoint's dtype as transformers 5 does by default; a dtype casts to it."""
+    checkpoint's dtype as transformers 5 does by default; a dtype casts to it. The keyword-only
+    arguments are the hub options (see hub.resolve_checkpoint_dir)."""
     target = _resolve_dtype(dtype)
     target_device = resolve_device(device)
-    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # other kwargs: transformers-only
+    directory = resolve_checkpoint_dir(
+        name_or_path, revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+    )
     config = config_for(cls, directory)
     model = cls(config)
     found = {k: v for k, v in read_state_dict(directory).items() if not _IGNORED_KEYS.search(k)}

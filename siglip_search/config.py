@@ -11,7 +11,7 @@ from typing import Any
 
 from .atomic import write_atomic
 from .errors import CheckpointError
-from .hub import hub_options, resolve_checkpoint_dir
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 
 
 def _split_known(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -38,7 +38,9 @@ class _ConfigMixin:
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any):
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
-        return load_tower_config(cls, resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
+        hub = hub_options(kwargs)
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        return load_tower_config(cls, resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
         # Unknown config.json keys stay readable as attributes, like HF's PretrainedConfig.
@@ -166,7 +168,9 @@ class SiglipConfig(_ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
-        return load_config(resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
+        hub = hub_options(kwargs)
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        return load_config(resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)

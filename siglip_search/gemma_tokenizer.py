@@ -14,10 +14,15 @@ import os
 from typing import Any
 
 from .errors import CheckpointError
-from .hub import hub_options, resolve_checkpoint_dir
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 from .tokenizer import SiglipTokenizer, _special_tokens
 
 VOCAB_FILE = "tokenizer.model"
+# What tokenizer_config.json or special_tokens_map.json may set.
+INIT_OPTIONS = frozenset({
+    "eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token", "padding_side",
+    "model_max_length", "model_input_names",
+})
 
 
 class GemmaSiglipTokenizer(SiglipTokenizer):
@@ -70,10 +75,11 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
-        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
+        hub = hub_options(kwargs)
+        # additional_special_tokens and do_lower_case (which __init__ drops) as SiglipTokenizer takes them
+        accepted = INIT_OPTIONS | {"additional_special_tokens", "do_lower_case"}
+        overrides = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=accepted)
+        directory = resolve_checkpoint_dir(name_or_path, **hub)
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
-        allowed = {"eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token",
-                   "padding_side", "model_max_length", "model_input_names"}
-        init = {k: v for k, v in config.items() if k in allowed} | kwargs
-        return cls(directory / VOCAB_FILE, **init)
+        return cls(directory / VOCAB_FILE, **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ModelNotCachedError
+from .errors import CheckpointError, InputError, ModelNotCachedError, unexpected_keywords
 
 # What a snapshot download fetches: the files the loaders read (checkpoint.py's weight file names).
 CHECKPOINT_FILES = [
@@ -32,11 +33,32 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 # transformers' from_pretrained download options, honoured for hub ids (a local directory needs none).
 HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
+# transformers' loading options that change nothing here, accepted by name so that code written for
+# transformers runs as it is: no remote code is ever run, only safetensors are read, there is one attention
+# implementation and one tokenizer (exact, so use_fast has no choice to make), and downloads go with
+# huggingface_hub's defaults. `subfolder` is accepted empty only (see loader_options).
+IGNORED_OPTIONS = frozenset({
+    "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "use_safetensors", "force_download",
+    "resume_download", "proxies", "subfolder", "_from_auto", "use_fast",
+})
 
 
 def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Takes the HUB_OPTIONS out of a from_pretrained's kwargs, for resolve_checkpoint_dir."""
     return {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
+
+
+def loader_options(kwargs: dict[str, Any], where: str, accepted: Collection[str] = ()) -> dict[str, Any]:
+    """The loader's own options among what is left of its kwargs once hub_options took the hub ones:
+    those named in `accepted`. IGNORED_OPTIONS are dropped; any other name (a typo such as revison="v2")
+    is a TypeError naming it, as Python raises for an unknown keyword argument."""
+    if kwargs.get("subfolder"):
+        raise InputError(f"subfolder={kwargs['subfolder']!r} is not supported: pass the path of the folder "
+                         "that holds config.json (download a hub checkpoint first)")
+    unknown = [key for key in kwargs if key not in accepted and key not in IGNORED_OPTIONS]
+    if unknown:
+        raise unexpected_keywords(where, unknown)
+    return {key: value for key, value in kwargs.items() if key in accepted}
 
 
 def resolve_checkpoint_dir(

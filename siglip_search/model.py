@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from torch import nn
 from .checkpoint import load_model, save_model
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 from .errors import CheckpointError, InputError
+from .hub import hub_options, loader_options
 from .layers import SiglipEncoder, SiglipMultiheadAttentionPoolingHead
 from .loss import sigmoid_logits, sigmoid_loss
 from .outputs import BaseModelOutputWithPooling, SiglipOutput
@@ -167,14 +169,25 @@ class SiglipPreTrainedModel(nn.Module):
         pretrained_model_name_or_path: str | os.PathLike,
         torch_dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
-        dtype = kwargs.pop("dtype", torch_dtype)
-        device = kwargs.pop("device_map", device)
-        return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **kwargs)
+        """kwargs: transformers' names `dtype` (for torch_dtype) and `device_map` (for device), the hub
+        options (revision, cache_dir, local_files_only, token) and hub.IGNORED_OPTIONS; anything else
+        is a TypeError."""
+        hub = hub_options(kwargs)
+        own = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=("dtype", "device_map"))
+        dtype = own.get("dtype", torch_dtype)
+        device = own.get("device_map", device)
+        return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **hub)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        save_model(self, save_directory, **kwargs)
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        max_shard_size: int | str | None = None,
+        safe_serialization: bool = True,
+    ) -> None:
+        save_model(self, save_directory, dtype, max_shard_size, safe_serialization)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count, as transformers' ModuleUtilsMixin.num_parameters (nn.Embedding weights are
@@ -227,8 +240,13 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         self.vision_model = SiglipVisionTransformer(config)
 
     def forward(
-        self, pixel_values, output_hidden_states=False, interpolate_pos_encoding=False, output_attentions=False, **_
-    ):
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+    ) -> BaseModelOutputWithPooling:
         return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions)
 
 
@@ -242,8 +260,14 @@ class SiglipTextModel(SiglipPreTrainedModel):
         self.text_model = SiglipTextTransformer(config)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, output_attentions=False, **_
-    ):
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+    ) -> BaseModelOutputWithPooling:
         return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states, output_attentions)
 
 
@@ -256,12 +280,29 @@ class SiglipModel(SiglipPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.zeros(1))
         self.logit_bias = nn.Parameter(torch.zeros(1))
 
-    def get_text_features(self, input_ids, attention_mask=None, position_ids=None, **_) -> torch.Tensor:
-        """Un-normalised text features (N, D), as in transformers v4.37."""
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> torch.Tensor:
+        """Un-normalised text features (N, D), as in transformers v4.37. The last three arguments are
+        v4.37's, accepted and ignored: a tensor carries no hidden states or attention maps."""
         return self.text_model.pooled_output(input_ids, attention_mask, position_ids)
 
-    def get_image_features(self, pixel_values, interpolate_pos_encoding=False, **_) -> torch.Tensor:
-        """Un-normalised image features (N, D), as in transformers v4.37."""
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> torch.Tensor:
+        """Un-normalised image features (N, D), as in transformers v4.37 (the last three arguments are
+        accepted and ignored, as for get_text_features)."""
         return self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
 
     def forward(
@@ -274,7 +315,7 @@ class SiglipModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        **_,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:
