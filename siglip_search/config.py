@@ -72,7 +72,7 @@ class SiglipTextConfig(_ConfigMixin):
     def __post_init__(self) -> None:
         if self.projection_size is None:
             self.projection_size = self.hidden_size
-        _check_sizes(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
+        _check_values(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
 
 
 @dataclass
@@ -97,7 +97,7 @@ class SiglipVisionConfig(_ConfigMixin):
             if len(sizes) != 1:
                 raise CheckpointError(f"vision_config.image_size must be square, got {self.image_size}")
             self.image_size = int(sizes.pop())
-        _check_sizes(self, "vision_config", "num_channels", "image_size", "patch_size")
+        _check_values(self, "vision_config", "num_channels", "image_size", "patch_size")
 
     @property
     def num_patches(self) -> int:
@@ -105,9 +105,18 @@ class SiglipVisionConfig(_ConfigMixin):
         return (self.image_size // self.patch_size) ** 2
 
 
-def _check_sizes(config, where: str, *names: str) -> None:
+# The hidden_act values of SigLIP and SigLIP 2 checkpoints (layers.py holds their formulas).
+HIDDEN_ACTS = ("gelu_pytorch_tanh", "gelu")
+
+
+def unsupported_hidden_act(name: Any, where: str = "hidden_act") -> CheckpointError:
+    return CheckpointError(f"{where} {name!r} is not supported: SigLIP checkpoints use "
+                           f"{' or '.join(map(repr, HIDDEN_ACTS))}")
+
+
+def _check_values(config, where: str, *names: str) -> None:
     """Sizes are positive ints (a "768" string or a 0 in config.json gives one line, not a TypeError
-    deep in torch), and the heads divide the width."""
+    deep in torch), the heads divide the width, and hidden_act is one that SigLIP checkpoints use."""
     for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", *names):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -117,6 +126,8 @@ def _check_sizes(config, where: str, *names: str) -> None:
             f"{where}: hidden_size {config.hidden_size} is not divisible by num_attention_heads "
             f"{config.num_attention_heads}"
         )
+    if config.hidden_act not in HIDDEN_ACTS:
+        raise unsupported_hidden_act(config.hidden_act, f"{where}.hidden_act")
 
 
 @dataclass
