@@ -47,7 +47,9 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
     """The trainer state first, atomically: it holds the weights, the optimizer and the step, so a run
-    killed at any moment resumes from one consistent file. Then the exported Hugging Face weights."""
+    killed at any moment resumes from one consistent file. Then the exported Hugging Face weights.
+    Only plain data goes into the state (cfg.to_json() turns paths into strings), so that _resume can
+    load it with weights_only=True."""
     state = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
     state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
@@ -67,7 +69,9 @@ def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
     if not state_path.is_file():
         return 0
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        # weights_only: the state holds only tensors, dicts, lists, tuples, strings and numbers (see _save),
+        # so unpickling runs no code from the file
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
         raise CheckpointError(f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
                               "to start over") from None
