@@ -1,4 +1,11 @@
-"""Deterministic synthetic world of coloured shapes with true captions, for training a demo SigLIP."""
+"""Deterministic synthetic world of coloured shapes with true captions, for training a demo SigLIP.
+
+Why one module of about 500 lines: the world is defined once, by the tables below (colours, shapes,
+sizes, positions, backgrounds and their phrases), and both halves read them: rendering (what is drawn)
+and captioning (what is said, which must be true of what is drawn, so that all_caption_variants can
+tell which captions a scene makes true). Kept together, a change to a table and both its uses are read
+in one file; the tokenizer for the captions (train_sentencepiece) and the sample-set writer are short.
+"""
 
 from __future__ import annotations
 
