@@ -50,8 +50,8 @@ def random_base_checkpoint(directory: Path) -> Path:
         SiglipImageProcessor,
         SiglipModel,
         SiglipTokenizer,
-        synthetic,
     )
+    from siglip_search.training import synthetic
 
     directory.mkdir(parents=True, exist_ok=True)
     synthetic.train_sentencepiece(synthetic.caption_corpus(0, 2000), directory / "spiece.model", vocab_size=128)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .checkpoint import hub_options, resolve_checkpoint_dir
 from .config import read_config_json, unsupported_model_type
-from .errors import CheckpointError
+from .hub import hub_options, resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
-from .processor import SiglipProcessor
+from .processor import SiglipProcessor, load_tokenizer
 from .tokenizer import SiglipTokenizer
 
 _MODELS = {
@@ -32,19 +31,8 @@ class AutoModel:
 
 class AutoTokenizer:
     @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
-        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
-        if (directory / "spiece.model").is_file():
-            return SiglipTokenizer.from_pretrained(directory, **kwargs)
-        if (directory / "tokenizer.model").is_file():
-            from .gemma_tokenizer import GemmaSiglipTokenizer
-
-            return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
-        message = f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
-        if (directory / "tokenizer.json").is_file():
-            message += ("; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
-                        "checkpoint it came from")
-        raise CheckpointError(message)
+    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
+        return load_tokenizer(name_or_path, **kwargs)
 
 
 class AutoImageProcessor:

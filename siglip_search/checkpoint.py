@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint layout: resolve local dirs or hub ids, strict load, save."""
+"""Hugging Face checkpoint layout: strict load (one file or shards) and save of a model's weights."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path, write_atomic
 from .config import (
     SiglipConfig,
     SiglipTextConfig,
@@ -20,85 +21,13 @@ from .config import (
     load_tower_config,
     read_config_json,
 )
-from .errors import CheckpointError, InputError, ModelNotCachedError
+from .errors import CheckpointError, InputError
+from .hub import resolve_checkpoint_dir
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CHECKPOINT_FILES = [
-    "config.json",
-    WEIGHTS_NAME,
-    WEIGHTS_INDEX_NAME,
-    "model-*.safetensors",
-    "spiece.model",
-    "tokenizer.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-]
 # Buffers that old checkpoints carry and that the model recomputes.
 _IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-# transformers' from_pretrained download options, honoured for hub ids (a local directory needs none).
-HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
-
-
-def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Takes the HUB_OPTIONS out of a from_pretrained's kwargs, for resolve_checkpoint_dir."""
-    return {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
-
-
-def resolve_checkpoint_dir(
-    name_or_path: str | os.PathLike,
-    revision: str | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
-    """A local checkpoint directory, or the cached snapshot of a hub id (downloaded if allowed)."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    text = str(name_or_path)
-    if path.exists():
-        raise CheckpointError(f"{text} is a file; pass the checkpoint directory that holds config.json")
-    if not _HUB_ID.match(text):
-        raise CheckpointError(f"checkpoint directory {text} does not exist")
-    options = {"revision": revision, "cache_dir": cache_dir, "token": token, "allow_patterns": CHECKPOINT_FILES}
-    return _snapshot(text, options, local_files_only)
-
-
-def _snapshot(repo_id: str, options: dict[str, Any], local_files_only: bool) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError(f"{repo_id} is not a local directory and huggingface_hub is not installed") from None
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, **options))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        pass
-    if local_files_only:
-        raise ModelNotCachedError(_not_cached(repo_id, "local_files_only=True")) from None
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelNotCachedError(_not_cached(repo_id, "HF_HUB_OFFLINE is set")) from None
-    try:
-        return Path(snapshot_download(repo_id, **options))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelNotCachedError(_not_cached(repo_id, reason)) from None
-
-
-def _not_cached(repo_id: str, reason: str) -> str:
-    return (
-        f"model {repo_id} is not in the local Hugging Face cache and could not be downloaded ({reason}). "
-        f"Download it on a machine with network access (hf download {repo_id}) "
-        "or pass a local checkpoint directory that holds config.json and model.safetensors"
-    )
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -233,12 +162,25 @@ def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
     return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
 
 
-def load_model(cls, name_or_path, dtype=None, device=None, **kwargs):
+def load_model(
+    cls,
+    name_or_path: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+):
     """dtype None loads float32 whatever the file holds (transformers 4's default); "auto" keeps the
-    checkpoint's dtype as transformers 5 does by default; a dtype casts to it."""
+    checkpoint's dtype as transformers 5 does by default; a dtype casts to it. The keyword-only
+    arguments are the hub options (see hub.resolve_checkpoint_dir)."""
     target = _resolve_dtype(dtype)
     target_device = resolve_device(device)
-    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # other kwargs: transformers-only
+    directory = resolve_checkpoint_dir(
+        name_or_path, revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+    )
     config = config_for(cls, directory)
     model = cls(config)
     found = {k: v for k, v in read_state_dict(directory).items() if not _IGNORED_KEYS.search(k)}
@@ -295,16 +237,15 @@ def save_model(
         data.setdefault("architectures", [type(model).__name__])
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     _record_dtype(data, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32))
-    (directory / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_atomic(directory / "config.json", _json_bytes(data))
     shards = split_into_shards(state, limit) if limit is not None else [state]
     names = [WEIGHTS_NAME] if len(shards) == 1 else [
         f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
     ]
     _remove_stale_weights(directory, keep=set(names))
     for name, shard in zip(names, shards, strict=True):
-        tmp = directory / (name + ".tmp")
-        save_file(shard, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, directory / name)
+        with atomic_path(directory / name) as temp:
+            save_file(shard, str(temp), metadata={"format": "pt"})
     if len(shards) > 1:
         index = {
             "metadata": {
@@ -313,7 +254,11 @@ def save_model(
             },
             "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
         }
-        (directory / WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        write_atomic(directory / WEIGHTS_INDEX_NAME, _json_bytes(index))
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 def _record_dtype(data: dict, dtype: torch.dtype) -> None:

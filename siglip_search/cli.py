@@ -53,7 +53,8 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .train import TrainConfig, train
+    from .training.loop import train
+    from .training.options import TrainConfig
 
     # Every option named like a TrainConfig field and given on the command line; the rest keep its defaults.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
@@ -62,7 +63,7 @@ def _run_train(args) -> int:
     if args.config:
         cfg.model_config = _read_model_config(args.config)
     if args.eval:
-        from .evaluate import load_eval_set
+        from .training.evaluate import load_eval_set
 
         load_eval_set(args.eval)  # before training, not after it: the evaluation ends the run
     out = train(cfg)
@@ -90,7 +91,7 @@ def _add_eval(sub) -> None:
 
 def _print_eval(model, data: Path, json_output: bool, mode: str = "fp32") -> int:
     from .embedder import Embedder
-    from .evaluate import evaluate
+    from .training.evaluate import evaluate
 
     report = evaluate(Embedder.from_pretrained(model, mode=mode), Path(data))
     if json_output:

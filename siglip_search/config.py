@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import CheckpointError
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 
 
 def _split_known(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -36,9 +38,9 @@ class _ConfigMixin:
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any):
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
-        return load_tower_config(cls, resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
+        hub = hub_options(kwargs)
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        return load_tower_config(cls, resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
         # Unknown config.json keys stay readable as attributes, like HF's PretrainedConfig.
@@ -70,7 +72,7 @@ class SiglipTextConfig(_ConfigMixin):
     def __post_init__(self) -> None:
         if self.projection_size is None:
             self.projection_size = self.hidden_size
-        _check_sizes(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
+        _check_values(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
 
 
 @dataclass
@@ -95,7 +97,7 @@ class SiglipVisionConfig(_ConfigMixin):
             if len(sizes) != 1:
                 raise CheckpointError(f"vision_config.image_size must be square, got {self.image_size}")
             self.image_size = int(sizes.pop())
-        _check_sizes(self, "vision_config", "num_channels", "image_size", "patch_size")
+        _check_values(self, "vision_config", "num_channels", "image_size", "patch_size")
 
     @property
     def num_patches(self) -> int:
@@ -103,9 +105,18 @@ class SiglipVisionConfig(_ConfigMixin):
         return (self.image_size // self.patch_size) ** 2
 
 
-def _check_sizes(config, where: str, *names: str) -> None:
+# The hidden_act values of SigLIP and SigLIP 2 checkpoints (layers.py holds their formulas).
+HIDDEN_ACTS = ("gelu_pytorch_tanh", "gelu")
+
+
+def unsupported_hidden_act(name: Any, where: str = "hidden_act") -> CheckpointError:
+    return CheckpointError(f"{where} {name!r} is not supported: SigLIP checkpoints use "
+                           f"{' or '.join(map(repr, HIDDEN_ACTS))}")
+
+
+def _check_values(config, where: str, *names: str) -> None:
     """Sizes are positive ints (a "768" string or a 0 in config.json gives one line, not a TypeError
-    deep in torch), and the heads divide the width."""
+    deep in torch), the heads divide the width, and hidden_act is one that SigLIP checkpoints use."""
     for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", *names):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -115,6 +126,8 @@ def _check_sizes(config, where: str, *names: str) -> None:
             f"{where}: hidden_size {config.hidden_size} is not divisible by num_attention_heads "
             f"{config.num_attention_heads}"
         )
+    if config.hidden_act not in HIDDEN_ACTS:
+        raise unsupported_hidden_act(config.hidden_act, f"{where}.hidden_act")
 
 
 @dataclass
@@ -166,13 +179,13 @@ class SiglipConfig(_ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
-        return load_config(resolve_checkpoint_dir(path, **hub_options(kwargs)) / "config.json")
+        hub = hub_options(kwargs)
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        return load_config(resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        (Path(path) / "config.json").write_text(self.to_json_string())
+        write_atomic(Path(path) / "config.json", self.to_json_string().encode())
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import write_atomic
 from .auto import AutoTokenizer
-from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, resolve_checkpoint_dir
+from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from .errors import CheckpointError, InputError
+from .hub import resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel
 from .parallel import RowParallel
@@ -137,11 +140,57 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
     return text_features, image_features
 
 
+# The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m checkpoint
+# at every load (every CLI search) reads all of it again. At most this many checkpoints are remembered.
+WEIGHTS_CACHE_ENTRIES = 128
+
+
+def weights_cache_file() -> Path:
+    """$XDG_CACHE_HOME/siglip-search/weights-sha256.json (~/.cache when XDG_CACHE_HOME is unset)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "siglip-search" / "weights-sha256.json"
+
+
 def _weights_sha256(directory: Path) -> str:
-    digest = hashlib.sha256()
+    """sha256 over the weight files' bytes in order (model.safetensors, or the index and its shards).
+
+    A file whose path, size and mtime_ns are those of the last hash is trusted unchanged, as rsync and
+    make trust them. The inode number is compared too: a save (atomic, so a new inode) within the same
+    clock tick as the last one leaves the size and mtime_ns alike. Where the cache cannot be read or
+    written, the files are hashed every time.
+    """
     files = [directory / WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else []
     if not files and (directory / WEIGHTS_INDEX_NAME).is_file():
         files = [directory / WEIGHTS_INDEX_NAME, *sorted(directory.glob("model-*.safetensors"))]
+    stamps = [[str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino]
+              for file in files for stat in [file.stat()]]
+    cache_file, key = weights_cache_file(), str(directory.resolve())
+    cache = _read_weights_cache(cache_file)
+    entry = cache.pop(key, None)
+    if isinstance(entry, dict) and entry.get("files") == stamps and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = _hash_files(files)
+    cache[key] = {"files": stamps, "sha256": digest}  # the latest hash goes last; the oldest go first
+    for old in list(cache)[:-WEIGHTS_CACHE_ENTRIES]:
+        del cache[old]
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_file, json.dumps(cache, indent=1).encode())
+    except OSError:
+        pass  # nowhere writable: the next load hashes again
+    return digest
+
+
+def _read_weights_cache(path: Path) -> dict[str, Any]:
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -11,13 +11,18 @@ tf.strings.lower lower-cases ASCII letters only.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 from .tokenizer import SiglipTokenizer, _special_tokens
 
 VOCAB_FILE = "tokenizer.model"
+# What tokenizer_config.json or special_tokens_map.json may set.
+INIT_OPTIONS = frozenset({
+    "eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token", "padding_side",
+    "model_max_length", "model_input_names",
+})
 
 
 class GemmaSiglipTokenizer(SiglipTokenizer):
@@ -70,20 +75,11 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
-        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
+        hub = hub_options(kwargs)
+        # additional_special_tokens and do_lower_case (which __init__ drops) as SiglipTokenizer takes them
+        accepted = INIT_OPTIONS | {"additional_special_tokens", "do_lower_case"}
+        overrides = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=accepted)
+        directory = resolve_checkpoint_dir(name_or_path, **hub)
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
-        allowed = {"eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token",
-                   "padding_side", "model_max_length", "model_input_names"}
-        init = {k: v for k, v in config.items() if k in allowed} | kwargs
-        return cls(directory / VOCAB_FILE, **init)
-
-    def save_vocabulary(self, save_directory, filename_prefix=None):
-        import shutil
-
-        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
-        if Path(self.vocab_file).resolve() != out.resolve():
-            shutil.copyfile(self.vocab_file, out)
-        return (str(out),)
+        return cls(directory / VOCAB_FILE, **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides)

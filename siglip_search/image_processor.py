@@ -16,10 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import CheckpointError, InputError
+from .atomic import write_atomic
+from .errors import CheckpointError, InputError, unexpected_keywords
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 from .tokenizer import BatchEncoding
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
+# The preprocessing options: __init__'s arguments, which from_pretrained and each call may override.
+OPTIONS = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
+           "image_std", "do_convert_rgb")
 _RESAMPLE = {int(m): m for m in Image.Resampling}
 
 
@@ -146,7 +151,10 @@ class SiglipImageProcessor:
         }
 
     def preprocess_one(self, image: Any, **overrides: Any) -> np.ndarray:
-        """One image -> float32 array (3, H, W)."""
+        """One image -> float32 array (3, H, W). `overrides` set OPTIONS for this call only."""
+        unknown = [key for key in overrides if key not in OPTIONS]
+        if unknown:
+            raise unexpected_keywords(f"{type(self).__name__}.preprocess", unknown)
         opts = self.to_dict() | {k: v for k, v in overrides.items() if v is not None}
         unit = None if opts["do_rescale"] else _unit_float_hwc(image)
         if unit is not None:  # already rescaled floats, and the caller says so: transformers' route
@@ -203,15 +211,15 @@ class SiglipImageProcessor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
-        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
-        return cls.from_dict(read_preprocessor_config(directory), **kwargs)
+        hub = hub_options(kwargs)
+        overrides = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=OPTIONS)
+        directory = resolve_checkpoint_dir(name_or_path, **hub)
+        return cls.from_dict(read_preprocessor_config(directory), **overrides)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         path = Path(save_directory) / PREPROCESSOR_CONFIG
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
         return str(path)
 
 

@@ -6,6 +6,7 @@ https://github.com/google-research/big_vision/blob/main/big_vision/trainers/proj
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -46,8 +47,6 @@ class _NeighbourExchange(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor, to_rank: int, from_rank: int, group) -> torch.Tensor:
-        import torch.distributed as dist
-
         ctx.to_rank, ctx.from_rank, ctx.group = to_rank, from_rank, group
         received = torch.empty_like(tensor)
         ops = [dist.P2POp(dist.isend, tensor.contiguous(), to_rank, group),
@@ -76,8 +75,6 @@ def distributed_sigmoid_loss(
     is scaled so that data-parallel gradient averaging equals the gradient of the single-process
     loss on the global batch; the mean of the returned values over processes equals that loss.
     """
-    import torch.distributed as dist
-
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     local = text_embeds.shape[0]
     total = _pair_loss(text_embeds, image_embeds, logit_scale, logit_bias, positives=True)

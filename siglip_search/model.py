@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_model, save_model
 from .config import SiglipConfig, SiglipTextConfig, SiglipVisionConfig
 from .errors import CheckpointError, InputError
+from .hub import hub_options, loader_options
 from .layers import SiglipEncoder, SiglipMultiheadAttentionPoolingHead
 from .loss import sigmoid_logits, sigmoid_loss
 from .outputs import BaseModelOutputWithPooling, SiglipOutput
@@ -65,10 +68,8 @@ class SiglipVisionTransformer(nn.Module):
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
-        x = self.embeddings(pixel_values, interpolate_pos_encoding)
-        x, hidden_states, attentions = self.encoder(
-            x, output_hidden_states=output_hidden_states, output_attentions=output_attentions
-        )
+        x = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        x, hidden_states, attentions = _encode(self.encoder, x, None, output_hidden_states, output_attentions)
         x = self.post_layernorm(x)
         pooled = self.head(x) if self.config.vision_use_head else None
         return BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
@@ -111,9 +112,8 @@ class SiglipTextTransformer(nn.Module):
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(input_ids, position_ids)  # (B, T, D)
-        x, hidden_states, attentions = self.encoder(
-            x, _key_mask(attention_mask), output_hidden_states, output_attentions=output_attentions
-        )
+        mask = _key_mask(attention_mask)
+        x, hidden_states, attentions = _encode(self.encoder, x, mask, output_hidden_states, output_attentions)
         x = self.final_layer_norm(x)
         # Pool the LAST position (always </s> when padded to max length), not the first EOS.
         pooled = self.head(x[:, -1, :])
@@ -132,8 +132,23 @@ class SiglipTextTransformer(nn.Module):
         base model this skips about 7% of the text tower's work.
         """
         x = self.embeddings(input_ids, position_ids)
-        x, _, _ = self.encoder(x, _key_mask(attention_mask), last_query_only=True)  # (B, 1, D)
+        x = self.encoder.forward_last_position(x, _key_mask(attention_mask))  # (B, 1, D)
         return self.head(self.final_layer_norm(x[:, -1]))
+
+
+def _encode(
+    encoder: SiglipEncoder,
+    x: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+    """(encoder output, hidden states if asked, attention maps if asked): the plain forward, unless the
+    caller asks for transformers' extra outputs."""
+    if not (output_hidden_states or output_attentions):
+        return encoder(x, attention_mask), None, None
+    x, hidden_states, attentions = encoder.forward_with_states(x, attention_mask, output_attentions)
+    return x, hidden_states if output_hidden_states else None, attentions
 
 
 def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -154,18 +169,25 @@ class SiglipPreTrainedModel(nn.Module):
         pretrained_model_name_or_path: str | os.PathLike,
         torch_dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
-        from .checkpoint import load_model
+        """kwargs: transformers' names `dtype` (for torch_dtype) and `device_map` (for device), the hub
+        options (revision, cache_dir, local_files_only, token) and hub.IGNORED_OPTIONS; anything else
+        is a TypeError."""
+        hub = hub_options(kwargs)
+        own = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=("dtype", "device_map"))
+        dtype = own.get("dtype", torch_dtype)
+        device = own.get("device_map", device)
+        return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **hub)
 
-        dtype = kwargs.pop("dtype", torch_dtype)
-        device = kwargs.pop("device_map", device)
-        return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **kwargs)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        from .checkpoint import save_model
-
-        save_model(self, save_directory, **kwargs)
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        max_shard_size: int | str | None = None,
+        safe_serialization: bool = True,
+    ) -> None:
+        save_model(self, save_directory, dtype, max_shard_size, safe_serialization)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count, as transformers' ModuleUtilsMixin.num_parameters (nn.Embedding weights are
@@ -218,8 +240,13 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         self.vision_model = SiglipVisionTransformer(config)
 
     def forward(
-        self, pixel_values, output_hidden_states=False, interpolate_pos_encoding=False, output_attentions=False, **_
-    ):
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+    ) -> BaseModelOutputWithPooling:
         return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions)
 
 
@@ -233,8 +260,14 @@ class SiglipTextModel(SiglipPreTrainedModel):
         self.text_model = SiglipTextTransformer(config)
 
     def forward(
-        self, input_ids, attention_mask=None, position_ids=None, output_hidden_states=False, output_attentions=False, **_
-    ):
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+    ) -> BaseModelOutputWithPooling:
         return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states, output_attentions)
 
 
@@ -247,12 +280,29 @@ class SiglipModel(SiglipPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.zeros(1))
         self.logit_bias = nn.Parameter(torch.zeros(1))
 
-    def get_text_features(self, input_ids, attention_mask=None, position_ids=None, **_) -> torch.Tensor:
-        """Un-normalised text features (N, D), as in transformers v4.37."""
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> torch.Tensor:
+        """Un-normalised text features (N, D), as in transformers v4.37. The last three arguments are
+        v4.37's, accepted and ignored: a tensor carries no hidden states or attention maps."""
         return self.text_model.pooled_output(input_ids, attention_mask, position_ids)
 
-    def get_image_features(self, pixel_values, interpolate_pos_encoding=False, **_) -> torch.Tensor:
-        """Un-normalised image features (N, D), as in transformers v4.37."""
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> torch.Tensor:
+        """Un-normalised image features (N, D), as in transformers v4.37 (the last three arguments are
+        accepted and ignored, as for get_text_features)."""
         return self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
 
     def forward(
@@ -265,7 +315,7 @@ class SiglipModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        **_,
+        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:

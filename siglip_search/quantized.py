@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import SiglipEncoderLayer, SiglipMLP, fast_activation
+from .layers import SiglipEncoderLayer, SiglipMLP
 
 ACTIVATION_LEVELS = 127  # 7-bit activations: see the module docstring
 
@@ -96,7 +96,7 @@ def onednn_int8_available() -> bool:
 
 class Int8EncoderLayer(nn.Module):
     """SiglipEncoderLayer with int8 matmuls, q/k/v in one of them, residual adds fused into the matmuls
-    and, for the GELU activations, exact-erf GELU fused into fc1. Same forward signature."""
+    and exact-erf GELU (layers.fast_activation, oneDNN's GELU post-op) fused into fc1. Same forward methods."""
 
     def __init__(self, layer: SiglipEncoderLayer):
         super().__init__()
@@ -108,22 +108,23 @@ class Int8EncoderLayer(nn.Module):
                                    torch.cat([p.bias for p in projections]))
         self.out_proj = Int8Linear.from_linear(attention.out_proj)
         self.fc1, self.fc2 = Int8Linear.from_linear(mlp.fc1), Int8Linear.from_linear(mlp.fc2)
-        self.act = fast_activation(mlp.hidden_act)
-        self.fused_gelu = self.act is F.gelu  # oneDNN's GELU post-op is the exact-erf form
 
-    def forward(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, last_query_only: bool = False
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._block(x, attention_mask, last_position=False)
+
+    def forward_last_position(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """forward(x)[:, -1:], as SiglipEncoderLayer.forward_last_position."""
+        return self._block(x, attention_mask, last_position=True)
+
+    def _block(self, x: torch.Tensor, attention_mask: torch.Tensor | None, last_position: bool) -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv_proj(self.layer_norm1(x)).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, nh, T, hd)
-        if last_query_only:  # q for every position costs less than a second matmul call
+        if last_position:  # q for every position costs less than a second matmul call
             q, x = q[:, :, -1:], x[:, -1:]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, nh, Tq, hd)
         x = self.out_proj(y.transpose(1, 2).reshape(B, -1, D), residual=x)
-        h = self.layer_norm2(x)
-        h = self.fc1(h, gelu=True) if self.fused_gelu else self.act(self.fc1(h))
-        return self.fc2(h, residual=x)
+        return self.fc2(self.fc1(self.layer_norm2(x), gelu=True), residual=x)
 
 
 def int8_towers(text: nn.Module, vision: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -19,7 +19,9 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
+from .atomic import atomic_path, write_atomic
 from .errors import CheckpointError, InputError
+from .hub import hub_options, loader_options, resolve_checkpoint_dir
 
 SPIECE_UNDERLINE = "\u2581"
 VOCAB_FILE = "spiece.model"
@@ -28,6 +30,11 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 # VERY_LARGE_INTEGER (1e30) into tokenizer_config.json when a tokenizer has none, and then neither
 # pads to it nor truncates at it.
 _NO_LIMIT = int(1e20)
+# What tokenizer_config.json, special_tokens_map.json or a from_pretrained call may set.
+INIT_OPTIONS = frozenset({
+    "eos_token", "unk_token", "pad_token", "additional_special_tokens", "model_max_length", "do_lower_case",
+    "model_input_names",
+})
 
 
 class BatchEncoding(dict):
@@ -239,7 +246,7 @@ class SiglipTokenizer:
         add_special_tokens: bool = True,
         return_attention_mask: bool | None = None,
         pad_to_multiple_of: int | None = None,
-        **_: Any,
+        verbose: bool = True,  # accepted and ignored: transformers' switch for its warnings
     ) -> BatchEncoding:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
@@ -280,7 +287,10 @@ class SiglipTokenizer:
                 prev_special = False
         return (out + self.sp_model.decode(current)).strip()
 
-    def decode(self, token_ids, skip_special_tokens: bool = False, **_: Any) -> str:
+    def decode(
+        self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> str:
+        """The text of token_ids (clean_up_tokenization_spaces is transformers' argument, accepted and ignored)."""
         if isinstance(token_ids, torch.Tensor):
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
@@ -290,33 +300,32 @@ class SiglipTokenizer:
             token_ids = [i for i in token_ids if i not in special]
         return self.convert_tokens_to_string(self.convert_ids_to_tokens(token_ids))
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
+    def batch_decode(
+        self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+    ) -> list[str]:
         if isinstance(sequences, torch.Tensor):
             sequences = sequences.tolist()
-        return [self.decode(s, skip_special_tokens=skip_special_tokens, **kwargs) for s in sequences]
+        return [self.decode(s, skip_special_tokens=skip_special_tokens) for s in sequences]
 
     # --- files ----------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
-        from .checkpoint import hub_options, resolve_checkpoint_dir
-
-        directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
+        hub = hub_options(kwargs)
+        overrides = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=INIT_OPTIONS)
+        directory = resolve_checkpoint_dir(name_or_path, **hub)
         vocab = directory / VOCAB_FILE
         if not vocab.is_file():
             raise CheckpointError(f"{directory} has no {VOCAB_FILE} (the SigLIP SentencePiece vocabulary)")
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
-        allowed = {
-            "eos_token", "unk_token", "pad_token", "additional_special_tokens",
-            "model_max_length", "do_lower_case", "model_input_names",
-        }
-        init = {k: v for k, v in config.items() if k in allowed} | kwargs
-        return cls(vocab, **init)
+        return cls(vocab, **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides)
 
     def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
-        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE)
+        name = self.vocab_files_names["vocab_file"]
+        out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + name)
         if Path(self.vocab_file).resolve() != out.resolve():
-            shutil.copyfile(self.vocab_file, out)
+            with atomic_path(out) as temp:
+                shutil.copyfile(self.vocab_file, temp)
         return (str(out),)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, ...]:
@@ -333,9 +342,9 @@ class SiglipTokenizer:
             "do_lower_case": self.do_lower_case,
             "model_input_names": self.model_input_names,
         }
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_atomic(directory / "tokenizer_config.json", (json.dumps(config, indent=2) + "\n").encode())
         specials = {"eos_token": self.eos_token, "unk_token": self.unk_token, "pad_token": self.pad_token}
-        (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+        write_atomic(directory / "special_tokens_map.json", (json.dumps(specials, indent=2) + "\n").encode())
         return vocab, str(directory / "tokenizer_config.json"), str(directory / "special_tokens_map.json")
 
 

@@ -13,17 +13,19 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .hub import hub_options, loader_options
 from .model import SiglipModel
 from .processor import SiglipProcessor
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
 
 
-def load_image(image: Any) -> Image.Image:
+def load_image(image: Any, timeout: float | None = None) -> Image.Image:
     """An RGB PIL image from a PIL image, a local path or an http(s) URL, as transformers' load_image:
     EXIF orientation applied, then a plain convert("RGB") for paths and PIL images alike. That convert
     drops alpha without compositing, so the pipeline sees transparent pixels with their stored colour
-    (the image processor alone, given RGBA, would composite them on white)."""
+    (the image processor alone, given RGBA, would composite them on white). A URL is given `timeout`
+    seconds (30 when None)."""
     if isinstance(image, Image.Image):
         return _oriented_rgb(image)
     if not isinstance(image, (str, os.PathLike)):
@@ -31,7 +33,7 @@ def load_image(image: Any) -> Image.Image:
     text = str(image)
     try:
         if text.startswith(("http://", "https://")):
-            with urllib.request.urlopen(text, timeout=30) as response:  # noqa: S310 - user-given URL
+            with urllib.request.urlopen(text, timeout=30 if timeout is None else timeout) as response:  # noqa: S310 - user-given URL
                 opened = Image.open(io.BytesIO(response.read()))
         else:
             opened = Image.open(Path(text).expanduser())
@@ -63,14 +65,19 @@ class ZeroShotImageClassificationPipeline:
         image: Any,
         candidate_labels: Sequence[str] | None = None,
         hypothesis_template: str = DEFAULT_TEMPLATE,
-        **_: Any,
+        timeout: float | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Scores of every label for one image or a list of them. `timeout` bounds a URL download;
+        batch_size and num_workers are transformers' batching options, accepted and ignored (the scores
+        do not depend on them)."""
         if not candidate_labels:
             raise InputError("candidate_labels must be a non-empty list of labels")
         if isinstance(candidate_labels, str):
             candidate_labels = [s.strip() for s in candidate_labels.split(",") if s.strip()]
         batch = isinstance(image, (list, tuple))
-        images = [load_image(im) for im in (image if batch else [image])]
+        images = [load_image(im, timeout) for im in (image if batch else [image])]
         texts = [hypothesis_template.format(label) for label in candidate_labels]
         length = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
         ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
@@ -89,15 +96,32 @@ class ZeroShotImageClassificationPipeline:
 _TASKS = {"zero-shot-image-classification": ZeroShotImageClassificationPipeline}
 
 
-def pipeline(task: str | None = None, model: Any = None, **kwargs: Any) -> ZeroShotImageClassificationPipeline:
+def pipeline(
+    task: str | None = None,
+    model: Any = None,
+    *,
+    processor: SiglipProcessor | None = None,
+    image_processor: Any = None,
+    tokenizer: Any = None,
+    torch_dtype: Any = None,
+    device: Any = None,
+    **kwargs: Any,
+) -> ZeroShotImageClassificationPipeline:
+    """The zero-shot pipeline of a checkpoint directory or hub id, or of a loaded model with its processor
+    (or image processor and tokenizer). kwargs: the hub options (revision, cache_dir, local_files_only,
+    token), honoured, and hub.IGNORED_OPTIONS; anything else is a TypeError."""
+    hub = hub_options(kwargs)
+    loader_options(kwargs, "pipeline")
     task = task or "zero-shot-image-classification"
     if task not in _TASKS:
         raise InputError(f"task {task!r} is not supported; supported: {', '.join(_TASKS)}")
     if model is None:
         raise InputError("pass model= a checkpoint directory or hub id")
     if isinstance(model, (str, os.PathLike)):
-        processor = SiglipProcessor.from_pretrained(model)
-        model = SiglipModel.from_pretrained(model, torch_dtype=kwargs.get("torch_dtype"), device=kwargs.get("device"))
-    else:
-        processor = kwargs.get("processor") or SiglipProcessor(kwargs["image_processor"], kwargs["tokenizer"])
+        processor = SiglipProcessor.from_pretrained(model, **hub)
+        model = SiglipModel.from_pretrained(model, torch_dtype=torch_dtype, device=device, **hub)
+    elif processor is None:
+        if image_processor is None or tokenizer is None:
+            raise InputError("with a loaded model, pass processor= or both image_processor= and tokenizer=")
+        processor = SiglipProcessor(image_processor, tokenizer)
     return _TASKS[task](model, processor)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from siglip_search.embedder import Embedder
-from siglip_search.evaluate import evaluate
+from siglip_search.training.evaluate import evaluate
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DEMO = DATA / "models" / "siglip-demo"

@@ -1,7 +1,8 @@
 """API corners where we used to differ from transformers (the reference), each checked against it.
 
 Pipeline image loading, already-rescaled float pixels, numpy token ids and pad_to_multiple_of, sharded
-saves, tower configs, parameter counts, every activation name, towers of different widths, attentions.
+saves, tower configs, parameter counts, the activations SigLIP uses (others refused), towers of different
+widths, attentions.
 """
 
 from __future__ import annotations
@@ -219,12 +220,13 @@ def test_num_parameters_match_transformers(hf_dir, ours):
     assert ours.num_parameters(exclude_embeddings=True) < ours.num_parameters()
 
 
-ACTIVATION_NAMES = ["gelu_fast", "gelu_accurate", "gelu_python", "gelu_10", "quick_gelu", "relu6", "sigmoid",
-                    "tanh", "swish", "linear", "mish", "leaky_relu", "gelu_new", "gelu_python_tanh", "relu2",
-                    "hardswish", "gelu", "gelu_pytorch_tanh", "relu", "silu"]
+SIGLIP_ACTIVATIONS = ["gelu_pytorch_tanh", "gelu"]  # what SigLIP and SigLIP 2 configs carry
+OTHER_ACTIVATIONS = ["gelu_fast", "gelu_accurate", "gelu_python", "gelu_10", "quick_gelu", "relu6", "sigmoid",
+                     "tanh", "swish", "linear", "mish", "leaky_relu", "gelu_new", "gelu_python_tanh", "relu2",
+                     "hardswish", "relu", "silu"]
 
 
-@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+@pytest.mark.parametrize("name", SIGLIP_ACTIVATIONS)
 def test_activation_equals_transformers(name):
     from transformers.activations import ACT2FN
 
@@ -232,14 +234,28 @@ def test_activation_equals_transformers(name):
     torch.testing.assert_close(activation(name)(x), ACT2FN[name](x), atol=1e-6, rtol=1e-6)
 
 
-def test_a_checkpoint_with_other_activations_matches_transformers(tmp_path):
-    directory = make_hf_checkpoint(tmp_path, seed=6, text={"hidden_act": "gelu_fast"}, vision={"hidden_act": "mish"})
+@pytest.mark.parametrize("name", OTHER_ACTIVATIONS)
+def test_other_activations_are_refused_in_one_line_naming_the_supported_ones(name):
+    from transformers.activations import ACT2FN
+
+    assert name in ACT2FN  # transformers knows it; SigLIP checkpoints do not use it
+    for make in (lambda: ss.SiglipTextConfig(hidden_act=name), lambda: ss.SiglipConfig(vision_config={"hidden_act": name})):
+        with pytest.raises(CheckpointError, match=rf"hidden_act '{name}' is not supported: SigLIP checkpoints use "
+                                                  r"'gelu_pytorch_tanh' or 'gelu'$"):
+            make()
+
+
+def test_a_checkpoint_with_exact_gelu_matches_transformers_and_other_activations_are_refused(tmp_path):
+    directory = make_hf_checkpoint(tmp_path / "gelu", seed=6, text={"hidden_act": "gelu"})
     mine, ref = ss.SiglipModel.from_pretrained(directory), tf.SiglipModel.from_pretrained(directory).eval()
     ids = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0))
     pixels = torch.randn(2, 3, 38, 38, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert_close(mine(input_ids=ids, pixel_values=pixels).logits_per_image,
                      ref(input_ids=ids, pixel_values=pixels).logits_per_image)
+    other = make_hf_checkpoint(tmp_path / "other", seed=6, text={"hidden_act": "gelu_fast"}, vision={"hidden_act": "mish"})
+    with pytest.raises(CheckpointError, match="text_config.hidden_act 'gelu_fast' is not supported"):
+        ss.SiglipModel.from_pretrained(other)
 
 
 # --- 6. a text projection that differs from the vision width -------------------------------------

@@ -12,8 +12,8 @@ import pytest
 import sentencepiece as spm
 from PIL import Image
 
-from siglip_search import synthetic
-from siglip_search.synthetic import ObjectSpec, SceneSpec
+from siglip_search.training import synthetic
+from siglip_search.training.synthetic import ObjectSpec, SceneSpec
 
 # Written out here rather than read from the module, so a changed table shows up as a failure.
 COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")

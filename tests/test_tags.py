@@ -24,7 +24,8 @@ from indexer.vocabulary import (
     load_vocabulary,
     parse_vocabulary,
 )
-from siglip_search import pipeline, synthetic
+from siglip_search import pipeline
+from siglip_search.training import synthetic
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder = search_fixtures.demo_embedder

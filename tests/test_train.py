@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from siglip_search import SiglipModel
-from siglip_search.train import LOG_FILE, STATE_FILE, TrainConfig, train
+from siglip_search.training.loop import train
+from siglip_search.training.options import TrainConfig
+from siglip_search.training.run_folder import LOG_FILE, STATE_FILE
 
 TINY = {
     "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
@@ -56,7 +58,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     out = tmp_path / "killed"
     script = (
         f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
-        "from test_train import _config; from siglip_search.train import train;"
+        "from test_train import _config; from siglip_search.training.loop import train;"
         f"train(_config(Path({str(out)!r}), steps=40, checkpoint_every=10, lock_text_steps=20, pool_size=64))"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
@@ -134,8 +136,10 @@ def test_the_text_tower_stays_frozen_during_the_lock_and_learns_after_it(tmp_pat
 
 
 def test_the_whitened_text_start_tells_the_shape_prompts_apart():
-    from siglip_search import SiglipConfig, SiglipTokenizer, synthetic
-    from siglip_search.train import DEMO_CONFIG, whiten_text_start
+    from siglip_search import SiglipConfig, SiglipTokenizer
+    from siglip_search.training import synthetic
+    from siglip_search.training.loop import whiten_text_start
+    from siglip_search.training.options import DEMO_CONFIG
 
     tokenizer = SiglipTokenizer(DEMO_SPIECE, model_max_length=32)
     config = json.loads(json.dumps(DEMO_CONFIG))
@@ -158,7 +162,7 @@ def test_the_whitened_text_start_tells_the_shape_prompts_apart():
 
 
 def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_decays():
-    from siglip_search.train import _optimizer, learning_rate
+    from siglip_search.training.loop import _optimizer, learning_rate
 
     cfg = _config(Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25)  # warm-up 10, lr 3e-3
     lrs = [learning_rate(step, cfg) for step in range(100)]

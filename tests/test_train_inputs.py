@@ -17,7 +17,8 @@ from test_train import DEMO_SPIECE, TINY, _config, _losses
 from siglip_search import SiglipModel
 from siglip_search.cli import main
 from siglip_search.errors import InputError
-from siglip_search.train import STATE_FILE, train
+from siglip_search.training.loop import train
+from siglip_search.training.run_folder import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,7 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one(tmp_path):
 
 
 def test_an_evaluation_set_with_a_missing_or_broken_image_is_one_line(tmp_path, capsys):
-    from siglip_search.evaluate import write_eval_set
+    from siglip_search.training.evaluate import write_eval_set
 
     folder = write_eval_set(tmp_path / "eval", seed=3, n_single=3, n_multi=1, size=32).parent
     first, second, third = sorted(p for p in folder.iterdir() if p.suffix != ".jsonl")[:3]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from siglip_search import SiglipImageProcessor, SiglipTokenizer, synthetic
-from siglip_search.data import StepBatches, SyntheticSource
+from siglip_search import SiglipImageProcessor, SiglipTokenizer
+from siglip_search.training import synthetic
+from siglip_search.training.data import StepBatches, SyntheticSource
 
 DEMO_SPIECE = Path(__file__).resolve().parents[1] / "data" / "models" / "siglip-demo" / "spiece.model"
 SIZE = 32

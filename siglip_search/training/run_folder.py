@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..atomic import atomic_path, write_atomic
+from ..errors import CheckpointError, InputError
+from ..image_processor import SiglipImageProcessor
+from ..tokenizer import SiglipTokenizer
 from . import synthetic
-from .errors import CheckpointError, InputError
-from .image_processor import SiglipImageProcessor
-from .tokenizer import SiglipTokenizer
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .options import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -51,10 +50,11 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
         _check_same_options(previous, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if previous is None:
-        (out / ARGS_FILE).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")  # marks the folder as a run
+        write_atomic(out / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode())  # marks the folder as a run
     if not (out / "spiece.model").is_file():
         if cfg.tokenizer:
-            shutil.copyfile(cfg.tokenizer, out / "spiece.model")
+            with atomic_path(out / "spiece.model") as temp:
+                shutil.copyfile(cfg.tokenizer, temp)
         else:
             synthetic.train_sentencepiece(synthetic.caption_corpus(cfg.seed, 20000), out / "spiece.model",
                                           vocab_size=cfg.model_config["text_config"].get("vocab_size", 128))

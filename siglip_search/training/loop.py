@@ -12,85 +12,23 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..atomic import atomic_path, write_atomic
+from ..config import SiglipConfig
+from ..errors import CheckpointError, InputError
+from ..image_processor import SiglipImageProcessor
+from ..loss import distributed_sigmoid_loss, sigmoid_loss
+from ..model import SiglipModel
+from ..tokenizer import SiglipTokenizer
 from . import synthetic
-from .checkpoint import resolve_device
-from .config import SiglipConfig
 from .data import CaptionFolderSource, StepBatches, SyntheticSource
-from .errors import CheckpointError, InputError
-from .image_processor import SiglipImageProcessor
-from .loss import distributed_sigmoid_loss, sigmoid_loss
-from .model import SiglipModel
+from .options import TrainConfig
 from .run_folder import ARGS_FILE, LOG_FILE, SKIPPED_FILE, STATE_FILE, open_log, prepare_output
-from .tokenizer import SiglipTokenizer
-
-# The demo model: 96 px with 32 px patches (3 x 3 tokens), so that each of the five object positions
-# is the centre of one patch. A ViT trained from scratch on this little data learned shape only when
-# a whole object falls inside one patch (patch 8: chance after 400 steps; see the model card).
-DEMO_CONFIG: dict[str, Any] = {
-    "text_config": {"vocab_size": 128, "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
-                    "num_attention_heads": 4, "max_position_embeddings": 32},
-    "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4,
-                      "num_attention_heads": 4, "image_size": 96, "patch_size": 32},
-}
-
-
-@dataclass
-class TrainConfig:
-    out_dir: Path
-    model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(DEMO_CONFIG)))
-    data: str = "synthetic"  # or a folder with captions.jsonl / captions.csv
-    tokenizer: str | None = None  # an existing spiece.model; synthetic data trains one
-    steps: int = 3600
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    seed: int = 0
-    checkpoint_every: int = 250
-    workers: int = 1
-    threads: int | None = None
-    device: str = "cpu"
-    twins: bool = False  # shape-twin batches (measured: no gain on the demo recipe)
-    # The first steps train the image tower against a frozen text tower (as in LiT, but with the text
-    # tower at its whitened random start); synthetic data then shows single objects with short captions.
-    # Without it both towers settle on one embedding for all five shapes (see the model card).
-    lock_text_steps: int = 1200
-    text_lr_scale: float = 1 / 3  # text tower learning rate relative to lr, once unlocked
-    pool_size: int = 80000  # synthetic data: render this many scenes once and reuse them (0: render every batch)
-    progress: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
-
-    def validate(self) -> None:
-        """Refuse options that would crash mid-run or train nothing, in one line naming the option."""
-        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "warmup_steps": 0, "workers": 0,
-                    "lock_text_steps": 0, "pool_size": 0, "seed": 0}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(self, name)}")
-        for name in ("lr", "weight_decay", "text_lr_scale"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a {'positive' if name == 'lr' else 'non-negative'} "
-                                 f"number, got {value}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {self.threads}")
-        resolve_device(self.device)
-        if self.tokenizer and not Path(self.tokenizer).is_file():
-            raise InputError(f"tokenizer file {self.tokenizer} does not exist (pass a SentencePiece spiece.model)")
-        config = self.model_config
-        if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("text_config", "vision_config")):
-            raise InputError("the model config must be a JSON object with \"text_config\" and \"vision_config\" objects")
-        SiglipConfig.from_dict(config)  # malformed sizes fail here, in one line
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -109,18 +47,18 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
     """The trainer state first, atomically: it holds the weights, the optimizer and the step, so a run
-    killed at any moment resumes from one consistent file. Then the exported Hugging Face weights."""
+    killed at any moment resumes from one consistent file. Then the exported Hugging Face weights.
+    Only plain data goes into the state (cfg.to_json() turns paths into strings), so that _resume can
+    load it with weights_only=True."""
     state = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
     state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
                                    for k, v in state["optimizer"]["state"].items()}
-    tmp = cfg.out_dir / (STATE_FILE + ".tmp")
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, cfg.out_dir / STATE_FILE)
+        with atomic_path(cfg.out_dir / STATE_FILE) as temp:
+            torch.save(state, temp)
         model.save_pretrained(cfg.out_dir)
     except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
-        tmp.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
                               "the last complete checkpoint is kept and a rerun resumes from it") from None
@@ -131,7 +69,9 @@ def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
     if not state_path.is_file():
         return 0
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        # weights_only: the state holds only tensors, dicts, lists, tuples, strings and numbers (see _save),
+        # so unpickling runs no code from the file
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
         raise CheckpointError(f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
                               "to start over") from None
@@ -263,7 +203,7 @@ def train(cfg: TrainConfig) -> Path:
         log.close()
     if rank == 0:
         _save(model, optimizer, cfg.steps, cfg)
-        (cfg.out_dir / ARGS_FILE).write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        write_atomic(cfg.out_dir / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
     if distributed:
         dist.barrier()
     return cfg.out_dir

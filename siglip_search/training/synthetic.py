@@ -1,4 +1,11 @@
-"""Deterministic synthetic world of coloured shapes with true captions, for training a demo SigLIP."""
+"""Deterministic synthetic world of coloured shapes with true captions, for training a demo SigLIP.
+
+Why one module of about 500 lines: the world is defined once, by the tables below (colours, shapes,
+sizes, positions, backgrounds and their phrases), and both halves read them: rendering (what is drawn)
+and captioning (what is said, which must be true of what is drawn, so that all_caption_variants can
+tell which captions a scene makes true). Kept together, a change to a table and both its uses are read
+in one file; the tokenizer for the captions (train_sentencepiece) and the sample-set writer are short.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,6 @@ import io
 import itertools
 import json
 import math
-import os
 import random
 import re
 import string
@@ -21,6 +27,8 @@ from typing import Literal
 import numpy as np
 import sentencepiece as spm
 from PIL import Image, ImageDraw
+
+from ..atomic import write_atomic
 
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in output pixels
@@ -469,9 +477,7 @@ def train_sentencepiece(captions: list[str], out_path: Path, vocab_size: int = 9
     seeds = "".join(f"\u2581{w}\t{c}\n" for w, c in sorted(word_counts.items())).encode()
     digest = hashlib.sha256(seeds).hexdigest()[:16]
     seeds_path = Path(tempfile.gettempdir()) / f"siglip-search-spm-seeds-{digest}.tsv"
-    with tempfile.NamedTemporaryFile(dir=seeds_path.parent, delete=False) as tmp:
-        tmp.write(seeds)
-    os.replace(tmp.name, seeds_path)  # atomic: a concurrent run writes the same bytes
+    write_atomic(seeds_path, seeds)  # atomic: a concurrent run writes the same bytes
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -485,7 +491,7 @@ def train_sentencepiece(captions: list[str], out_path: Path, vocab_size: int = 9
         seeds_path.unlink(missing_ok=True)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(model.getvalue())
+    write_atomic(out_path, model.getvalue())
     return out_path
 
 

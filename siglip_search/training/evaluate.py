@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..embedder import Embedder
+from ..errors import InputError
 from . import synthetic
-from .embedder import Embedder
-from .errors import InputError
 
 DEFAULT_TAG_THRESHOLD = 0.1  # the library tagging default (indexer.tags)
 

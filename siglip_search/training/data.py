@@ -22,10 +22,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from ..errors import InputError
+from ..image_processor import SiglipImageProcessor
+from ..tokenizer import SiglipTokenizer
 from . import synthetic
-from .errors import InputError
-from .image_processor import SiglipImageProcessor
-from .tokenizer import SiglipTokenizer
 
 
 class SyntheticSource:
@@ -34,7 +34,7 @@ class SyntheticSource:
     A pair is (image, caption, truths): truths is the set of canonical captions true of the image
     when it is cheap to know (single-object scenes), else None, so that "a star" counts as a positive
     for every star in the batch, not only its own. `short_steps`: the first steps show only single
-    objects with short captions ("a red star", "a star", "a red shape"); see train.lock_text_steps.
+    objects with short captions ("a red star", "a star", "a red shape"); see TrainConfig.lock_text_steps.
     Afterwards `short_share` of each batch keeps such pairs.
     """
 
