@@ -1,59 +1,32 @@
-"""`siglip-search index`, `status`, `search`, `tag`, `duplicates` and `export`: argument parsing, output,
-and the one place errors become exit codes."""
+"""`siglip-search index`, `forget`, `status`, `search`, `tag`, `duplicates` and `export`: argument
+parsing and output. Errors become exit codes in the root command (siglip_search.cli.main)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import math
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from siglip_search.errors import SiglipSearchError
+from siglip_search.cli import PROG
 
 from .decode import MISSING_DECODERS
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
 from .scan import check_utf8_path
 
-EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
-EXIT_INTERRUPTED = 130
-PROG = "siglip-search"
+# What Ctrl-C prints for the library commands: indexing and tagging commit batch by batch, so the same
+# command run again resumes where the interrupted one stopped.
+INTERRUPTED = "interrupted; run the same command again to resume"
 
 
-def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Typed errors -> one line on stderr and exit status 2; no traceback for a user's mistake."""
-
-    @functools.wraps(handler)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except SiglipSearchError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            # `siglip-search search ... | head`: the reader left early, which is not an error. Point
-            # stdout at /dev/null so Python's exit-time flush does not complain again.
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-
-    return wrapper
-
-
-@_cli_errors
 def index_command(args: argparse.Namespace) -> int:
     from .jobs import index_paths  # imports torch via the embedder: keep `status` fast
 
@@ -83,7 +56,6 @@ def index_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def forget_command(args: argparse.Namespace) -> int:
     folder = os.path.abspath(os.path.expanduser(args.folder))
     with open_library(args.library, create=False) as library:
@@ -99,7 +71,6 @@ def forget_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def status_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         report = library_status(library)
@@ -110,7 +81,6 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def search_command(args: argparse.Namespace) -> int:
     from .query import QueryTerm, parse_query  # imports torch via the embedder: keep `status` fast
     from .search import Searcher
@@ -137,7 +107,6 @@ def search_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def tag_command(args: argparse.Namespace) -> int:
     from .tags import DEFAULT_CAP, tag_library
     from .vocabulary import load_vocabulary
@@ -152,7 +121,6 @@ def tag_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def duplicates_command(args: argparse.Namespace) -> int:
     from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 
@@ -182,7 +150,6 @@ def duplicates_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def export_command(args: argparse.Namespace) -> int:
     from . import tables
     from .tags import export_library_xmp, library_tag_rows, undo_library_xmp
@@ -292,7 +259,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
                        help="refuse larger images as decompression bombs (default: Pillow's limit)")  # fmt: skip
-    index.set_defaults(func=index_command)
+    index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 
     forget = subparsers.add_parser(
         "forget", help="remove a registered folder and its photos from the library (files untouched)",
@@ -301,12 +268,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     forget.add_argument("folder", metavar="FOLDER", help="a root folder, as `status` lists it")
     add_library_argument(forget)
-    forget.set_defaults(func=forget_command)
+    forget.set_defaults(func=forget_command, interrupted=INTERRUPTED)
 
     status = subparsers.add_parser("status", help="what a library holds: counts, model, roots, failures")
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=status_command)
+    status.set_defaults(func=status_command, interrupted=INTERRUPTED)
     _add_search(subparsers)
     _add_tag(subparsers)
     _add_duplicates(subparsers)
@@ -333,7 +300,7 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])")
     search.add_argument("--image", metavar="FILE", help="photos like this image (added to QUERY if both)")
     search.add_argument("--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}')
-    search.set_defaults(func=search_command)
+    search.set_defaults(func=search_command, interrupted=INTERRUPTED)
 
 
 def _add_tag(subparsers: argparse._SubParsersAction) -> None:
@@ -351,7 +318,7 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
     tag.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish")
     tag.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tag.set_defaults(func=tag_command)
+    tag.set_defaults(func=tag_command, interrupted=INTERRUPTED)
 
 
 def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
@@ -364,7 +331,7 @@ def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
     duplicates.add_argument("--threshold", type=float, default=None, metavar="C",
                             help="cosine for near-duplicates (default: 0.998, measured on the demo model)")  # fmt: skip
     duplicates.add_argument("--json", action="store_true", help="machine-readable output")
-    duplicates.set_defaults(func=duplicates_command)
+    duplicates.set_defaults(func=duplicates_command, interrupted=INTERRUPTED)
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -383,7 +350,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     export.add_argument("--out", metavar="FILE", help="csv/jsonl/exiftool-csv output file (default: stdout)")
     export.add_argument("--undo", action="store_true", help="remove the keywords earlier XMP exports added")
-    export.set_defaults(func=export_command)
+    export.set_defaults(func=export_command, interrupted=INTERRUPTED)
 
 
 def _non_negative_int(text: str) -> int:
@@ -412,14 +379,3 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
