@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from siglip_search.cli import PROG
 from .decode import MISSING_DECODERS
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
+from .names import shown
 from .scan import check_utf8_path
 
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
@@ -199,17 +199,6 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     print(f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
           f"{len(report.skipped)} skipped", file=sys.stderr)  # fmt: skip
     return EXIT_PARTIAL if report.skipped else 0
-
-
-# Characters a file name may hold that would split a line of text output or reach the terminal as
-# a command (ESC sequences): C0/C1 controls, Unicode line breaks, lone surrogates.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def shown(text: str) -> str:
-    """`text` for one line of text output: unprintable characters escaped as Python writes them
-    ("\\n", "\\x1b"); everything else, accents and emoji included, as it is. JSON and CSV need none."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def format_status(report: dict, max_failures: int = 20) -> str:
