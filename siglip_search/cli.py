@@ -17,13 +17,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import InputError, SiglipSearchError
+from .resources import DEMO_MODEL, EVAL_SET
 
 PROG = "siglip-search"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-DEMO_MODEL = REPO_DATA / "models" / "siglip-demo"
-SAMPLES = REPO_DATA / "samples"
 
 
 def _add_train(sub) -> None:
@@ -88,7 +86,7 @@ def _read_model_config(path: Path) -> dict:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set")
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
-    p.add_argument("--data", type=Path, default=REPO_DATA / "eval", help="folder with captions.jsonl")
+    p.add_argument("--data", type=Path, default=EVAL_SET, help="folder with captions.jsonl")
     p.add_argument("--mode", default="fp32", help="fp32, int8, bf16 or compile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode))

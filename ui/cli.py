@@ -11,7 +11,8 @@ from pathlib import Path
 
 from indexer.cli import add_library_argument
 from indexer.library import default_library_dir
-from siglip_search.cli import DEMO_MODEL, PROG, SAMPLES
+from siglip_search.cli import PROG
+from siglip_search.resources import DEMO_MODEL, SAMPLES
 
 from .options import (
     AUTH_ENV,
@@ -26,8 +27,9 @@ from .options import (
 
 def default_demo_library(samples: Path = SAMPLES, model: Path = DEMO_MODEL) -> Path:
     """$XDG_DATA_HOME/siglip-search/demo-library-<key> (~/.local/share/...): never the user's own
-    library. The key is the checkout's samples folder and its demo model's weights: two checkouts
-    never mix their sample photos in one library nor use each other's demo model, and after the demo
+    library. The key is the bundled samples folder (siglip_search.resources: a checkout's data/, or
+    an installed copy's) and the demo model's weights: two checkouts or installations never mix their
+    sample photos in one library nor use each other's demo model, and after the demo
     model is retrained `demo` builds a fresh library instead of failing on the old one's vectors
     (the old folder is left where it is)."""
     key = hashlib.sha256(str(Path(samples).resolve()).encode())
