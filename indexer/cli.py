@@ -1,23 +1,19 @@
-"""`siglip-search index`, `status`, `search`, `tag`, `duplicates` and `export`: argument parsing, output,
-and the one place errors become exit codes."""
+"""`siglip-search index`, `forget`, `status`, `search`, `tag`, `duplicates` and `export`: argument
+parsing and output. Errors become exit codes in the root command (siglip_search.cli.main)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import math
 import os
-import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from siglip_search.errors import SiglipSearchError
+from siglip_search.cli import PROG
 
 from .decode import MISSING_DECODERS
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
@@ -25,42 +21,19 @@ from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from .jobs import index_paths
 from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
+from .names import shown
 from .query import QueryTerm, parse_query
 from .scan import check_utf8_path
 from .search import Searcher
 from .tags import DEFAULT_CAP, tag_library
 from .vocabulary import load_vocabulary
 
-EXIT_USER_ERROR = 2
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
-EXIT_INTERRUPTED = 130
-PROG = "siglip-search"
+# What Ctrl-C prints for the library commands: indexing and tagging commit batch by batch, so the same
+# command run again resumes where the interrupted one stopped.
+INTERRUPTED = "interrupted; run the same command again to resume"
 
 
-def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Typed errors -> one line on stderr and exit status 2; no traceback for a user's mistake."""
-
-    @functools.wraps(handler)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except SiglipSearchError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        except KeyboardInterrupt:
-            print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            # `siglip-search search ... | head`: the reader left early, which is not an error. Point
-            # stdout at /dev/null so Python's exit-time flush does not complain again.
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-
-    return wrapper
-
-
-@_cli_errors
 def index_command(args: argparse.Namespace) -> int:
     # Oversized images are refused with our own cap and recorded as failures; Pillow's
     # warning about them would only scribble over the progress bar.
@@ -88,7 +61,6 @@ def index_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def forget_command(args: argparse.Namespace) -> int:
     folder = os.path.abspath(os.path.expanduser(args.folder))
     with open_library(args.library, create=False) as library:
@@ -104,7 +76,6 @@ def forget_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def status_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         report = library_status(library)
@@ -115,7 +86,6 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def search_command(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         raise QueryError("give a query text, or --image FILE")
@@ -139,7 +109,6 @@ def search_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def tag_command(args: argparse.Namespace) -> int:
     vocabulary = load_vocabulary(args.vocabulary)
     with open_library(args.library, create=False) as library:
@@ -151,7 +120,6 @@ def tag_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def duplicates_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         report = find_duplicates(library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
@@ -179,7 +147,6 @@ def duplicates_command(args: argparse.Namespace) -> int:
     return 0
 
 
-@_cli_errors
 def export_command(args: argparse.Namespace) -> int:
     if not args.undo and not args.format:
         raise ExportOptionError("choose --format xmp, csv, jsonl or exiftool-csv (or --undo)")
@@ -226,17 +193,6 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     print(f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
           f"{len(report.skipped)} skipped", file=sys.stderr)  # fmt: skip
     return EXIT_PARTIAL if report.skipped else 0
-
-
-# Characters a file name may hold that would split a line of text output or reach the terminal as
-# a command (ESC sequences): C0/C1 controls, Unicode line breaks, lone surrogates.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def shown(text: str) -> str:
-    """`text` for one line of text output: unprintable characters escaped as Python writes them
-    ("\\n", "\\x1b"); everything else, accents and emoji included, as it is. JSON and CSV need none."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def format_status(report: dict, max_failures: int = 20) -> str:
@@ -286,7 +242,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
     index.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
                        help="refuse larger images as decompression bombs (default: Pillow's limit)")  # fmt: skip
-    index.set_defaults(func=index_command)
+    index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 
     forget = subparsers.add_parser(
         "forget", help="remove a registered folder and its photos from the library (files untouched)",
@@ -295,12 +251,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     forget.add_argument("folder", metavar="FOLDER", help="a root folder, as `status` lists it")
     add_library_argument(forget)
-    forget.set_defaults(func=forget_command)
+    forget.set_defaults(func=forget_command, interrupted=INTERRUPTED)
 
     status = subparsers.add_parser("status", help="what a library holds: counts, model, roots, failures")
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=status_command)
+    status.set_defaults(func=status_command, interrupted=INTERRUPTED)
     _add_search(subparsers)
     _add_tag(subparsers)
     _add_duplicates(subparsers)
@@ -327,7 +283,7 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])")
     search.add_argument("--image", metavar="FILE", help="photos like this image (added to QUERY if both)")
     search.add_argument("--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}')
-    search.set_defaults(func=search_command)
+    search.set_defaults(func=search_command, interrupted=INTERRUPTED)
 
 
 def _add_tag(subparsers: argparse._SubParsersAction) -> None:
@@ -345,7 +301,7 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
     tag.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish")
     tag.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tag.set_defaults(func=tag_command)
+    tag.set_defaults(func=tag_command, interrupted=INTERRUPTED)
 
 
 def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
@@ -358,7 +314,7 @@ def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
     duplicates.add_argument("--threshold", type=float, default=None, metavar="C",
                             help="cosine for near-duplicates (default: 0.998, measured on the demo model)")  # fmt: skip
     duplicates.add_argument("--json", action="store_true", help="machine-readable output")
-    duplicates.set_defaults(func=duplicates_command)
+    duplicates.set_defaults(func=duplicates_command, interrupted=INTERRUPTED)
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -377,7 +333,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     export.add_argument("--out", metavar="FILE", help="csv/jsonl/exiftool-csv output file (default: stdout)")
     export.add_argument("--undo", action="store_true", help="remove the keywords earlier XMP exports added")
-    export.set_defaults(func=export_command)
+    export.set_defaults(func=export_command, interrupted=INTERRUPTED)
 
 
 def _non_negative_int(text: str) -> int:
@@ -406,14 +362,3 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

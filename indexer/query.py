@@ -80,12 +80,10 @@ def parse_query(query: str, base_dir: str | os.PathLike | None = None) -> list[Q
 
 def file_terms(query: str) -> list[str]:
     """The words of `query` that parse_query would open as image files (not `#ID`s, not quoted
-    text): what a server should refuse before parsing a query typed on a web page."""
-    try:
-        tokens = _tokenize(query)
-    except QueryError:
-        return []
-    return [t.text for t in tokens if t.kind == "word" and _looks_like_path(t.text)]
+    text), read with the parser's own tokenizer: what a server should refuse before parsing a query
+    typed on a web page. QueryError for a query the tokenizer refuses (an unterminated quote), with
+    the message parse_query would give."""
+    return [t.text for t in _tokenize(query) if t.kind == "word" and _looks_like_path(t.text)]
 
 
 def _read_term(tokens: list[_Token], i: int, base: Path, query: str) -> tuple[QueryTerm, int]:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from siglip_search.resources import VOCABULARY
+
 from .errors import VocabularyError
 
-DEFAULT_VOCABULARY_PATH = Path(__file__).resolve().parents[1] / "data" / "tags" / "vocabulary.txt"
+DEFAULT_VOCABULARY_PATH = VOCABULARY
 _THRESHOLD = re.compile(r"@\s*([^\s@\"]+)\s*$")  # `dog @ 0.3` or `dog@0.3`, at the end of the line
 # Invisible characters an editor may leave on a line that looks blank (zero-width space, BOM...).
 _BLANK = re.compile(r"^[\s\u200b-\u200d\u2060\ufeff]*$")

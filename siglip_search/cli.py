@@ -1,23 +1,27 @@
 """The `siglip-search` command line: model commands here, more registered by other packages.
 
 Commands of the indexer and the web UI are registered through the `siglip_search.commands`
-entry-point group, so this package never imports them. Errors become one line and exit code 2.
+entry-point group, so this package never imports them. `main` is the one place where errors become
+exit codes, for every command: a typed error is one line and exit status 2, Ctrl-C is exit status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import InputError, SiglipSearchError
+from .resources import DEMO_MODEL, EVAL_SET
 
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-DEMO_MODEL = REPO_DATA / "models" / "siglip-demo"
-SAMPLES = REPO_DATA / "samples"
+PROG = "siglip-search"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _add_train(sub) -> None:
@@ -83,7 +87,7 @@ def _read_model_config(path: Path) -> dict:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set")
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
-    p.add_argument("--data", type=Path, default=REPO_DATA / "eval", help="folder with captions.jsonl")
+    p.add_argument("--data", type=Path, default=EVAL_SET, help="folder with captions.jsonl")
     p.add_argument("--mode", default="fp32", help="fp32, int8, bf16 or compile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode))
@@ -103,7 +107,11 @@ def _print_eval(model, data: Path, json_output: bool, mode: str = "fp32") -> int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siglip-search", description=__doc__.splitlines()[0])
+    """The root command. A subcommand sets `func` (args -> exit status) and may override the defaults
+    `interrupted` (what Ctrl-C prints) and `reported_errors` (exception types, besides
+    SiglipSearchError, that are the user's to fix and so are reported as one line)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.set_defaults(interrupted="interrupted", reported_errors=())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_eval(sub)
@@ -113,15 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its errors become one line on stderr and an exit status, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except SiglipSearchError as exc:
-        print(f"siglip-search: error: {exc}", file=sys.stderr)
-        return 2
+    except (SiglipSearchError, *args.reported_errors) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("siglip-search: interrupted", file=sys.stderr)
-        return 130
+        print(f"{PROG}: {args.interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `siglip-search search ... | head`: the reader left early, which is not an error. Point
+        # stdout at /dev/null so Python's exit-time flush does not complain again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ finally:
 if not enforced:
     print(json.dumps("permissions not enforced"))
     sys.exit()
-from indexer.cli import main
+from siglip_search.cli import main
 results = []
 for step in steps:
     if step[0] == "chmod":

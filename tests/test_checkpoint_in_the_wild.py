@@ -18,8 +18,8 @@ from indexer_fixtures import make_photo_folder
 from safetensors.torch import load_file, save_file
 
 import siglip_search as ss
-from indexer.cli import main
 from siglip_search import CheckpointError, InputError
+from siglip_search.cli import main
 from siglip_search.embedder import Embedder
 
 tf = pytest.importorskip("transformers")

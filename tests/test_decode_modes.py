@@ -183,7 +183,7 @@ def test_broken_exif_indexes_without_pillow_warnings_on_stderr(tmp_path, tiny_ch
     assert data != exif.tobytes()
     indexer_fixtures.draw_photo(2).save(photos / "long.jpg", exif=data)
     argv = ["index", str(photos), "--model", str(tiny_checkpoint), "--library", str(tmp_path / "lib"), "--no-progress"]
-    child = subprocess.run([sys.executable, "-c", "import sys; from indexer.cli import main; sys.exit(main(sys.argv[1:]))",
+    child = subprocess.run([sys.executable, "-c", "import sys; from siglip_search.cli import main; sys.exit(main(sys.argv[1:]))",
                             *argv], capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONWARNINGS": ""})  # fmt: skip
     assert child.returncode == 0, child.stderr
     assert "added 2, updated 0, moved 0, removed 0, failed 0" in child.stdout

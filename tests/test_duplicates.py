@@ -13,9 +13,9 @@ import search_fixtures
 from PIL import Image
 from search_fixtures import SAMPLES, index_folder, needs_demo
 
-from indexer.cli import main
 from indexer.duplicates import DEFAULT_THRESHOLD, _UnionFind, find_duplicates
 from indexer.library import open_library
+from siglip_search.cli import main
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder = search_fixtures.demo_embedder

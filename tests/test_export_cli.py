@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from indexer_fixtures import draw_photo, save_jpeg_with_exif
 
-from indexer.cli import main
 from indexer.library import open_library
+from siglip_search.cli import main
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC_SUBJECT = "{http://purl.org/dc/elements/1.1/}subject"

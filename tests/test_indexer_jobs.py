@@ -21,13 +21,13 @@ from indexer_fixtures import (
     permissions_are_enforced,
 )
 
-from indexer.cli import main
 from indexer.decode import MISSING_DECODERS
 from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library, open_library
 from indexer.search import Searcher
 from indexer.vectors import sidecar_path
+from siglip_search.cli import main
 
 embedder, other_embedder, library = indexer_fixtures.embedder, indexer_fixtures.other_embedder, indexer_fixtures.library
 

@@ -10,7 +10,7 @@ import re
 import pytest
 from indexer_fixtures import db_rows, draw_photo, jpeg_bytes
 
-from indexer.cli import main
+from siglip_search.cli import main
 
 
 def _index(photos, lib, checkpoint) -> list[str]:

@@ -26,7 +26,7 @@ import sys, time
 from siglip_search.embedder import Embedder
 real = Embedder.embed_pixels
 Embedder.embed_pixels = lambda self, pixels: (time.sleep(0.25), real(self, pixels))[1]
-from indexer.cli import main
+from siglip_search.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -75,7 +75,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         assert library_status(stopped)["last_run"]["status"] == "interrupted"
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).
-    rerun = subprocess.run([sys.executable, "-m", "indexer.cli", *args[:4], "--batch-size", "4", "--no-progress"],
+    rerun = subprocess.run([sys.executable, "-m", "siglip_search", *args[:4], "--batch-size", "4", "--no-progress"],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert f"added {60 - done_before_rerun}, updated 0" in rerun.stdout

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from indexer_fixtures import make_photo_folder, run_cli_where_permissions_apply
 
-from indexer.cli import main
 from indexer.errors import IndexerError, LibraryUnreadableError
 from indexer.store import open_store
+from siglip_search.cli import main
 
 ERROR_PREFIX = "siglip-search: error: "
 

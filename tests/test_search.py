@@ -21,10 +21,10 @@ from search_fixtures import (
 )
 
 import indexer.search as search_module
-from indexer.cli import main
 from indexer.errors import QueryError, SearchOptionError
 from indexer.query import QueryTerm, file_terms, parse_query
 from indexer.search import Searcher
+from siglip_search.cli import main
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 demo_embedder, demo_library = search_fixtures.demo_embedder, search_fixtures.demo_library

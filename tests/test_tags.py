@@ -14,7 +14,6 @@ from indexer_fixtures import draw_photo
 from search_fixtures import DEMO_COLOURS, index_folder, needs_demo
 
 from indexer import tags
-from indexer.cli import main
 from indexer.errors import VocabularyError
 from indexer.tags import DEFAULT_TEMPLATES, tag_image, tag_library, tag_prompts
 from indexer.vocabulary import (
@@ -25,6 +24,7 @@ from indexer.vocabulary import (
     parse_vocabulary,
 )
 from siglip_search import pipeline
+from siglip_search.cli import main
 from siglip_search.training import synthetic
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library

@@ -3,14 +3,17 @@ thumbnails, the server's security settings, and the layering rule (ui only talks
 
 from __future__ import annotations
 
+import ast
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from layering import imported_roots
 from PIL import Image
 
+from indexer.export import ExportReport
+from indexer.export.xmp import SidecarChange
+from indexer.search import Hit
 from ui import views
 from ui.options import parse_auth
 from ui.thumbnails import PREVIEW_PX, THUMB_PX, Thumbnails
@@ -19,22 +22,9 @@ from ui.views import FormError, HitRecord
 REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class FakeHit:  # the attributes of indexer.search.Hit
-    id: int
-    path: str
-    rel_path: str
-    root: str
-    cosine: float
-    score: float
-    taken_at: str | None = None
-    width: int | None = None
-    height: int | None = None
-    camera: str | None = None
-
-
 def hit(i: int = 1, score: float = 0.42, rel: str = "2021/summer/beach.jpg", **kw) -> HitRecord:
-    return HitRecord.from_hit(FakeHit(i, f"/photos/{rel}", rel, "/photos", 0.1234, score, **kw))
+    details = {"taken_at": None, "width": None, "height": None, "camera": None} | kw
+    return HitRecord.from_hit(Hit(i, Path(f"/photos/{rel}"), rel, "/photos", 0.1234, score, **details))
 
 
 def test_probabilities_read_well_across_the_range_siglip_produces():
@@ -204,31 +194,16 @@ def test_status_without_a_library_says_what_to_do():
     assert "… and 10 more" in views.status_markdown(many, max_failures=20)
 
 
-@dataclass
-class FakeChange:
-    path: Path
-    added: dict = field(default_factory=dict)
-    removed: dict = field(default_factory=dict)
-
-
-@dataclass
-class FakeReport:  # the attributes of indexer.export.ExportReport
-    written: list = field(default_factory=list)
-    planned: list = field(default_factory=list)
-    unchanged: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)
-
-
 def test_export_preview_lists_what_would_change_and_what_was_skipped():
-    change = FakeChange(Path("/p/a.jpg.xmp"), {"lr:hierarchicalSubject": ["AI|animal|dog"], "dc:subject": ["dog"]})
-    report = FakeReport(planned=[change], skipped=[(Path("/p/b.xmp"), "not valid XML")])
+    change = SidecarChange(Path("/p/a.jpg.xmp"), added={"lr:hierarchicalSubject": ["AI|animal|dog"], "dc:subject": ["dog"]})
+    report = ExportReport(planned=[change], skipped=[(Path("/p/b.xmp"), "not valid XML")])
     text = views.export_report_markdown(report, dry_run=True)
     assert "**1 sidecars would change**" in text and "Nothing was written" in text
     assert "`/p/a.jpg.xmp`: AI\\|animal\\|dog" in text
     assert "skipped `/p/b.xmp`: not valid XML" in text
-    assert "changed**" in views.export_report_markdown(FakeReport(written=[change]), dry_run=False)
-    undone = FakeChange(Path("/p/a.jpg.xmp"), removed={"lr:hierarchicalSubject": ["AI|animal|dog"]})
-    assert "**1 sidecars undone**" in views.export_report_markdown(FakeReport(written=[undone]), dry_run=False, undo=True)
+    assert "changed**" in views.export_report_markdown(ExportReport(written=[change]), dry_run=False)
+    undone = SidecarChange(Path("/p/a.jpg.xmp"), removed={"lr:hierarchicalSubject": ["AI|animal|dog"]})
+    assert "**1 sidecars undone**" in views.export_report_markdown(ExportReport(written=[undone]), dry_run=False, undo=True)
 
 
 @pytest.mark.parametrize(
@@ -302,12 +277,21 @@ def test_an_offline_photo_keeps_its_thumbnail_and_an_unreadable_one_gets_a_place
 
 
 
+def test_ui_uses_only_public_names_of_the_indexer():
+    private = []
+    for path in sorted((REPO / "ui").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "indexer":
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []
+
+
 def test_ui_talks_to_the_indexer_never_to_the_database_index_or_model_directly():
     modules = {p.name: imported_roots(p) for p in (REPO / "ui").glob("*.py")}
     assert {"app.py", "views.py", "server.py", "cli.py"} <= set(modules)
     for name, imports in modules.items():
         assert not {"sqlalchemy", "faiss", "torch", "numpy"} & imports, name
-    assert "gradio" not in modules["views.py"] and "indexer" not in modules["views.py"]
+    assert "gradio" not in modules["views.py"]  # views may use the indexer's types and names: the layering
     assert "gradio" not in modules["cli.py"] and "gradio" not in modules["options.py"]  # the CLI stays fast
 
 

@@ -1,4 +1,5 @@
-"""`siglip-search serve` and `siglip-search demo`: argument parsing, and errors -> one line + exit 2."""
+"""`siglip-search serve` and `siglip-search demo`: argument parsing. Errors become one line and exit
+status 2 in the root command (siglip_search.cli.main); here an OSError (the port is taken) is one too."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from indexer.cli import add_library_argument
 from indexer.library import default_library_dir
-from siglip_search.cli import DEMO_MODEL, SAMPLES
-from siglip_search.errors import SiglipSearchError
+from siglip_search.cli import PROG
+from siglip_search.resources import DEMO_MODEL, SAMPLES
 
 from .options import (
     AUTH_ENV,
@@ -23,13 +24,12 @@ from .options import (
     parse_auth,
 )
 
-PROG = "siglip-search"
-
 
 def default_demo_library(samples: Path = SAMPLES, model: Path = DEMO_MODEL) -> Path:
     """$XDG_DATA_HOME/siglip-search/demo-library-<key> (~/.local/share/...): never the user's own
-    library. The key is the checkout's samples folder and its demo model's weights: two checkouts
-    never mix their sample photos in one library nor use each other's demo model, and after the demo
+    library. The key is the bundled samples folder (siglip_search.resources: a checkout's data/, or
+    an installed copy's) and the demo model's weights: two checkouts or installations never mix their
+    sample photos in one library nor use each other's demo model, and after the demo
     model is retrained `demo` builds a fresh library instead of failing on the old one's vectors
     (the old folder is left where it is)."""
     key = hashlib.sha256(str(Path(samples).resolve()).encode())
@@ -110,7 +110,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--vocabulary", metavar="FILE", default=None,
                        help="tag vocabulary for tagging (default: the bundled data/tags/vocabulary.txt)")  # fmt: skip
     _server_arguments(serve)
-    serve.set_defaults(func=_errors(serve_command))
+    serve.set_defaults(func=serve_command, reported_errors=(OSError,))
 
     demo = subparsers.add_parser(
         "demo", help="index the bundled sample photos with the bundled demo model and open the web UI",
@@ -123,19 +123,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--no-serve", action="store_true", help="build the demo library and exit")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _server_arguments(demo)
-    demo.set_defaults(func=_errors(demo_command))
+    demo.set_defaults(func=demo_command, reported_errors=(OSError,))
 
-
-def _errors(handler):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except SiglipSearchError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:  # e.g. the port is taken
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 2
-
-    run.__name__ = handler.__name__
-    return run

@@ -1,6 +1,7 @@
 """The demo library: the repository's sample photos indexed with its demo model, tagged, thumbnailed.
 
-Everything comes from the checkout (data/samples, data/models/siglip-demo), so it works offline.
+Everything is bundled (siglip_search.resources: data/samples, data/models/siglip-demo), so it works
+offline, from a checkout or an installed wheel.
 A second run only picks up what changed (the indexer is incremental).
 """
 
@@ -15,8 +16,8 @@ from PIL import Image
 from indexer.errors import ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
-from siglip_search.cli import DEMO_MODEL, SAMPLES
 from siglip_search.errors import SiglipSearchError
+from siglip_search.resources import DEMO_MODEL, SAMPLES
 
 from .thumbnails import Thumbnails, thumbnail_dir
 

@@ -1,7 +1,7 @@
 """Event handlers of the page: form values in, the library's own functions called, views out.
 
 No search, tagging or export logic lives here: each handler calls what the CLI calls
-(indexer.search.Searcher, indexer.tags, indexer.export, indexer.tables, indexer.index_paths) and turns the
+(indexer.search.Searcher, indexer.tags, indexer.export, indexer.index_paths) and turns the
 result into component values with ui.views. Errors a user can act on become gr.Error messages;
 anything else is logged on the server and shown as one line, never as a traceback.
 """
@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
 from PIL import Image
@@ -25,13 +25,18 @@ from indexer.decode import decode_image
 from indexer.errors import DecodeError
 from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library
-from indexer.query import _looks_like_path, _tokenize  # see refuse_file_terms
+from indexer.query import file_terms
+from indexer.vocabulary import Vocabulary, VocabularyTag
 from siglip_search.errors import SiglipSearchError
 
 from . import views
 from .state import AppState, load_model, require_library, require_searcher
 from .thumbnails import PREVIEW_PX
 from .views import FormError, HitRecord
+
+if TYPE_CHECKING:
+    from indexer.search import SearchPage
+    from siglip_search.embedder import Embedder
 
 log = logging.getLogger("siglip_search.ui")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,23 +87,23 @@ def _search_options(min_score, count, folder, date_from, date_to, sort) -> dict[
 def refuse_file_terms(query: str) -> None:
     """On the page, a picture is an upload and an indexed photo is `#ID`. An image *path* in a
     combined query would make the server open a file of its own disk (and say whether it exists),
-    so such terms are refused before the query is parsed. The check reads the query with the
-    parser's own tokenizer, so what it sees as a word is exactly what the parser would open."""
-    for token in _tokenize(query):
-        if token.kind == "word" and _looks_like_path(token.text):
-            raise FormError(
-                f"“{token.text}” looks like a file on the server; search with a picture in the "
-                "“By image” tab, use #ID for an indexed photo, or put the words in double quotes."
-            )
+    so such terms are refused before the query is parsed. indexer.query.file_terms reads the
+    query with the parser's own tokenizer, so what it finds is exactly what the parser would open."""
+    terms = file_terms(query)
+    if terms:
+        raise FormError(
+            f"“{terms[0]}” looks like a file on the server; search with a picture in the "
+            "“By image” tab, use #ID for an indexed photo, or put the words in double quotes."
+        )
 
 
-def _results(state: AppState, page: Any, options: dict, query: str) -> tuple:
+def _results(state: AppState, page: SearchPage, options: dict, query: str) -> tuple:
     """(gallery items, summary line, JSON of the hits, the hits kept for the session)."""
     # A file gone since indexing is shown as such (its folder may be offline, or it was deleted).
     hits = [HitRecord.from_hit(hit, missing=not os.path.exists(hit.path)) for hit in page.hits]
     pictures = state.thumbnails.get_many([(hit.id, hit.path) for hit in hits])
     summary = views.results_summary(hits, query=query, min_score=options["min_score"], sort=options["sort"],
-                                    offset=page.offset, has_more=getattr(page, "has_more", False),
+                                    offset=page.offset, has_more=page.has_more,
                                     count_at_max=options["k"] >= MAX_COUNT)  # fmt: skip
     return views.gallery_items(hits, pictures), summary, [h.as_json() for h in hits], [h.as_dict() for h in hits]
 
@@ -184,13 +189,12 @@ def open_upload(state: AppState, image_file: str | None, *, what: str) -> Image.
 def tag_image(state: AppState, image_file: str | None, labels_text: str, use_vocabulary: bool) -> tuple:
     """Sigmoid probability of each typed label (and of each vocabulary tag when asked)."""
     from indexer import tags
-    from indexer.vocabulary import Vocabulary, VocabularyTag
 
     image = open_upload(state, image_file, what="tag")
     labels = views.parse_labels(labels_text)
     if not labels and not use_vocabulary:
         raise FormError("Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), or tick “use the vocabulary”.")
-    candidates: Any = labels
+    candidates: list[str] | Vocabulary = labels
     if use_vocabulary:  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
         vocabulary = load_vocabulary(state)
         known = {name.casefold() for name in vocabulary.names()}
@@ -201,15 +205,16 @@ def tag_image(state: AppState, image_file: str | None, labels_text: str, use_voc
     return probabilities, views.tagging_summary(probabilities, threshold=tags.DEFAULT_THRESHOLD)
 
 
-def load_vocabulary(state: AppState) -> Any:
+def load_vocabulary(state: AppState) -> Vocabulary:
     from indexer.vocabulary import load_vocabulary
 
     return load_vocabulary(state.vocabulary)
 
 
-def _embedder(state: AppState) -> Any:
+def _embedder(state: AppState) -> Embedder:
     if state.embedder is None:
         load_model(state)
+    assert state.embedder is not None  # load_model loads one or raises ModelNotRecordedError
     return state.embedder
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from indexer.decode import DEFAULT_MAX_PIXELS
 from indexer.library import DB_NAME, INDEX_NAME, LOCK_NAME
+from siglip_search.cli import PROG
 
 from .options import ServeOptions
 from .state import AppState
@@ -88,6 +89,6 @@ def launch(state: AppState, options: ServeOptions, *, block: bool = True) -> tup
         **settings,
     )
     if block:
-        print(f"siglip-search: serving {state.library_dir} at {url} (Ctrl+C to stop)", flush=True)
+        print(f"{PROG}: serving {state.library_dir} at {url} (Ctrl+C to stop)", flush=True)
         app.block_thread()
     return app, url

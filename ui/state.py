@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from indexer.errors import LibraryNotFoundError, ModelNotRecordedError
 from indexer.library import DB_NAME, Library, open_library
@@ -14,6 +14,7 @@ from indexer.library import DB_NAME, Library, open_library
 from .thumbnails import Thumbnails, thumbnail_dir
 
 if TYPE_CHECKING:
+    from indexer.search import Searcher
     from siglip_search.embedder import Embedder
 
 
@@ -26,7 +27,7 @@ class AppState:
     thumbnails: Thumbnails
     library: Library | None = None
     embedder: Embedder | None = None
-    searcher: Any = None  # indexer.search.Searcher
+    searcher: Searcher | None = None
     model: str | None = None  # the model for a library that has none yet
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
@@ -93,7 +94,7 @@ def require_library(state: AppState, *, create: bool = False) -> Library:
         return state.library
 
 
-def require_searcher(state: AppState) -> Any:
+def require_searcher(state: AppState) -> Searcher:
     library = require_library(state)
     if state.searcher is None:
         if library.model_identity() is None:
@@ -103,4 +104,5 @@ def require_searcher(state: AppState) -> Any:
         with state._open_lock:
             if state.searcher is None:
                 load_model(state)
+    assert state.searcher is not None  # load_model makes one for a library that holds vectors
     return state.searcher

@@ -11,9 +11,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from indexer.names import shown
 from siglip_search.errors import SiglipSearchError
+
+if TYPE_CHECKING:  # for type hints only: the page's views need none of their code
+    from indexer.export import ExportReport
+    from indexer.jobs import RunSummary
+    from indexer.search import Hit
 
 MAX_LABELS = (
     64  # a tagging request with more labels is a mistake (or an attack), not a photo question
@@ -42,13 +48,11 @@ class HitRecord:
     missing: bool = False  # the file was gone when the results were shown
 
     @classmethod
-    def from_hit(cls, hit: Any, missing: bool = False) -> HitRecord:
-        """Any object with the search Hit's attributes (indexer.search.Hit)."""
+    def from_hit(cls, hit: Hit, missing: bool = False) -> HitRecord:
         return cls(
             id=int(hit.id), path=str(hit.path), rel_path=str(hit.rel_path), root=str(hit.root),
-            score=float(hit.score), cosine=float(hit.cosine), taken_at=getattr(hit, "taken_at", None),
-            width=getattr(hit, "width", None), height=getattr(hit, "height", None),
-            camera=getattr(hit, "camera", None), missing=missing,
+            score=float(hit.score), cosine=float(hit.cosine), taken_at=hit.taken_at,
+            width=hit.width, height=hit.height, camera=hit.camera, missing=missing,
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -285,7 +289,7 @@ def status_markdown(report: Mapping[str, Any] | None, max_failures: int = 20) ->
     return "\n".join(lines)
 
 
-def index_summary_markdown(summary: Any) -> str:
+def index_summary_markdown(summary: RunSummary) -> str:
     """indexer.RunSummary -> one line after an indexing job, plus its warnings."""
     lines = [
         f"Done: added {summary.added}, updated {summary.updated}, moved {summary.moved}, "
@@ -302,16 +306,16 @@ def index_summary_markdown(summary: Any) -> str:
     ]
     lines += [
         f"- folder link {_escape(link)} leads outside the folder; not followed (index its target itself)"
-        for link in getattr(summary, "outside_links", [])
+        for link in summary.outside_links
     ]
     lines += [
         f"- {count} {_escape(suffix)} photos skipped: the server cannot decode them"
-        for suffix, count in sorted(getattr(summary, "undecodable", {}).items())
+        for suffix, count in sorted(summary.undecodable.items())
     ]
     return "\n".join(lines)
 
 
-def export_report_markdown(report: Any, *, dry_run: bool, undo: bool = False, limit: int = 50) -> str:
+def export_report_markdown(report: ExportReport, *, dry_run: bool, undo: bool = False, limit: int = 50) -> str:
     """indexer.export.ExportReport -> what was (or would be) written, unchanged and skipped."""
     changes = report.planned if dry_run else report.written
     verb = ("would change" if dry_run else "changed") if not undo else ("would be undone" if dry_run else "undone")
@@ -319,26 +323,23 @@ def export_report_markdown(report: Any, *, dry_run: bool, undo: bool = False, li
              f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")]  # fmt: skip
     for change in changes[:limit]:
         # An undo lists what it removed of ours (SidecarChange.removed_keywords), not the user's copies.
-        done = getattr(change, "removed_keywords", getattr(change, "removed", None)) if undo else getattr(change, "added", None)
-        keywords = _keywords(done)
-        stale = [] if undo else _keywords(getattr(change, "removed", None))
+        keywords = _keywords(change.removed_keywords if undo else change.added)
+        stale = [] if undo else _keywords(change.removed)
         lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else "")
                      + (f"; removed {_escape(', '.join(stale))}" if stale else ""))  # fmt: skip
     if len(changes) > limit:
         lines.append(f"- … and {len(changes) - limit} more")
-    for path in getattr(report, "missing", [])[:limit]:
+    for path in report.missing[:limit]:
         lines.append(f"- `{_escape_code(str(path))}` no longer exists; forgotten")
     for path, reason in report.skipped[:limit]:
         lines.append(f"- skipped `{_escape_code(str(path))}`: {_escape(reason)}")
     return "\n".join(lines)
 
 
-def _keywords(values: Any) -> list[str]:
+def _keywords(values: Mapping[str, list[str]]) -> list[str]:
     """The hierarchical keywords of a sidecar change (the most telling form), else any."""
-    if isinstance(values, Mapping):
-        chosen = values.get("lr:hierarchicalSubject") or next(iter(values.values()), [])
-        return [str(v) for v in chosen]
-    return [str(v) for v in values or []]
+    chosen = values.get("lr:hierarchicalSubject") or next(iter(values.values()), [])
+    return [str(v) for v in chosen]
 
 
 def progress_line(done: int, total: int) -> str:
@@ -348,25 +349,14 @@ def progress_line(done: int, total: int) -> str:
 # --- escaping -----------------------------------------------------------------------------------
 
 
-# Characters a file name may hold that would break a line of the page or hide in it (a newline
-# splits a heading or a table row, ESC is invisible): C0/C1 controls, Unicode line breaks, lone
-# surrogates. Shown escaped as Python writes them ("\\n", "\\x1b"), as the CLI's text output does.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def shown(text: str) -> str:
-    """`text` on one line with its unprintable characters escaped; everything else as it is."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text))
-
-
 def _escape(text: str) -> str:
     """Markdown-neutral text: file names like `*draft*_[1].jpg`, `a&lt;b.jpg` or `$$x$$.jpg` (the page
     renders $$...$$ as LaTeX) must show as they are."""
-    return re.sub(r"([\\`*_\[\]{}()<>#+!|~&$])", r"\\\1", shown(text))
+    return re.sub(r"([\\`*_\[\]{}()<>#+!|~&$])", r"\\\1", shown(str(text)))
 
 
 def _escape_code(text: str) -> str:
-    return shown(text).replace("`", "ˋ")
+    return shown(str(text)).replace("`", "ˋ")
 
 
 def _escape_cell(text: str) -> str:
