@@ -38,8 +38,10 @@ from siglip_search import SiglipImageProcessor, SiglipModel, SiglipTokenizer  # 
 from siglip_search.embedder import MODES, Embedder  # noqa: E402
 
 IMAGE_BATCH, TEXT_BATCH, TEXT_LENGTH, IMAGE_SIZE = 8, 32, 64, 224
-WORDS = ("a photo of the red blue green small large dog cat bird car street beach mountain river city "
-         "night sunset forest snow people child boat bicycle house garden flower tree sky cloud").split()
+WORDS = (
+    "a photo of the red blue green small large dog cat bird car street beach mountain river city "
+    "night sunset forest snow people child boat bicycle house garden flower tree sky cloud"
+).split()
 
 
 def build_checkpoint(directory: Path) -> None:
@@ -53,16 +55,35 @@ def build_checkpoint(directory: Path) -> None:
     corpus = [" ".join(rng.choice(WORDS, 12)) for _ in range(400)]
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus), model_writer=buffer, vocab_size=120, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-        hard_vocab_limit=False, minloglevel=2, num_threads=1,
+        sentence_iterator=iter(corpus),
+        model_writer=buffer,
+        vocab_size=120,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
     )
     (directory / "spiece.model").write_bytes(buffer.getvalue())
-    (directory / "tokenizer_config.json").write_text(json.dumps(
-        {"model_max_length": TEXT_LENGTH, "model_input_names": ["input_ids"]}))
-    (directory / "preprocessor_config.json").write_text(json.dumps(
-        {"size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}, "resample": 3, "image_mean": [0.5] * 3,
-         "image_std": [0.5] * 3}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": TEXT_LENGTH, "model_input_names": ["input_ids"]})
+    )
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+                "resample": 3,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.5] * 3,
+            }
+        )
+    )
 
 
 def make_inputs() -> tuple[np.ndarray, list[str]]:
@@ -73,8 +94,12 @@ def make_inputs() -> tuple[np.ndarray, list[str]]:
     return pixels, texts
 
 
-def run_round_robin(runners: dict[str, tuple[Callable, Callable]], warmup: int, repeats: int,
-                    clock: Callable[[], float] = time.perf_counter):
+def run_round_robin(
+    runners: dict[str, tuple[Callable, Callable]],
+    warmup: int,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+):
     """Seconds per batch for every runner, measured in turns so that a noisy neighbour hits all alike."""
     times = {name: ([], []) for name in runners}
     outputs = {}
@@ -110,8 +135,13 @@ def transformers_runner(directory: Path, pixels: np.ndarray, texts: list[str]):
 
     @torch.inference_mode()
     def text() -> np.ndarray:
-        ids = tokenizer(texts, padding="max_length", truncation=True, max_length=TEXT_LENGTH,
-                        return_tensors="pt")["input_ids"]
+        ids = tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=TEXT_LENGTH,
+            return_tensors="pt",
+        )["input_ids"]
         return unit(model.get_text_features(input_ids=ids).pooler_output)
 
     return images, text
@@ -120,9 +150,16 @@ def transformers_runner(directory: Path, pixels: np.ndarray, texts: list[str]):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer timed iterations")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated Embedder modes ({', '.join(MODES)})")
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="one thread, timed in per-thread CPU seconds (stable on a busy machine)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated Embedder modes ({', '.join(MODES)})",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread, timed in per-thread CPU seconds (stable on a busy machine)",
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -146,28 +183,43 @@ def main(argv: list[str] | None = None) -> None:
         processor = SiglipImageProcessor.from_pretrained(directory)
         for mode in modes:
             embedder = Embedder(model, tokenizer, processor, str(directory), mode=mode)
-            runners[f"ours {mode}"] = (lambda e=embedder: e.embed_pixels(pixels), lambda e=embedder: e.embed_texts(texts))
+            runners[f"ours {mode}"] = (
+                lambda e=embedder: e.embed_pixels(pixels),
+                lambda e=embedder: e.embed_texts(texts),
+            )
         times, outputs = run_round_robin(runners, warmup, repeats, clock)
-    print_table(times, outputs, warmup, repeats, "CPU seconds of one thread" if args.cpu_time else "wall clock")
+    print_table(
+        times,
+        outputs,
+        warmup,
+        repeats,
+        "CPU seconds of one thread" if args.cpu_time else "wall clock",
+    )
 
 
 def print_table(times, outputs, warmup: int, repeats: int, clock: str) -> None:
     """Rates from the best of the timed turns (the least disturbed one); medians alongside."""
     ref_img, ref_txt = outputs["ours fp32"]
     base_img, base_txt = (min(t) for t in times["transformers fp32"])
-    print(f"\n{torch.get_num_threads()} threads, torch {torch.__version__}; batches of {IMAGE_BATCH} images "
-          f"{IMAGE_SIZE}px and {TEXT_BATCH} texts x {TEXT_LENGTH} tokens; best (median) of {repeats} turns "
-          f"after {warmup} warm-up, {clock}\n")
-    print("| implementation / mode | images/s | texts/s | images vs transformers fp32 "
-          "| texts vs transformers fp32 | min cosine to ours fp32 (images / texts) |")
+    print(
+        f"\n{torch.get_num_threads()} threads, torch {torch.__version__}; batches of {IMAGE_BATCH} images "
+        f"{IMAGE_SIZE}px and {TEXT_BATCH} texts x {TEXT_LENGTH} tokens; best (median) of {repeats} turns "
+        f"after {warmup} warm-up, {clock}\n"
+    )
+    print(
+        "| implementation / mode | images/s | texts/s | images vs transformers fp32 "
+        "| texts vs transformers fp32 | min cosine to ours fp32 (images / texts) |"
+    )
     print("|---|---:|---:|---:|---:|---|")
     for name, (t_img, t_txt) in times.items():
         e_img, e_txt = outputs[name]
         cos_img = float(np.min(np.sum(e_img * ref_img, axis=1)))
         cos_txt = float(np.min(np.sum(e_txt * ref_txt, axis=1)))
-        print(f"| {name} | {IMAGE_BATCH / min(t_img):.2f} ({IMAGE_BATCH / statistics.median(t_img):.2f}) "
-              f"| {TEXT_BATCH / min(t_txt):.2f} ({TEXT_BATCH / statistics.median(t_txt):.2f}) "
-              f"| {base_img / min(t_img):.2f}x | {base_txt / min(t_txt):.2f}x | {cos_img:.5f} / {cos_txt:.5f} |")
+        print(
+            f"| {name} | {IMAGE_BATCH / min(t_img):.2f} ({IMAGE_BATCH / statistics.median(t_img):.2f}) "
+            f"| {TEXT_BATCH / min(t_txt):.2f} ({TEXT_BATCH / statistics.median(t_txt):.2f}) "
+            f"| {base_img / min(t_img):.2f}x | {base_txt / min(t_txt):.2f}x | {cos_img:.5f} / {cos_txt:.5f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -54,11 +54,17 @@ def random_base_checkpoint(directory: Path) -> Path:
     from siglip_search.training import synthetic
 
     directory.mkdir(parents=True, exist_ok=True)
-    synthetic.train_sentencepiece(synthetic.caption_corpus(0, 2000), directory / "spiece.model", vocab_size=128)
-    tokenizer = SiglipTokenizer(directory / "spiece.model", model_max_length=64, model_input_names=["input_ids"])
+    synthetic.train_sentencepiece(
+        synthetic.caption_corpus(0, 2000), directory / "spiece.model", vocab_size=128
+    )
+    tokenizer = SiglipTokenizer(
+        directory / "spiece.model", model_max_length=64, model_input_names=["input_ids"]
+    )
     tokenizer.save_pretrained(directory)
     SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(directory)
-    config = SiglipConfig.from_dict({"text_config": {"vocab_size": tokenizer.vocab_size}, "vision_config": {}})
+    config = SiglipConfig.from_dict(
+        {"text_config": {"vocab_size": tokenizer.vocab_size}, "vision_config": {}}
+    )
     SiglipModel(config).save_pretrained(directory)
     return directory
 
@@ -97,16 +103,36 @@ def child_index(folder: str, model: str, batch_size: int, workers: int | None) -
         sampler = RssSampler()
         sampler.start()
         with lock_library(library):
-            summary = index_paths(library, [folder], embedder, batch_size=batch_size, workers=workers, progress=False)
+            summary = index_paths(
+                library, [folder], embedder, batch_size=batch_size, workers=workers, progress=False
+            )
         sampler.done.set()
         sampler.join()
         library.close()
-    print(json.dumps({"images": summary.embedded, "failed": summary.failed, "loaded_mb": loaded_mb,
-                      "indexing_peak_mb": sampler.peak_mb, "process_peak_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "images": summary.embedded,
+                "failed": summary.failed,
+                "loaded_mb": loaded_mb,
+                "indexing_peak_mb": sampler.peak_mb,
+                "process_peak_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 def measure_peak_rss(folder: Path, model: str, batch_size: int, workers: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child-index", str(folder), "--model", model, "--batch-size", str(batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-index",
+        str(folder),
+        "--model",
+        model,
+        "--batch-size",
+        str(batch_size),
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
@@ -149,7 +175,9 @@ def draft_cosines(embedder, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     from indexer.decode import decode_image
 
     target = embedder.image_size
-    drafted = np.stack([embedder.preprocess_image(decode_image(p, target_size=target).image) for p in paths])
+    drafted = np.stack(
+        [embedder.preprocess_image(decode_image(p, target_size=target).image) for p in paths]
+    )
     full = np.stack([embedder.preprocess_image(decode_image(p).image) for p in paths])
     a, b = embedder.embed_pixels(drafted), embedder.embed_pixels(full)  # unit rows
     between = (b @ b.T)[~np.eye(len(paths), dtype=bool)]
@@ -160,8 +188,12 @@ def model_only_rate(embedder, paths: list[Path], n: int, batch_size: int) -> flo
     """Images/s of embed_pixels alone on pre-decoded batches (the ceiling for indexing)."""
     from indexer.decode import decode_image
 
-    batch = np.stack([embedder.preprocess_image(decode_image(p, target_size=embedder.image_size).image)
-                      for p in paths[:batch_size]])  # fmt: skip
+    batch = np.stack(
+        [
+            embedder.preprocess_image(decode_image(p, target_size=embedder.image_size).image)
+            for p in paths[:batch_size]
+        ]
+    )
     embedder.embed_pixels(batch)  # warm-up
     batches = max(1, round(n / batch_size))
     start = time.perf_counter()
@@ -170,7 +202,9 @@ def model_only_rate(embedder, paths: list[Path], n: int, batch_size: int) -> flo
     return batches * len(batch) / (time.perf_counter() - start)
 
 
-def end_to_end_rate(folder: Path, embedder, batch_size: int, workers: int | None) -> tuple[float, int]:
+def end_to_end_rate(
+    folder: Path, embedder, batch_size: int, workers: int | None
+) -> tuple[float, int]:
     from indexer.jobs import index_paths
     from indexer.library import lock_library, open_library
 
@@ -178,7 +212,9 @@ def end_to_end_rate(folder: Path, embedder, batch_size: int, workers: int | None
         library = open_library(lib_dir)
         with lock_library(library):
             start = time.perf_counter()
-            summary = index_paths(library, [folder], embedder, batch_size=batch_size, workers=workers, progress=False)
+            summary = index_paths(
+                library, [folder], embedder, batch_size=batch_size, workers=workers, progress=False
+            )
             seconds = time.perf_counter() - start
         library.close()
     return summary.embedded / seconds, summary.failed
@@ -186,8 +222,14 @@ def end_to_end_rate(folder: Path, embedder, batch_size: int, workers: int | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=16, help="images in the small set (the large one has 2N)")
-    parser.add_argument("--model", default=None, help=f"checkpoint (default: {DEMO_MODEL} if present, else random B/16)")
+    parser.add_argument(
+        "--n", type=int, default=16, help="images in the small set (the large one has 2N)"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"checkpoint (default: {DEMO_MODEL} if present, else random B/16)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--child-index", metavar="FOLDER", help=argparse.SUPPRESS)
@@ -202,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="index-speed-") as tmp:
         tmp = Path(tmp)
-        model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.is_dir() else str(random_base_checkpoint(tmp / "model")))
-        model_name = args.model or ("siglip-demo" if DEMO_MODEL.is_dir() else "random SigLIP B/16-224")
+        model = args.model or (
+            str(DEMO_MODEL) if DEMO_MODEL.is_dir() else str(random_base_checkpoint(tmp / "model"))
+        )
+        model_name = args.model or (
+            "siglip-demo" if DEMO_MODEL.is_dir() else "random SigLIP B/16-224"
+        )
         photos = [tmp / "all" / f"IMG_{i:04d}.jpg" for i in range(2 * args.n)]
         photos[0].parent.mkdir()
         with ThreadPoolExecutor() as pool:
@@ -226,21 +272,38 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("model", f"{model_name} (dim {embedder.dim}, {embedder.image_size[0]}px)"),
-        ("machine", f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"),
-        ("images", f"{args.n} x 4000x3000 JPEG q90, {mb_per_file:.1f} MB each; batch {args.batch_size}"),
+        (
+            "machine",
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        ),
+        (
+            "images",
+            f"{args.n} x 4000x3000 JPEG q90, {mb_per_file:.1f} MB each; batch {args.batch_size}",
+        ),
         ("model-only (embed_pixels on decoded batches)", f"{model_rate:.2f} img/s"),
-        ("end-to-end (index_paths: scan, decode, embed, write)", f"{e2e_rate:.2f} img/s ({failed} failed)"),
+        (
+            "end-to-end (index_paths: scan, decode, embed, write)",
+            f"{e2e_rate:.2f} img/s ({failed} failed)",
+        ),
         ("ratio end-to-end / model-only (goal >= 0.85)", f"{e2e_rate / model_rate:.2f}"),
         ("decode ms/image with draft()", f"{draft_ms:.1f}"),
         ("decode ms/image full", f"{full_ms:.1f}"),
-        (f"decode+preprocess img/s, 1 thread / {workers} threads", f"{serial_rate:.1f} / {threaded_rate:.1f}"),
-        ("cosine draft vs full decode, min / mean (goal >= 0.99)", f"{cosines.min():.4f} / {cosines.mean():.4f}"),
+        (
+            f"decode+preprocess img/s, 1 thread / {workers} threads",
+            f"{serial_rate:.1f} / {threaded_rate:.1f}",
+        ),
+        (
+            "cosine draft vs full decode, min / mean (goal >= 0.99)",
+            f"{cosines.min():.4f} / {cosines.mean():.4f}",
+        ),
         ("cosine between different photos, mean (for scale)", f"{between.mean():.4f}"),
         ("RSS after loading the model", f"{rss_n['loaded_mb']:.0f} MB"),
         (f"peak RSS while indexing {args.n} images", f"{rss_n['indexing_peak_mb']:.0f} MB"),
         (f"peak RSS while indexing {2 * args.n} images", f"{rss_2n['indexing_peak_mb']:.0f} MB"),
-        ("process peak RSS (N / 2N; set by model loading)",
-         f"{rss_n['process_peak_mb']:.0f} / {rss_2n['process_peak_mb']:.0f} MB"),
+        (
+            "process peak RSS (N / 2N; set by model loading)",
+            f"{rss_n['process_peak_mb']:.0f} / {rss_2n['process_peak_mb']:.0f} MB",
+        ),
     ]
     print("| measure | value |\n|---|---|")
     print("\n".join(f"| {name} | {value} |" for name, value in rows))

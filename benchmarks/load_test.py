@@ -25,18 +25,34 @@ SHAPES = ["circle", "square", "triangle", "star", "heart"]
 QUERIES = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES] + COLOURS
 
 
-def run_client(url: str, n_queries: int, offset: int, count: int, auth, latencies: list, errors: list,
-               barrier: threading.Barrier) -> None:  # fmt: skip
+def run_client(
+    url: str,
+    n_queries: int,
+    offset: int,
+    count: int,
+    auth,
+    latencies: list,
+    errors: list,
+    barrier: threading.Barrier,
+) -> None:
     # ssl_verify=False on plain http: gradio_client opens a new httpx client per request, and with
     # verification on each one loads the CA bundle (~30 ms of client CPU on a 2-core box).
-    client = Client(url, auth=auth, verbose=False, download_files=False, analytics_enabled=False,
-                    ssl_verify=url.startswith("https:"))  # fmt: skip
+    client = Client(
+        url,
+        auth=auth,
+        verbose=False,
+        download_files=False,
+        analytics_enabled=False,
+        ssl_verify=url.startswith("https:"),
+    )
     barrier.wait()  # all clients start together
     for i in range(n_queries):
         query = QUERIES[(offset + i) % len(QUERIES)]
         started = time.perf_counter()
         try:
-            gallery = client.predict(query, 0.0, count, "", "", "", "best match", api_name="/search")[0]
+            gallery = client.predict(
+                query, 0.0, count, "", "", "", "best match", api_name="/search"
+            )[0]
             if not gallery:
                 raise RuntimeError(f"no results for {query!r}")
         except Exception as exc:  # counted and shown, the run goes on
@@ -63,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     barrier = threading.Barrier(args.clients)
     threads = [
-        threading.Thread(target=run_client, args=(args.url, args.queries, i * 7, args.count, auth, latencies,
-                                                  errors, barrier))  # fmt: skip
+        threading.Thread(
+            target=run_client,
+            args=(args.url, args.queries, i * 7, args.count, auth, latencies, errors, barrier),
+        )
         for i in range(args.clients)
     ]
     started = time.perf_counter()
@@ -74,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         t.join()
     wall = time.perf_counter() - started
     total = args.clients * args.queries
-    print(f"{args.clients} clients x {args.queries} queries = {total} calls in {wall:.1f} s "
-          f"({len(latencies) / wall:.1f} queries/s)")  # fmt: skip
+    print(
+        f"{args.clients} clients x {args.queries} queries = {total} calls in {wall:.1f} s "
+        f"({len(latencies) / wall:.1f} queries/s)"
+    )
     if latencies:
-        print(f"latency  p50 {statistics.median(latencies) * 1000:.0f} ms  p95 {percentile(latencies, 95) * 1000:.0f} ms"
-              f"  max {max(latencies) * 1000:.0f} ms")  # fmt: skip
+        print(
+            f"latency  p50 {statistics.median(latencies) * 1000:.0f} ms  p95 {percentile(latencies, 95) * 1000:.0f} ms"
+            f"  max {max(latencies) * 1000:.0f} ms"
+        )
     print(f"errors   {len(errors)}")
     for line in errors[:10]:
         print("  " + line)

@@ -39,13 +39,17 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def make_data(kind: str, n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_data(
+    kind: str, n: int, dim: int, n_queries: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(database (n, dim), queries (q, dim)) float32 unit rows, generated in chunks."""
     rng = np.random.default_rng(seed)
     x = np.empty((n, dim), np.float32)
     if kind == "uniform":
         for start in range(0, n, 100_000):
-            x[start : start + 100_000] = unit_rows(rng.standard_normal((min(100_000, n - start), dim), np.float32))
+            x[start : start + 100_000] = unit_rows(
+                rng.standard_normal((min(100_000, n - start), dim), np.float32)
+            )
         return x, unit_rows(rng.standard_normal((n_queries, dim), np.float32))
     centres = unit_rows(rng.standard_normal((max(1, n // 100), dim), np.float32))
     point_sigma = np.sqrt((1 / 0.7**2 - 1) / dim)  # a point has cosine ~0.7 with its centre
@@ -53,7 +57,9 @@ def make_data(kind: str, n: int, dim: int, n_queries: int, seed: int = 0) -> tup
     for start in range(0, n, 100_000):
         count = min(100_000, n - start)
         chosen = centres[rng.integers(0, len(centres), count)]
-        x[start : start + count] = unit_rows(chosen + point_sigma * rng.standard_normal((count, dim), np.float32))
+        x[start : start + count] = unit_rows(
+            chosen + point_sigma * rng.standard_normal((count, dim), np.float32)
+        )
     chosen = centres[rng.integers(0, len(centres), n_queries)]
     return x, unit_rows(chosen + query_sigma * rng.standard_normal((n_queries, dim), np.float32))
 
@@ -69,27 +75,62 @@ def timed_queries(search, queries: np.ndarray) -> tuple[list[np.ndarray], np.nda
 
 
 def recall_at_10(found: list[np.ndarray], truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f[:10].tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
+    return float(
+        np.mean(
+            [
+                len(set(f[:10].tolist()) & set(t.tolist())) / 10
+                for f, t in zip(found, truth, strict=True)
+            ]
+        )
+    )
 
 
-def row(data: str, n: int, dim: int, name: str, build_s: float, memory: int, seconds: np.ndarray,
-        recall: float) -> dict:  # fmt: skip
-    return {"data": data, "n": n, "dim": dim, "index": name, "build_s": build_s, "memory_mb": memory / 2**20,
-            "p50_ms": float(np.percentile(seconds, 50) * 1e3), "p99_ms": float(np.percentile(seconds, 99) * 1e3),
-            "recall": recall}  # fmt: skip
+def row(
+    data: str,
+    n: int,
+    dim: int,
+    name: str,
+    build_s: float,
+    memory: int,
+    seconds: np.ndarray,
+    recall: float,
+) -> dict:
+    return {
+        "data": data,
+        "n": n,
+        "dim": dim,
+        "index": name,
+        "build_s": build_s,
+        "memory_mb": memory / 2**20,
+        "p50_ms": float(np.percentile(seconds, 50) * 1e3),
+        "p99_ms": float(np.percentile(seconds, 99) * 1e3),
+        "recall": recall,
+    }
 
 
-def bench_flat(data: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, max_queries: int) -> dict:
+def bench_flat(
+    data: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, max_queries: int
+) -> dict:
     start = time.perf_counter()
     index = VectorIndex(x.shape[1])
     index.add(np.arange(len(x)), x)
     build_s = time.perf_counter() - start
     found, seconds = timed_queries(lambda q: index.search(q, 10)[1][0], queries[:max_queries])
-    return row(data, len(x), x.shape[1], "flat (IndexFlatIP)", build_s, index.memory_bytes(), seconds,
-               recall_at_10(found, truth[:max_queries]))  # fmt: skip
+    return row(
+        data,
+        len(x),
+        x.shape[1],
+        "flat (IndexFlatIP)",
+        build_s,
+        index.memory_bytes(),
+        seconds,
+        recall_at_10(found, truth[:max_queries]),
+    )
 
 
-def bench_ann(data: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, k_factors: list[int]) -> list[dict]:
+def bench_ann(
+    data: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, k_factors: list[int]
+) -> list[dict]:
     start = time.perf_counter()
     index = AnnIndex.train_new(x[np.random.default_rng(1).permutation(len(x))[:65_536]], x.shape[1])
     for s in range(0, len(x), 100_000):
@@ -106,11 +147,24 @@ def bench_ann(data: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray, 
 
         found, seconds = timed_queries(search, queries)
         name = f"ANN {ANN_SHARDS} x PQ(d/4)x4fs + SQ8, k_factor {k_factor}"
-        rows.append(row(data, len(x), x.shape[1], name, build_s, index.memory_bytes(), seconds, recall_at_10(found, truth)))
+        rows.append(
+            row(
+                data,
+                len(x),
+                x.shape[1],
+                name,
+                build_s,
+                index.memory_bytes(),
+                seconds,
+                recall_at_10(found, truth),
+            )
+        )
     return rows
 
 
-def bench_alternative(data: str, factory: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> list[dict]:
+def bench_alternative(
+    data: str, factory: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray
+) -> list[dict]:
     """HNSW or IVF over SQ8 codes, with the same exact re-rank, at a few search depths."""
     factory = factory.format(nlist=int(4 * np.sqrt(len(x))))
     index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
@@ -133,33 +187,56 @@ def bench_alternative(data: str, factory: str, x: np.ndarray, queries: np.ndarra
 
         found, seconds = timed_queries(search, queries)
         label = f"efSearch {depth}" if factory.startswith("HNSW") else f"nprobe {depth // 4}"
-        rows.append(row(data, len(x), x.shape[1], f"{factory}, {label}", build_s, memory, seconds, recall_at_10(found, truth)))
+        rows.append(
+            row(
+                data,
+                len(x),
+                x.shape[1],
+                f"{factory}, {label}",
+                build_s,
+                memory,
+                seconds,
+                recall_at_10(found, truth),
+            )
+        )
     return rows
 
 
 def goal_column(r: dict) -> str:
     if (r["n"], r["dim"]) != (1_000_000, 768):
         return ""
-    missed = [key for key, limit in GOAL.items() if (r[key] < limit if key == "recall" else r[key] > limit)]
+    missed = [
+        key
+        for key, limit in GOAL.items()
+        if (r[key] < limit if key == "recall" else r[key] > limit)
+    ]
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| data | n | dim | index | build s | memory MB | p50 ms | p99 ms | recall@10 | goal (1M x 768) |")
+    print(
+        "| data | n | dim | index | build s | memory MB | p50 ms | p99 ms | recall@10 | goal (1M x 768) |"
+    )
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['data']} | {r['n']:,} | {r['dim']} | {r['index']} | {r['build_s']:.1f} | {r['memory_mb']:.0f} "
-              f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall']:.3f} | {goal_column(r)} |")  # fmt: skip
+        print(
+            f"| {r['data']} | {r['n']:,} | {r['dim']} | {r['index']} | {r['build_s']:.1f} | {r['memory_mb']:.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall']:.3f} | {goal_column(r)} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated database sizes")
     parser.add_argument("--dims", default="768,1152", help="comma-separated dimensions")
-    parser.add_argument("--data", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"])
+    parser.add_argument(
+        "--data", nargs="+", default=["uniform", "clustered"], choices=["uniform", "clustered"]
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--flat-queries", type=int, default=50, help="flat search is slow at 1M")
-    parser.add_argument("--k-factors", default="16,64,256", help="ANN fast-scan candidates per re-ranked one")
+    parser.add_argument(
+        "--k-factors", default="16,64,256", help="ANN fast-scan candidates per re-ranked one"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="100k x 768 only, 100 queries")
     parser.add_argument("--alternatives", action="store_true", help="also HNSW32,SQ8 and IVF,SQ8")

@@ -44,19 +44,33 @@ def index_command(args: argparse.Namespace) -> int:
         with lock_library(library, args.wait):
             embedder = library.load_embedder(args.model, mode=args.mode)
             summary = index_paths(
-                library, args.paths, embedder, batch_size=args.batch_size, workers=args.workers,
-                progress=not args.no_progress, max_pixels=args.max_pixels,
-            )  # fmt: skip
+                library,
+                args.paths,
+                embedder,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                progress=not args.no_progress,
+                max_pixels=args.max_pixels,
+            )
     for root in summary.offline_roots:
-        print(f"{PROG}: root {shown(root)} is offline (missing or empty); its images are kept", file=sys.stderr)
+        print(
+            f"{PROG}: root {shown(root)} is offline (missing or empty); its images are kept",
+            file=sys.stderr,
+        )
     for folder in summary.unreadable_dirs:
         print(f"{PROG}: cannot list folder {shown(folder)}; its images are kept", file=sys.stderr)
     for link in summary.outside_links:
-        print(f"{PROG}: folder link {shown(link)} leads outside its root (to {shown(os.path.realpath(link))}); "
-              "not followed, index that folder itself to include it", file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: folder link {shown(link)} leads outside its root (to {shown(os.path.realpath(link))}); "
+            "not followed, index that folder itself to include it",
+            file=sys.stderr,
+        )
     for suffix, count in sorted(summary.undecodable.items()):
-        print(f"{PROG}: {count} {suffix} photos skipped: this Python cannot decode them "
-              f"({MISSING_DECODERS[suffix]})", file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: {count} {suffix} photos skipped: this Python cannot decode them "
+            f"({MISSING_DECODERS[suffix]})",
+            file=sys.stderr,
+        )
     print(summary.line())
     return 0
 
@@ -69,7 +83,9 @@ def forget_command(args: argparse.Namespace) -> int:
             root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
             if root is None:
                 known = ", ".join(r.path for r in roots) or "none"
-                raise FolderNotFoundError(f"{args.folder} is not a root of this library (its roots: {known})")
+                raise FolderNotFoundError(
+                    f"{args.folder} is not a root of this library (its roots: {known})"
+                )
             removed = library.store.remove_root(root.id)
             library.vector_index()  # rebuilds and saves vectors.faiss without them
     print(f"forgot {root.path}: {removed} photos left the library; no file was touched")
@@ -89,8 +105,15 @@ def status_command(args: argparse.Namespace) -> int:
 def search_command(args: argparse.Namespace) -> int:
     if not args.query and not args.image:
         raise QueryError("give a query text, or --image FILE")
-    options = {"k": args.k, "min_score": args.min_score, "offset": args.offset, "sort": args.sort,
-               "folder": args.folder, "date_from": args.date_from, "date_to": args.date_to}  # fmt: skip
+    options = {
+        "k": args.k,
+        "min_score": args.min_score,
+        "offset": args.offset,
+        "sort": args.sort,
+        "folder": args.folder,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+    }
     with open_library(args.library, create=False) as library:
         searcher = Searcher(library)
         terms = parse_query(args.query) if args.query else []
@@ -101,7 +124,10 @@ def search_command(args: argparse.Namespace) -> int:
         label = " + ".join(filter(None, [args.query, args.image]))
         page = searcher.search_vector(searcher.combine(terms), label=label, **options)
     if args.json:
-        hits = [{"path": str(h.path), "score": h.score, "cosine": h.cosine, "id": h.id} for h in page.hits]
+        hits = [
+            {"path": str(h.path), "score": h.score, "cosine": h.cosine, "id": h.id}
+            for h in page.hits
+        ]
         print(json.dumps(hits, indent=1, ensure_ascii=False))
     else:
         for hit in page.hits:
@@ -114,36 +140,58 @@ def tag_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder()
-            summary = tag_library(library, embedder, vocabulary, args.threshold, args.cap or DEFAULT_CAP,
-                                  progress=not args.no_progress, retag_all=args.all)  # fmt: skip
+            summary = tag_library(
+                library,
+                embedder,
+                vocabulary,
+                args.threshold,
+                args.cap or DEFAULT_CAP,
+                progress=not args.no_progress,
+                retag_all=args.all,
+            )
     print(summary.line())
     return 0
 
 
 def duplicates_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
-        report = find_duplicates(library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold)
+        report = find_duplicates(
+            library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        )
     if args.json:
         document = {
             "threshold": report.threshold,
-            "groups": [{"kind": g.kind, "min_cosine": g.min_cosine, "images": [{"id": r.id, "path": r.path} for r in g.images],
-                        "exact_copies": [[r.id for r in copies] for copies in g.exact_copies]}
-                       for g in report.groups],
+            "groups": [
+                {
+                    "kind": g.kind,
+                    "min_cosine": g.min_cosine,
+                    "images": [{"id": r.id, "path": r.path} for r in g.images],
+                    "exact_copies": [[r.id for r in copies] for copies in g.exact_copies],
+                }
+                for g in report.groups
+            ],
             "blank": [{"id": r.id, "path": r.path} for r in report.blank],
-        }  # fmt: skip
+        }
         print(json.dumps(document, indent=1, ensure_ascii=False))
         return 0
     for number, group in enumerate(report.groups, start=1):
-        weakest = math.floor(group.min_cosine * 10_000) / 10_000  # rounded down: 0.99996 is not ">= 1.0000"
-        print(f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
-              f"cosine >= {weakest:.4f}")  # fmt: skip
+        weakest = (
+            math.floor(group.min_cosine * 10_000) / 10_000
+        )  # rounded down: 0.99996 is not ">= 1.0000"
+        print(
+            f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
+            f"cosine >= {weakest:.4f}"
+        )
         if group.kind == "near":
             for copies in group.exact_copies:
                 print("# byte-identical: " + " = ".join(shown(r.path) for r in copies))
         for row in group.images:
             print(shown(row.path))
     if report.blank:
-        print(f"{PROG}: {len(report.blank)} blank frames left out of near-duplicate groups", file=sys.stderr)
+        print(
+            f"{PROG}: {len(report.blank)} blank frames left out of near-duplicate groups",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -151,20 +199,28 @@ def export_command(args: argparse.Namespace) -> int:
     if not args.undo and not args.format:
         raise ExportOptionError("choose --format xmp, csv, jsonl or exiftool-csv (or --undo)")
     if args.out and (args.undo or args.format == "xmp"):
-        raise ExportOptionError("--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos")
+        raise ExportOptionError(
+            "--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos"
+        )
     root_tag = args.root_tag or None
     with open_library(args.library, create=False) as library:
         if args.undo or args.format == "xmp":
             with lock_library(library):
                 if args.undo:
-                    return _print_report(undo_library_xmp(library, args.dry_run), args.dry_run, undo=True)
+                    return _print_report(
+                        undo_library_xmp(library, args.dry_run), args.dry_run, undo=True
+                    )
                 report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
     if args.dry_run:
         if args.format == "exiftool-csv":
-            tables.exiftool_tag_paths(rows, root_tag)  # a ',' exiftool would split is refused here too
-        print(f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}")
+            tables.exiftool_tag_paths(
+                rows, root_tag
+            )  # a ',' exiftool would split is refused here too
+        print(
+            f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}"
+        )
     elif args.format == "csv":
         tables.write_csv(rows, args.out)
     elif args.format == "jsonl":
@@ -178,11 +234,17 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     """One line per sidecar changed (or planned), skipped ones on stderr; exit 1 if any was skipped."""
     for change in report.planned if dry_run else report.written:
         counts = []
-        for verb, values in (("add", change.added), ("remove", change.removed_keywords if undo else change.removed)):
+        for verb, values in (
+            ("add", change.added),
+            ("remove", change.removed_keywords if undo else change.removed),
+        ):
             count = len({v for vs in values.values() for v in vs})
             if count or (verb == "remove") == undo:
                 counts.append(f"{'would ' + verb if dry_run else verb.rstrip('e') + 'ed'} {count}")
-        print(f"{change.path}\t{', '.join(counts)} keywords" + ("; sidecar deleted" if change.deleted else ""))
+        print(
+            f"{change.path}\t{', '.join(counts)} keywords"
+            + ("; sidecar deleted" if change.deleted else "")
+        )
         for note in change.notes:
             print(f"{PROG}: note: {change.path}: {note}", file=sys.stderr)
     for path in report.missing:
@@ -190,8 +252,11 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     for path, reason in report.skipped:
         print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
     done = len(report.planned if dry_run else report.written)
-    print(f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
-          f"{len(report.skipped)} skipped", file=sys.stderr)  # fmt: skip
+    print(
+        f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "
+        f"{len(report.skipped)} skipped",
+        file=sys.stderr,
+    )
     return EXIT_PARTIAL if report.skipped else 0
 
 
@@ -199,11 +264,16 @@ def format_status(report: dict, max_failures: int = 20) -> str:
     lines = [f"library   {shown(report['library'])}"]
     mode = f", {report['mode']}" if report["mode"] else ""
     identity = report["model_identity"] or {}
-    lines.append(f"model     {report['model'] or '(none yet)'}" + (f" (dim {identity['dim']}{mode})" if identity else ""))
+    lines.append(
+        f"model     {report['model'] or '(none yet)'}"
+        + (f" (dim {identity['dim']}{mode})" if identity else "")
+    )
     lines.append(f"images    {report['images']} indexed, {report['failed_count']} failed")
     for i, root in enumerate(report["roots"]):
         state = "online " if root["online"] else "OFFLINE (missing or empty; images kept)"
-        lines.append(f"{'roots' if i == 0 else '':9} {state} {shown(root['path'])} ({root['images']} images)")
+        lines.append(
+            f"{'roots' if i == 0 else '':9} {state} {shown(root['path'])} ({root['images']} images)"
+        )
     run = report["last_run"]
     if run:
         lines.append(
@@ -211,49 +281,77 @@ def format_status(report: dict, max_failures: int = 20) -> str:
             f"moved {run['moved']}, removed {run['removed']}, failed {run['failed']}"
         )
     for i, failure in enumerate(report["failed"][:max_failures]):
-        lines.append(f"{'failures' if i == 0 else '':9} {shown(failure['path'])}: {shown(failure['reason'])}")
+        lines.append(
+            f"{'failures' if i == 0 else '':9} {shown(failure['path'])}: {shown(failure['reason'])}"
+        )
     if len(report["failed"]) > max_failures:
-        lines.append(f"{'':9} ... and {len(report['failed']) - max_failures} more (--json lists all)")
+        lines.append(
+            f"{'':9} ... and {len(report['failed']) - max_failures} more (--json lists all)"
+        )
     return "\n".join(lines)
 
 
 def add_library_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--library", metavar="DIR", default=None,
+        "--library",
+        metavar="DIR",
+        default=None,
         help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})",
-    )  # fmt: skip
+    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the library commands; each sets `func` to a handler returning an exit status."""
     index = subparsers.add_parser(
-        "index", help="index photo folders (new, changed, moved, removed files)",
+        "index",
+        help="index photo folders (new, changed, moved, removed files)",
         description="Scan folders, embed new or changed photos, keep the vectors of moved ones, "
         "drop removed ones. Safe to interrupt: run it again to resume.",
-    )  # fmt: skip
-    index.add_argument("paths", nargs="*", metavar="PATH", help="folders (default: all registered roots)")
+    )
+    index.add_argument(
+        "paths", nargs="*", metavar="PATH", help="folders (default: all registered roots)"
+    )
     add_library_argument(index)
-    index.add_argument("--model", metavar="ID_OR_PATH", help="model for a new library (default: the recorded one)")
-    index.add_argument("--mode", default=None, help="fp32 (default), int8, bf16 or compile; fixed per library")
+    index.add_argument(
+        "--model", metavar="ID_OR_PATH", help="model for a new library (default: the recorded one)"
+    )
+    index.add_argument(
+        "--mode", default=None, help="fp32 (default), int8, bf16 or compile; fixed per library"
+    )
     index.add_argument("--batch-size", type=_positive_int, default=32, metavar="N")
-    index.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="decode threads")
-    index.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="wait this long for another indexer to finish (default: 0)")  # fmt: skip
+    index.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="N", help="decode threads"
+    )
+    index.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another indexer to finish (default: 0)",
+    )
     index.add_argument("--no-progress", action="store_true", help="no progress bar")
-    index.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                       help="refuse larger images as decompression bombs (default: Pillow's limit)")  # fmt: skip
+    index.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="refuse larger images as decompression bombs (default: Pillow's limit)",
+    )
     index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 
     forget = subparsers.add_parser(
-        "forget", help="remove a registered folder and its photos from the library (files untouched)",
+        "forget",
+        help="remove a registered folder and its photos from the library (files untouched)",
         description="Forget a root folder: its photos' vectors and tags leave the library; the photos "
         "themselves, and any sidecars, are not touched. For a disk that is gone for good.",
-    )  # fmt: skip
+    )
     forget.add_argument("folder", metavar="FOLDER", help="a root folder, as `status` lists it")
     add_library_argument(forget)
     forget.set_defaults(func=forget_command, interrupted=INTERRUPTED)
 
-    status = subparsers.add_parser("status", help="what a library holds: counts, model, roots, failures")
+    status = subparsers.add_parser(
+        "status", help="what a library holds: counts, model, roots, failures"
+    )
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=status_command, interrupted=INTERRUPTED)
@@ -265,74 +363,134 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_search(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser(
-        "search", help="find photos by text, image or combined query",
+        "search",
+        help="find photos by text, image or combined query",
         description='Query syntax: words, "quoted text", image paths, #ID of an indexed photo, joined by + '
         'and -, with weights: "beach" + 0.5 ./ref.jpg - "people", 2:cat. Prints one path and its '
         "probability a line (or --json).",
-    )  # fmt: skip
+    )
     search.add_argument("query", nargs="?", default="", metavar="QUERY")
     add_library_argument(search)
-    search.add_argument("-k", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)")
-    search.add_argument("--min-score", type=_probability, default=0.0, metavar="P",
-                        help="only hits with probability >= P (default: 0)")  # fmt: skip
-    search.add_argument("--offset", type=_non_negative_int, default=0, metavar="N", help="skip the first N hits")
-    search.add_argument("--sort", choices=("score", "date"), default="score",
-                        help="by probability, or by date taken (newest first, undated last)")  # fmt: skip
+    search.add_argument(
+        "-k", type=_positive_int, default=20, metavar="N", help="hits to show (default: 20)"
+    )
+    search.add_argument(
+        "--min-score",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="only hits with probability >= P (default: 0)",
+    )
+    search.add_argument(
+        "--offset", type=_non_negative_int, default=0, metavar="N", help="skip the first N hits"
+    )
+    search.add_argument(
+        "--sort",
+        choices=("score", "date"),
+        default="score",
+        help="by probability, or by date taken (newest first, undated last)",
+    )
     search.add_argument("--folder", metavar="F", help="only photos under this folder (of a root)")
-    search.add_argument("--from", dest="date_from", metavar="DATE", help="taken on or after (YYYY[-MM[-DD]])")
-    search.add_argument("--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])")
-    search.add_argument("--image", metavar="FILE", help="photos like this image (added to QUERY if both)")
-    search.add_argument("--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}')
+    search.add_argument(
+        "--from", dest="date_from", metavar="DATE", help="taken on or after (YYYY[-MM[-DD]])"
+    )
+    search.add_argument(
+        "--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])"
+    )
+    search.add_argument(
+        "--image", metavar="FILE", help="photos like this image (added to QUERY if both)"
+    )
+    search.add_argument(
+        "--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}'
+    )
     search.set_defaults(func=search_command, interrupted=INTERRUPTED)
 
 
 def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     tag = subparsers.add_parser(
-        "tag", help="zero-shot tags for the library's photos (incremental)",
+        "tag",
+        help="zero-shot tags for the library's photos (incremental)",
         description="Tag photos from their stored embeddings with a vocabulary (default: the bundled "
         "data/tags/vocabulary.txt). Only new or changed photos are tagged, unless the vocabulary, "
         "threshold or cap changed, or --all.",
-    )  # fmt: skip
+    )
     add_library_argument(tag)
-    tag.add_argument("--vocabulary", metavar="FILE", help="one tag a line, or the format of data/tags/vocabulary.txt")
-    tag.add_argument("--threshold", type=_tag_threshold, default=None, metavar="P",
-                     help="default probability threshold; tags with their own keep theirs")  # fmt: skip
-    tag.add_argument("--cap", type=_positive_int, default=None, metavar="N", help="at most N tags a photo (default: 10)")
+    tag.add_argument(
+        "--vocabulary",
+        metavar="FILE",
+        help="one tag a line, or the format of data/tags/vocabulary.txt",
+    )
+    tag.add_argument(
+        "--threshold",
+        type=_tag_threshold,
+        default=None,
+        metavar="P",
+        help="default probability threshold; tags with their own keep theirs",
+    )
+    tag.add_argument(
+        "--cap",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N tags a photo (default: 10)",
+    )
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
-    tag.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish")
+    tag.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish"
+    )
     tag.add_argument("--no-progress", action="store_true", help="no progress bar")
     tag.set_defaults(func=tag_command, interrupted=INTERRUPTED)
 
 
 def _add_duplicates(subparsers: argparse._SubParsersAction) -> None:
     duplicates = subparsers.add_parser(
-        "duplicates", help="groups of duplicate and near-duplicate photos",
+        "duplicates",
+        help="groups of duplicate and near-duplicate photos",
         description="Exact copies (same content fingerprint) and photos whose embeddings have cosine >= "
         "the threshold; blank frames are never grouped by embedding.",
-    )  # fmt: skip
+    )
     add_library_argument(duplicates)
-    duplicates.add_argument("--threshold", type=float, default=None, metavar="C",
-                            help="cosine for near-duplicates (default: 0.998, measured on the demo model)")  # fmt: skip
+    duplicates.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="C",
+        help="cosine for near-duplicates (default: 0.998, measured on the demo model)",
+    )
     duplicates.add_argument("--json", action="store_true", help="machine-readable output")
     duplicates.set_defaults(func=duplicates_command, interrupted=INTERRUPTED)
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
-        "export", help="write machine tags to XMP sidecars, CSV or JSON Lines",
+        "export",
+        help="write machine tags to XMP sidecars, CSV or JSON Lines",
         description="XMP: makes each photo's sidecar hold its tags under --root-tag (dc:subject, "
         "lr:hierarchicalSubject, digiKam:TagsList), keeping everything already there and removing what "
         "earlier exports added that is no longer a tag; photos are never modified; --undo removes exactly "
         "what exports added. Exit status 1 when a sidecar was skipped.",
-    )  # fmt: skip
+    )
     add_library_argument(export)
     export.add_argument("--format", choices=("xmp", "csv", "jsonl", "exiftool-csv"))
-    export.add_argument("--root-tag", default="AI", metavar="TAG", help='keyword root (default: AI; "" for none)')
-    export.add_argument("--threshold", type=_probability, default=None, metavar="P",
-                        help="only tags with probability >= P (default: all stored tags)")  # fmt: skip
-    export.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    export.add_argument("--out", metavar="FILE", help="csv/jsonl/exiftool-csv output file (default: stdout)")
-    export.add_argument("--undo", action="store_true", help="remove the keywords earlier XMP exports added")
+    export.add_argument(
+        "--root-tag", default="AI", metavar="TAG", help='keyword root (default: AI; "" for none)'
+    )
+    export.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        metavar="P",
+        help="only tags with probability >= P (default: all stored tags)",
+    )
+    export.add_argument(
+        "--dry-run", action="store_true", help="show what would change, change nothing"
+    )
+    export.add_argument(
+        "--out", metavar="FILE", help="csv/jsonl/exiftool-csv output file (default: stdout)"
+    )
+    export.add_argument(
+        "--undo", action="store_true", help="remove the keywords earlier XMP exports added"
+    )
     export.set_defaults(func=export_command, interrupted=INTERRUPTED)
 
 

@@ -39,21 +39,35 @@ else:
 # Photo formats this Python cannot decode, and what would let it: the indexer counts and names them.
 MISSING_DECODERS = {
     suffix: remedy
-    for suffix, remedy in ((".heic", "pip install pillow-heif"), (".heif", "pip install pillow-heif"),
-                           (".avif", "Pillow 11.2 or later, built with AVIF"))
+    for suffix, remedy in (
+        (".heic", "pip install pillow-heif"),
+        (".heif", "pip install pillow-heif"),
+        (".avif", "Pillow 11.2 or later, built with AVIF"),
+    )
     if suffix not in IMAGE_EXTENSIONS
-}  # fmt: skip
+}
 
 # Pillow's own default (~89 MP, a 4-byte-per-pixel image of ~358 MB): larger is refused.
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Exceptions Pillow raises on corrupt, truncated or hostile files (plugins use all of these).
-PILLOW_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, Image.DecompressionBombError)
+PILLOW_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 # Pillow warns (on stderr, two lines a file) about EXIF blocks shorter than they claim; _read_exif
 # already keeps what is readable and the photo indexes. A filter, not catch_warnings(): decoding
 # runs in threads, and catch_warnings() swaps the process-wide filters under the other threads.
-warnings.filterwarnings("ignore", message=r"(Possibly corrupt|Corrupt) EXIF data|Truncated File Read",
-                        category=UserWarning, module=r"PIL\.TiffImagePlugin")  # fmt: skip
+warnings.filterwarnings(
+    "ignore",
+    message=r"(Possibly corrupt|Corrupt) EXIF data|Truncated File Read",
+    category=UserWarning,
+    module=r"PIL\.TiffImagePlugin",
+)
 
 _EXIF_IFD = 0x8769
 _MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL = 0x010F, 0x0110, 0x0132, 0x9003
@@ -108,7 +122,11 @@ def open_regular_file(path: str | os.PathLike):
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "is a directory" if stat.S_ISDIR(mode) else f"not a regular file ({_file_kind(mode)})"
+            kind = (
+                "is a directory"
+                if stat.S_ISDIR(mode)
+                else f"not a regular file ({_file_kind(mode)})"
+            )
             raise NotRegularFileError(path, kind)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -168,7 +186,9 @@ def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -
     except Image.DecompressionBombError as exc:
         # Pillow's limit is below ours only when the application lowered it and no max_pixels was given.
         limit, size = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels)), _claimed_size(f)
-        raise DecodeError(_too_many_pixels(size, limit) if size else f"decompression bomb ({exc})") from None
+        raise DecodeError(
+            _too_many_pixels(size, limit) if size else f"decompression bomb ({exc})"
+        ) from None
     except PILLOW_ERRORS as exc:
         raise DecodeError(f"corrupt image header ({_short(exc)})") from None
     with im:
@@ -247,12 +267,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
         scaled = values / top * 255.0
         transparent = im.info.get("transparency")
-        if isinstance(transparent, int):  # PNG tRNS: the pixels of this one grey value are transparent
+        if isinstance(
+            transparent, int
+        ):  # PNG tRNS: the pixels of this one grey value are transparent
             scaled[values == transparent] = 255.0  # composited onto white
         return _grey_to_rgb(scaled)
     if "A" in im.getbands() or im.info.get("transparency") is not None:
         rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        return Image.alpha_composite(
+            Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba
+        ).convert("RGB")
     if im.mode == "F":
         return _grey_to_rgb(_float_to_8bit_scale(np.asarray(im, dtype=np.float64)))
     if im.mode == "LAB":
@@ -282,7 +306,9 @@ def _lab_to_srgb(im: Image.Image) -> Image.Image:
     sRGB), the way ICC-aware photo tools do; without littleCMS it cannot, and copying L, a, b into
     R, G, B would index a photo of the wrong colours, so the file is recorded as a failure."""
     if ImageCms is None:
-        raise DecodeError("unsupported colour mode LAB (this Pillow has no littleCMS to convert it)")
+        raise DecodeError(
+            "unsupported colour mode LAB (this Pillow has no littleCMS to convert it)"
+        )
     return im.convert("RGB")
 
 

@@ -66,12 +66,19 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def find_duplicates(library: Library, threshold: float = DEFAULT_THRESHOLD, *, neighbours: int = NEIGHBOURS,
-                    blank_std: float = DEFAULT_BLANK_STD) -> DuplicateReport:  # fmt: skip
+def find_duplicates(
+    library: Library,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    neighbours: int = NEIGHBOURS,
+    blank_std: float = DEFAULT_BLANK_STD,
+) -> DuplicateReport:
     """Groups of duplicate photos: exact groups first, then near ones, each largest first; reads
     stored embeddings and only decodes candidates."""
     if not -1.0 <= threshold <= 1.0:
-        raise SearchOptionError(f"the duplicate threshold is a cosine between -1 and 1, got {threshold}")
+        raise SearchOptionError(
+            f"the duplicate threshold is a cosine between -1 and 1, got {threshold}"
+        )
     store = library.store
     groups = _UnionFind()
     exact_sets = [set(g) for g in store.fingerprint_groups()]
@@ -101,10 +108,14 @@ def find_duplicates(library: Library, threshold: float = DEFAULT_THRESHOLD, *, n
         copies = sorted((c for c in copies if len(c) > 1), key=lambda c: c[0].path)
         result.append(DuplicateGroup("exact" if exact else "near", images, low, copies))
     result.sort(key=lambda g: (g.kind != "exact", -len(g.images), g.images[0].path))
-    return DuplicateReport(result, threshold, sorted((rows[i] for i in blank_ids), key=lambda r: r.path))
+    return DuplicateReport(
+        result, threshold, sorted((rows[i] for i in blank_ids), key=lambda r: r.path)
+    )
 
 
-def _near_edges(library: Library, threshold: float, neighbours: int) -> list[tuple[int, int, float]]:
+def _near_edges(
+    library: Library, threshold: float, neighbours: int
+) -> list[tuple[int, int, float]]:
     """(a, b, exact cosine) with a < b for photo pairs at or above the threshold."""
     index = library.vector_index()
     store = library.store

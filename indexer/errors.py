@@ -55,7 +55,9 @@ class LibraryUnreadableError(IndexerError):
 class LibraryReadOnlyError(IndexerError):
     """A command that writes (index, tag, XMP export) was given a library it may not write to."""
 
-    def __init__(self, library: str, reason: str, hint: str = "this command writes to the library") -> None:
+    def __init__(
+        self, library: str, reason: str, hint: str = "this command writes to the library"
+    ) -> None:
         super().__init__(
             f"library {library} is read-only ({reason}); {hint}: "
             "make the folder and its files writable, or use another --library"

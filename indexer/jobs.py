@@ -47,13 +47,22 @@ class RunSummary:
     unchanged: int = 0
     offline_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
-    undecodable: Counter[str] = field(default_factory=Counter)  # suffix -> photos this Python cannot read
-    outside_links: list[str] = field(default_factory=list)  # absolute; folder links leaving their root
+    undecodable: Counter[str] = field(
+        default_factory=Counter
+    )  # suffix -> photos this Python cannot read
+    outside_links: list[str] = field(
+        default_factory=list
+    )  # absolute; folder links leaving their root
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"added": self.added, "updated": self.updated, "moved": self.moved, "removed": self.removed,
-                "failed": self.failed}  # fmt: skip
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "moved": self.moved,
+            "removed": self.removed,
+            "failed": self.failed,
+        }
 
     @property
     def embedded(self) -> int:
@@ -83,7 +92,9 @@ class _Prepared:
     work: _Work
     fingerprint: str | None = None
     pixels: np.ndarray | None = None  # (3, H, W) float32
-    decoded: tuple[int, int, str | None, str | None] | None = None  # width, height, taken_at, camera
+    decoded: tuple[int, int, str | None, str | None] | None = (
+        None  # width, height, taken_at, camera
+    )
     error: str | None = None
     same_content: bool = False  # only the stat changed (touched, copied back): keep the vector
 
@@ -120,9 +131,13 @@ def index_paths(
             work = _diff(store, targets, summary, pool, max_pixels)
             prepare = _Preparer(embedder, max_pixels)
             results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
-            _embed_and_write(store, embedder, results, len(work), batch_size, summary, progress, on_progress)
+            _embed_and_write(
+                store, embedder, results, len(work), batch_size, summary, progress, on_progress
+            )
     except KeyboardInterrupt:
-        store.finish_run(run_id, **summary.counts(), status="interrupted")  # what was committed so far
+        store.finish_run(
+            run_id, **summary.counts(), status="interrupted"
+        )  # what was committed so far
         raise
     store.finish_run(run_id, **summary.counts())
     drop_vanished_empty_roots(store)
@@ -131,8 +146,13 @@ def index_paths(
     return summary
 
 
-def _diff(store: Store, targets: list[Target], summary: RunSummary, pool: ThreadPoolExecutor,
-          max_pixels: int | None = None) -> list[_Work]:  # fmt: skip
+def _diff(
+    store: Store,
+    targets: list[Target],
+    summary: RunSummary,
+    pool: ThreadPoolExecutor,
+    max_pixels: int | None = None,
+) -> list[_Work]:
     """Classify every file; apply failures, moves and removals now; return what to embed."""
     new: list[_Work] = []
     changed: list[_Work] = []
@@ -147,23 +167,33 @@ def _diff(store: Store, targets: list[Target], summary: RunSummary, pool: Thread
             continue
         states = store.file_states(target.root.id, target.prefix)
         scan = scan_folder(target.root.path, target.folder)
-        summary.unreadable_dirs += [os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs]
+        summary.unreadable_dirs += [
+            os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs
+        ]
         summary.undecodable += scan.undecodable
-        summary.outside_links += [os.path.join(target.root.path, link) for link in scan.outside_links]
+        summary.outside_links += [
+            os.path.join(target.root.path, link) for link in scan.outside_links
+        ]
         nested = nested_prefixes(target.root, roots)
         for f in scan.files:
             if any(within(f.rel_path, prefix) for prefix in nested):
                 continue  # a registered root of its own: scanned as itself
             old = states.pop(f.rel_path, None)
             if old is not None and (old.size_bytes, old.mtime_ns) == (f.size_bytes, f.mtime_ns):
-                if f.error is None and old.status == "failed" and _may_pass_now(old.error, max_pixels):
+                if (
+                    f.error is None
+                    and old.status == "failed"
+                    and _may_pass_now(old.error, max_pixels)
+                ):
                     changed.append(_Work(target.root.id, f, old))
                     continue
                 if f.error is None or old.error == f.error:
                     summary.unchanged += 1
                     continue
             if f.error is not None:
-                failed.append(FailedImage(target.root.id, f.rel_path, f.size_bytes, f.mtime_ns, f.error))
+                failed.append(
+                    FailedImage(target.root.id, f.rel_path, f.size_bytes, f.mtime_ns, f.error)
+                )
             elif old is None:
                 new.append(_Work(target.root.id, f))
             else:
@@ -176,15 +206,21 @@ def _diff(store: Store, targets: list[Target], summary: RunSummary, pool: Thread
     summary.failed += len(failed)
     # The photos of offline roots may be among the new files (a renamed or moved photo folder, a disk
     # mounted elsewhere): they are paired like moves, but never removed when unmatched.
-    adoptable = [(r.id, st) for r in roots if new and not is_root_online(r.path, per_root.get(r.id, 0))
-                 for st in store.file_states(r.id, "").values()]  # fmt: skip
+    adoptable = [
+        (r.id, st)
+        for r in roots
+        if new and not is_root_online(r.path, per_root.get(r.id, 0))
+        for st in store.file_states(r.id, "").values()
+    ]
     unmatched = _apply_moves(store, new + elsewhere, vanished, summary, pool, adoptable)
     candidates_only = {id(w) for w in elsewhere}
     new = [w for w in unmatched if id(w) not in candidates_only]
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
 
 
-def _moved_out_of(store: Store, target: Target, gone: list[FileState], nested: list[str]) -> list[_Work]:
+def _moved_out_of(
+    store: Store, target: Target, gone: list[FileState], nested: list[str]
+) -> list[_Work]:
     """A folder indexed on its own, inside a root, lost photos: they may have moved elsewhere in the
     root (a photo refiled from `inbox/` to `2024/`), where this run does not look. The files of the
     rest of the root that are not indexed and have the size of a lost photo are offered as move
@@ -193,10 +229,14 @@ def _moved_out_of(store: Store, target: Target, gone: list[FileState], nested: l
     sizes = {s.size_bytes for s in gone if s.status == "ok"}
     known = store.file_states(target.root.id, "")
     return [
-        _Work(target.root.id, f) for f in scan_folder(target.root.path).files
-        if f.error is None and f.size_bytes in sizes and f.rel_path not in known
-        and not within(f.rel_path, target.prefix) and not any(within(f.rel_path, p) for p in nested)
-    ]  # fmt: skip
+        _Work(target.root.id, f)
+        for f in scan_folder(target.root.path).files
+        if f.error is None
+        and f.size_bytes in sizes
+        and f.rel_path not in known
+        and not within(f.rel_path, target.prefix)
+        and not any(within(f.rel_path, p) for p in nested)
+    ]
 
 
 # Failures whose cause can go away while the file stays as it is (permissions, a decoder installed
@@ -217,9 +257,14 @@ def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:
     return any(d == "." or rel_path.startswith(d + "/") for d in unreadable_dirs)
 
 
-def _apply_moves(store: Store, new: list[_Work], vanished: list[tuple[int, FileState]],
-                 summary: RunSummary, pool: ThreadPoolExecutor,
-                 adoptable: list[tuple[int, FileState]] = ()) -> list[_Work]:  # fmt: skip
+def _apply_moves(
+    store: Store,
+    new: list[_Work],
+    vanished: list[tuple[int, FileState]],
+    summary: RunSummary,
+    pool: ThreadPoolExecutor,
+    adoptable: list[tuple[int, FileState]] = (),
+) -> list[_Work]:
     """Pair vanished rows, then `adoptable` ones (kept when unmatched), with new files of equal
     fingerprint: a move keeps its row, vector and tags. Only new files whose size matches such a row
     are fingerprinted here (size is cheap)."""
@@ -231,12 +276,22 @@ def _apply_moves(store: Store, new: list[_Work], vanished: list[tuple[int, FileS
     candidates = [w for w in new if w.file.size_bytes in sizes]
     moves: list[FileUpdate] = []
     moved_ids: set[int] = set()
-    for work, fingerprint in zip(candidates, pool.map(_try_fingerprint, [w.file.path for w in candidates]), strict=True):
+    for work, fingerprint in zip(
+        candidates, pool.map(_try_fingerprint, [w.file.path for w in candidates]), strict=True
+    ):
         work.fingerprint = fingerprint
         matches = by_key.get((work.file.size_bytes, fingerprint or ""))
         if matches:
             state = matches.pop(0)
-            moves.append(FileUpdate(state.id, work.root_id, work.file.rel_path, work.file.size_bytes, work.file.mtime_ns))
+            moves.append(
+                FileUpdate(
+                    state.id,
+                    work.root_id,
+                    work.file.rel_path,
+                    work.file.size_bytes,
+                    work.file.mtime_ns,
+                )
+            )
             moved_ids.add(state.id)
     store.update_locations(moves)
     summary.moved += len(moves)
@@ -272,11 +327,17 @@ class _Preparer:
         except OSError as exc:
             result.error = f"cannot read file ({exc.strerror or exc})"
             return result
-        if work.old is not None and work.old.status == "ok" and work.old.fingerprint == result.fingerprint:
+        if (
+            work.old is not None
+            and work.old.status == "ok"
+            and work.old.fingerprint == result.fingerprint
+        ):
             result.same_content = True
             return result
         try:
-            decoded = decode_image(work.file.path, target_size=self.embedder.image_size, max_pixels=self.max_pixels)
+            decoded = decode_image(
+                work.file.path, target_size=self.embedder.image_size, max_pixels=self.max_pixels
+            )
             result.pixels = self.embedder.preprocess_image(decoded.image)
         except DecodeError as exc:
             result.error = exc.reason
@@ -288,7 +349,9 @@ class _Preparer:
         return result
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int
+) -> Iterator[R]:
     """pool.map in order, with at most `window` items in flight: memory stays flat however many."""
     pending: deque[Future[R]] = deque()
     for item in items:
@@ -299,23 +362,43 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable
         yield pending.popleft().result()
 
 
-def _embed_and_write(store: Store, embedder: Embedder, results: Iterator[_Prepared], total: int,
-                     batch_size: int, summary: RunSummary, progress: bool,
-                     on_progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+def _embed_and_write(
+    store: Store,
+    embedder: Embedder,
+    results: Iterator[_Prepared],
+    total: int,
+    batch_size: int,
+    summary: RunSummary,
+    progress: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> None:
     show = progress and sys.stderr.isatty()
     done = 0
     if on_progress is not None:
         on_progress(done, total)
-    with tqdm(total=total, unit="img", desc="indexing", file=sys.stderr, disable=not show, smoothing=0.1) as bar:
+    with tqdm(
+        total=total, unit="img", desc="indexing", file=sys.stderr, disable=not show, smoothing=0.1
+    ) as bar:
         ready: list[_Prepared] = []
         failed: list[FailedImage] = []
         touched: list[FileUpdate] = []
         for item in results:
             w, f = item.work, item.work.file
             if item.error is not None:
-                failed.append(FailedImage(w.root_id, f.rel_path, f.size_bytes, f.mtime_ns, item.error, item.fingerprint))
+                failed.append(
+                    FailedImage(
+                        w.root_id,
+                        f.rel_path,
+                        f.size_bytes,
+                        f.mtime_ns,
+                        item.error,
+                        item.fingerprint,
+                    )
+                )
             elif item.same_content:
-                touched.append(FileUpdate(w.old.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns))
+                touched.append(
+                    FileUpdate(w.old.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns)
+                )
             else:
                 ready.append(item)
             if len(ready) >= batch_size or len(failed) + len(touched) >= batch_size:
@@ -336,8 +419,15 @@ def _advance(bar: tqdm, files_done: int, failed: int) -> None:
     bar.update(files_done)
 
 
-def _write_batch(store: Store, embedder: Embedder, ready: list[_Prepared], failed: list[FailedImage],
-                 touched: list[FileUpdate], batch_size: int, summary: RunSummary) -> None:  # fmt: skip
+def _write_batch(
+    store: Store,
+    embedder: Embedder,
+    ready: list[_Prepared],
+    failed: list[FailedImage],
+    touched: list[FileUpdate],
+    batch_size: int,
+    summary: RunSummary,
+) -> None:
     """Embed one batch and commit it with the batch's failures in one transaction."""
     embedded = []
     if ready:
@@ -345,13 +435,28 @@ def _write_batch(store: Store, embedder: Embedder, ready: list[_Prepared], faile
         if len(ready) < batch_size:
             # Pad the last batch to the usual shape: the same file then gets bit-identical
             # vectors however a run was cut into batches (kill -9 and resume = one clean run).
-            pixels = np.concatenate([pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)])
+            pixels = np.concatenate(
+                [pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)]
+            )
         vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
         for r, vector in zip(ready, vectors, strict=True):
             w, f = r.work, r.work.file
             width, height, taken_at, camera = r.decoded
-            embedded.append(EmbeddedImage(w.root_id, f.rel_path, f.size_bytes, f.mtime_ns, r.fingerprint,
-                                          width, height, taken_at, camera, embedder.model_id, vector))  # fmt: skip
+            embedded.append(
+                EmbeddedImage(
+                    w.root_id,
+                    f.rel_path,
+                    f.size_bytes,
+                    f.mtime_ns,
+                    r.fingerprint,
+                    width,
+                    height,
+                    taken_at,
+                    camera,
+                    embedder.model_id,
+                    vector,
+                )
+            )
             if w.old is None:
                 summary.added += 1
             else:

@@ -96,8 +96,13 @@ class Library:
     def model_mode(self) -> str | None:
         return self.store.get_meta(MODE_KEY)
 
-    def load_embedder(self, model: str | os.PathLike | None = None, *, mode: str | None = None,
-                      device: str = "cpu") -> Embedder:  # fmt: skip
+    def load_embedder(
+        self,
+        model: str | os.PathLike | None = None,
+        *,
+        mode: str | None = None,
+        device: str = "cpu",
+    ) -> Embedder:
         """The recorded model (or `model`, which must be the same one); imports torch."""
         from siglip_search.embedder import Embedder
 
@@ -196,8 +201,13 @@ class Library:
         generation = self.store.vectors_generation()
         ids = self.store.embedding_ids()
         chosen = np.sort(np.random.default_rng(0).permutation(ids)[:ANN_TRAIN_SIZE])
-        sample = [self.store.embeddings_by_ids(chosen[i : i + 500].tolist()) for i in range(0, len(chosen), 500)]
-        index = AnnIndex.train_new(np.stack([v for part in sample for v in part.values()]), self._dim(), generation)
+        sample = [
+            self.store.embeddings_by_ids(chosen[i : i + 500].tolist())
+            for i in range(0, len(chosen), 500)
+        ]
+        index = AnnIndex.train_new(
+            np.stack([v for part in sample for v in part.values()]), self._dim(), generation
+        )
         for chunk in self.store.iter_embeddings_after(None):
             index.add(chunk.ids, chunk.vectors)
             index.synced_to = chunk.last
@@ -234,20 +244,33 @@ def library_status(library: Library) -> dict:
     store = library.store
     counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
     roots = [
-        {"path": r.path, "online": is_root_online(r.path, per_root.get(r.id, 0)), "images": per_root.get(r.id, 0)}
+        {
+            "path": r.path,
+            "online": is_root_online(r.path, per_root.get(r.id, 0)),
+            "images": per_root.get(r.id, 0),
+        }
         for r in store.roots()
     ]
     run = store.last_run()
     last_run = None
     if run is not None:
         # A run still marked running whose indexer holds no lock was stopped (Ctrl-C, kill -9).
-        status = "interrupted" if run.status == "running" and not _indexer_running(library) else run.status
+        status = (
+            "interrupted"
+            if run.status == "running" and not _indexer_running(library)
+            else run.status
+        )
         last_run = {
-            "started_at": _utc_iso(run.started_at), "finished_at": _utc_iso(run.finished_at),
-            "status": status, "roots": run.roots,
-            "added": run.added, "updated": run.updated, "moved": run.moved, "removed": run.removed,
+            "started_at": _utc_iso(run.started_at),
+            "finished_at": _utc_iso(run.finished_at),
+            "status": status,
+            "roots": run.roots,
+            "added": run.added,
+            "updated": run.updated,
+            "moved": run.moved,
+            "removed": run.removed,
             "failed": run.failed,
-        }  # fmt: skip
+        }
     return {
         "library": str(library.path),
         "images": counts.images,
@@ -266,14 +289,20 @@ def open_library(path: str | os.PathLike | None = None, *, create: bool = True) 
     """Open the library at `path` (default: default_library_dir()); create it when allowed."""
     folder = Path(path).expanduser() if path is not None else default_library_dir()
     folder = folder.resolve()
-    check_utf8_path(folder, "library folder")  # its path is stored, shown and handed to FAISS as text
+    check_utf8_path(
+        folder, "library folder"
+    )  # its path is stored, shown and handed to FAISS as text
     if not (folder / DB_NAME).is_file():
         if not create:
-            raise LibraryNotFoundError(f"no library at {folder}; run `siglip-search index PATH --library {folder}`")
+            raise LibraryNotFoundError(
+                f"no library at {folder}; run `siglip-search index PATH --library {folder}`"
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LibraryNotFoundError(f"cannot create library folder {folder}: {exc.strerror}") from None
+            raise LibraryNotFoundError(
+                f"cannot create library folder {folder}: {exc.strerror}"
+            ) from None
     return Library(folder, open_store(folder / DB_NAME))
 
 
@@ -289,7 +318,9 @@ def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        raise LibraryReadOnlyError(str(library.path), f"cannot open {LOCK_NAME}: {exc.strerror}") from None
+        raise LibraryReadOnlyError(
+            str(library.path), f"cannot open {LOCK_NAME}: {exc.strerror}"
+        ) from None
     try:
         deadline = time.monotonic() + max(wait_s, 0.0)
         while True:

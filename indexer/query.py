@@ -95,7 +95,9 @@ def _read_term(tokens: list[_Token], i: int, base: Path, query: str) -> tuple[Qu
             raise QueryError(f"weight {token.text}: has no term after it in {query!r}")
     elif token.kind == "word" and _BARE_NUMBER.match(token.text) and i + 1 < len(tokens):
         following = tokens[i + 1]
-        if following.kind == "quoted" or (following.kind == "word" and _is_non_text(following.text)):
+        if following.kind == "quoted" or (
+            following.kind == "word" and _is_non_text(following.text)
+        ):
             weight, i = _weight(token.text, query), i + 1
     token = tokens[i]
     if token.kind == "weight":

@@ -62,7 +62,9 @@ class Searcher:
     """Keeps the library's model loaded and caches text embeddings (LRU), so a repeated query
     costs only the vector search. Safe to share between threads (e.g. a web UI's workers)."""
 
-    def __init__(self, library: Library, embedder: Embedder | None = None, cache_size: int = 256) -> None:
+    def __init__(
+        self, library: Library, embedder: Embedder | None = None, cache_size: int = 256
+    ) -> None:
         self.library = library
         if embedder is not None:
             library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
@@ -93,23 +95,31 @@ class Searcher:
         embedder = self.embedder
         if isinstance(image, Image.Image):
             try:
-                rgb = to_rgb(image)  # transparency onto white, 16-bit scaled: as the indexer decodes
+                rgb = to_rgb(
+                    image
+                )  # transparency onto white, 16-bit scaled: as the indexer decodes
             except DecodeError as exc:
                 raise QueryError(f"cannot use this image as a query: {exc.reason}") from None
             return embedder.embed_images([rgb])[0]
         if not isinstance(image, (str, os.PathLike)):
-            raise QueryError(f"expected a PIL image or an image file path, got {type(image).__name__}")
+            raise QueryError(
+                f"expected a PIL image or an image file path, got {type(image).__name__}"
+            )
         try:
             decoded = decode_image(image, target_size=embedder.image_size)
         except DecodeError as exc:
-            reason = exc.reason if os.path.lexists(image) else "no such file"  # not "disappeared while indexing"
+            reason = (
+                exc.reason if os.path.lexists(image) else "no such file"
+            )  # not "disappeared while indexing"
             raise QueryError(f"cannot use {image} as a query image: {reason}") from None
         return embedder.embed_pixels(embedder.preprocess_image(decoded.image)[None])[0]
 
     def stored_embedding(self, image_id: int) -> np.ndarray:
         found = self.library.store.embeddings_by_ids([int(image_id)])
         if int(image_id) not in found:
-            raise QueryError(f"no indexed image has id {image_id}; ids come from search results or --json")
+            raise QueryError(
+                f"no indexed image has id {image_id}; ids come from search results or --json"
+            )
         return found[int(image_id)]
 
     def query_vector(self, query: str, base_dir: str | os.PathLike | None = None) -> np.ndarray:
@@ -148,10 +158,20 @@ class Searcher:
         vector = self.stored_embedding(image_id)
         return self.search_vector(vector, label=f"#{image_id}", exclude=int(image_id), **options)
 
-    def search_vector(self, vector: np.ndarray, *, label: str = "", k: int = 20, min_score: float = 0.0,
-                      offset: int = 0, sort: str = "score", folder: str | os.PathLike | None = None,
-                      date_from: str | date | None = None, date_to: str | date | None = None,
-                      exclude: int | None = None) -> SearchPage:  # fmt: skip
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        *,
+        label: str = "",
+        k: int = 20,
+        min_score: float = 0.0,
+        offset: int = 0,
+        sort: str = "score",
+        folder: str | os.PathLike | None = None,
+        date_from: str | date | None = None,
+        date_to: str | date | None = None,
+        exclude: int | None = None,
+    ) -> SearchPage:
         """One page of the images nearest a unit query vector (dim,), filtered and sorted."""
         _check_options(k, min_score, offset, sort)
         k, offset = int(k), int(offset)  # numpy integers too
@@ -162,20 +182,30 @@ class Searcher:
         if sort == "date":  # the same pool for every page; the last page of the pool has no more
             wanted = DATE_SORT_POOL + (exclude is not None)
         cosines, ids = self._nearest(index, np.asarray(vector, np.float32), wanted, allowed)
-        keep = (self.probability(cosines) >= min_score) & (ids != (-1 if exclude is None else exclude))
+        keep = (self.probability(cosines) >= min_score) & (
+            ids != (-1 if exclude is None else exclude)
+        )
         cosines, ids = cosines[keep], ids[keep]
         order = np.arange(len(ids))
         store = self.library.store
         if sort == "date":  # newest first, undated last; stable, so equal dates stay by score
             taken = {r.id: r.taken_at for r in store.images_by_ids(ids.tolist())}
-            order = np.array(sorted(order, key=lambda i: _newest_first(taken.get(int(ids[i])))), dtype=np.int64)
+            order = np.array(
+                sorted(order, key=lambda i: _newest_first(taken.get(int(ids[i])))), dtype=np.int64
+            )
         page = order[offset : offset + k]
         rows = {r.id: r for r in store.images_by_ids(ids[page].tolist())}
         probs = self.probability(cosines[page])
-        hits = [_hit(rows[int(ids[i])], float(cosines[i]), float(p)) for i, p in zip(page, probs, strict=True) if int(ids[i]) in rows]
+        hits = [
+            _hit(rows[int(ids[i])], float(cosines[i]), float(p))
+            for i, p in zip(page, probs, strict=True)
+            if int(ids[i]) in rows
+        ]
         return SearchPage(hits, total, offset, k, label, has_more=len(order) > offset + k)
 
-    def _nearest(self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _nearest(
+        self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(cosines, ids) of the n nearest allowed images, best first, exact cosines."""
         if isinstance(index, AnnIndex):
             candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
@@ -184,11 +214,15 @@ class Searcher:
         found = ids[0] >= 0
         return _sorted(cosines[0][found].astype(np.float64), ids[0][found].astype(np.int64))
 
-    def _rerank(self, vector: np.ndarray, candidates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rerank(
+        self, vector: np.ndarray, candidates: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosines from the stored embeddings (the database is the source of truth)."""
         stored: dict[int, np.ndarray] = {}
         for start in range(0, len(candidates), 500):
-            stored.update(self.library.store.embeddings_by_ids(candidates[start : start + 500].tolist()))
+            stored.update(
+                self.library.store.embeddings_by_ids(candidates[start : start + 500].tolist())
+            )
         if not stored:
             return np.zeros(0), np.zeros(0, np.int64)
         ids = np.fromiter(stored, dtype=np.int64, count=len(stored))
@@ -197,14 +231,20 @@ class Searcher:
         return cosines[:n], ids[:n]
 
     # --- filters ----------------------------------------------------------------------------
-    def _allowed(self, folder: str | os.PathLike | None, date_from: str | date | None,
-                 date_to: str | date | None) -> np.ndarray | None:  # fmt: skip
+    def _allowed(
+        self,
+        folder: str | os.PathLike | None,
+        date_from: str | date | None,
+        date_to: str | date | None,
+    ) -> np.ndarray | None:
         if folder is None and date_from is None and date_to is None:
             return None
         taken_from = _date_bound(date_from, end=False) if date_from is not None else None
         taken_before = _date_bound(date_to, end=True) if date_to is not None else None
         if taken_from and taken_before and taken_from >= taken_before:
-            raise SearchOptionError(f"the date range {date_from} .. {date_to} is empty; swap the dates?")
+            raise SearchOptionError(
+                f"the date range {date_from} .. {date_to} is empty; swap the dates?"
+            )
         folders = self.resolve_folder(folder) if folder is not None else None
         return self.library.store.image_ids_where(folders, taken_from, taken_before)
 
@@ -220,14 +260,23 @@ class Searcher:
             for root in roots:
                 root_path = Path(root.path)
                 if here == root_path or root_path in here.parents:
-                    return [(root.id, here.relative_to(root_path).as_posix() if here != root_path else "")]
+                    return [
+                        (
+                            root.id,
+                            here.relative_to(root_path).as_posix() if here != root_path else "",
+                        )
+                    ]
             if given.is_absolute():
-                raise SearchOptionError(f"folder {folder} is not under a registered root (roots: {shown})")
+                raise SearchOptionError(
+                    f"folder {folder} is not under a registered root (roots: {shown})"
+                )
         parts = [p for p in PurePosixPath(given.as_posix()).parts if p not in (".", "")]
         if parts and ".." not in parts:
             prefix = "/".join(parts)
             folders = [(r.id, prefix) for r in roots]
-            if any((Path(r.path) / prefix).is_dir() for r in roots) or len(self.library.store.image_ids_where(folders)):
+            if any((Path(r.path) / prefix).is_dir() for r in roots) or len(
+                self.library.store.image_ids_where(folders)
+            ):
                 return folders
         raise SearchOptionError(f"folder {folder} is not under a registered root (roots: {shown})")
 
@@ -278,7 +327,9 @@ def _iso_bound(value: str | date, end: bool) -> str:
             return _iso_bound(date.fromisoformat(text), end)
         return _iso_bound(datetime.fromisoformat(text), end)
     except ValueError:
-        raise SearchOptionError(f"cannot read date {value!r}; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS") from None
+        raise SearchOptionError(
+            f"cannot read date {value!r}; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"
+        ) from None
 
 
 def _newest_first(taken_at: str | None) -> tuple[bool, tuple[int, ...]]:
@@ -293,5 +344,15 @@ def _sorted(cosines: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _hit(row: Any, cosine: float, prob: float) -> Hit:
-    return Hit(row.id, Path(row.path), row.rel_path, row.root_path, cosine, prob, row.taken_at,
-               row.width, row.height, row.camera)  # fmt: skip
+    return Hit(
+        row.id,
+        Path(row.path),
+        row.rel_path,
+        row.root_path,
+        cosine,
+        prob,
+        row.taken_at,
+        row.width,
+        row.height,
+        row.camera,
+    )

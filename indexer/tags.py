@@ -67,9 +67,11 @@ class TagSummary:
 
     def line(self) -> str:
         scope = "all photos" if self.retagged_all else "new or changed photos"
-        return (f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, {self.tags_written} tags "
-                f"(threshold {self.threshold:g}, cap {self.cap}, vocabulary {self.vocabulary_version}; "
-                f"{self.seconds:.1f} s)")  # fmt: skip
+        return (
+            f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, {self.tags_written} tags "
+            f"(threshold {self.threshold:g}, cap {self.cap}, vocabulary {self.vocabulary_version}; "
+            f"{self.seconds:.1f} s)"
+        )
 
 
 def tag_prompts(tag: VocabularyTag, templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[str]:
@@ -78,10 +80,14 @@ def tag_prompts(tag: VocabularyTag, templates: Sequence[str] = DEFAULT_TEMPLATES
     return list(dict.fromkeys(prompts + list(tag.prompts)))
 
 
-def embed_prompt_ensembles(embedder: Embedder, ensembles: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
+def embed_prompt_ensembles(
+    embedder: Embedder, ensembles: Sequence[Sequence[str]], batch_size: int = 64
+) -> np.ndarray:
     """(n_tags, dim) unit vectors: the renormalised mean of each ensemble's unit text embeddings."""
     flat = [p for prompts in ensembles for p in prompts]
-    vectors = np.concatenate([embedder.embed_texts(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)])
+    vectors = np.concatenate(
+        [embedder.embed_texts(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
+    )
     means, start = [], 0
     for prompts in ensembles:
         mean = vectors[start : start + len(prompts)].mean(axis=0)
@@ -90,19 +96,31 @@ def embed_prompt_ensembles(embedder: Embedder, ensembles: Sequence[Sequence[str]
     return np.stack(means).astype(np.float32)
 
 
-def embed_vocabulary(embedder: Embedder, vocabulary: Vocabulary, templates: Sequence[str] = DEFAULT_TEMPLATES,
-                     library: Library | None = None) -> np.ndarray:  # fmt: skip
+def embed_vocabulary(
+    embedder: Embedder,
+    vocabulary: Vocabulary,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    library: Library | None = None,
+) -> np.ndarray:
     """The vocabulary's tag vectors (n_tags, dim), computed once per vocabulary version, templates
     and model: kept in memory and, with a library, in its database for the next process."""
     key = _digest(vocabulary.version, list(templates), _model_key(embedder))
     cached = _MEMORY_CACHE.get(key)
     if cached is not None:
         return cached
-    vectors = _load_cached(library, key, len(vocabulary), embedder.dim) if library is not None else None
+    vectors = (
+        _load_cached(library, key, len(vocabulary), embedder.dim) if library is not None else None
+    )
     if vectors is None:
-        vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
+        vectors = embed_prompt_ensembles(
+            embedder, [tag_prompts(t, templates) for t in vocabulary.tags]
+        )
         if library is not None:
-            payload = {"key": key, "shape": list(vectors.shape), "float32": base64.b64encode(vectors.tobytes()).decode()}
+            payload = {
+                "key": key,
+                "shape": list(vectors.shape),
+                "float32": base64.b64encode(vectors.tobytes()).decode(),
+            }
             library.store.set_meta(TEXT_CACHE_META, json.dumps(payload))
     _MEMORY_CACHE.put(key, vectors)
     return vectors
@@ -114,29 +132,47 @@ def _load_cached(library: Library, key: str, n_tags: int, dim: int) -> np.ndarra
         payload = json.loads(text) if text else {}
         if payload.get("key") != key or payload.get("shape") != [n_tags, dim]:
             return None
-        return np.frombuffer(base64.b64decode(payload["float32"]), dtype=np.float32).reshape(n_tags, dim).copy()
+        return (
+            np.frombuffer(base64.b64decode(payload["float32"]), dtype=np.float32)
+            .reshape(n_tags, dim)
+            .copy()
+        )
     except (ValueError, KeyError, TypeError):
         return None  # a damaged cache is recomputed
 
 
-def select_tags(probs: np.ndarray, vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD,
-                cap: int = DEFAULT_CAP) -> list[TagScore]:  # fmt: skip
+def select_tags(
+    probs: np.ndarray,
+    vocabulary: Vocabulary,
+    threshold: float = DEFAULT_THRESHOLD,
+    cap: int = DEFAULT_CAP,
+) -> list[TagScore]:
     """Tags of one photo from its probabilities (n_tags,): above their threshold, best first, at most cap."""
-    limits = np.array([t.threshold if t.threshold is not None else threshold for t in vocabulary.tags])
+    limits = np.array(
+        [t.threshold if t.threshold is not None else threshold for t in vocabulary.tags]
+    )
     passing = np.flatnonzero(probs >= limits)
     best = passing[np.argsort(-probs[passing], kind="stable")][:cap]
     return [TagScore(vocabulary.tags[i].name, float(probs[i])) for i in best]
 
 
-def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels: Sequence[str] | Vocabulary,
-              template: str | Sequence[str] = DEFAULT_TEMPLATES) -> list[TagScore]:  # fmt: skip
+def tag_image(
+    embedder: Embedder,
+    image: Image.Image | str | os.PathLike,
+    labels: Sequence[str] | Vocabulary,
+    template: str | Sequence[str] = DEFAULT_TEMPLATES,
+) -> list[TagScore]:
     """Probability of every label for one image, best first (no threshold). Plain labels are put
     into `template` (one template: the same prompts as siglip_search.pipeline()'s); a Vocabulary
     uses its own synonyms and prompts too."""
     templates = (template,) if isinstance(template, str) else tuple(template)
     if isinstance(labels, str):  # one label, not one label per character
         labels = [labels]
-    vocabulary = labels if isinstance(labels, Vocabulary) else Vocabulary(tuple(VocabularyTag(lb, (lb,)) for lb in labels))
+    vocabulary = (
+        labels
+        if isinstance(labels, Vocabulary)
+        else Vocabulary(tuple(VocabularyTag(lb, (lb,)) for lb in labels))
+    )
     if not len(vocabulary):
         raise QueryError("give at least one label to score")
     if isinstance(image, (str, os.PathLike)):
@@ -153,9 +189,18 @@ def tag_image(embedder: Embedder, image: Image.Image | str | os.PathLike, labels
     return select_tags(probs, vocabulary, threshold=0.0, cap=len(vocabulary))
 
 
-def tag_library(library: Library, embedder: Embedder, vocabulary: Vocabulary, threshold: float | None = None,
-                cap: int = DEFAULT_CAP, progress: bool = True, *, retag_all: bool = False,
-                templates: Sequence[str] = DEFAULT_TEMPLATES, batch_size: int = 2048) -> TagSummary:  # fmt: skip
+def tag_library(
+    library: Library,
+    embedder: Embedder,
+    vocabulary: Vocabulary,
+    threshold: float | None = None,
+    cap: int = DEFAULT_CAP,
+    progress: bool = True,
+    *,
+    retag_all: bool = False,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    batch_size: int = 2048,
+) -> TagSummary:
     """Tag the library's photos from their stored embeddings (no image is decoded).
 
     Incremental: only photos embedded since the last run are tagged, unless the vocabulary, the
@@ -166,32 +211,54 @@ def tag_library(library: Library, embedder: Embedder, vocabulary: Vocabulary, th
     started = time.monotonic()
     threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if not 0.0 < threshold < 1.0 or cap < 1:
-        raise SearchOptionError(f"threshold must be above 0 and below 1 and cap at least 1, got {threshold}, {cap}")
+        raise SearchOptionError(
+            f"threshold must be above 0 and below 1 and cap at least 1, got {threshold}, {cap}"
+        )
     library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
-    settings = {"vocabulary": vocabulary.version, "templates": list(templates), "model": _model_key(embedder),
-                "threshold": threshold, "cap": cap}  # fmt: skip
+    settings = {
+        "vocabulary": vocabulary.version,
+        "templates": list(templates),
+        "model": _model_key(embedder),
+        "threshold": threshold,
+        "cap": cap,
+    }
     key = _digest(settings)
     try:
         state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
     except ValueError:
         state = {}  # unreadable progress: tag everything again
-    after = tuple(state["after"]) if state.get("key") == key and state.get("after") and not retag_all else None
+    after = (
+        tuple(state["after"])
+        if state.get("key") == key and state.get("after") and not retag_all
+        else None
+    )
     retagged_all = after is None
     tag_vectors = embed_vocabulary(embedder, vocabulary, templates, library)
-    summary = TagSummary(0, 0, 0, vocabulary.version, embedder.model_id, threshold, cap, retagged_all)
+    summary = TagSummary(
+        0, 0, 0, vocabulary.version, embedder.model_id, threshold, cap, retagged_all
+    )
     show = progress and sys.stderr.isatty()
     with tqdm(unit="photo", desc="tagging", file=sys.stderr, disable=not show) as bar:
         for chunk in library.store.iter_embeddings_after(after, batch_size):
             probs = np.asarray(embedder.probability(chunk.vectors @ tag_vectors.T))  # (n, n_tags)
-            found = {int(i): [(t.tag, t.score) for t in select_tags(row, vocabulary, threshold, cap)]
-                     for i, row in zip(chunk.ids, probs, strict=True)}  # fmt: skip
-            state = {"key": key, "after": list(chunk.last), **settings, "vocabulary_source": vocabulary.source}
+            found = {
+                int(i): [(t.tag, t.score) for t in select_tags(row, vocabulary, threshold, cap)]
+                for i, row in zip(chunk.ids, probs, strict=True)
+            }
+            state = {
+                "key": key,
+                "after": list(chunk.last),
+                **settings,
+                "vocabulary_source": vocabulary.source,
+            }
             summary.tags_written += library.store.replace_machine_tags(
                 found, embedder.model_id, vocabulary.version, meta={TAGGER_META: json.dumps(state)}
             )
             summary.tagged += len(chunk.ids)
             bar.update(len(chunk.ids))
-    if retagged_all and summary.tagged == 0:  # an empty library still records what it was tagged with
+    if (
+        retagged_all and summary.tagged == 0
+    ):  # an empty library still records what it was tagged with
         library.store.set_meta(TAGGER_META, json.dumps({"key": key, "after": None, **settings}))
     summary.unchanged = library.store.embedding_count() - summary.tagged
     summary.seconds = time.monotonic() - started
@@ -212,4 +279,6 @@ def _model_key(embedder: Embedder) -> str:
 
 
 def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+    return hashlib.sha256(
+        json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()[:32]

@@ -39,7 +39,9 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[Target
     roots = store.roots()
     if not paths:
         if not roots:
-            raise FolderNotFoundError("no folders are registered in this library yet; name the folders to index")
+            raise FolderNotFoundError(
+                "no folders are registered in this library yet; name the folders to index"
+            )
         return [Target(root, root.path) for root in roots]
     targets: list[Target] = []
     # Parents first, so a new parent absorbs registered children before they are targeted.
@@ -52,9 +54,12 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[Target
             what = "is not a folder" if folder.exists() else "does not exist"
             raise FolderNotFoundError(f"{given} {what}")
         if root is None:
-            if folder == Path(folder.anchor) or any(folder == Path(d) or Path(d) in folder.parents
-                                                    for d in _SYSTEM_FOLDERS):  # fmt: skip
-                raise FolderNotFoundError(f"{given} is a system folder, not a photo folder; name the folder of your photos")
+            if folder == Path(folder.anchor) or any(
+                folder == Path(d) or Path(d) in folder.parents for d in _SYSTEM_FOLDERS
+            ):
+                raise FolderNotFoundError(
+                    f"{given} is a system folder, not a photo folder; name the folder of your photos"
+                )
             root = store.add_root(str(folder))
             per_root = store.images_per_root()
             for child in [r for r in roots if folder in Path(r.path).parents]:
@@ -86,4 +91,6 @@ def within(prefix: str, outer: str) -> bool:
 def nested_prefixes(root: RootRow, roots: list[RootRow]) -> list[str]:
     """Paths, relative to `root`, of the registered roots inside it."""
     outer = Path(root.path)
-    return [Path(r.path).relative_to(outer).as_posix() for r in roots if outer in Path(r.path).parents]
+    return [
+        Path(r.path).relative_to(outer).as_posix() for r in roots if outer in Path(r.path).parents
+    ]

@@ -18,7 +18,9 @@ from siglip_search.atomic import atomic_path
 from .errors import IndexFileError
 
 SIDECAR_FORMAT = 1
-NEW_FILE_MODE = 0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
+NEW_FILE_MODE = (
+    0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
+)
 
 
 class VectorIndex:
@@ -51,7 +53,9 @@ class VectorIndex:
         """Float32 vectors plus int64 ids (IndexIDMap2's reverse map comes on top)."""
         return len(self) * (self.dim * 4 + 8)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(cosines (n, k'), ids (n, k')), best first, k' = min(k, len(self)): inner products of
         unit vectors.
 
@@ -137,8 +141,16 @@ class AnnIndex:
     at query time; the owner rebuilds once `dead_fraction` grows too large.
     """
 
-    def __init__(self, dim: int, shards: list[faiss.Index], shard_labels: list[np.ndarray], ids: np.ndarray,
-                 alive: np.ndarray, generation: int = -1, synced_to: tuple[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        shards: list[faiss.Index],
+        shard_labels: list[np.ndarray],
+        ids: np.ndarray,
+        alive: np.ndarray,
+        generation: int = -1,
+        synced_to: tuple[str, int] | None = None,
+    ) -> None:
         self.dim = dim
         self.k_factor = ANN_K_FACTOR
         self._shards, self._shard_labels = shards, [np.asarray(a, np.int64) for a in shard_labels]
@@ -152,7 +164,9 @@ class AnnIndex:
         """An empty index trained on `sample` (n, dim), at least ANN_MIN_TRAIN unit vectors."""
         sample = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, dim)[:ANN_TRAIN_SIZE]
         if len(sample) < ANN_MIN_TRAIN:
-            raise ValueError(f"an approximate index needs {ANN_MIN_TRAIN} vectors to train, got {len(sample)}")
+            raise ValueError(
+                f"an approximate index needs {ANN_MIN_TRAIN} vectors to train, got {len(sample)}"
+            )
         factory = f"PQ{ann_subquantizers(dim)}x4fs,Refine(SQ8)"
         first = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         # Small libraries (tests) train without FAISS's "too few points" warnings.
@@ -192,7 +206,9 @@ class AnnIndex:
         self._alive[dead] = False
         return int(dead.sum())
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Like VectorIndex.search, with approximate (8-bit) cosines; tombstones and ids outside
         `allowed` are filtered out, searching deeper until k hits are found or none are left."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)  # (n, dim)
@@ -204,10 +220,14 @@ class AnnIndex:
             cosines[row, : len(row_ids)], found[row, : len(row_ids)] = row_cosines, row_ids
         return cosines, found
 
-    def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_one(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT:  # a narrow filter: score it all
+        if (
+            allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT
+        ):  # a narrow filter: score it all
             keep = self._alive & np.isin(self._ids, allowed)
             return self._best(self._shard_map(lambda s: self._score_subset(s, query, keep, k)), k)
         total = len(self._alive)
@@ -233,7 +253,9 @@ class AnnIndex:
         found = local[0] >= 0
         return cosines[0][found], self._shard_labels[shard][local[0][found]]
 
-    def _score_subset(self, shard: int, query: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _score_subset(
+        self, shard: int, query: np.ndarray, keep: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(cosines, labels) of the k best kept vectors of a shard, from its 8-bit codes alone."""
         local = np.flatnonzero(keep[self._shard_labels[shard]])
         if not local.size:
@@ -258,9 +280,17 @@ class AnnIndex:
         """Codes in memory (fast-scan and 8-bit) plus the label maps."""
         codes = 0
         for shard in self._shards:
-            base, refine = faiss.downcast_index(shard.base_index), faiss.downcast_index(shard.refine_index)
+            base, refine = (
+                faiss.downcast_index(shard.base_index),
+                faiss.downcast_index(shard.refine_index),
+            )
             codes += base.ntotal * base.code_size + refine.ntotal * refine.code_size
-        return int(codes + self._ids.nbytes + self._alive.nbytes + sum(a.nbytes for a in self._shard_labels))
+        return int(
+            codes
+            + self._ids.nbytes
+            + self._alive.nbytes
+            + sum(a.nbytes for a in self._shard_labels)
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """All shards and label maps in one .npz, then its sidecar, each atomically (siglip_search.atomic)."""
@@ -273,9 +303,16 @@ class AnnIndex:
                 np.savez(f, **arrays)
             os.chmod(tmp, NEW_FILE_MODE)  # a replaced file keeps its own mode (atomic_path)
             digest = _sha256(tmp)
-        sidecar = {"format": SIDECAR_FORMAT, "kind": "ann", "dim": self.dim, "shards": len(self._shards),
-                   "labels": len(self._ids), "generation": self.generation, "synced_to": self.synced_to,
-                   "sha256": digest}  # fmt: skip
+        sidecar = {
+            "format": SIDECAR_FORMAT,
+            "kind": "ann",
+            "dim": self.dim,
+            "shards": len(self._shards),
+            "labels": len(self._ids),
+            "generation": self.generation,
+            "synced_to": self.synced_to,
+            "sha256": digest,
+        }
         _write_sidecar(path, sidecar)
 
     @classmethod
@@ -295,7 +332,9 @@ class AnnIndex:
                 ids, alive = stored["ids"], stored["alive"]
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise IndexFileError(f"{path}: {exc}") from None
-        sizes_agree = [s.ntotal for s in shards] == [len(a) for a in labels] and len(ids) == len(alive) == sum(map(len, labels))
+        sizes_agree = [s.ntotal for s in shards] == [len(a) for a in labels] and len(ids) == len(
+            alive
+        ) == sum(map(len, labels))
         if shards[0].d != sidecar["dim"] or not sizes_agree:
             raise IndexFileError(f"{path}: size or dim differ from its sidecar")
         synced_to = sidecar.get("synced_to")
@@ -303,7 +342,9 @@ class AnnIndex:
         return cls(shards[0].d, shards, labels, ids, alive, int(sidecar["generation"]), synced_to)
 
 
-def build_index(chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, generation: int) -> VectorIndex:
+def build_index(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, generation: int
+) -> VectorIndex:
     """An index from streamed (ids, vectors) chunks, e.g. Store.iter_embeddings()."""
     index = VectorIndex(dim, generation=generation)
     for ids, vectors in chunks:

@@ -44,7 +44,9 @@ class Vocabulary:
     @cached_property
     def version(self) -> str:
         """Hash of the normalised content: comments, spacing and order do not change it."""
-        canonical = sorted([t.name, list(t.terms), sorted(t.prompts), t.threshold] for t in self.tags)
+        canonical = sorted(
+            [t.name, list(t.terms), sorted(t.prompts), t.threshold] for t in self.tags
+        )
         return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()[:16]
 
     def __len__(self) -> int:
@@ -71,7 +73,9 @@ def load_vocabulary(path: str | os.PathLike | None = None) -> Vocabulary:
 def parse_vocabulary(text: str, source: str = "<text>") -> Vocabulary:
     """Lines `category|tag [= synonym; "prompt"; ...] [@ threshold]`; `#` comments; blank lines."""
     tags: list[VocabularyTag] = []
-    seen: dict[str, tuple[str, int]] = {}  # casefolded name -> (name, line): `Dog` and `dog` are one keyword to photo managers
+    seen: dict[
+        str, tuple[str, int]
+    ] = {}  # casefolded name -> (name, line): `Dog` and `dog` are one keyword to photo managers
     for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = line.strip()
         if _BLANK.match(line) or line.startswith("#"):
@@ -82,7 +86,9 @@ def parse_vocabulary(text: str, source: str = "<text>") -> Vocabulary:
         if key in seen:
             name, first = seen[key]
             same = "" if name == tag.name else f" as {name!r}"
-            raise VocabularyError(f"{where}: tag {tag.name!r} is already defined{same} on line {first}")
+            raise VocabularyError(
+                f"{where}: tag {tag.name!r} is already defined{same} on line {first}"
+            )
         seen[key] = (tag.name, number)
         tags.append(tag)
     if not tags:
@@ -100,7 +106,9 @@ def _parse_line(line: str, where: str) -> VocabularyTag:
             raise VocabularyError(f"{where}: more than one '@ threshold'; give the tag one")
     name, _, rest = line.partition("=")
     if not name.strip():
-        raise VocabularyError(f"{where}: the tag name is missing; write it first, like animal|dog = puppy")
+        raise VocabularyError(
+            f"{where}: the tag name is missing; write it first, like animal|dog = puppy"
+        )
     name = _tag_name(name, where)
     terms, prompts = [name.rsplit("|", 1)[-1]], []
     for item in (part.strip() for part in rest.split(";")) if rest.strip() else ():
@@ -111,9 +119,11 @@ def _parse_line(line: str, where: str) -> VocabularyTag:
                 raise VocabularyError(f'{where}: a prompt must be one "quoted text", got {item}')
             prompts.append(item[1:-1].strip())
         elif '"' in item:
-            raise VocabularyError(f'{where}: put the whole prompt in quotes: {item}')
+            raise VocabularyError(f"{where}: put the whole prompt in quotes: {item}")
         elif "@" in item:
-            raise VocabularyError(f"{where}: '@' starts the threshold, which goes at the end of the line: {item}")
+            raise VocabularyError(
+                f"{where}: '@' starts the threshold, which goes at the end of the line: {item}"
+            )
         elif item not in terms:
             terms.append(item)
     return VocabularyTag(name, tuple(terms), tuple(prompts), threshold)
@@ -122,14 +132,22 @@ def _parse_line(line: str, where: str) -> VocabularyTag:
 def _tag_name(text: str, where: str) -> str:
     parts = [p.strip() for p in text.split("|")]
     if not all(parts):
-        raise VocabularyError(f"{where}: tag {text.strip()!r} has an empty level; write it like animal|dog")
+        raise VocabularyError(
+            f"{where}: tag {text.strip()!r} has an empty level; write it like animal|dog"
+        )
     for part in parts:
         if "/" in part or '"' in part or any(ord(c) < 32 for c in part):
-            raise VocabularyError(f"{where}: tag level {part!r} may not contain '/', quotes or control characters")
+            raise VocabularyError(
+                f"{where}: tag level {part!r} may not contain '/', quotes or control characters"
+            )
         if "," in part:  # exiftool (-sep ", ") and photo managers' keyword fields split at commas
-            raise VocabularyError(f"{where}: tag {text.strip()!r} may not contain ','; keywords are split at commas")
+            raise VocabularyError(
+                f"{where}: tag {text.strip()!r} may not contain ','; keywords are split at commas"
+            )
         if "@" in part:
-            raise VocabularyError(f"{where}: tag {text.strip()!r} may not contain '@', which starts a threshold")
+            raise VocabularyError(
+                f"{where}: tag {text.strip()!r} may not contain '@', which starts a threshold"
+            )
     return "|".join(parts)
 
 

@@ -10,13 +10,25 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AutoImageProcessor": "auto", "AutoModel": "auto", "AutoProcessor": "auto", "AutoTokenizer": "auto",
-    "SiglipConfig": "config", "SiglipTextConfig": "config", "SiglipVisionConfig": "config",
-    "CheckpointError": "errors", "InputError": "errors", "ModelNotCachedError": "errors",
+    "AutoImageProcessor": "auto",
+    "AutoModel": "auto",
+    "AutoProcessor": "auto",
+    "AutoTokenizer": "auto",
+    "SiglipConfig": "config",
+    "SiglipTextConfig": "config",
+    "SiglipVisionConfig": "config",
+    "CheckpointError": "errors",
+    "InputError": "errors",
+    "ModelNotCachedError": "errors",
     "SiglipSearchError": "errors",
-    "SiglipImageProcessor": "image_processor", "sigmoid_loss": "loss",
-    "SiglipModel": "model", "SiglipTextModel": "model", "SiglipVisionModel": "model",
-    "pipeline": "zero_shot", "SiglipProcessor": "processor", "SiglipTokenizer": "tokenizer",
+    "SiglipImageProcessor": "image_processor",
+    "sigmoid_loss": "loss",
+    "SiglipModel": "model",
+    "SiglipTextModel": "model",
+    "SiglipVisionModel": "model",
+    "pipeline": "zero_shot",
+    "SiglipProcessor": "processor",
+    "SiglipTokenizer": "tokenizer",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -23,7 +23,9 @@ def temp_name(target: Path) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, before_replace: Callable[[], None] | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, before_replace: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """A temp path for a writer that wants a file name (FAISS, safetensors, torch.save, numpy).
 
     When the block succeeds the temp file is fsynced, given the replaced file's permission bits
@@ -37,7 +39,9 @@ def atomic_path(path: str | os.PathLike, before_replace: Callable[[], None] | No
     except FileNotFoundError:
         old = None
     temp = temp_name(target)
-    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+    os.close(
+        os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    )
     try:
         yield temp
         _fsync_file(temp)

@@ -25,7 +25,9 @@ class AutoModel:
         directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
         model_type = read_config_json(directory / "config.json").get("model_type", "siglip")
         if model_type not in _MODELS:
-            raise unsupported_model_type(directory / "config.json", model_type, "a SigLIP model type")
+            raise unsupported_model_type(
+                directory / "config.json", model_type, "a SigLIP model type"
+            )
         return _MODELS[model_type].from_pretrained(directory, **kwargs)
 
 

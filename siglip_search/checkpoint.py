@@ -45,7 +45,7 @@ def _no_safetensors(directory: Path) -> str:
         # torch.load of a pickle can run code; safetensors cannot, so only safetensors is read.
         message += (
             f"; it has {', '.join(pickles[:2])}{' ...' if len(pickles) > 2 else ''} (PyTorch pickle), which "
-            "siglip_search does not read. Convert it once where you trust the file, e.g. python -c \"import torch; "
+            'siglip_search does not read. Convert it once where you trust the file, e.g. python -c "import torch; '
             "from safetensors.torch import save_file; save_file(torch.load('pytorch_model.bin', weights_only=True), "
             "'model.safetensors', metadata={'format': 'pt'})\" in that directory"
         )
@@ -65,8 +65,10 @@ def _read_shards(directory: Path) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, str) and v == Path(v).name and v not in ("", ".", "..")
         for k, v in weight_map.items()
     ):
-        raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must map tensor names "
-                              "to shard file names in the same directory")
+        raise CheckpointError(
+            f"{index} is not a valid safetensors index: weight_map must map tensor names "
+            "to shard file names in the same directory"
+        )
     state: dict[str, torch.Tensor] = {}
     for name in sorted(set(weight_map.values())):
         shard = _read_safetensors(directory / name)
@@ -74,10 +76,15 @@ def _read_shards(directory: Path) -> dict[str, torch.Tensor]:
         stray = sorted(set(shard) - listed - {k for k in shard if _IGNORED_KEYS.search(k)})
         absent = sorted(listed - set(shard))
         if stray or absent:
-            what = (f"holds {_first(stray)}, which {WEIGHTS_INDEX_NAME} does not assign to it" if stray
-                    else f"lacks {_first(absent)}, which {WEIGHTS_INDEX_NAME} assigns to it")
-            raise CheckpointError(f"{directory / name} {what}: the shards and the index come from different "
-                                  "saves; download the checkpoint again")
+            what = (
+                f"holds {_first(stray)}, which {WEIGHTS_INDEX_NAME} does not assign to it"
+                if stray
+                else f"lacks {_first(absent)}, which {WEIGHTS_INDEX_NAME} assigns to it"
+            )
+            raise CheckpointError(
+                f"{directory / name} {what}: the shards and the index come from different "
+                "saves; download the checkpoint again"
+            )
         state.update(shard)
     return state
 
@@ -98,7 +105,9 @@ def config_for(cls, directory: Path):
     return load_tower_config(cls.config_class, directory / "config.json")
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
+def check_state_dict(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str
+) -> None:
     """Strict matching: names what is in the code but not in the checkpoint, and the reverse."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -127,7 +136,9 @@ def _resolve_dtype(dtype) -> torch.dtype | str | None:
     """None, "auto", or a floating torch dtype (a name such as "bfloat16" is looked up in torch)."""
     if dtype is None or dtype == "auto":
         return dtype
-    resolved = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    resolved = (
+        getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    )
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise InputError(
             f"torch_dtype must be 'auto', a floating-point torch dtype or its name ('float32', 'float16', "
@@ -145,7 +156,9 @@ def resolve_device(device) -> torch.device | None:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"device {device!r} cannot be used on this machine ({reason}); use device='cpu'") from None
+        raise InputError(
+            f"device {device!r} cannot be used on this machine ({reason}); use device='cpu'"
+        ) from None
     return resolved
 
 
@@ -158,7 +171,9 @@ def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
         try:
             return _resolve_dtype(named)
         except InputError:
-            raise CheckpointError(f"{directory / 'config.json'}: dtype {named!r} is not a floating torch dtype") from None
+            raise CheckpointError(
+                f"{directory / 'config.json'}: dtype {named!r} is not a floating torch dtype"
+            ) from None
     return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
 
 
@@ -227,7 +242,9 @@ def save_model(
     """config.json and safetensors weights, split like transformers when max_shard_size is given:
     model-00001-of-0000N.safetensors files and model.safetensors.index.json."""
     if not safe_serialization:
-        raise InputError("safe_serialization=False is not supported: siglip_search writes only safetensors")
+        raise InputError(
+            "safe_serialization=False is not supported: siglip_search writes only safetensors"
+        )
     limit = parse_shard_size(max_shard_size) if max_shard_size is not None else None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -235,13 +252,19 @@ def save_model(
     data = config.to_dict()
     if isinstance(config, (SiglipTextConfig, SiglipVisionConfig)):
         data.setdefault("architectures", [type(model).__name__])
-    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    _record_dtype(data, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32))
+    state = {
+        k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()
+    }
+    _record_dtype(
+        data, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    )
     write_atomic(directory / "config.json", _json_bytes(data))
     shards = split_into_shards(state, limit) if limit is not None else [state]
-    names = [WEIGHTS_NAME] if len(shards) == 1 else [
-        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
-    ]
+    names = (
+        [WEIGHTS_NAME]
+        if len(shards) == 1
+        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    )
     _remove_stale_weights(directory, keep=set(names))
     for name, shard in zip(names, shards, strict=True):
         with atomic_path(directory / name) as temp:
@@ -252,7 +275,9 @@ def save_model(
                 "total_parameters": sum(v.numel() for v in state.values()),
                 "total_size": sum(v.numel() * v.element_size() for v in state.values()),
             },
-            "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard},
+            "weight_map": {
+                key: name for name, shard in zip(names, shards, strict=True) for key in shard
+            },
         }
         write_atomic(directory / WEIGHTS_INDEX_NAME, _json_bytes(index))
 
@@ -276,8 +301,16 @@ def _record_dtype(data: dict, dtype: torch.dtype) -> None:
 
 _SHARD_FILE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]I?B)\s*", re.IGNORECASE)
-_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def parse_shard_size(size: int | str) -> int:
@@ -286,7 +319,9 @@ def parse_shard_size(size: int | str) -> int:
         return size
     match = _SIZE.fullmatch(size) if isinstance(size, str) else None
     if match is None:
-        raise InputError(f"max_shard_size must be a positive int of bytes or like '5GB' or '500MiB', got {size!r}")
+        raise InputError(
+            f"max_shard_size must be a positive int of bytes or like '5GB' or '500MiB', got {size!r}"
+        )
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 

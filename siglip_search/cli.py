@@ -26,31 +26,58 @@ EXIT_INTERRUPTED = 130
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a SigLIP model with the sigmoid loss (resumable)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint directory (resumes if it holds one)")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a folder with captions.jsonl/.csv")
+    p.add_argument(
+        "--out", type=Path, required=True, help="checkpoint directory (resumes if it holds one)"
+    )
+    p.add_argument(
+        "--data", default="synthetic", help="'synthetic' or a folder with captions.jsonl/.csv"
+    )
     p.add_argument("--tokenizer", help="spiece.model to use (required for folder data)")
-    p.add_argument("--config", type=Path, help="config.json for the model (default: the demo model's)")
+    p.add_argument(
+        "--config", type=Path, help="config.json for the model (default: the demo model's)"
+    )
     # Training options default to None: TrainConfig holds the defaults, which reproduce the demo model.
     p.add_argument("--steps", type=int, help="total steps (default 3600)")
     p.add_argument("--batch-size", type=int, help="pairs per step (default 128)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up, again when the text tower unlocks (default 100)")
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="linear warm-up, again when the text tower unlocks (default 100)",
+    )
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints (default 250)")
+    p.add_argument(
+        "--checkpoint-every", type=int, help="steps between resumable checkpoints (default 250)"
+    )
     p.add_argument("--workers", type=int, help="data-loading processes (default 1)")
-    p.add_argument("--threads", type=int, help="torch threads and rendering processes (default: all cores)")
+    p.add_argument(
+        "--threads", type=int, help="torch threads and rendering processes (default: all cores)"
+    )
     p.add_argument("--device", help="default cpu")
-    p.add_argument("--twins", action="store_true", default=None,
-                   help="half of each batch are shape twins of the other half (renders every batch)")
-    p.add_argument("--lock-text-steps", type=int,
-                   help="first train the image tower against a frozen, whitened text tower; synthetic data then "
-                        "shows single objects with short captions (default 1200)")
-    p.add_argument("--text-lr-scale", type=float,
-                   help="text tower learning rate relative to --lr once unlocked (default 1/3)")
-    p.add_argument("--pool-size", type=int,
-                   help="synthetic data: scenes rendered once, in parallel, and reused with fresh captions; "
-                        "0 renders every batch anew, at half the speed on 2 cores (default 80000, 2.2 GB at 96 px)")
+    p.add_argument(
+        "--twins",
+        action="store_true",
+        default=None,
+        help="half of each batch are shape twins of the other half (renders every batch)",
+    )
+    p.add_argument(
+        "--lock-text-steps",
+        type=int,
+        help="first train the image tower against a frozen, whitened text tower; synthetic data then "
+        "shows single objects with short captions (default 1200)",
+    )
+    p.add_argument(
+        "--text-lr-scale",
+        type=float,
+        help="text tower learning rate relative to --lr once unlocked (default 1/3)",
+    )
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        help="synthetic data: scenes rendered once, in parallel, and reused with fresh captions; "
+        "0 renders every batch anew, at half the speed on 2 cores (default 80000, 2.2 GB at 96 px)",
+    )
     p.add_argument("--eval", type=Path, help="evaluate on this held-out folder at the end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
@@ -61,8 +88,11 @@ def _run_train(args) -> int:
     from .training.options import TrainConfig
 
     # Every option named like a TrainConfig field and given on the command line; the rest keep its defaults.
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
     cfg = TrainConfig(out_dir=args.out, progress=not args.no_progress, **given)
     if args.config:
         cfg.model_config = _read_model_config(args.config)
@@ -85,7 +115,9 @@ def _read_model_config(path: Path) -> dict:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set")
+    p = sub.add_parser(
+        "eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set"
+    )
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
     p.add_argument("--data", type=Path, default=EVAL_SET, help="folder with captions.jsonl")
     p.add_argument("--mode", default="fp32", help="fp32, int8, bf16 or compile")

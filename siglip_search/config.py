@@ -39,7 +39,9 @@ class _ConfigMixin:
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
         hub = hub_options(kwargs)
-        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        loader_options(
+            kwargs, f"{cls.__name__}.from_pretrained"
+        )  # the ignored ones; a typo is a TypeError
         return load_tower_config(cls, resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
@@ -72,7 +74,9 @@ class SiglipTextConfig(_ConfigMixin):
     def __post_init__(self) -> None:
         if self.projection_size is None:
             self.projection_size = self.hidden_size
-        _check_values(self, "text_config", "vocab_size", "max_position_embeddings", "projection_size")
+        _check_values(
+            self, "text_config", "vocab_size", "max_position_embeddings", "projection_size"
+        )
 
 
 @dataclass
@@ -95,7 +99,9 @@ class SiglipVisionConfig(_ConfigMixin):
         if isinstance(self.image_size, (list, tuple)):
             sizes = set(self.image_size)
             if len(sizes) != 1:
-                raise CheckpointError(f"vision_config.image_size must be square, got {self.image_size}")
+                raise CheckpointError(
+                    f"vision_config.image_size must be square, got {self.image_size}"
+                )
             self.image_size = int(sizes.pop())
         _check_values(self, "vision_config", "num_channels", "image_size", "patch_size")
 
@@ -110,14 +116,22 @@ HIDDEN_ACTS = ("gelu_pytorch_tanh", "gelu")
 
 
 def unsupported_hidden_act(name: Any, where: str = "hidden_act") -> CheckpointError:
-    return CheckpointError(f"{where} {name!r} is not supported: SigLIP checkpoints use "
-                           f"{' or '.join(map(repr, HIDDEN_ACTS))}")
+    return CheckpointError(
+        f"{where} {name!r} is not supported: SigLIP checkpoints use "
+        f"{' or '.join(map(repr, HIDDEN_ACTS))}"
+    )
 
 
 def _check_values(config, where: str, *names: str) -> None:
     """Sizes are positive ints (a "768" string or a 0 in config.json gives one line, not a TypeError
     deep in torch), the heads divide the width, and hidden_act is one that SigLIP checkpoints use."""
-    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", *names):
+    for name in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        *names,
+    ):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CheckpointError(f"{where}.{name} must be a positive integer, got {value!r}")
@@ -159,7 +173,9 @@ class SiglipConfig(_ConfigMixin):
     def from_text_vision_configs(
         cls, text_config: SiglipTextConfig, vision_config: SiglipVisionConfig, **kwargs: Any
     ) -> SiglipConfig:
-        return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
+        return cls(
+            text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> SiglipConfig:
@@ -180,7 +196,9 @@ class SiglipConfig(_ConfigMixin):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
         hub = hub_options(kwargs)
-        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        loader_options(
+            kwargs, f"{cls.__name__}.from_pretrained"
+        )  # the ignored ones; a typo is a TypeError
         return load_config(resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
@@ -215,10 +233,15 @@ def read_config_json(path: Path) -> dict[str, Any]:
 
 
 _TOWER_KEYS = {"siglip_text_model": "text_config", "siglip_vision_model": "vision_config"}
-_TOWER_CLASSES = {"siglip_text_model": "SiglipTextModel", "siglip_vision_model": "SiglipVisionModel"}
+_TOWER_CLASSES = {
+    "siglip_text_model": "SiglipTextModel",
+    "siglip_vision_model": "SiglipVisionModel",
+}
 
 
-def unsupported_model_type(path: Path, model_type: Any, expected: str = "'siglip'") -> CheckpointError:
+def unsupported_model_type(
+    path: Path, model_type: Any, expected: str = "'siglip'"
+) -> CheckpointError:
     """The one-line refusal of a config.json whose model_type this class cannot load."""
     if model_type in _TOWER_CLASSES:
         why = f"it holds one tower only; load it with {_TOWER_CLASSES[model_type]} or AutoModel"

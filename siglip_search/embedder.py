@@ -28,12 +28,21 @@ MODES = ("fp32", "int8", "bf16", "compile")
 class Embedder:
     """A loaded SigLIP model plus its tokenizer and image processor, in inference mode."""
 
-    def __init__(self, model: SiglipModel, tokenizer: Any, image_processor: SiglipImageProcessor,
-                 model_id: str, mode: str = "fp32", weights_sha256: str = "") -> None:
+    def __init__(
+        self,
+        model: SiglipModel,
+        tokenizer: Any,
+        image_processor: SiglipImageProcessor,
+        model_id: str,
+        mode: str = "fp32",
+        weights_sha256: str = "",
+    ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode == "int8" and model.device.type != "cpu":
-            raise InputError(f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}")
+            raise InputError(
+                f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -50,20 +59,30 @@ class Embedder:
         self.image_size = (int(size["height"]), int(size["width"]))
         self.logit_scale = float(model.logit_scale.detach().float().exp())
         self.logit_bias = float(model.logit_bias.detach().float())
-        self.text_length = int(min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings))
+        self.text_length = int(
+            min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
+        )
         self._text_features, self._image_features = _prepare(model, mode)
         # Batches split across cores (see parallel.py); compiled functions and GPUs keep whole batches.
         on_cpu = self.model.device.type == "cpu" and mode != "compile"
         self._rows = RowParallel(torch.get_num_threads() if on_cpu else 1)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu") -> Embedder:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu"
+    ) -> Embedder:
         directory = resolve_checkpoint_dir(name_or_path)
         model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32, device=device)
         local = Path(name_or_path).expanduser()
         model_id = str(local.resolve()) if local.is_dir() else str(name_or_path)
-        return cls(model, AutoTokenizer.from_pretrained(directory), SiglipImageProcessor.from_pretrained(directory),
-                   model_id, mode, _weights_sha256(directory))
+        return cls(
+            model,
+            AutoTokenizer.from_pretrained(directory),
+            SiglipImageProcessor.from_pretrained(directory),
+            model_id,
+            mode,
+            _weights_sha256(directory),
+        )
 
     def identity(self) -> dict[str, Any]:
         """What decides the vectors: equal identities give interchangeable embeddings."""
@@ -78,7 +97,10 @@ class Embedder:
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray | float:
         """SigLIP's pair probability sigmoid(t * cos + b)."""
-        return 1.0 / (1.0 + np.exp(-(np.asarray(cosine, dtype=np.float64) * self.logit_scale + self.logit_bias)))
+        return 1.0 / (
+            1.0
+            + np.exp(-(np.asarray(cosine, dtype=np.float64) * self.logit_scale + self.logit_bias))
+        )
 
     def preprocess_image(self, image: Any) -> np.ndarray:
         return self.image_processor.preprocess_one(image)
@@ -102,15 +124,24 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         # Always pad to the full length and never mask: that is how SigLIP was trained.
-        ids = self.tokenizer(list(texts), padding="max_length", truncation=True,
-                             max_length=self.text_length, return_tensors="pt")["input_ids"]
+        ids = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.text_length,
+            return_tensors="pt",
+        )["input_ids"]
         return _unit_rows(self._rows(self._in_mode(self._text_features), ids.to(self.model.device)))
 
-    def _in_mode(self, features: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _in_mode(
+        self, features: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """features(rows) under inference mode and the mode's autocast, which are per thread."""
+
         def run(rows: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), _autocast(self.mode):
                 return features(rows)
+
         return run
 
 
@@ -136,7 +167,9 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
         return vision(pixel_values).pooler_output
 
     if mode == "compile":
-        return torch.compile(text_features, dynamic=True), torch.compile(image_features, dynamic=True)
+        return torch.compile(text_features, dynamic=True), torch.compile(
+            image_features, dynamic=True
+        )
     return text_features, image_features
 
 
@@ -162,15 +195,25 @@ def _weights_sha256(directory: Path) -> str:
     files = [directory / WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else []
     if not files and (directory / WEIGHTS_INDEX_NAME).is_file():
         files = [directory / WEIGHTS_INDEX_NAME, *sorted(directory.glob("model-*.safetensors"))]
-    stamps = [[str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino]
-              for file in files for stat in [file.stat()]]
+    stamps = [
+        [str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        for file in files
+        for stat in [file.stat()]
+    ]
     cache_file, key = weights_cache_file(), str(directory.resolve())
     cache = _read_weights_cache(cache_file)
     entry = cache.pop(key, None)
-    if isinstance(entry, dict) and entry.get("files") == stamps and isinstance(entry.get("sha256"), str):
+    if (
+        isinstance(entry, dict)
+        and entry.get("files") == stamps
+        and isinstance(entry.get("sha256"), str)
+    ):
         return entry["sha256"]
     digest = _hash_files(files)
-    cache[key] = {"files": stamps, "sha256": digest}  # the latest hash goes last; the oldest go first
+    cache[key] = {
+        "files": stamps,
+        "sha256": digest,
+    }  # the latest hash goes last; the oldest go first
     for old in list(cache)[:-WEIGHTS_CACHE_ENTRIES]:
         del cache[old]
     try:

@@ -19,10 +19,19 @@ from .tokenizer import SiglipTokenizer, _special_tokens
 
 VOCAB_FILE = "tokenizer.model"
 # What tokenizer_config.json or special_tokens_map.json may set.
-INIT_OPTIONS = frozenset({
-    "eos_token", "unk_token", "pad_token", "bos_token", "add_bos_token", "add_eos_token", "padding_side",
-    "model_max_length", "model_input_names",
-})
+INIT_OPTIONS = frozenset(
+    {
+        "eos_token",
+        "unk_token",
+        "pad_token",
+        "bos_token",
+        "add_bos_token",
+        "add_eos_token",
+        "padding_side",
+        "model_max_length",
+        "model_input_names",
+    }
+)
 
 
 class GemmaSiglipTokenizer(SiglipTokenizer):
@@ -48,8 +57,15 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
             raise CheckpointError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.padding_side = padding_side
         kwargs.pop("do_lower_case", None)
-        super().__init__(vocab_file, eos_token, unk_token, pad_token, model_max_length=model_max_length,
-                         do_lower_case=True, **kwargs)
+        super().__init__(
+            vocab_file,
+            eos_token,
+            unk_token,
+            pad_token,
+            model_max_length=model_max_length,
+            do_lower_case=True,
+            **kwargs,
+        )
 
     @property
     def all_special_tokens(self) -> list[str]:
@@ -63,7 +79,9 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
     def tokenize(self, text: str) -> list[str]:
         return self.sp_model.encode(self.canonicalize_text(text), out_type=str)
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         ids = list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
         if self.add_bos_token:
             ids = [self.sp_model.piece_to_id(self.bos_token)] + ids
@@ -74,7 +92,9 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
         return filler + row if self.padding_side == "left" else row + filler
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> GemmaSiglipTokenizer:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> GemmaSiglipTokenizer:
         hub = hub_options(kwargs)
         # additional_special_tokens and do_lower_case (which __init__ drops) as SiglipTokenizer takes them
         accepted = INIT_OPTIONS | {"additional_special_tokens", "do_lower_case"}
@@ -82,4 +102,7 @@ class GemmaSiglipTokenizer(SiglipTokenizer):
         directory = resolve_checkpoint_dir(name_or_path, **hub)
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
-        return cls(directory / VOCAB_FILE, **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides)
+        return cls(
+            directory / VOCAB_FILE,
+            **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides,
+        )

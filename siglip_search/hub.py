@@ -37,10 +37,20 @@ HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token")
 # transformers runs as it is: no remote code is ever run, only safetensors are read, there is one attention
 # implementation and one tokenizer (exact, so use_fast has no choice to make), and downloads go with
 # huggingface_hub's defaults. `subfolder` is accepted empty only (see loader_options).
-IGNORED_OPTIONS = frozenset({
-    "trust_remote_code", "low_cpu_mem_usage", "attn_implementation", "use_safetensors", "force_download",
-    "resume_download", "proxies", "subfolder", "_from_auto", "use_fast",
-})
+IGNORED_OPTIONS = frozenset(
+    {
+        "trust_remote_code",
+        "low_cpu_mem_usage",
+        "attn_implementation",
+        "use_safetensors",
+        "force_download",
+        "resume_download",
+        "proxies",
+        "subfolder",
+        "_from_auto",
+        "use_fast",
+    }
+)
 
 
 def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -48,13 +58,17 @@ def hub_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
 
 
-def loader_options(kwargs: dict[str, Any], where: str, accepted: Collection[str] = ()) -> dict[str, Any]:
+def loader_options(
+    kwargs: dict[str, Any], where: str, accepted: Collection[str] = ()
+) -> dict[str, Any]:
     """The loader's own options among what is left of its kwargs once hub_options took the hub ones:
     those named in `accepted`. IGNORED_OPTIONS are dropped; any other name (a typo such as revison="v2")
     is a TypeError naming it, as Python raises for an unknown keyword argument."""
     if kwargs.get("subfolder"):
-        raise InputError(f"subfolder={kwargs['subfolder']!r} is not supported: pass the path of the folder "
-                         "that holds config.json (download a hub checkpoint first)")
+        raise InputError(
+            f"subfolder={kwargs['subfolder']!r} is not supported: pass the path of the folder "
+            "that holds config.json (download a hub checkpoint first)"
+        )
     unknown = [key for key in kwargs if key not in accepted and key not in IGNORED_OPTIONS]
     if unknown:
         raise unexpected_keywords(where, unknown)
@@ -75,10 +89,17 @@ def resolve_checkpoint_dir(
         return path.resolve()
     text = str(name_or_path)
     if path.exists():
-        raise CheckpointError(f"{text} is a file; pass the checkpoint directory that holds config.json")
+        raise CheckpointError(
+            f"{text} is a file; pass the checkpoint directory that holds config.json"
+        )
     if not _HUB_ID.match(text):
         raise CheckpointError(f"checkpoint directory {text} does not exist")
-    options = {"revision": revision, "cache_dir": cache_dir, "token": token, "allow_patterns": CHECKPOINT_FILES}
+    options = {
+        "revision": revision,
+        "cache_dir": cache_dir,
+        "token": token,
+        "allow_patterns": CHECKPOINT_FILES,
+    }
     return _snapshot(text, options, local_files_only)
 
 
@@ -89,7 +110,9 @@ def _snapshot(repo_id: str, options: dict[str, Any], local_files_only: bool) -> 
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise CheckpointError(f"{repo_id} is not a local directory and huggingface_hub is not installed") from None
+        raise CheckpointError(
+            f"{repo_id} is not a local directory and huggingface_hub is not installed"
+        ) from None
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **options))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):

@@ -23,8 +23,17 @@ from .tokenizer import BatchEncoding
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 # The preprocessing options: __init__'s arguments, which from_pretrained and each call may override.
-OPTIONS = ("do_resize", "size", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
-           "image_std", "do_convert_rgb")
+OPTIONS = (
+    "do_resize",
+    "size",
+    "resample",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_convert_rgb",
+)
 _RESAMPLE = {int(m): m for m in Image.Resampling}
 
 
@@ -57,7 +66,12 @@ def _unit_float_hwc(image: Any) -> np.ndarray | None:
     """A 3-channel float array or tensor with values in [0, 1], as HWC float32; None for anything else."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray) or image.dtype.kind != "f" or image.ndim != 3 or not image.size:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype.kind != "f"
+        or image.ndim != 3
+        or not image.size
+    ):
         return None
     arr = _hwc(image)
     if arr.shape[-1] != 3 or float(arr.min()) < 0 or float(arr.max()) > 1:
@@ -105,8 +119,12 @@ def to_pil(image: Any) -> Image.Image:
         try:
             return Image.fromarray(arr)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"cannot read an image from an array of shape {image.shape}: {exc}") from None
-    raise InputError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+            raise InputError(
+                f"cannot read an image from an array of shape {image.shape}: {exc}"
+            ) from None
+    raise InputError(
+        f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}"
+    )
 
 
 class SiglipImageProcessor:
@@ -186,14 +204,26 @@ class SiglipImageProcessor:
             arr = (arr - mean) / std
         return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
 
-    def __call__(self, images: Any, return_tensors: str | None = None, **overrides: Any) -> BatchEncoding:
+    def __call__(
+        self, images: Any, return_tensors: str | None = None, **overrides: Any
+    ) -> BatchEncoding:
         return self.preprocess(images, return_tensors=return_tensors, **overrides)
 
-    def preprocess(self, images: Any, return_tensors: str | None = None, **overrides: Any) -> BatchEncoding:
-        if isinstance(images, (Image.Image, np.ndarray, torch.Tensor)) and not _is_batch_array(images):
+    def preprocess(
+        self, images: Any, return_tensors: str | None = None, **overrides: Any
+    ) -> BatchEncoding:
+        if isinstance(images, (Image.Image, np.ndarray, torch.Tensor)) and not _is_batch_array(
+            images
+        ):
             images = [images]
-        elif isinstance(images, (list, tuple)) and images and all(isinstance(im, (list, tuple)) for im in images):
-            images = [im for group in images for im in group]  # a batch of image lists, as transformers takes
+        elif (
+            isinstance(images, (list, tuple))
+            and images
+            and all(isinstance(im, (list, tuple)) for im in images)
+        ):
+            images = [
+                im for group in images for im in group
+            ]  # a batch of image lists, as transformers takes
         arrays = [self.preprocess_one(im, **overrides) for im in images]
         if not arrays:
             raise InputError("no images given")
@@ -203,14 +233,18 @@ class SiglipImageProcessor:
             return BatchEncoding(pixel_values=np.stack(arrays))
         if return_tensors is None:
             return BatchEncoding(pixel_values=arrays)
-        raise InputError(f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)")
+        raise InputError(
+            f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> SiglipImageProcessor:
         return cls(**(dict(data) | kwargs))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipImageProcessor:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, **kwargs: Any
+    ) -> SiglipImageProcessor:
         hub = hub_options(kwargs)
         overrides = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=OPTIONS)
         directory = resolve_checkpoint_dir(name_or_path, **hub)

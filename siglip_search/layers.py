@@ -50,7 +50,10 @@ class SiglipAttention(nn.Module):
         self.out_proj = nn.Linear(d, d)
 
     def forward(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, queries: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        queries: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T, D) -> (B, T, D). `queries` (B, Tq, D), when given, are the positions that ask, in place
         of all of x: each still attends over every position of x, and the result is (B, Tq, D)."""
@@ -61,7 +64,9 @@ class SiglipAttention(nn.Module):
         B, _, Tq, _ = q.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, Tq, -1))  # (B, Tq, D)
 
-    def probabilities(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def probabilities(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """softmax(q k^T / sqrt(hd)), (B, nh, T, T): the attention maps transformers returns as `attentions`
         (its eager form, softmax in float32). SDPA does not return them, so they are computed apart,
         only when asked for."""
@@ -108,7 +113,9 @@ class SiglipEncoderLayer(nn.Module):
         x = x + self.mlp(self.layer_norm2(x))
         return x
 
-    def forward_last_position(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_last_position(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """forward(x)[:, -1:] computed for that position alone, (B, T, D) -> (B, 1, D): attention with
         one query, whose keys and values still come from every position."""
         h = self.layer_norm1(x)
@@ -131,7 +138,9 @@ class SiglipEncoder(nn.Module):
             x = layer(x, attention_mask)
         return x
 
-    def forward_last_position(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_last_position(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """forward(x)[:, -1:], (B, 1, D), with the last layer computing the last position alone: text
         pooling reads nothing else. On the base model this skips about 7% of the text tower's work."""
         *layers, last = self.layers
@@ -140,14 +149,19 @@ class SiglipEncoder(nn.Module):
         return last.forward_last_position(x, attention_mask)
 
     def forward_with_states(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]:
         """forward(x), keeping what transformers returns on request: the hidden states (the input, then
         each layer's output) and, with output_attentions, each layer's attention maps (B, nh, T, T)."""
         hidden_states, attentions = [x], []
         for layer in self.layers:
             if output_attentions:
-                attentions.append(layer.self_attn.probabilities(layer.layer_norm1(x), attention_mask))
+                attentions.append(
+                    layer.self_attn.probabilities(layer.layer_norm1(x), attention_mask)
+                )
             x = layer(x, attention_mask)
             hidden_states.append(x)
         return x, tuple(hidden_states), tuple(attentions) if output_attentions else None
@@ -186,8 +200,10 @@ class SiglipMultiheadAttentionPoolingHead(nn.Module):
         hd = d // nh
         w, b = attention.in_proj_weight, attention.in_proj_bias
         q = F.linear(self.probe.reshape(1, d), w[:d], b[:d]).view(nh, hd)
-        key_probe = torch.einsum("nh,nhd->dn", q, w[d:2 * d].view(nh, hd, d)) / math.sqrt(hd)  # (D, nh)
+        key_probe = torch.einsum("nh,nhd->dn", q, w[d : 2 * d].view(nh, hd, d)) / math.sqrt(
+            hd
+        )  # (D, nh)
         weights = (x @ key_probe).softmax(dim=1)  # (B, T, nh): each head's weights over the tokens
         pooled = torch.einsum("btn,btd->bnd", weights, x)  # (B, nh, D)
-        y = torch.einsum("bnd,nhd->bnh", pooled, w[2 * d:].view(nh, hd, d)).flatten(1) + b[2 * d:]
+        y = torch.einsum("bnd,nhd->bnh", pooled, w[2 * d :].view(nh, hd, d)).flatten(1) + b[2 * d :]
         return attention.out_proj(y)

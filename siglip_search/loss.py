@@ -11,13 +11,18 @@ import torch.nn.functional as F
 
 
 def sigmoid_logits(
-    text_embeds: torch.Tensor, image_embeds: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+    text_embeds: torch.Tensor,
+    image_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
 ) -> torch.Tensor:
     """Pairwise logits `t * cos + b`, shape (n_text, n_image); `logit_scale` is stored as log(t)."""
     return text_embeds @ image_embeds.t() * logit_scale.exp() + logit_bias
 
 
-def sigmoid_loss(logits_per_text: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+def sigmoid_loss(
+    logits_per_text: torch.Tensor, positives: torch.Tensor | None = None
+) -> torch.Tensor:
     """Every (text, image) pair is an independent binary problem.
 
     Matching pairs sit on the diagonal because a batch is built from aligned pairs: label +1 there,
@@ -27,7 +32,9 @@ def sigmoid_loss(logits_per_text: torch.Tensor, positives: torch.Tensor | None =
     """
     n_text, n_image = logits_per_text.shape
     if n_text != n_image:
-        raise ValueError(f"the sigmoid loss needs as many texts as images, got {n_text} and {n_image}")
+        raise ValueError(
+            f"the sigmoid loss needs as many texts as images, got {n_text} and {n_image}"
+        )
     if positives is None:
         positives = torch.eye(n_text, device=logits_per_text.device, dtype=torch.bool)
     labels = 2 * positives.to(logits_per_text.dtype) - 1
@@ -49,15 +56,22 @@ class _NeighbourExchange(torch.autograd.Function):
     def forward(ctx, tensor: torch.Tensor, to_rank: int, from_rank: int, group) -> torch.Tensor:
         ctx.to_rank, ctx.from_rank, ctx.group = to_rank, from_rank, group
         received = torch.empty_like(tensor)
-        ops = [dist.P2POp(dist.isend, tensor.contiguous(), to_rank, group),
-               dist.P2POp(dist.irecv, received, from_rank, group)]
+        ops = [
+            dist.P2POp(dist.isend, tensor.contiguous(), to_rank, group),
+            dist.P2POp(dist.irecv, received, from_rank, group),
+        ]
         for req in dist.batch_isend_irecv(ops):
             req.wait()
         return received
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _NeighbourExchange.apply(grad, ctx.from_rank, ctx.to_rank, ctx.group), None, None, None
+        return (
+            _NeighbourExchange.apply(grad, ctx.from_rank, ctx.to_rank, ctx.group),
+            None,
+            None,
+            None,
+        )
 
 
 def distributed_sigmoid_loss(
@@ -80,8 +94,16 @@ def distributed_sigmoid_loss(
     total = _pair_loss(text_embeds, image_embeds, logit_scale, logit_bias, positives=True)
     visiting = text_embeds
     for _ in range(world - 1):
-        to_rank = dist.get_global_rank(group, (rank + 1) % world) if group is not None else (rank + 1) % world
-        from_rank = dist.get_global_rank(group, (rank - 1) % world) if group is not None else (rank - 1) % world
+        to_rank = (
+            dist.get_global_rank(group, (rank + 1) % world)
+            if group is not None
+            else (rank + 1) % world
+        )
+        from_rank = (
+            dist.get_global_rank(group, (rank - 1) % world)
+            if group is not None
+            else (rank - 1) % world
+        )
         visiting = _NeighbourExchange.apply(visiting, to_rank, from_rank, group)
         total = total + _pair_loss(visiting, image_embeds, logit_scale, logit_bias, positives=False)
     # The global loss is (sum over all pairs) / (world * local); times world for gradient averaging.

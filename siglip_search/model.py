@@ -37,7 +37,9 @@ class SiglipVisionEmbeddings(nn.Module):
         grid = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
         return grid.permute(0, 2, 3, 1).reshape(1, height * width, -1)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
         x = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # (B, D, h, w)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B, h*w, D), row-major patch order, no CLS token
@@ -69,7 +71,9 @@ class SiglipVisionTransformer(nn.Module):
         output_attentions: bool = False,
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(pixel_values, interpolate_pos_encoding)  # (B, N, D)
-        x, hidden_states, attentions = _encode(self.encoder, x, None, output_hidden_states, output_attentions)
+        x, hidden_states, attentions = _encode(
+            self.encoder, x, None, output_hidden_states, output_attentions
+        )
         x = self.post_layernorm(x)
         pooled = self.head(x) if self.config.vision_use_head else None
         return BaseModelOutputWithPooling(x, pooled, hidden_states, attentions)
@@ -81,7 +85,9 @@ class SiglipTextEmbeddings(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         T = input_ids.shape[-1]
         max_len = self.position_embedding.num_embeddings
         if T > max_len:
@@ -113,7 +119,9 @@ class SiglipTextTransformer(nn.Module):
     ) -> BaseModelOutputWithPooling:
         x = self.embeddings(input_ids, position_ids)  # (B, T, D)
         mask = _key_mask(attention_mask)
-        x, hidden_states, attentions = _encode(self.encoder, x, mask, output_hidden_states, output_attentions)
+        x, hidden_states, attentions = _encode(
+            self.encoder, x, mask, output_hidden_states, output_attentions
+        )
         x = self.final_layer_norm(x)
         # Pool the LAST position (always </s> when padded to max length), not the first EOS.
         pooled = self.head(x[:, -1, :])
@@ -175,7 +183,9 @@ class SiglipPreTrainedModel(nn.Module):
         options (revision, cache_dir, local_files_only, token) and hub.IGNORED_OPTIONS; anything else
         is a TypeError."""
         hub = hub_options(kwargs)
-        own = loader_options(kwargs, f"{cls.__name__}.from_pretrained", accepted=("dtype", "device_map"))
+        own = loader_options(
+            kwargs, f"{cls.__name__}.from_pretrained", accepted=("dtype", "device_map")
+        )
         dtype = own.get("dtype", torch_dtype)
         device = own.get("device_map", device)
         return load_model(cls, pretrained_model_name_or_path, dtype=dtype, device=device, **hub)
@@ -192,11 +202,14 @@ class SiglipPreTrainedModel(nn.Module):
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameter count, as transformers' ModuleUtilsMixin.num_parameters (nn.Embedding weights are
         the embeddings; the vision patch convolution is not one)."""
-        embedding_names = {f"{n}.weight" for n, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        embedding_names = {
+            f"{n}.weight" for n, m in self.named_modules() if isinstance(m, nn.Embedding)
+        }
         return sum(
             p.numel()
             for name, p in self.named_parameters()
-            if not (exclude_embeddings and name in embedding_names) and (p.requires_grad or not only_trainable)
+            if not (exclude_embeddings and name in embedding_names)
+            and (p.requires_grad or not only_trainable)
         )
 
     @property
@@ -245,9 +258,12 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool
+        | None = None,  # accepted and ignored: the output indexes like a tuple too
     ) -> BaseModelOutputWithPooling:
-        return self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions)
+        return self.vision_model(
+            pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions
+        )
 
 
 class SiglipTextModel(SiglipPreTrainedModel):
@@ -266,9 +282,12 @@ class SiglipTextModel(SiglipPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool
+        | None = None,  # accepted and ignored: the output indexes like a tuple too
     ) -> BaseModelOutputWithPooling:
-        return self.text_model(input_ids, attention_mask, position_ids, output_hidden_states, output_attentions)
+        return self.text_model(
+            input_ids, attention_mask, position_ids, output_hidden_states, output_attentions
+        )
 
 
 class SiglipModel(SiglipPreTrainedModel):
@@ -303,7 +322,9 @@ class SiglipModel(SiglipPreTrainedModel):
     ) -> torch.Tensor:
         """Un-normalised image features (N, D), as in transformers v4.37 (the last three arguments are
         accepted and ignored, as for get_text_features)."""
-        return self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
+        return self.vision_model(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
+        ).pooler_output
 
     def forward(
         self,
@@ -315,7 +336,8 @@ class SiglipModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        return_dict: bool | None = None,  # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool
+        | None = None,  # accepted and ignored: the output indexes like a tuple too
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:

@@ -15,7 +15,11 @@ class ModelOutput:
         return tuple(v for _, v in self.items())
 
     def items(self):
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        ]
 
     def keys(self):
         return [k for k, _ in self.items()]

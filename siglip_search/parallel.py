@@ -27,7 +27,9 @@ class RowParallel:
         self._pid = 0  # the process the pool's threads live in: a forked child has none of them
         self._lock = threading.Lock()
 
-    def __call__(self, fn: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor
+    ) -> torch.Tensor:
         chunks = min(self.workers, len(rows))
         if chunks < 2:
             return fn(rows)
@@ -37,10 +39,13 @@ class RowParallel:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 threads = torch.get_num_threads()
-                pool = ThreadPoolExecutor(self.workers, thread_name_prefix="siglip-embed",
-                                          initializer=_single_threaded)
+                pool = ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="siglip-embed", initializer=_single_threaded
+                )
                 barrier = threading.Barrier(self.workers)
-                list(pool.map(lambda _: barrier.wait(), range(self.workers)))  # start every worker now
+                list(
+                    pool.map(lambda _: barrier.wait(), range(self.workers))
+                )  # start every worker now
                 # A worker's set_num_threads(1) also changed the default that threads started later
                 # take; give it back (the workers keep their own setting).
                 torch.set_num_threads(threads)

@@ -14,15 +14,19 @@ from .tokenizer import BatchEncoding, SiglipTokenizer
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
     """The tokenizer a checkpoint holds: SigLIP's spiece.model, or SigLIP 2's Gemma tokenizer.model."""
-    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))  # the rest: the class's loader
+    directory = resolve_checkpoint_dir(
+        name_or_path, **hub_options(kwargs)
+    )  # the rest: the class's loader
     if (directory / "spiece.model").is_file():
         return SiglipTokenizer.from_pretrained(directory, **kwargs)
     if (directory / "tokenizer.model").is_file():
         return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
     message = f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
     if (directory / "tokenizer.json").is_file():
-        message += ("; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
-                    "checkpoint it came from")
+        message += (
+            "; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
+            "checkpoint it came from"
+        )
     raise CheckpointError(message)
 
 
@@ -51,9 +55,17 @@ class SiglipProcessor:
             raise InputError("pass text=..., images=... or both")
         out = BatchEncoding()
         if text is not None:
-            out.update(self.tokenizer(text, padding=padding, truncation=truncation, max_length=max_length,
-                                      return_tensors=return_tensors, pad_to_multiple_of=pad_to_multiple_of,
-                                      return_attention_mask=return_attention_mask))
+            out.update(
+                self.tokenizer(
+                    text,
+                    padding=padding,
+                    truncation=truncation,
+                    max_length=max_length,
+                    return_tensors=return_tensors,
+                    pad_to_multiple_of=pad_to_multiple_of,
+                    return_attention_mask=return_attention_mask,
+                )
+            )
         if images is not None:
             out.update(self.image_processor(images, return_tensors=return_tensors, **image_options))
         return out
@@ -66,12 +78,16 @@ class SiglipProcessor:
 
     @property
     def model_input_names(self) -> list[str]:
-        return list(dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names))
+        return list(
+            dict.fromkeys(self.tokenizer.model_input_names + self.image_processor.model_input_names)
+        )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
         hub = hub_options(kwargs)
-        loader_options(kwargs, f"{cls.__name__}.from_pretrained")  # the ignored ones; a typo is a TypeError
+        loader_options(
+            kwargs, f"{cls.__name__}.from_pretrained"
+        )  # the ignored ones; a typo is a TypeError
         directory = resolve_checkpoint_dir(name_or_path, **hub)  # one snapshot for both
         return cls(SiglipImageProcessor.from_pretrained(directory), load_tokenizer(directory))
 

@@ -37,10 +37,14 @@ def _codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     if hasattr(torch, "quantize_per_tensor"):
         # 3.5x faster than the arithmetic below: one vectorized pass, whose bytes are read in place.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # quantized tensors are deprecated; only their bytes are used
+            warnings.simplefilter(
+                "ignore"
+            )  # quantized tensors are deprecated; only their bytes are used
             q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
         return torch.empty(0, dtype=torch.uint8).set_(q.untyped_storage(), 0, q.shape, q.stride())
-    return torch.add(zero_point + 0.5, x, alpha=1.0 / scale).to(torch.uint8)  # round half up; x >= lo
+    return torch.add(zero_point + 0.5, x, alpha=1.0 / scale).to(
+        torch.uint8
+    )  # round half up; x >= lo
 
 
 class Int8Linear(nn.Module):
@@ -56,17 +60,25 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
         codes = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
         self.register_buffer("weight_scale", scale, persistent=False)
-        self.register_buffer("weight_zero_point", torch.zeros_like(scale, dtype=torch.int32), persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone(), persistent=False)
+        self.register_buffer(
+            "weight_zero_point", torch.zeros_like(scale, dtype=torch.int32), persistent=False
+        )
+        self.register_buffer(
+            "bias", None if bias is None else bias.detach().float().clone(), persistent=False
+        )
         self.packed = torch.ops.onednn.qlinear_prepack(codes, None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
         return cls(linear.weight, linear.bias)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None, gelu: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None, gelu: bool = False
+    ) -> torch.Tensor:
         shape = x.shape
-        codes, scale, zero_point = quantize_activations(x.reshape(-1, self.in_features).contiguous())
+        codes, scale, zero_point = quantize_activations(
+            x.reshape(-1, self.in_features).contiguous()
+        )
         args = (codes, scale, zero_point, self.packed, self.weight_scale, self.weight_zero_point)
         unary = ("gelu", [], "none") if gelu else ("none", [], "none")
         if residual is None:
@@ -74,7 +86,8 @@ class Int8Linear(nn.Module):
         else:
             other = residual.reshape(-1, self.out_features).contiguous()
             y = torch.ops.onednn.qlinear_pointwise.binary(
-                *args, other, self.bias, 1.0, 0, torch.float32, 1.0, 0, "add", 1.0, *unary)
+                *args, other, self.bias, 1.0, 0, torch.float32, 1.0, 0, "add", 1.0, *unary
+            )
         return y.view(*shape[:-1], self.out_features)
 
 
@@ -83,7 +96,10 @@ def onednn_int8_available() -> bool:
     """Whether this torch build runs the oneDNN int8 calls that Int8Linear makes, with the right results
     (x86 builds with mkldnn do; op signatures have changed between torch versions)."""
     weight = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
-    x, residual = torch.tensor([[1.0, 2.0], [-1.0, 0.5]]), torch.tensor([[10.0, 20.0], [30.0, 40.0]])
+    x, residual = (
+        torch.tensor([[1.0, 2.0], [-1.0, 0.5]]),
+        torch.tensor([[10.0, 20.0], [30.0, 40.0]]),
+    )
     expected = x @ weight.T
     try:
         layer = Int8Linear(weight, None)
@@ -91,7 +107,9 @@ def onednn_int8_available() -> bool:
     except (AttributeError, RuntimeError, NotImplementedError, TypeError):
         return False
     wanted = (expected, expected + residual, F.gelu(expected))
-    return all(torch.allclose(got, want, atol=0.05) for got, want in zip(results, wanted, strict=True))
+    return all(
+        torch.allclose(got, want, atol=0.05) for got, want in zip(results, wanted, strict=True)
+    )
 
 
 class Int8EncoderLayer(nn.Module):
@@ -104,19 +122,24 @@ class Int8EncoderLayer(nn.Module):
         self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
         self.layer_norm1, self.layer_norm2 = layer.layer_norm1, layer.layer_norm2
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-        self.qkv_proj = Int8Linear(torch.cat([p.weight for p in projections]),
-                                   torch.cat([p.bias for p in projections]))
+        self.qkv_proj = Int8Linear(
+            torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+        )
         self.out_proj = Int8Linear.from_linear(attention.out_proj)
         self.fc1, self.fc2 = Int8Linear.from_linear(mlp.fc1), Int8Linear.from_linear(mlp.fc2)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self._block(x, attention_mask, last_position=False)
 
-    def forward_last_position(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_last_position(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """forward(x)[:, -1:], as SiglipEncoderLayer.forward_last_position."""
         return self._block(x, attention_mask, last_position=True)
 
-    def _block(self, x: torch.Tensor, attention_mask: torch.Tensor | None, last_position: bool) -> torch.Tensor:
+    def _block(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None, last_position: bool
+    ) -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv_proj(self.layer_norm1(x)).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, nh, T, hd)

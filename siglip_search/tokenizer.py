@@ -31,10 +31,17 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 # pads to it nor truncates at it.
 _NO_LIMIT = int(1e20)
 # What tokenizer_config.json, special_tokens_map.json or a from_pretrained call may set.
-INIT_OPTIONS = frozenset({
-    "eos_token", "unk_token", "pad_token", "additional_special_tokens", "model_max_length", "do_lower_case",
-    "model_input_names",
-})
+INIT_OPTIONS = frozenset(
+    {
+        "eos_token",
+        "unk_token",
+        "pad_token",
+        "additional_special_tokens",
+        "model_max_length",
+        "do_lower_case",
+        "model_input_names",
+    }
+)
 
 
 class BatchEncoding(dict):
@@ -91,7 +98,11 @@ class SiglipTokenizer:
     # --- vocabulary -----------------------------------------------------------------------
     @property
     def all_special_tokens(self) -> list[str]:
-        return list(dict.fromkeys([self.eos_token, self.unk_token, self.pad_token, *self.additional_special_tokens]))
+        return list(
+            dict.fromkeys(
+                [self.eos_token, self.unk_token, self.pad_token, *self.additional_special_tokens]
+            )
+        )
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -177,7 +188,9 @@ class SiglipTokenizer:
     ) -> list[int]:
         return self._encode_batch([text], add_special_tokens, truncation, max_length, padding)[0]
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         out = self._add_eos(list(token_ids_0))
         return out if token_ids_1 is None else out + self._add_eos(list(token_ids_1))
 
@@ -185,7 +198,10 @@ class SiglipTokenizer:
         return ids if ids and ids[-1] == self.eos_token_id else ids + [self.eos_token_id]
 
     def get_special_tokens_mask(
-        self, token_ids_0: list[int], token_ids_1: list[int] | None = None, already_has_special_tokens: bool = False
+        self,
+        token_ids_0: list[int],
+        token_ids_1: list[int] | None = None,
+        already_has_special_tokens: bool = False,
     ) -> list[int]:
         if already_has_special_tokens:
             special = set(self.all_special_ids)
@@ -207,12 +223,20 @@ class SiglipTokenizer:
                 ids = self.build_inputs_with_special_tokens(ids)
             if truncation and max_length is not None and len(ids) > max_length:
                 # Keep the first L-1 pieces and then </s>: EOS is "sticky" as in big_vision.
-                ids = ids[: max_length - 1] + [self.eos_token_id] if add_special_tokens else ids[:max_length]
+                ids = (
+                    ids[: max_length - 1] + [self.eos_token_id]
+                    if add_special_tokens
+                    else ids[:max_length]
+                )
             rows.append(ids)
         return rows
 
     def _pad_length(
-        self, rows: list[list[int]], padding: bool | str, max_length: int | None, pad_to_multiple_of: int | None = None
+        self,
+        rows: list[list[int]],
+        padding: bool | str,
+        max_length: int | None,
+        pad_to_multiple_of: int | None = None,
     ) -> int | None:
         if padding in (False, None, "do_not_pad"):
             return None
@@ -223,7 +247,9 @@ class SiglipTokenizer:
             if length is None:
                 return None  # as transformers: no max_length anywhere, so no padding
         else:
-            raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+            raise InputError(
+                f"padding must be True, False, 'longest' or 'max_length', got {padding!r}"
+            )
         if pad_to_multiple_of:  # as transformers: the padded length rounded up to a multiple
             length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
         return length
@@ -231,7 +257,9 @@ class SiglipTokenizer:
     def _pad(self, row: list[int], length: int, value: int) -> list[int]:
         return row + [value] * (length - len(row))
 
-    def _encode_batch(self, texts, add_special_tokens, truncation, max_length, padding) -> list[list[int]]:
+    def _encode_batch(
+        self, texts, add_special_tokens, truncation, max_length, padding
+    ) -> list[list[int]]:
         rows = self._encode_rows(texts, add_special_tokens, truncation, max_length)
         length = self._pad_length(rows, padding, max_length)
         return rows if length is None else [self._pad(r, length, self.pad_token_id) for r in rows]
@@ -251,25 +279,47 @@ class SiglipTokenizer:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         limit = max_length or self._default_max_length
-        if (truncation and padding not in (False, None, "do_not_pad") and pad_to_multiple_of and limit
-                and limit % pad_to_multiple_of):
-            raise InputError(f"truncation length {limit} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}")
+        if (
+            truncation
+            and padding not in (False, None, "do_not_pad")
+            and pad_to_multiple_of
+            and limit
+            and limit % pad_to_multiple_of
+        ):
+            raise InputError(
+                f"truncation length {limit} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}"
+            )
         unpadded = self._encode_rows(texts, add_special_tokens, bool(truncation), max_length)
         length = self._pad_length(unpadded, padding, max_length, pad_to_multiple_of)
-        rows = unpadded if length is None else [self._pad(r, length, self.pad_token_id) for r in unpadded]
+        rows = (
+            unpadded
+            if length is None
+            else [self._pad(r, length, self.pad_token_id) for r in unpadded]
+        )
         out = BatchEncoding(input_ids=rows[0] if single else rows)
-        if return_attention_mask or (return_attention_mask is None and "attention_mask" in self.model_input_names):
-            masks = [[1] * len(r) if length is None else self._pad([1] * len(r), length, 0) for r in unpadded]
+        if return_attention_mask or (
+            return_attention_mask is None and "attention_mask" in self.model_input_names
+        ):
+            masks = [
+                [1] * len(r) if length is None else self._pad([1] * len(r), length, 0)
+                for r in unpadded
+            ]
             out["attention_mask"] = masks[0] if single else masks
         if return_tensors not in (None, "pt", "np"):
-            raise InputError(f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)")
+            raise InputError(
+                f"return_tensors={return_tensors!r} is not supported (use 'pt', 'np' or None)"
+            )
         if return_tensors is not None:
             if len({len(r) for r in rows}) > 1:
-                raise InputError("texts have different lengths; pass padding='max_length' (and max_length= "
-                                 "where the tokenizer has no model_max_length) to make a tensor")
+                raise InputError(
+                    "texts have different lengths; pass padding='max_length' (and max_length= "
+                    "where the tokenizer has no model_max_length) to make a tensor"
+                )
             make = torch.tensor if return_tensors == "pt" else np.array
             dtype = torch.long if return_tensors == "pt" else np.int64
-            out = BatchEncoding({k: make([v] if single else v, dtype=dtype) for k, v in out.items()})
+            out = BatchEncoding(
+                {k: make([v] if single else v, dtype=dtype) for k, v in out.items()}
+            )
         return out
 
     # --- decoding -------------------------------------------------------------------------
@@ -288,7 +338,10 @@ class SiglipTokenizer:
         return (out + self.sp_model.decode(current)).strip()
 
     def decode(
-        self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+        self,
+        token_ids,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         """The text of token_ids (clean_up_tokenization_spaces is transformers' argument, accepted and ignored)."""
         if isinstance(token_ids, torch.Tensor):
@@ -301,7 +354,10 @@ class SiglipTokenizer:
         return self.convert_tokens_to_string(self.convert_ids_to_tokens(token_ids))
 
     def batch_decode(
-        self, sequences, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None
+        self,
+        sequences,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
     ) -> list[str]:
         if isinstance(sequences, torch.Tensor):
             sequences = sequences.tolist()
@@ -315,12 +371,16 @@ class SiglipTokenizer:
         directory = resolve_checkpoint_dir(name_or_path, **hub)
         vocab = directory / VOCAB_FILE
         if not vocab.is_file():
-            raise CheckpointError(f"{directory} has no {VOCAB_FILE} (the SigLIP SentencePiece vocabulary)")
+            raise CheckpointError(
+                f"{directory} has no {VOCAB_FILE} (the SigLIP SentencePiece vocabulary)"
+            )
         config = _special_tokens(directory / "tokenizer_config.json")
         config.update(_special_tokens(directory / "special_tokens_map.json"))
         return cls(vocab, **{k: v for k, v in config.items() if k in INIT_OPTIONS} | overrides)
 
-    def save_vocabulary(self, save_directory: str | os.PathLike, filename_prefix: str | None = None) -> tuple[str]:
+    def save_vocabulary(
+        self, save_directory: str | os.PathLike, filename_prefix: str | None = None
+    ) -> tuple[str]:
         name = self.vocab_files_names["vocab_file"]
         out = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + name)
         if Path(self.vocab_file).resolve() != out.resolve():
@@ -342,10 +402,22 @@ class SiglipTokenizer:
             "do_lower_case": self.do_lower_case,
             "model_input_names": self.model_input_names,
         }
-        write_atomic(directory / "tokenizer_config.json", (json.dumps(config, indent=2) + "\n").encode())
-        specials = {"eos_token": self.eos_token, "unk_token": self.unk_token, "pad_token": self.pad_token}
-        write_atomic(directory / "special_tokens_map.json", (json.dumps(specials, indent=2) + "\n").encode())
-        return vocab, str(directory / "tokenizer_config.json"), str(directory / "special_tokens_map.json")
+        write_atomic(
+            directory / "tokenizer_config.json", (json.dumps(config, indent=2) + "\n").encode()
+        )
+        specials = {
+            "eos_token": self.eos_token,
+            "unk_token": self.unk_token,
+            "pad_token": self.pad_token,
+        }
+        write_atomic(
+            directory / "special_tokens_map.json", (json.dumps(specials, indent=2) + "\n").encode()
+        )
+        return (
+            vocab,
+            str(directory / "tokenizer_config.json"),
+            str(directory / "special_tokens_map.json"),
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

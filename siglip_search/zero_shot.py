@@ -33,7 +33,9 @@ def load_image(image: Any, timeout: float | None = None) -> Image.Image:
     text = str(image)
     try:
         if text.startswith(("http://", "https://")):
-            with urllib.request.urlopen(text, timeout=30 if timeout is None else timeout) as response:  # noqa: S310 - user-given URL
+            with urllib.request.urlopen(
+                text, timeout=30 if timeout is None else timeout
+            ) as response:  # noqa: S310 - user-given URL
                 opened = Image.open(io.BytesIO(response.read()))
         else:
             opened = Image.open(Path(text).expanduser())
@@ -49,7 +51,9 @@ def _oriented_rgb(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image).convert("RGB")
     except (OSError, ValueError) as exc:
-        raise InputError(f"{getattr(image, 'filename', '') or 'image'} is not a readable image: {exc}") from None
+        raise InputError(
+            f"{getattr(image, 'filename', '') or 'image'} is not a readable image: {exc}"
+        ) from None
 
 
 class ZeroShotImageClassificationPipeline:
@@ -79,15 +83,25 @@ class ZeroShotImageClassificationPipeline:
         batch = isinstance(image, (list, tuple))
         images = [load_image(im, timeout) for im in (image if batch else [image])]
         texts = [hypothesis_template.format(label) for label in candidate_labels]
-        length = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
-        ids = self.tokenizer(texts, padding="max_length", truncation=True, max_length=length,
-                             return_tensors="pt")["input_ids"]
+        length = min(
+            self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings
+        )
+        ids = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
+        )["input_ids"]
         pixels = self.image_processor(images, return_tensors="pt")["pixel_values"]
-        logits = self.model(input_ids=ids, pixel_values=pixels).logits_per_image  # (n_img, n_labels)
+        logits = self.model(
+            input_ids=ids, pixel_values=pixels
+        ).logits_per_image  # (n_img, n_labels)
         # Sigmoid, not softmax: each label is an independent yes/no, so scores need not sum to 1.
         probs = torch.sigmoid(logits).tolist()
         results = [
-            [{"score": s, "label": label} for s, label in sorted(zip(row, candidate_labels, strict=False), key=lambda x: -x[0])]
+            [
+                {"score": s, "label": label}
+                for s, label in sorted(
+                    zip(row, candidate_labels, strict=False), key=lambda x: -x[0]
+                )
+            ]
             for row in probs
         ]
         return results if batch else results[0]
@@ -122,6 +136,8 @@ def pipeline(
         model = SiglipModel.from_pretrained(model, torch_dtype=torch_dtype, device=device, **hub)
     elif processor is None:
         if image_processor is None or tokenizer is None:
-            raise InputError("with a loaded model, pass processor= or both image_processor= and tokenizer=")
+            raise InputError(
+                "with a loaded model, pass processor= or both image_processor= and tokenizer="
+            )
         processor = SiglipProcessor(image_processor, tokenizer)
     return _TASKS[task](model, processor)

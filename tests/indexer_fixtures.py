@@ -19,7 +19,14 @@ from PIL import Image, ImageDraw
 
 from indexer.library import open_library
 
-PALETTE = [(220, 30, 30), (30, 165, 50), (30, 70, 225), (245, 220, 20), (245, 130, 15), (135, 45, 175)]
+PALETTE = [
+    (220, 30, 30),
+    (30, 165, 50),
+    (30, 70, 225),
+    (245, 220, 20),
+    (245, 130, 15),
+    (135, 45, 175),
+]
 EXIF_IFD, MAKE, MODEL, ORIENTATION, DATETIME_ORIGINAL = 0x8769, 0x010F, 0x0110, 0x0112, 0x9003
 
 
@@ -33,14 +40,25 @@ def draw_photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     draw = ImageDraw.Draw(im)
     for i in range(3):
         x, y = rng.integers(0, w - w // 4), rng.integers(0, h - h // 4)
-        box = (int(x), int(y), int(x + w // 4 + rng.integers(0, w // 4)), int(y + h // 4 + rng.integers(0, h // 4)))
+        box = (
+            int(x),
+            int(y),
+            int(x + w // 4 + rng.integers(0, w // 4)),
+            int(y + h // 4 + rng.integers(0, h // 4)),
+        )
         colour = PALETTE[(seed + i + 1) % len(PALETTE)]
         (draw.ellipse if (seed + i) % 2 else draw.rectangle)(box, fill=colour)
     return im
 
 
-def save_jpeg_with_exif(path: Path, im: Image.Image, orientation: int = 1, taken: str | None = None,
-                        make: str | None = None, model: str | None = None) -> Path:  # fmt: skip
+def save_jpeg_with_exif(
+    path: Path,
+    im: Image.Image,
+    orientation: int = 1,
+    taken: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+) -> Path:
     exif = Image.Exif()
     exif[ORIENTATION] = orientation
     if make:
@@ -68,8 +86,14 @@ def make_photo_folder(folder: Path, n: int = 8) -> dict[str, Path]:
         im.save(path, fmt, **kw)
         files[rel] = path
 
-    save_jpeg_with_exif(folder / "2021/summer/beach.jpg", draw_photo(1), orientation=6,
-                        taken="2021:07:14 18:03:09", make="Canon", model="Canon EOS R5")  # fmt: skip
+    save_jpeg_with_exif(
+        folder / "2021/summer/beach.jpg",
+        draw_photo(1),
+        orientation=6,
+        taken="2021:07:14 18:03:09",
+        make="Canon",
+        model="Canon EOS R5",
+    )
     files["2021/summer/beach.jpg"] = folder / "2021/summer/beach.jpg"
     put("2021/forest.png", 2, "PNG")
     put("city.webp", 3, "WEBP", quality=90)
@@ -87,10 +111,17 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims a huge size in a few bytes: what a decompression bomb looks like."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg_bytes(im: Image.Image, **kw) -> bytes:
@@ -124,7 +155,9 @@ def make_bad_corpus(folder: Path, outside: Path) -> dict[str, str | None]:
     palette.save(folder / "palette_alpha.png", transparency=0)
     expect["palette_alpha.png"] = None
     frames = [draw_photo(14 + i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(3)]
-    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(
+        folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0
+    )
     expect["animated.gif"] = None
     draw_photo(17).convert("RGBA").save(folder / "alpha.webp", "WEBP")
     expect["alpha.webp"] = None
@@ -172,7 +205,9 @@ def permissions_are_enforced(folder: Path) -> bool:
 def db_rows(library_dir: Path) -> list[tuple[str, str, bytes | None]]:
     """(rel_path, status, embedding) of every image row, read with plain sqlite3."""
     with sqlite3.connect(library_dir / "library.db") as conn:
-        return conn.execute("SELECT rel_path, status, embedding FROM images ORDER BY rel_path").fetchall()
+        return conn.execute(
+            "SELECT rel_path, status, embedding FROM images ORDER BY rel_path"
+        ).fetchall()
 
 
 @pytest.fixture(scope="session")
@@ -248,7 +283,15 @@ def run_cli_where_permissions_apply(folder: Path, steps: list[list[str]], probe:
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv: file permissions cannot be enforced")
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
-    argv = [*prefix, sys.executable, "-c", _PERMISSIONS_CHILD, str(folder), probe, json.dumps(steps)]
+    argv = [
+        *prefix,
+        sys.executable,
+        "-c",
+        _PERMISSIONS_CHILD,
+        str(folder),
+        probe,
+        json.dumps(steps),
+    ]
     child = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert child.returncode == 0, child.stderr
     results = json.loads(child.stdout.strip().splitlines()[-1])

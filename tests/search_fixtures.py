@@ -31,7 +31,11 @@ def index_folder(library, folder: Path, embedder) -> None:
 
 def sample_colours() -> dict[str, set[str]]:
     """Sample file name -> the colours of the objects in it (from captions.jsonl)."""
-    records = [json.loads(line) for line in (SAMPLES / "captions.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in (SAMPLES / "captions.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     return {r["file"]: {o["colour"] for o in r["objects"]} for r in records}
 
 
@@ -55,11 +59,14 @@ def make_dated_folders(root: Path) -> dict[str, Path]:
     """JPEGs with EXIF DateTimeOriginal in year folders, plus undated PNGs. {rel_path: path}."""
     files: dict[str, Path] = {}
     dates = {
-        "2019/new-year.jpg": "2019:01:01 00:10:00", "2019/summer.jpg": "2019:07:20 12:00:00",
-        "2021/spring.jpg": "2021:04:02 09:30:00", "2021/summer/beach.jpg": "2021:07:14 18:03:09",
-        "2021/summer/late.jpg": "2021:07:14 23:59:59", "2021/autumn.jpg": "2021:10:31 17:00:00",
+        "2019/new-year.jpg": "2019:01:01 00:10:00",
+        "2019/summer.jpg": "2019:07:20 12:00:00",
+        "2021/spring.jpg": "2021:04:02 09:30:00",
+        "2021/summer/beach.jpg": "2021:07:14 18:03:09",
+        "2021/summer/late.jpg": "2021:07:14 23:59:59",
+        "2021/autumn.jpg": "2021:10:31 17:00:00",
         "2023/winter.jpg": "2023:12:24 20:00:00",
-    }  # fmt: skip
+    }
     for seed, (rel, taken) in enumerate(dates.items()):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -52,8 +52,13 @@ def assert_same_outputs(ours, ref, ids, pixels) -> None:
     with torch.no_grad():
         a = ours(input_ids=ids, pixel_values=pixels, return_loss=True)
         b = ref(input_ids=ids, pixel_values=pixels, return_loss=True)
-        assert_close(ours.get_text_features(ids), ref.get_text_features(input_ids=ids).pooler_output)
-        assert_close(ours.get_image_features(pixels), ref.get_image_features(pixel_values=pixels).pooler_output)
+        assert_close(
+            ours.get_text_features(ids), ref.get_text_features(input_ids=ids).pooler_output
+        )
+        assert_close(
+            ours.get_image_features(pixels),
+            ref.get_image_features(pixel_values=pixels).pooler_output,
+        )
     assert_close(a.logits_per_image, b.logits_per_image)
     assert_close(a.loss, b.loss)
 
@@ -70,14 +75,18 @@ def test_missing_tensor_fails_naming_it(tiny_checkpoint, tmp_path):
 
 def test_extra_tensor_fails_naming_it(tiny_checkpoint, tmp_path):
     broken = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
-    rewrite_weights(broken, lambda state: state.update({"text_model.adapter.weight": torch.zeros(4, 4)}))
+    rewrite_weights(
+        broken, lambda state: state.update({"text_model.adapter.weight": torch.zeros(4, 4)})
+    )
     with pytest.raises(CheckpointError, match=r"unexpected tensors: text_model\.adapter\.weight"):
         ss.SiglipModel.from_pretrained(broken)
 
 
 def test_misshaped_tensor_names_key_and_both_shapes(tiny_checkpoint, tmp_path):
     broken = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
-    rewrite_weights(broken, lambda state: state.update({"text_model.head.weight": torch.zeros(48, 31)}))
+    rewrite_weights(
+        broken, lambda state: state.update({"text_model.head.weight": torch.zeros(48, 31)})
+    )
     with pytest.raises(CheckpointError) as info:
         ss.SiglipModel.from_pretrained(broken)
     message = str(info.value)
@@ -92,7 +101,10 @@ def test_misshaped_tensor_names_key_and_both_shapes(tiny_checkpoint, tmp_path):
         pytest.param(lambda data: data[:100], id="truncated-header"),
         pytest.param(lambda data: b"", id="empty"),
         pytest.param(lambda data: bytes(range(256)) * 40, id="garbage"),
-        pytest.param(lambda data: b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + data[24:], id="bad-header"),
+        pytest.param(
+            lambda data: b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + data[24:],
+            id="bad-header",
+        ),
     ],
 )
 def test_corrupt_weights_file_is_a_checkpoint_error_not_a_crash(tiny_checkpoint, tmp_path, corrupt):
@@ -103,11 +115,17 @@ def test_corrupt_weights_file_is_a_checkpoint_error_not_a_crash(tiny_checkpoint,
         ss.SiglipModel.from_pretrained(broken)
 
 
-@pytest.mark.parametrize("cls", [ss.SiglipModel, ss.AutoModel, ss.SiglipTextModel, ss.SiglipVisionModel])
+@pytest.mark.parametrize(
+    "cls", [ss.SiglipModel, ss.AutoModel, ss.SiglipTextModel, ss.SiglipVisionModel]
+)
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(None, "is missing"), ("{not json", "is not valid JSON"), (b"\xff\xfe\x00", "is not valid JSON"),
-     ("[1, 2]", "must hold a JSON object")],
+    [
+        (None, "is missing"),
+        ("{not json", "is not valid JSON"),
+        (b"\xff\xfe\x00", "is not valid JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+    ],
     ids=["missing", "invalid-json", "binary", "json-list"],
 )
 def test_bad_config_json_gives_a_clear_error(tiny_checkpoint, tmp_path, cls, content, reason):
@@ -137,7 +155,10 @@ def test_config_with_unknown_keys_loads_and_keeps_them(tiny_checkpoint, tmp_path
     model = ss.SiglipModel.from_pretrained(ckpt)
 
     saved = model.config.to_dict()
-    assert saved["my_note"] == "fine-tuned on holiday photos" and model.config.my_note == saved["my_note"]
+    assert (
+        saved["my_note"] == "fine-tuned on holiday photos"
+        and model.config.my_note == saved["my_note"]
+    )
     assert saved["text_config"]["future_option"] == 3
     assert saved["vision_config"]["another_option"] == [1, 2]
     model.save_pretrained(tmp_path / "resaved")
@@ -146,14 +167,26 @@ def test_config_with_unknown_keys_loads_and_keeps_them(tiny_checkpoint, tmp_path
 
 
 def test_minimal_config_gives_base_defaults(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "siglip", "text_config": {}, "vision_config": {}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "siglip", "text_config": {}, "vision_config": {}})
+    )
 
     config = ss.SiglipConfig.from_pretrained(tmp_path)
 
     text, vision = config.text_config, config.vision_config
-    assert (text.vocab_size, text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (32000, 768, 3072, 12)
+    assert (text.vocab_size, text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (
+        32000,
+        768,
+        3072,
+        12,
+    )
     assert (text.max_position_embeddings, text.pad_token_id, text.projection_size) == (64, 1, 768)
-    assert (vision.image_size, vision.patch_size, vision.num_patches, vision.layer_norm_eps) == (224, 16, 196, 1e-6)
+    assert (vision.image_size, vision.patch_size, vision.num_patches, vision.layer_norm_eps) == (
+        224,
+        16,
+        196,
+        1e-6,
+    )
     reference = tf.SiglipConfig.from_pretrained(tmp_path)
     for ours, ref in ((text, reference.text_config), (vision, reference.vision_config)):
         for key, value in ours.to_dict().items():
@@ -169,11 +202,17 @@ def write_two_shards(src: Path, dst: Path) -> None:
     shutil.copy(src / "config.json", dst / "config.json")
     state = load_file(str(src / "model.safetensors"))
     names = sorted(state)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
     for file, keys in shards.items():
         save_file({k: state[k] for k in keys}, str(dst / file), metadata={"format": "pt"})
     weight_map = {k: file for file, keys in shards.items() for k in keys}
-    index = {"metadata": {"total_size": sum(t.numel() * 4 for t in state.values())}, "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * 4 for t in state.values())},
+        "weight_map": weight_map,
+    }
     (dst / "model.safetensors.index.json").write_text(json.dumps(index))
 
 
@@ -188,14 +227,22 @@ def test_sharded_checkpoint_loads_equal_to_unsharded(tiny_checkpoint, tmp_path):
     write_two_shards(tiny_checkpoint, tmp_path / "sharded")
     assert not (tmp_path / "sharded" / "model.safetensors").exists()
 
-    assert_same_weights(ss.SiglipModel.from_pretrained(tmp_path / "sharded"), ss.SiglipModel.from_pretrained(tiny_checkpoint))
+    assert_same_weights(
+        ss.SiglipModel.from_pretrained(tmp_path / "sharded"),
+        ss.SiglipModel.from_pretrained(tiny_checkpoint),
+    )
 
 
 def test_sharded_checkpoint_saved_by_transformers_loads(tiny_checkpoint, tmp_path):
-    tf.SiglipModel.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "hf-sharded", max_shard_size="100KB")
+    tf.SiglipModel.from_pretrained(tiny_checkpoint).save_pretrained(
+        tmp_path / "hf-sharded", max_shard_size="100KB"
+    )
     assert len(list((tmp_path / "hf-sharded").glob("model-*.safetensors"))) >= 2
 
-    assert_same_weights(ss.SiglipModel.from_pretrained(tmp_path / "hf-sharded"), ss.SiglipModel.from_pretrained(tiny_checkpoint))
+    assert_same_weights(
+        ss.SiglipModel.from_pretrained(tmp_path / "hf-sharded"),
+        ss.SiglipModel.from_pretrained(tiny_checkpoint),
+    )
 
 
 def test_sharded_checkpoint_with_a_missing_shard_names_the_file(tiny_checkpoint, tmp_path):
@@ -228,19 +275,39 @@ def test_what_transformers_saves_we_load_with_the_same_outputs(tmp_path):
 
 def test_towers_saved_alone_by_transformers_load(tmp_path):
     """transformers 5 writes a lone tower's tensors without the text_model./vision_model. prefix."""
-    text = tf.SiglipTextModel(tf.SiglipTextConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                                  num_hidden_layers=1, num_attention_heads=4,
-                                                  max_position_embeddings=16)).eval()
-    vision = tf.SiglipVisionModel(tf.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                        num_attention_heads=4, image_size=32, patch_size=8)).eval()
+    text = tf.SiglipTextModel(
+        tf.SiglipTextConfig(
+            vocab_size=300,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+        )
+    ).eval()
+    vision = tf.SiglipVisionModel(
+        tf.SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
     text.save_pretrained(tmp_path / "text")
     vision.save_pretrained(tmp_path / "vision")
     ids, pixels = inputs(2, 16, 32)
 
     with torch.no_grad():
-        assert_close(ss.SiglipTextModel.from_pretrained(tmp_path / "text")(ids).pooler_output, text(ids).pooler_output)
-        assert_close(ss.SiglipVisionModel.from_pretrained(tmp_path / "vision")(pixels).pooler_output,
-                     vision(pixels).pooler_output)
+        assert_close(
+            ss.SiglipTextModel.from_pretrained(tmp_path / "text")(ids).pooler_output,
+            text(ids).pooler_output,
+        )
+        assert_close(
+            ss.SiglipVisionModel.from_pretrained(tmp_path / "vision")(pixels).pooler_output,
+            vision(pixels).pooler_output,
+        )
 
 
 def test_towers_load_from_a_full_siglip_checkpoint(tiny_checkpoint):
@@ -253,8 +320,10 @@ def test_towers_load_from_a_full_siglip_checkpoint(tiny_checkpoint):
     with torch.no_grad():
         assert torch.equal(text(ids).pooler_output, full.text_model(ids).pooler_output)
         assert torch.equal(vision(pixels).pooler_output, full.get_image_features(pixels))
-        assert_close(text(ids).last_hidden_state,
-                     tf.SiglipTextModel.from_pretrained(tiny_checkpoint)(input_ids=ids).last_hidden_state)
+        assert_close(
+            text(ids).last_hidden_state,
+            tf.SiglipTextModel.from_pretrained(tiny_checkpoint)(input_ids=ids).last_hidden_state,
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, "bfloat16"], ids=["float16", "bfloat16-string"])
@@ -314,16 +383,28 @@ def test_nonexistent_local_path_is_a_checkpoint_error(tmp_path):
 # (27 patches, 6 px dropped). Scaled down: hidden 72, MLP 268, 4 heads of 18, patch 7, 38 px
 # (5 patches, 3 px dropped); the text tower as wide as the vision tower, so no projection.
 SO400M_LIKE = {
-    "text": {"hidden_size": 72, "intermediate_size": 268, "num_attention_heads": 4, "projection_size": 72},
-    "vision": {"hidden_size": 72, "intermediate_size": 268, "num_attention_heads": 4, "patch_size": 7,
-               "image_size": 38},
+    "text": {
+        "hidden_size": 72,
+        "intermediate_size": 268,
+        "num_attention_heads": 4,
+        "projection_size": 72,
+    },
+    "vision": {
+        "hidden_size": 72,
+        "intermediate_size": 268,
+        "num_attention_heads": 4,
+        "patch_size": 7,
+        "image_size": 38,
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def so400m_like(tmp_path_factory):
     directory = make_hf_checkpoint(tmp_path_factory.mktemp("so400m-like"), seed=5, **SO400M_LIKE)
-    return ss.SiglipModel.from_pretrained(directory), tf.SiglipModel.from_pretrained(directory).eval()
+    return ss.SiglipModel.from_pretrained(directory), tf.SiglipModel.from_pretrained(
+        directory
+    ).eval()
 
 
 def test_so400m_like_proportions_match_transformers(so400m_like):
@@ -342,7 +423,9 @@ def test_so400m_like_grid_ignores_the_leftover_pixels(so400m_like):
     ours, _ = so400m_like
     _, pixels = inputs(seed=3)
     edited = pixels.clone()
-    edited[..., 35:, :] = 0.0  # the last 3 rows and columns fall outside the 5x5 grid of 7 px patches
+    edited[..., 35:, :] = (
+        0.0  # the last 3 rows and columns fall outside the 5x5 grid of 7 px patches
+    )
     edited[..., :, 35:] = 0.0
 
     with torch.no_grad():
@@ -357,8 +440,12 @@ def test_interpolate_pos_encoding_on_a_larger_non_square_input_matches_transform
     pixels = torch.randn(2, 3, 52, 71, generator=torch.Generator().manual_seed(4))  # 7x10 patches
 
     with torch.no_grad():
-        a = ours(input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True, return_loss=True)
-        b = reference(input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True, return_loss=True)
+        a = ours(
+            input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True, return_loss=True
+        )
+        b = reference(
+            input_ids=ids, pixel_values=pixels, interpolate_pos_encoding=True, return_loss=True
+        )
     assert a.vision_model_output.last_hidden_state.shape == (2, 70, 72)
     assert_close(a.vision_model_output.last_hidden_state, b.vision_model_output.last_hidden_state)
     assert_close(a.image_embeds, b.image_embeds)

@@ -22,7 +22,10 @@ def test_ctrl_c_in_a_library_command_says_how_to_resume(monkeypatch, capsys):
 
     monkeypatch.setattr(indexer.cli, "index_command", interrupted)
     assert main(["index", "/photos"]) == 130
-    assert capsys.readouterr().err == "siglip-search: interrupted; run the same command again to resume\n"
+    assert (
+        capsys.readouterr().err
+        == "siglip-search: interrupted; run the same command again to resume\n"
+    )
 
 
 def test_ctrl_c_elsewhere_says_only_interrupted(monkeypatch, capsys):
@@ -66,6 +69,11 @@ def test_an_os_error_of_a_library_command_is_not_hidden(monkeypatch):
 
 
 def test_typed_errors_of_the_model_commands_are_one_line_too(tmp_path, capsys):
-    assert main(["eval", "--data", str(tmp_path / "no-eval-set"), "--model", str(tmp_path / "no-model")]) == 2
+    assert (
+        main(
+            ["eval", "--data", str(tmp_path / "no-eval-set"), "--model", str(tmp_path / "no-model")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("siglip-search: error: ") and err.count("\n") == 1

@@ -58,8 +58,14 @@ def test_float_tiff_in_eight_bit_units_is_kept_and_clipped(tmp_path):
 @pytest.mark.parametrize(
     "values, expected",
     [
-        (np.array([[0, 16384, 32768, 65535]], np.uint16), [0, 64, 128, 255]),  # I;16: 65535 is white
-        (np.array([[0, 16384, 32768, 65535]], np.int32), [0, 64, 128, 255]),  # I: 16-bit data in 32 bits
+        (
+            np.array([[0, 16384, 32768, 65535]], np.uint16),
+            [0, 64, 128, 255],
+        ),  # I;16: 65535 is white
+        (
+            np.array([[0, 16384, 32768, 65535]], np.int32),
+            [0, 64, 128, 255],
+        ),  # I: 16-bit data in 32 bits
         (np.array([[0, 64, 128, 255]], np.int32), [0, 64, 128, 255]),  # I: 8-bit data in 32 bits
     ],
     ids=["I;16", "I-16bit", "I-8bit"],
@@ -78,12 +84,17 @@ def test_lab_tiff_keeps_its_colours(tmp_path):
     # Pillow >= 9.4 already converts Lab through littleCMS in convert("RGB"); this guards it.
     srgb = np.zeros((8, 24, 3), np.uint8)
     srgb[:, :8], srgb[:, 8:16], srgb[:, 16:] = (220, 30, 30), (30, 165, 50), (128, 128, 128)
-    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
     ImageCms.applyTransform(Image.fromarray(srgb), to_lab).save(tmp_path / "lab.tif")
     assert Image.open(tmp_path / "lab.tif").mode == "LAB"
     rgb = np.asarray(decode_image(tmp_path / "lab.tif").image).astype(int)
     for column, colour in [(4, (220, 30, 30)), (12, (30, 165, 50)), (20, (128, 128, 128))]:
-        assert np.abs(rgb[4, column] - colour).max() <= 10, (rgb[4, column], colour)  # 8-bit Lab rounding
+        assert np.abs(rgb[4, column] - colour).max() <= 10, (
+            rgb[4, column],
+            colour,
+        )  # 8-bit Lab rounding
 
 
 # --- --max-pixels above Pillow's limit ----------------------------------------------------------
@@ -125,7 +136,9 @@ def test_pillows_limit_is_raised_only_while_decoding_in_threads(tmp_path, low_pi
 
     def decode(i: int):
         try:
-            return decode_image(big if i % 2 else small, max_pixels=100_000 if i % 2 else None).image.size
+            return decode_image(
+                big if i % 2 else small, max_pixels=100_000 if i % 2 else None
+            ).image.size
         except DecodeError as exc:
             return exc.reason
 
@@ -135,7 +148,9 @@ def test_pillows_limit_is_raised_only_while_decoding_in_threads(tmp_path, low_pi
     assert Image.MAX_IMAGE_PIXELS == low_pillow_limit
 
 
-def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(tmp_path, library, embedder, low_pillow_limit):
+def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(
+    tmp_path, library, embedder, low_pillow_limit
+):
     photos = tmp_path / "photos"
     photos.mkdir()
     _one_colour(photos / "poster.png", 300)
@@ -147,7 +162,10 @@ def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(tmp_path, library
         (str(photos / "poster.png"), "decompression bomb (300x300 = 90000 pixels, limit 40000)")
     ]
     index_paths(library, [str(photos)], embedder, max_pixels=2_000_000_000, progress=False)
-    assert [(rel, status) for rel, status, _ in db_rows(library.path)] == [("poster.png", "ok"), ("small.png", "ok")]
+    assert [(rel, status) for rel, status, _ in db_rows(library.path)] == [
+        ("poster.png", "ok"),
+        ("small.png", "ok"),
+    ]
 
 
 # --- 16-bit grey with a transparent value, broken EXIF ------------------------------------------
@@ -175,16 +193,38 @@ def test_broken_exif_indexes_without_pillow_warnings_on_stderr(tmp_path, tiny_ch
     good = indexer_fixtures.jpeg_bytes(indexer_fixtures.draw_photo(1))
     # One IFD entry, then the file ends where the next-IFD offset should be: "Corrupt EXIF data".
     app1 = b"Exif\0\0II*\0\x08\0\0\0" + struct.pack("<HHHII", 1, 0x0112, 3, 1, 0xFFFFFFF0)
-    (photos / "short.jpg").write_bytes(good[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + good[2:])
+    (photos / "short.jpg").write_bytes(
+        good[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + good[2:]
+    )
     exif = Image.Exif()
     exif[0x010F], exif[0x0110] = "Canon", "EOS" * 8
     # The model's length claims 4096 bytes: "Truncated File Read".
-    data = exif.tobytes().replace(b"\x01\x10\x00\x02\x00\x00\x00\x19", b"\x01\x10\x00\x02\x00\x00\x10\x00")
+    data = exif.tobytes().replace(
+        b"\x01\x10\x00\x02\x00\x00\x00\x19", b"\x01\x10\x00\x02\x00\x00\x10\x00"
+    )
     assert data != exif.tobytes()
     indexer_fixtures.draw_photo(2).save(photos / "long.jpg", exif=data)
-    argv = ["index", str(photos), "--model", str(tiny_checkpoint), "--library", str(tmp_path / "lib"), "--no-progress"]
-    child = subprocess.run([sys.executable, "-c", "import sys; from siglip_search.cli import main; sys.exit(main(sys.argv[1:]))",
-                            *argv], capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONWARNINGS": ""})  # fmt: skip
+    argv = [
+        "index",
+        str(photos),
+        "--model",
+        str(tiny_checkpoint),
+        "--library",
+        str(tmp_path / "lib"),
+        "--no-progress",
+    ]
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from siglip_search.cli import main; sys.exit(main(sys.argv[1:]))",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONWARNINGS": ""},
+    )
     assert child.returncode == 0, child.stderr
     assert "added 2, updated 0, moved 0, removed 0, failed 0" in child.stdout
     assert child.stderr == ""

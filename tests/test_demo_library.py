@@ -23,31 +23,55 @@ def _roots(library_dir):
         return sorted(root.path for root in library.store.roots()), library.store.counts()
 
 
-def test_the_demo_refuses_the_users_own_library_and_leaves_it_as_it_was(tmp_path, tiny_checkpoint, vocabulary):
+def test_the_demo_refuses_the_users_own_library_and_leaves_it_as_it_was(
+    tmp_path, tiny_checkpoint, vocabulary
+):
     pictures, samples = tmp_path / "Pictures", tmp_path / "samples"
     make_photo_folder(pictures, n=4)
     make_photo_folder(samples, n=3)
     library_dir = tmp_path / "my library"
-    with open_library(library_dir, create=True) as library:  # the user's library, the same model even
+    with open_library(
+        library_dir, create=True
+    ) as library:  # the user's library, the same model even
         index_paths(library, [pictures], Embedder.from_pretrained(tiny_checkpoint), progress=False)
     before = _roots(library_dir)
     with pytest.raises(DemoLibraryError, match=f"not a demo library: it holds {pictures}"):
-        build_demo_library(library_dir, samples=samples, model=tiny_checkpoint, vocabulary=vocabulary, progress=False)
+        build_demo_library(
+            library_dir,
+            samples=samples,
+            model=tiny_checkpoint,
+            vocabulary=vocabulary,
+            progress=False,
+        )
     assert _roots(library_dir) == before, "no sample photos may be mixed into the user's library"
 
 
-def test_the_demo_refuses_a_library_of_another_models_vectors(tmp_path, tiny_checkpoint, other_tiny_checkpoint,
-                                                              vocabulary):
+def test_the_demo_refuses_a_library_of_another_models_vectors(
+    tmp_path, tiny_checkpoint, other_tiny_checkpoint, vocabulary
+):
     samples = tmp_path / "samples"
     make_photo_folder(samples, n=3)
     library_dir = tmp_path / "library"
     with open_library(library_dir, create=True) as library:
-        index_paths(library, [samples], Embedder.from_pretrained(other_tiny_checkpoint), progress=False)
+        index_paths(
+            library, [samples], Embedder.from_pretrained(other_tiny_checkpoint), progress=False
+        )
     with pytest.raises(DemoLibraryError, match="another model .* than the demo model"):
-        build_demo_library(library_dir, samples=samples, model=tiny_checkpoint, vocabulary=vocabulary, progress=False)
+        build_demo_library(
+            library_dir,
+            samples=samples,
+            model=tiny_checkpoint,
+            vocabulary=vocabulary,
+            progress=False,
+        )
     # The refused library still is the other model's, and a demo library of the demo model still builds.
     with open_library(library_dir) as library:
         assert library.model_identity()["model_id"] == str(other_tiny_checkpoint)
-    line = build_demo_library(tmp_path / "demo", samples=samples, model=tiny_checkpoint, vocabulary=vocabulary,
-                              progress=False)
+    line = build_demo_library(
+        tmp_path / "demo",
+        samples=samples,
+        model=tiny_checkpoint,
+        vocabulary=vocabulary,
+        progress=False,
+    )
     assert "added" in line

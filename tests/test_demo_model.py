@@ -19,8 +19,14 @@ def fp32_report():
 
 
 def test_demo_model_and_samples_are_shipped():
-    for name in ("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
-                 "preprocessor_config.json", "README.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "spiece.model",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "README.md",
+    ):
         assert (DEMO / name).is_file(), name
     assert len(list((DATA / "samples").glob("*.jpg"))) >= 200
     assert (DATA / "eval" / "captions.jsonl").is_file()
@@ -50,8 +56,13 @@ def test_transformers_loads_the_demo_model_with_the_same_features():
 
     ours = SiglipModel.from_pretrained(DEMO)
     ref = tf.SiglipModel.from_pretrained(DEMO, dtype=torch.float32).eval()
-    inputs = SiglipProcessor.from_pretrained(DEMO)(text=["a red circle"], padding="max_length",
-                                                   truncation=True, return_tensors="pt")
+    inputs = SiglipProcessor.from_pretrained(DEMO)(
+        text=["a red circle"], padding="max_length", truncation=True, return_tensors="pt"
+    )
     with torch.no_grad():
-        torch.testing.assert_close(ours.get_text_features(**inputs),
-                                   ref.get_text_features(**inputs).pooler_output, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            ours.get_text_features(**inputs),
+            ref.get_text_features(**inputs).pooler_output,
+            atol=1e-4,
+            rtol=1e-4,
+        )

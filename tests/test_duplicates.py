@@ -33,7 +33,9 @@ def camera_roll(tmp_path_factory, demo_embedder):
         shutil.copy(SAMPLES / name, photos / name)
     shutil.copy(SAMPLES / SAMPLE_NAMES[0], photos / "backup" / "copy.jpg")
     with Image.open(SAMPLES / SAMPLE_NAMES[1]) as im:
-        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(photos / "backup" / "small.png")
+        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(
+            photos / "backup" / "small.png"
+        )
     Image.new("RGB", (200, 150)).save(photos / "black.png")
     Image.new("RGB", (320, 240)).save(photos / "lens-cap.jpg", quality=90)
     noise = np.random.default_rng(0).normal(6, 2, (240, 320, 3))
@@ -90,7 +92,9 @@ def test_cli_duplicates_plain_and_json(camera_roll, capsys):
 
 
 @needs_demo
-def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copies(tmp_path, demo_embedder, capsys):
+def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copies(
+    tmp_path, demo_embedder, capsys
+):
     """A photo, its backup copy and a half-size copy make one "near" group of 3 that says which two
     files are byte-identical; a smaller exact group is still listed before it."""
     photos = tmp_path / "photos"
@@ -99,7 +103,9 @@ def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copie
         shutil.copy(SAMPLES / name, photos / name)
         shutil.copy(SAMPLES / name, photos / "backup" / name)
     with Image.open(SAMPLES / SAMPLE_NAMES[1]) as im:
-        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(photos / "small.png")
+        im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(
+            photos / "small.png"
+        )
     library = open_library(tmp_path / "library")
     index_folder(library, photos, demo_embedder)
     report = find_duplicates(library)
@@ -112,11 +118,16 @@ def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copie
     blocks = capsys.readouterr().out.strip().split("\n\n")
     assert blocks[0].startswith("# group 1: exact, 2 photos, cosine >= 1.0000\n")
     header, identical = blocks[1].splitlines()[:2]
-    assert header == f"# group 2: near, 3 photos, cosine >= {math.floor(near.min_cosine * 1e4) / 1e4:.4f}"
+    assert (
+        header
+        == f"# group 2: near, 3 photos, cosine >= {math.floor(near.min_cosine * 1e4) / 1e4:.4f}"
+    )
     assert identical == f"# byte-identical: {pair[0]} = {pair[1]}"
     assert main(["duplicates", "--library", str(tmp_path / "library"), "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)["groups"]
-    assert [len(ids) for ids in groups[1]["exact_copies"]] == [2] and groups[0]["exact_copies"] == [[r.id for r in report.groups[0].images]]
+    assert [len(ids) for ids in groups[1]["exact_copies"]] == [2] and groups[0]["exact_copies"] == [
+        [r.id for r in report.groups[0].images]
+    ]
 
 
 def test_a_threshold_outside_minus_one_to_one_is_refused(tmp_path, capsys):

@@ -11,7 +11,12 @@ from PIL import Image
 from siglip_search.embedder import Embedder
 from siglip_search.errors import InputError
 
-TEXTS = ["a red circle", "two small blue squares on a striped background", "a photo of a yellow star", ""]
+TEXTS = [
+    "a red circle",
+    "two small blue squares on a striped background",
+    "a photo of a yellow star",
+    "",
+]
 
 
 def _images(n: int = 4) -> list[Image.Image]:
@@ -23,8 +28,10 @@ def test_int8_embeddings_stay_within_cosine_0_99_of_fp32(tiny_checkpoint):
     fp32 = Embedder.from_pretrained(tiny_checkpoint)
     int8 = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
     images, texts = _images(), TEXTS
-    for a, b in ((fp32.embed_images(images), int8.embed_images(images)),
-                 (fp32.embed_texts(texts), int8.embed_texts(texts))):
+    for a, b in (
+        (fp32.embed_images(images), int8.embed_images(images)),
+        (fp32.embed_texts(texts), int8.embed_texts(texts)),
+    ):
         cosines = (a * b).sum(axis=1)
         assert cosines.min() >= 0.99, cosines
         assert not np.array_equal(a, b), "int8 mode gave bit-identical vectors: it did not quantize"
@@ -35,7 +42,9 @@ def test_a_fast_mode_leaves_the_exact_model_untouched(tiny_checkpoint):
     exact = Embedder.from_pretrained(tiny_checkpoint)
     fast = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
     reference = exact.embed_texts(TEXTS)
-    again = Embedder(fast.model, fast.tokenizer, fast.image_processor, "same weights").embed_texts(TEXTS)
+    again = Embedder(fast.model, fast.tokenizer, fast.image_processor, "same weights").embed_texts(
+        TEXTS
+    )
     np.testing.assert_array_equal(again, reference)
 
 
@@ -51,6 +60,10 @@ def test_compile_mode_gives_the_fp32_vectors(tiny_checkpoint):
 
 def test_int8_mode_off_the_cpu_is_refused_in_one_line(tiny_checkpoint):
     cpu = Embedder.from_pretrained(tiny_checkpoint)
-    elsewhere = cpu.model.to("meta")  # any device that is not the CPU; no GPU is needed to check this
-    with pytest.raises(InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"):
+    elsewhere = cpu.model.to(
+        "meta"
+    )  # any device that is not the CPU; no GPU is needed to check this
+    with pytest.raises(
+        InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"
+    ):
         Embedder(elsewhere, cpu.tokenizer, cpu.image_processor, "meta", mode="int8")

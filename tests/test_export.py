@@ -233,11 +233,15 @@ def test_an_apple_edit_file_beside_the_photo_does_not_hide_the_users_base_name_s
 def test_a_user_keyword_a_new_list_cannot_hold_is_named_in_a_note(tmp_path):
     photo = make_photo(tmp_path, "IMG_8.jpg")
     sidecar = tmp_path / "IMG_8.jpg.xmp"
-    sidecar.write_text(DIGIKAM_SIDECAR.replace(
-        "<dc:subject>",
-        '<lr:hierarchicalSubject xmlns:lr="http://ns.adobe.com/lightroom/1.0/"><rdf:Bag>'
-        "<rdf:li>music|AC/DC</rdf:li><rdf:li>places|Rome</rdf:li></rdf:Bag></lr:hierarchicalSubject>\n"
-        "   <dc:subject>"), encoding="utf-8")  # fmt: skip
+    sidecar.write_text(
+        DIGIKAM_SIDECAR.replace(
+            "<dc:subject>",
+            '<lr:hierarchicalSubject xmlns:lr="http://ns.adobe.com/lightroom/1.0/"><rdf:Bag>'
+            "<rdf:li>music|AC/DC</rdf:li><rdf:li>places|Rome</rdf:li></rdf:Bag></lr:hierarchicalSubject>\n"
+            "   <dc:subject>",
+        ),
+        encoding="utf-8",
+    )
 
     report = export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
 
@@ -548,7 +552,9 @@ def test_exiftool_csv_has_one_line_per_photo(tmp_path):
 
 def test_exiftool_csv_root_tag_with_a_comma_is_named_as_the_culprit(tmp_path):
     with pytest.raises(TagNameError, match=r"root tag 'A,B' contains ','.*--root-tag"):
-        write_exiftool_csv([TagRow("/a.jpg", "shape|star", 0.5, "m")], tmp_path / "x.csv", root_tag="A,B")
+        write_exiftool_csv(
+            [TagRow("/a.jpg", "shape|star", 0.5, "m")], tmp_path / "x.csv", root_tag="A,B"
+        )
 
 
 # docs/export.md ("Tag export") documents this command; IPTC Keywords are Latin-1 unless told otherwise.
@@ -570,20 +576,41 @@ def test_a_file_name_with_a_carriage_return_stays_one_row_for_csv_readers_and_ex
         assert [r["SourceFile"] for r in csv.DictReader(f)] == [str(odd), str(plain)]
     if shutil.which("exiftool") is None:
         pytest.skip("exiftool is not installed")
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(
+        encoding="utf-8"
+    )
     assert 'exiftool -sep ", " -charset iptc=UTF8 -CodedCharacterSet=UTF8 -csv+=tags.csv' in readme
-    run = subprocess.run([*EXIFTOOL_IMPORT, f"-csv+={table}", "-overwrite_original", str(odd), str(plain)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        [*EXIFTOOL_IMPORT, f"-csv+={table}", "-overwrite_original", str(odd), str(plain)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and "2 image files updated" in run.stdout + run.stderr, run.stderr
-    read = subprocess.run(["exiftool", "-j", "-charset", "iptc=UTF8", "-IPTC:Keywords", "-XMP:HierarchicalSubject",
-                           str(odd), str(plain)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    read = subprocess.run(
+        [
+            "exiftool",
+            "-j",
+            "-charset",
+            "iptc=UTF8",
+            "-IPTC:Keywords",
+            "-XMP:HierarchicalSubject",
+            str(odd),
+            str(plain),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     found = {Path(d["SourceFile"]).name: d for d in json.loads(read.stdout)}
     assert found[odd.name]["Keywords"] == ["AI", "animal", "cat"]
     assert found[plain.name]["Keywords"] == ["AI", "場所", "海"]  # not "???": IPTC written as UTF-8
     assert found[plain.name]["HierarchicalSubject"] == ["AI", "AI|場所", "AI|場所|海"]
 
 
-def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keeps_the_users(tmp_path):
+def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keeps_the_users(
+    tmp_path,
+):
     photo = make_photo(tmp_path, "user.jpg")
     sidecar = tmp_path / "user.jpg.xmp"
     sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")  # the user's own "dog" in dc:subject
@@ -593,11 +620,18 @@ def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keep
     # Re-tagged: the dog was a cat, and the beach is gone.
     report = export_xmp([(photo, ["animal|cat"])], manifest)
 
-    assert report.written[0].removed["lr:hierarchicalSubject"] == ["AI|animal|dog", "AI|scene", "AI|scene|beach"]
+    assert report.written[0].removed["lr:hierarchicalSubject"] == [
+        "AI|animal|dog",
+        "AI|scene",
+        "AI|scene|beach",
+    ]
     found = keywords(sidecar)
     assert found["dc:subject"] == ["dog", "AI", "animal", "cat"]  # the user's "dog" stays
     assert found["lr:hierarchicalSubject"] == ["dog", "AI", "AI|animal", "AI|animal|cat"]
-    assert found["digiKam:TagsList"] == ["dog", "AI/animal/cat"]  # with the copy of the user's keyword
+    assert found["digiKam:TagsList"] == [
+        "dog",
+        "AI/animal/cat",
+    ]  # with the copy of the user's keyword
     assert "Red" in sidecar.read_text(encoding="utf-8")
     assert export_xmp([(photo, ["animal|cat"])], manifest).written == []  # now in step: no change
 
@@ -606,7 +640,9 @@ def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keep
 
 
 def test_whole_library_export_strips_photos_that_lost_all_their_tags(tmp_path):
-    kept, untagged, users = (make_photo(tmp_path, n) for n in ("kept.jpg", "untagged.jpg", "user.jpg"))
+    kept, untagged, users = (
+        make_photo(tmp_path, n) for n in ("kept.jpg", "untagged.jpg", "user.jpg")
+    )
     (tmp_path / "user.jpg.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
     manifest = tmp_path / "export.json"
     everything = [(kept, ["animal|dog"]), (untagged, ["animal|dog"]), (users, ["scene|beach"])]
@@ -639,7 +675,9 @@ def test_a_sidecar_without_write_permission_is_left_alone_even_for_root(tmp_path
     assert sidecar.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give files away")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give files away"
+)
 def test_a_rewritten_sidecar_keeps_its_owner_when_root_exports(tmp_path):
     photo = make_photo(tmp_path, "IMG_6.jpg")
     sidecar = tmp_path / "IMG_6.jpg.xmp"
@@ -689,4 +727,7 @@ def test_a_photo_moved_with_its_sidecar_keeps_its_export_record(tmp_path):
     sidecar.rename(tmp_path / "inbox" / "IMG_9.jpg.xmp")  # and back, photo too: undo still finds it
     moved.rename(photo)
     undo = undo_xmp(manifest, photos=[photo])
-    assert undo.missing == [] and (tmp_path / "inbox" / "IMG_9.jpg.xmp").read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+    assert (
+        undo.missing == []
+        and (tmp_path / "inbox" / "IMG_9.jpg.xmp").read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+    )

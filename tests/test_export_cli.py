@@ -33,7 +33,9 @@ HAND_WRITTEN = (
     '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
     '    xmlns:acme="http://example.com/acme/1.0/"\n'
     f"   {RATING}>\n"
-    "   <dc:subject>\n    <rdf:Bag>\n" + USER_KEYWORDS + "    </rdf:Bag>\n   </dc:subject>\n"
+    "   <dc:subject>\n    <rdf:Bag>\n"
+    + USER_KEYWORDS
+    + "    </rdf:Bag>\n   </dc:subject>\n"
     + UNKNOWN
     + "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n"
     '<?xpacket end="w"?>\n'
@@ -41,7 +43,15 @@ HAND_WRITTEN = (
 VOCABULARY = "animal|dog\nscene|beach\ncolour|red\n"
 MACHINE_KEYWORDS = {
     DC_SUBJECT: {"AI", "animal", "dog", "scene", "beach", "colour", "red"},
-    LR_HIERARCHICAL: {"AI", "AI|animal", "AI|animal|dog", "AI|scene", "AI|scene|beach", "AI|colour", "AI|colour|red"},
+    LR_HIERARCHICAL: {
+        "AI",
+        "AI|animal",
+        "AI|animal|dog",
+        "AI|scene",
+        "AI|scene|beach",
+        "AI|colour",
+        "AI|colour|red",
+    },
     DIGIKAM_TAGS: {"AI/animal/dog", "AI/scene/beach", "AI/colour/red"},
 }
 
@@ -59,15 +69,45 @@ def tagged(tmp_path, tiny_checkpoint, capsys):
     (photos / "c.jpg.xmp").write_bytes(b"<x:xmpmeta><rdf:RDF>half a sidecar")
     vocabulary = tmp_path / "tags.txt"
     vocabulary.write_text(VOCABULARY)
-    assert main(["index", str(photos), "--library", str(lib), "--model", str(tiny_checkpoint), "--no-progress"]) == 0
-    assert main(["tag", "--library", str(lib), "--vocabulary", str(vocabulary), "--threshold", "0.000001",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "index",
+                str(photos),
+                "--library",
+                str(lib),
+                "--model",
+                str(tiny_checkpoint),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "tag",
+                "--library",
+                str(lib),
+                "--vocabulary",
+                str(vocabulary),
+                "--threshold",
+                "0.000001",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     return lib, photos
 
 
 def photo_state(photos: Path) -> dict[str, tuple[bytes, int]]:
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in photos.iterdir() if p.suffix != ".xmp"}
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in photos.iterdir()
+        if p.suffix != ".xmp"
+    }
 
 
 def keywords(sidecar: Path) -> dict[str, set[str]]:
@@ -83,8 +123,12 @@ def test_xmp_export_and_undo_keep_the_users_sidecar_and_never_touch_the_photos(t
     before = photo_state(photos)
     broken = (photos / "c.jpg.xmp").read_bytes()
 
-    assert main(["export", "--library", str(lib), "--format", "xmp", "--dry-run"]) == 1  # c.jpg.xmp is refused
-    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (photos / "b.png.xmp").exists()
+    assert (
+        main(["export", "--library", str(lib), "--format", "xmp", "--dry-run"]) == 1
+    )  # c.jpg.xmp is refused
+    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (
+        photos / "b.png.xmp"
+    ).exists()
     capsys.readouterr()
 
     assert main(["export", "--library", str(lib), "--format", "xmp"]) == 1
@@ -104,7 +148,9 @@ def test_xmp_export_and_undo_keep_the_users_sidecar_and_never_touch_the_photos(t
     assert keywords(photos / "b.png.xmp") == MACHINE_KEYWORDS
     assert (lib / "xmp-export-manifest.json").is_file()
 
-    assert main(["export", "--library", str(lib), "--format", "xmp"]) == 1  # again: nothing new to add
+    assert (
+        main(["export", "--library", str(lib), "--format", "xmp"]) == 1
+    )  # again: nothing new to add
     assert (photos / "a.jpg.xmp").read_bytes() == merged
     capsys.readouterr()
 
@@ -123,8 +169,22 @@ def test_xmp_export_with_another_root_and_a_threshold(tagged, capsys):
         best.setdefault(record.path, record)  # best score first
     library.close()
     cut = max(r.score for r in best.values() if r.path.endswith("b.png"))
-    assert main(["export", "--library", str(lib), "--format", "xmp", "--root-tag", "siglip|auto",
-                 "--threshold", str(cut)]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--library",
+                str(lib),
+                "--format",
+                "xmp",
+                "--root-tag",
+                "siglip|auto",
+                "--threshold",
+                str(cut),
+            ]
+        )
+        == 1
+    )
     found = keywords(photos / "b.png.xmp")
     leaf = best[str(photos / "b.png")].tag
     assert found[DIGIKAM_TAGS] == {f"siglip/auto/{leaf.replace('|', '/')}"}
@@ -145,26 +205,43 @@ def test_csv_jsonl_and_exiftool_exports_list_every_stored_tag(tagged, tmp_path, 
     assert {(r["path"], r["tag"]) for r in rows} == set(stored)
     for r in rows:
         record = stored[(r["path"], r["tag"])]
-        assert float(r["score"]) == record.score and r["model"] == record.model and os.path.isabs(r["path"])
+        assert (
+            float(r["score"]) == record.score
+            and r["model"] == record.model
+            and os.path.isabs(r["path"])
+        )
 
     assert main(["export", "--library", str(lib), "--format", "jsonl", "--threshold", "0.5"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {(d["path"], d["tag"]) for d in lines} == {k for k, r in stored.items() if r.score >= 0.5}
+    assert {(d["path"], d["tag"]) for d in lines} == {
+        k for k, r in stored.items() if r.score >= 0.5
+    }
     assert all(set(d) == {"path", "tag", "score", "model"} for d in lines)
 
     assert main(["export", "--library", str(lib), "--format", "exiftool-csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert {r["SourceFile"] for r in table} == {str(photos / n) for n in ("a.jpg", "b.png", "c.jpg")}
+    assert {r["SourceFile"] for r in table} == {
+        str(photos / n) for n in ("a.jpg", "b.png", "c.jpg")
+    }
     assert all("AI|animal|dog" in r["HierarchicalSubject"] for r in table)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["export"], "choose --format"),
-    (["export", "--format", "xmp", "--out", "x.txt"], "--out is for csv"),
-    (["export", "--undo"], "nothing to undo"),
-    (["export", "--format", "exiftool-csv", "--root-tag", "A,B"], "root tag 'A,B' contains ','"),
-    (["export", "--format", "exiftool-csv", "--root-tag", "A,B", "--dry-run"], "root tag 'A,B' contains ','"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export"], "choose --format"),
+        (["export", "--format", "xmp", "--out", "x.txt"], "--out is for csv"),
+        (["export", "--undo"], "nothing to undo"),
+        (
+            ["export", "--format", "exiftool-csv", "--root-tag", "A,B"],
+            "root tag 'A,B' contains ','",
+        ),
+        (
+            ["export", "--format", "exiftool-csv", "--root-tag", "A,B", "--dry-run"],
+            "root tag 'A,B' contains ','",
+        ),
+    ],
+)
 def test_export_mistakes_are_one_line_and_exit_2(tagged, capsys, argv, message):
     lib, _ = tagged
     assert main([*argv, "--library", str(lib)]) == 2
@@ -185,7 +262,10 @@ def test_an_out_file_that_cannot_be_written_is_one_line_naming_it(tagged, tmp_pa
         cases["/proc/self/tags.csv"] = "cannot write --out /proc/self/tags.csv"
     for fmt in ("csv", "jsonl", "exiftool-csv"):
         for out, message in cases.items():
-            assert main(["export", "--library", str(lib), "--format", fmt, "--out", out]) == 2, (fmt, out)
+            assert main(["export", "--library", str(lib), "--format", fmt, "--out", out]) == 2, (
+                fmt,
+                out,
+            )
             err = capsys.readouterr().err
             assert message in err and out in err and err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -208,13 +288,17 @@ def test_exporting_again_at_a_higher_threshold_takes_back_the_weaker_tags(tagged
     out = capsys.readouterr().out
     assert f"{photos / 'b.png.xmp'}\tadded 0, removed " in out
     for photo in ("a.jpg", "b.png"):
-        kept = {f"AI/{t.replace('|', '/')}" for t, s in scores[str(photos / photo)].items() if s >= cut}
+        kept = {
+            f"AI/{t.replace('|', '/')}" for t, s in scores[str(photos / photo)].items() if s >= cut
+        }
         assert keywords(photos / f"{photo}.xmp")[DIGIKAM_TAGS] - {"dog", "Grandma's garden"} == kept
     assert len(kept) >= 1
     if not any(s >= cut for s in scores[str(photos / "a.jpg")].values()):
         assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN
     assert main(["export", "--library", str(lib), "--undo"]) == 0
-    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (photos / "b.png.xmp").exists()
+    assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (
+        photos / "b.png.xmp"
+    ).exists()
 
 
 def test_an_undo_that_leaves_keywords_behind_exits_1_and_says_where(tagged, capsys):
@@ -242,7 +326,9 @@ def test_keyword_lists_export_cannot_extend_are_named_on_stderr(tagged, capsys):
     assert f"note: {photos / 'a.jpg.xmp'}: " in err and "dc:subject" in err
 
 
-def test_a_photo_renamed_with_its_sidecar_in_a_photo_manager_keeps_its_export_record(tagged, capsys):
+def test_a_photo_renamed_with_its_sidecar_in_a_photo_manager_keeps_its_export_record(
+    tagged, capsys
+):
     """digiKam and Lightroom rename a photo's sidecar with it. The library knows the renamed photo by
     its fingerprint, and so does the export record: later exports and undo still reach the sidecar."""
     lib, photos = tagged
@@ -254,8 +340,12 @@ def test_a_photo_renamed_with_its_sidecar_in_a_photo_manager_keeps_its_export_re
     assert "moved 1" in capsys.readouterr().out
 
     main(["export", "--library", str(lib), "--format", "xmp"])
-    assert "changed 0 sidecars, 2 unchanged, 1 skipped" in capsys.readouterr().err  # a.jpg's keywords found again
+    assert (
+        "changed 0 sidecars, 2 unchanged, 1 skipped" in capsys.readouterr().err
+    )  # a.jpg's keywords found again
     assert main(["export", "--library", str(lib), "--undo"]) == 0
 
-    assert (photos / "grandma-2020.jpg.xmp").read_bytes() == HAND_WRITTEN  # every machine keyword taken back
+    assert (
+        photos / "grandma-2020.jpg.xmp"
+    ).read_bytes() == HAND_WRITTEN  # every machine keyword taken back
     assert not (photos / "b.png.xmp").exists()

@@ -41,22 +41,51 @@ from siglip_search.gemma_tokenizer import GemmaSiglipTokenizer
 PAD, EOS, BOS, UNK = 0, 1, 2, 3
 
 TEXTS = [
-    "A Photo of a RED Circle!", "Hello, World... (test)", "don't stop-believing", "tabs\tand\nnewlines",
-    "  two  spaces ", "café CRÈME brûlée à Paris", "emoji 🐶🎉 dog", "digits 0123456789 3.14",
-    "ﬁne ＡＢＣ ½", "“quoted” — dash… ¿qué?", "ÅNGSTRÖM", "", "x" * 80,
-    "ΟΔΟΣ ΣΤΗΝ ΑΘΗΝΑ", "ΌΣΟΣ.", "İSTANBUL", "STRASSE ẞ",
+    "A Photo of a RED Circle!",
+    "Hello, World... (test)",
+    "don't stop-believing",
+    "tabs\tand\nnewlines",
+    "  two  spaces ",
+    "café CRÈME brûlée à Paris",
+    "emoji 🐶🎉 dog",
+    "digits 0123456789 3.14",
+    "ﬁne ＡＢＣ ½",
+    "“quoted” — dash… ¿qué?",
+    "ÅNGSTRÖM",
+    "",
+    "x" * 80,
+    "ΟΔΟΣ ΣΤΗΝ ΑΘΗΝΑ",
+    "ΌΣΟΣ.",
+    "İSTANBUL",
+    "STRASSE ẞ",
 ]
 
 
 def train_gemma_like(path) -> None:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 20), model_writer=model, vocab_size=400, model_type="bpe",
-        pad_id=PAD, eos_id=EOS, bos_id=BOS, unk_id=UNK, pad_piece="<pad>", eos_piece="<eos>",
-        bos_piece="<bos>", unk_piece="<unk>", add_dummy_prefix=False, byte_fallback=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
-        allow_whitespace_only_pieces=True, character_coverage=1.0, hard_vocab_limit=False,
-        minloglevel=2, num_threads=1,
+        sentence_iterator=iter(CORPUS * 20),
+        model_writer=model,
+        vocab_size=400,
+        model_type="bpe",
+        pad_id=PAD,
+        eos_id=EOS,
+        bos_id=BOS,
+        unk_id=UNK,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        add_dummy_prefix=False,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
     )
     path.write_bytes(model.getvalue())
 
@@ -82,8 +111,17 @@ def test_auto_tokenizer_picks_gemma_for_tokenizer_model_only(gemma_dir, tiny_che
 
 
 def test_gemma_id_layout(tokenizer):
-    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (PAD, EOS, UNK)
-    assert tokenizer.convert_ids_to_tokens([PAD, EOS, BOS, UNK]) == ["<pad>", "<eos>", "<bos>", "<unk>"]
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (
+        PAD,
+        EOS,
+        UNK,
+    )
+    assert tokenizer.convert_ids_to_tokens([PAD, EOS, BOS, UNK]) == [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+    ]
     assert tokenizer.model_max_length == 64
 
 
@@ -93,7 +131,9 @@ def test_lower_cases_but_keeps_punctuation_and_spaces(tokenizer):
     assert ids == tokenizer("a photo, of a cat!")["input_ids"]
     assert ids != tokenizer("a photo of a cat")["input_ids"], "SigLIP 1 would strip the punctuation"
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a photo, of a cat!"
-    assert tokenizer("two  spaces")["input_ids"] != tokenizer("two spaces")["input_ids"], "no whitespace collapse"
+    assert tokenizer("two  spaces")["input_ids"] != tokenizer("two spaces")["input_ids"], (
+        "no whitespace collapse"
+    )
 
 
 def test_appends_eos_and_no_bos(tokenizer):
@@ -104,13 +144,19 @@ def test_appends_eos_and_no_bos(tokenizer):
 
 
 def test_pads_to_max_length_with_pad_id_0(tokenizer):
-    batch = tokenizer(["a cat", "a bicycle by the river"], padding="max_length", truncation=True,
-                      return_tensors="pt")["input_ids"]
+    batch = tokenizer(
+        ["a cat", "a bicycle by the river"],
+        padding="max_length",
+        truncation=True,
+        return_tensors="pt",
+    )["input_ids"]
 
     assert batch.shape == (2, 64)
     for row, text in zip(batch.tolist(), ["a cat", "a bicycle by the river"], strict=True):
         n = len(tokenizer(text)["input_ids"])
-        assert row[n - 1] == EOS and set(row[n:]) == {PAD}, "right padding with <pad>, not </s> as in SigLIP 1"
+        assert row[n - 1] == EOS and set(row[n:]) == {PAD}, (
+            "right padding with <pad>, not </s> as in SigLIP 1"
+        )
 
 
 def test_truncation_keeps_eos_last(tokenizer):
@@ -126,15 +172,16 @@ def test_truncation_keeps_eos_last(tokenizer):
 
 def test_tokenizer_config_can_turn_eos_off_and_pad_left(gemma_dir, tmp_path):
     directory = shutil.copytree(gemma_dir, tmp_path / "left")
-    (directory / "tokenizer_config.json").write_text(json.dumps(
-        {"add_eos_token": False, "padding_side": "left", "model_max_length": 8}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"add_eos_token": False, "padding_side": "left", "model_max_length": 8})
+    )
 
     tok = AutoTokenizer.from_pretrained(directory)
     ids = tok(["a cat"], padding="max_length")["input_ids"][0]
 
     pieces = tok("a cat")["input_ids"]
     assert EOS not in pieces
-    assert len(ids) == 8 and ids[-len(pieces):] == pieces and set(ids[: -len(pieces)]) == {PAD}
+    assert len(ids) == 8 and ids[-len(pieces) :] == pieces and set(ids[: -len(pieces)]) == {PAD}
     # The attention mask marks the same positions: padding on the left, text on the right.
     mask = tok(["a cat"], padding="max_length", return_attention_mask=True)["attention_mask"][0]
     assert mask == [0] * (8 - len(pieces)) + [1] * len(pieces)

@@ -32,8 +32,14 @@ def _left_red_right_blue(w: int = 200, h: int = 100) -> Image.Image:
 def test_phone_photo_is_turned_upright_and_keeps_its_date_and_camera(tmp_path):
     # Orientation 6: the camera was turned, viewers rotate 90 degrees clockwise, so the
     # stored left edge (red) ends up at the top.
-    path = save_jpeg_with_exif(tmp_path / "p.jpg", _left_red_right_blue(), orientation=6,
-                               taken="2021:07:14 18:03:09", make="Canon", model="Canon EOS R5")  # fmt: skip
+    path = save_jpeg_with_exif(
+        tmp_path / "p.jpg",
+        _left_red_right_blue(),
+        orientation=6,
+        taken="2021:07:14 18:03:09",
+        make="Canon",
+        model="Canon EOS R5",
+    )
     decoded = decode_image(path)
     assert decoded.image.mode == "RGB"
     assert decoded.image.size == (100, 200)
@@ -62,7 +68,10 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_full_size(tmp_pa
     "make, expected_mode",
     [
         (lambda: draw_photo(2).convert("CMYK"), "CMYK"),
-        (lambda: Image.fromarray(np.linspace(0, 65535, 6000).reshape(60, 100).astype(np.uint16)), "I;16"),
+        (
+            lambda: Image.fromarray(np.linspace(0, 65535, 6000).reshape(60, 100).astype(np.uint16)),
+            "I;16",
+        ),
         (lambda: draw_photo(3).convert("LA"), "LA"),
         (lambda: draw_photo(4).convert("L"), "L"),
         (lambda: draw_photo(5).convert("1"), "1"),
@@ -72,7 +81,9 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_full_size(tmp_pa
 def test_unusual_pixel_modes_become_rgb(tmp_path, make, expected_mode):
     im = make()
     assert im.mode == expected_mode
-    path = tmp_path / ("x.jpg" if expected_mode == "CMYK" else "x.tif" if expected_mode == "LA" else "x.png")
+    path = tmp_path / (
+        "x.jpg" if expected_mode == "CMYK" else "x.tif" if expected_mode == "LA" else "x.png"
+    )
     im.save(path)
     decoded = decode_image(path)
     assert decoded.image.mode == "RGB"
@@ -98,7 +109,9 @@ def test_transparent_palette_pixels_become_white(tmp_path):
 
 
 def test_animated_gif_gives_its_first_frame(tmp_path):
-    frames = [Image.new("RGB", (30, 20), c).convert("P") for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    frames = [
+        Image.new("RGB", (30, 20), c).convert("P") for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    ]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50)
     pixel = np.asarray(decode_image(tmp_path / "a.gif").image)[10, 10]
     assert pixel[0] > 200 and pixel[1] < 50
@@ -130,7 +143,9 @@ def test_truncated_jpeg_is_a_failure_not_a_grey_half_photo(tmp_path):
 def test_pixel_cap_is_a_parameter(tmp_path):
     draw_photo(1, (300, 300)).save(tmp_path / "x.png")
     assert decode_image(tmp_path / "x.png", max_pixels=90_000).image.size == (300, 300)
-    with pytest.raises(DecodeError, match=r"decompression bomb \(300x300 = 90000 pixels, limit 89999\)"):
+    with pytest.raises(
+        DecodeError, match=r"decompression bomb \(300x300 = 90000 pixels, limit 89999\)"
+    ):
         decode_image(tmp_path / "x.png", max_pixels=89_999)
 
 
@@ -141,10 +156,15 @@ def test_missing_file_is_a_decode_error(tmp_path):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("2021:07:14 18:03:09", "2021-07-14T18:03:09"), ("2021:07:14 18:03:09\x00", "2021-07-14T18:03:09"),
-     ("    :  :     :  :  ", None), ("0000:00:00 00:00:00", None), (b"2020:01:02 03:04:05", "2020-01-02T03:04:05"),
-     (None, None)],
-)  # fmt: skip
+    [
+        ("2021:07:14 18:03:09", "2021-07-14T18:03:09"),
+        ("2021:07:14 18:03:09\x00", "2021-07-14T18:03:09"),
+        ("    :  :     :  :  ", None),
+        ("0000:00:00 00:00:00", None),
+        (b"2020:01:02 03:04:05", "2020-01-02T03:04:05"),
+        (None, None),
+    ],
+)
 def test_exif_dates_are_parsed_or_dropped(value, expected):
     assert parse_exif_datetime(value) == expected
 
@@ -180,7 +200,9 @@ def test_a_photo_replaced_by_a_fifo_after_the_scan_is_a_failure_not_a_hang(tmp_p
     assert prepared.error == "not a regular file (a FIFO)" and prepared.pixels is None
 
 
-def test_a_transparent_pil_image_queries_and_tags_like_its_indexed_file(tmp_path, library, embedder):
+def test_a_transparent_pil_image_queries_and_tags_like_its_indexed_file(
+    tmp_path, library, embedder
+):
     photos = tmp_path / "photos"
     photos.mkdir()
     rgba = draw_photo(3).convert("RGBA")

@@ -29,7 +29,11 @@ from indexer.search import Searcher
 from indexer.vectors import sidecar_path
 from siglip_search.cli import main
 
-embedder, other_embedder, library = indexer_fixtures.embedder, indexer_fixtures.other_embedder, indexer_fixtures.library
+embedder, other_embedder, library = (
+    indexer_fixtures.embedder,
+    indexer_fixtures.other_embedder,
+    indexer_fixtures.library,
+)
 
 
 class CountingEmbedder:
@@ -72,7 +76,10 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
 
     summary = index(library, [photos], counting)
     assert (summary.added, summary.failed, summary.removed) == (10, 0, 0)
-    assert re.fullmatch(r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s\)", summary.line())
+    assert re.fullmatch(
+        r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s\)",
+        summary.line(),
+    )
     rows = by_path(library)
     assert set(rows) == set(files)
     beach = rows["2021/summer/beach.jpg"]
@@ -130,14 +137,19 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
     assert json.loads(sidecar_path(library.index_path).read_text())["generation"] == generation
 
 
-def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(tmp_path, tiny_checkpoint, capsys):
+def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
+    tmp_path, tiny_checkpoint, capsys
+):
     photos, lib = tmp_path / "photos", tmp_path / "library"
     expect = make_bad_corpus(photos, tmp_path / "outside")
     common = ["--library", str(lib), "--no-progress", "--batch-size", "4"]
     assert main(["index", str(photos), "--model", str(tiny_checkpoint), *common]) == 0
     out = capsys.readouterr().out
     failing = {rel: reason for rel, reason in expect.items() if reason}
-    assert re.search(rf"added {len(expect) - len(failing)}, updated 0, moved 0, removed 0, failed {len(failing)} \(", out)
+    assert re.search(
+        rf"added {len(expect) - len(failing)}, updated 0, moved 0, removed 0, failed {len(failing)} \(",
+        out,
+    )
 
     assert main(["status", "--library", str(lib), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -150,7 +162,11 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(tmp_pa
     assert report["last_run"]["status"] == "ok" and report["last_run"]["failed"] == len(failing)
     indexed = {rel for rel, status, _ in db_rows(lib) if status == "ok"}
     assert indexed == {rel for rel, reason in expect.items() if reason is None}
-    assert not any(junk in rel for rel, _, _ in db_rows(lib) for junk in ("._", "@eaDir", "#recycle", ".thumb", "back/"))
+    assert not any(
+        junk in rel
+        for rel, _, _ in db_rows(lib)
+        for junk in ("._", "@eaDir", "#recycle", ".thumb", "back/")
+    )
 
     # The text status names each broken file with its reason.
     assert main(["status", "--library", str(lib)]) == 0
@@ -165,7 +181,9 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(tmp_pa
     assert main(["index", str(photos), *common]) == 0
     assert f"added 0, updated 0, moved 0, removed 0, failed {retried} (" in capsys.readouterr().out
     assert main(["status", "--library", str(lib), "--json"]) == 0
-    assert {f["path"]: f["reason"] for f in json.loads(capsys.readouterr().out)["failed"]} == reasons
+    assert {
+        f["path"]: f["reason"] for f in json.loads(capsys.readouterr().out)["failed"]
+    } == reasons
     draw_photo(30).save(photos / "truncated.jpg", "JPEG")
     assert main(["index", str(photos), *common]) == 0
     assert "updated 1" in capsys.readouterr().out
@@ -185,16 +203,21 @@ def test_pixel_cap_option_records_big_images_as_bombs(tmp_path, library, embedde
     # With a higher cap the same, unchanged file is tried again, and indexed.
     again = index(library, [photos], embedder, max_pixels=100_000)
     assert (again.updated, again.failed, again.unchanged) == (1, 0, 1)
-    assert library.store.failures() == [] and {r.status for r in by_path(library).values()} == {"ok"}
+    assert library.store.failures() == [] and {r.status for r in by_path(library).values()} == {
+        "ok"
+    }
 
 
-def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, library, embedder, other_embedder,
-                                                                  other_tiny_checkpoint, capsys):  # fmt: skip
+def test_another_model_is_refused_and_the_recorded_one_is_reused(
+    tmp_path, library, embedder, other_embedder, other_tiny_checkpoint, capsys
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     index(library, [photos], embedder)
     before = db_rows(library.path)
-    with pytest.raises(ModelMismatchError, match=r"was built with model .*they differ in .*weights_sha256"):
+    with pytest.raises(
+        ModelMismatchError, match=r"was built with model .*they differ in .*weights_sha256"
+    ):
         index(library, [photos], other_embedder)
     with pytest.raises(ModelMismatchError, match="Vectors of two models cannot be mixed"):
         library.load_embedder(other_tiny_checkpoint)
@@ -203,7 +226,11 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, libra
     lib = ["--library", str(library.path), "--no-progress"]
     assert main(["index", str(photos), "--model", str(other_tiny_checkpoint), *lib]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("siglip-search: error: library ") and err.count("\n") == 1 and "Traceback" not in err
+    assert (
+        err.startswith("siglip-search: error: library ")
+        and err.count("\n") == 1
+        and "Traceback" not in err
+    )
     assert main(["index", str(photos), "--mode", "int8", *lib]) == 2  # int8 vectors differ too
     assert "differ in mode" in capsys.readouterr().err
     assert main(["index", str(photos), *lib]) == 0  # no --model: the recorded one
@@ -211,7 +238,9 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(tmp_path, libra
     assert db_rows(library.path) == before
 
 
-def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(tmp_path, library, embedder, capsys):
+def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(
+    tmp_path, library, embedder, capsys
+):
     assert main(["index", str(tmp_path), "--library", str(tmp_path / "new")]) == 2
     assert "--model ID_OR_PATH" in capsys.readouterr().err
     with pytest.raises(FolderNotFoundError, match="does not exist"):
@@ -225,7 +254,9 @@ def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embed
     files = make_photo_folder(photos)
     library = open_library(tmp_path / "library")
     index(library, [photos], embedder)
-    queries = np.stack(list(library.store.embeddings_by_ids(r.id for r in by_path(library).values()).values()))
+    queries = np.stack(
+        list(library.store.embeddings_by_ids(r.id for r in by_path(library).values()).values())
+    )
     expected = nearest_ids(Searcher(library, embedder), queries, k=3)
     saved = library.index_path.read_bytes(), sidecar_path(library.index_path).read_bytes()
 
@@ -273,14 +304,27 @@ def test_a_second_indexer_waits_then_says_who_holds_the_library(tmp_path, tiny_c
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     library = open_library(tmp_path / "library")
-    args = ["index", str(photos), "--library", str(library.path), "--model", str(tiny_checkpoint), "--no-progress"]
+    args = [
+        "index",
+        str(photos),
+        "--library",
+        str(library.path),
+        "--model",
+        str(tiny_checkpoint),
+        "--no-progress",
+    ]
     with lock_library(library):
         started = time.monotonic()
         assert main([*args, "--wait", "0.5"]) == 2
         assert time.monotonic() - started >= 0.5
         err = capsys.readouterr().err
-        assert f"siglip-search: error: library {library.path} is being indexed by pid {os.getpid()}" in err
-        assert main(["status", "--library", str(library.path), "--json"]) == 0  # readers are not locked out
+        assert (
+            f"siglip-search: error: library {library.path} is being indexed by pid {os.getpid()}"
+            in err
+        )
+        assert (
+            main(["status", "--library", str(library.path), "--json"]) == 0
+        )  # readers are not locked out
         capsys.readouterr()
     assert main(args) == 0
     library.close()
@@ -314,7 +358,9 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     assert library_status(library)["roots"][0]["online"] is True
 
 
-def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(tmp_path, library, embedder):
+def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(
+    tmp_path, library, embedder
+):
     photos = tmp_path / "photos"
     files = make_photo_folder(photos)
     first = index(library, [photos / "2021"], embedder)
@@ -335,7 +381,9 @@ def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(tmp
     assert index(library, [photos], embedder).removed == 1
 
 
-def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_removed(tmp_path, library, embedder):
+def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_removed(
+    tmp_path, library, embedder
+):
     mnt = tmp_path / "mnt"
     usb, archive = mnt / "usb" / "photos", mnt / ".archive"
     make_photo_folder(usb)
@@ -348,7 +396,10 @@ def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_remo
 
     summary = index(library, [mnt], embedder)
 
-    assert (summary.added, summary.removed) == (1, 0)  # top.png; nothing of the disk or the archive lost
+    assert (summary.added, summary.removed) == (
+        1,
+        0,
+    )  # top.png; nothing of the disk or the archive lost
     assert sorted(r.path for r in library.store.roots()) == sorted(map(str, (mnt, usb, archive)))
     assert len(by_path(library)) == on_usb + 2
     (tmp_path / "unplugged").rename(usb)  # plugged back in: found in its own root, not twice
@@ -358,7 +409,9 @@ def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_remo
     assert index(library, [usb], embedder).unchanged == on_usb
 
 
-def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(tmp_path, library, embedder):
+def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(
+    tmp_path, library, embedder
+):
     pictures = tmp_path / "Pictures"
     files = make_photo_folder(pictures)
     index(library, [pictures], embedder)
@@ -367,14 +420,25 @@ def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(tmp_pa
 
     summary = index(library, [photos], embedder)
 
-    assert (summary.added, summary.moved, summary.removed, summary.embedded) == (0, len(files), 0, 0)
+    assert (summary.added, summary.moved, summary.removed, summary.embedded) == (
+        0,
+        len(files),
+        0,
+        0,
+    )
     rows = list(library.store.iter_images())
-    assert {row.id for row in rows} == ids and len(rows) == len(files)  # same rows: vectors and tags
+    assert {row.id for row in rows} == ids and len(rows) == len(
+        files
+    )  # same rows: vectors and tags
     assert {row.root_path for row in rows} == {str(photos)}
-    assert [r.path for r in library.store.roots()] == [str(photos)]  # the old, empty, gone root is dropped
+    assert [r.path for r in library.store.roots()] == [
+        str(photos)
+    ]  # the old, empty, gone root is dropped
 
 
-def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(tmp_path, library, embedder):
+def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(
+    tmp_path, library, embedder
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
 
@@ -408,7 +472,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(tmp_path, library, embedder, monkeypatch):
+def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(
+    tmp_path, library, embedder, monkeypatch
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     (photos / "bad.jpg").write_text("not a photo")
@@ -430,7 +496,9 @@ def test_indexing_with_no_folder_needs_registered_roots(library, embedder):
         index(library, [], embedder)
 
 
-def test_the_same_model_copied_elsewhere_is_accepted_and_remembered(tmp_path, library, embedder, tiny_checkpoint):
+def test_the_same_model_copied_elsewhere_is_accepted_and_remembered(
+    tmp_path, library, embedder, tiny_checkpoint
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     index(library, [photos], embedder)
@@ -456,8 +524,9 @@ def test_an_unreadable_folder_keeps_its_photos(tmp_path, library, embedder):
     assert len(by_path(library)) == 8
 
 
-def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_only(tmp_path, library, embedder,
-                                                                                        capsys):  # fmt: skip
+def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_only(
+    tmp_path, library, embedder, capsys
+):
     disk, home = tmp_path / "usb", tmp_path / "home"
     make_photo_folder(disk)
     draw_photo(9).save(home.mkdir() or home / "kept.png")
@@ -477,18 +546,36 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
         assert [r.path for r in reopened.store.roots()] == [str(home)]
         assert [row.rel_path for row in reopened.store.iter_images()] == ["kept.png"]
         assert len(reopened.vector_index()) == 1
-    assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files  # photos untouched
+    assert (
+        sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files
+    )  # photos untouched
 
 
 @pytest.mark.skipif(".heic" not in MISSING_DECODERS, reason="this Python decodes HEIC")
-def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_path, tiny_checkpoint, capsys):
+def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(
+    tmp_path, tiny_checkpoint, capsys
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     for name in ("IMG_1.HEIC", "IMG_2.heic"):
-        (photos / name).write_bytes(b"\0\0\0\x18ftypheic")  # an iPhone photo, to this Python unreadable
+        (photos / name).write_bytes(
+            b"\0\0\0\x18ftypheic"
+        )  # an iPhone photo, to this Python unreadable
 
-    assert main(["index", str(photos), "--library", str(tmp_path / "lib"), "--model", str(tiny_checkpoint),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "index",
+                str(photos),
+                "--library",
+                str(tmp_path / "lib"),
+                "--model",
+                str(tiny_checkpoint),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
     err = capsys.readouterr().err
     assert "2 .heic photos skipped" in err and "pillow-heif" in err
@@ -508,7 +595,9 @@ def test_system_folders_are_refused_as_photo_folders(library, embedder):
     assert library.store.roots() == []
 
 
-def test_a_photo_moved_out_of_a_folder_indexed_alone_keeps_its_vector_and_tags(tmp_path, library, embedder):
+def test_a_photo_moved_out_of_a_folder_indexed_alone_keeps_its_vector_and_tags(
+    tmp_path, library, embedder
+):
     """Indexing only `2021/` after filing a photo from it into another folder of the same root: the
     photo is not removed (its vector and tags would go) but followed, and the whole root's next run
     finds nothing to embed."""
@@ -526,6 +615,8 @@ def test_a_photo_moved_out_of_a_folder_indexed_alone_keeps_its_vector_and_tags(t
     after = by_path(library)["archive/forest.png"]
     assert after.id == before.id and embedding(library, after.id) == embedding(library, before.id)
     assert "2021/forest.png" not in by_path(library)
-    assert [(t.path, t.tag) for t in library.store.iter_tags()] == [(str(photos / "archive" / "forest.png"), "scene|forest")]
+    assert [(t.path, t.tag) for t in library.store.iter_tags()] == [
+        (str(photos / "archive" / "forest.png"), "scene|forest")
+    ]
     again = index(library, [photos], embedder)
     assert (again.added, again.moved, again.removed) == (0, 0, 0)

@@ -14,7 +14,15 @@ from siglip_search.cli import main
 
 
 def _index(photos, lib, checkpoint) -> list[str]:
-    return ["index", str(photos), "--model", str(checkpoint), "--library", str(lib), "--no-progress"]
+    return [
+        "index",
+        str(photos),
+        "--model",
+        str(checkpoint),
+        "--library",
+        str(lib),
+        "--no-progress",
+    ]
 
 
 def test_a_root_or_library_whose_name_is_not_utf8_is_refused_in_one_line_before_anything_is_made(
@@ -27,8 +35,11 @@ def test_a_root_or_library_whose_name_is_not_utf8_is_refused_in_one_line_before_
     (tmp_path / "photos").mkdir()
     draw_photo(2).save(tmp_path / "photos" / "p.jpg")
     lib, latin1_lib = tmp_path / "lib", latin1 + "-library"
-    for argv in (_index(latin1, lib, tiny_checkpoint), _index(tmp_path / "link", lib, tiny_checkpoint),
-                 _index(tmp_path / "photos", latin1_lib, tiny_checkpoint)):  # fmt: skip
+    for argv in (
+        _index(latin1, lib, tiny_checkpoint),
+        _index(tmp_path / "link", lib, tiny_checkpoint),
+        _index(tmp_path / "photos", latin1_lib, tiny_checkpoint),
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -36,7 +47,9 @@ def test_a_root_or_library_whose_name_is_not_utf8_is_refused_in_one_line_before_
     assert not lib.exists() and not os.path.exists(latin1_lib)
 
 
-def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(tmp_path, tiny_checkpoint, capsys):
+def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(
+    tmp_path, tiny_checkpoint, capsys
+):
     photos, lib = tmp_path / "photos", tmp_path / "lib"
     photos.mkdir()
     with open(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"), "wb") as f:
@@ -51,10 +64,15 @@ def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(tmp_path
         assert "added 0, updated 0, moved 0, removed 0, failed 0" in capsys.readouterr().out
         assert db_rows(lib) == rows
     assert "added 2, updated 0, moved 0, removed 0, failed 0" in first
-    assert [(rel, status) for rel, status, _ in rows] == [("caf\\xe9.jpg", "ok"), ("other.jpg", "ok")]
+    assert [(rel, status) for rel, status, _ in rows] == [
+        ("caf\\xe9.jpg", "ok"),
+        ("other.jpg", "ok"),
+    ]
 
 
-def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(tmp_path, tiny_checkpoint, capsys):
+def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(
+    tmp_path, tiny_checkpoint, capsys
+):
     root, lib = tmp_path / "new\nline", tmp_path / "lib"
     root.mkdir()
     draw_photo(1).save(root / "red\x1b[2J.png")
@@ -66,7 +84,8 @@ def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(tmp_pat
     assert main(["search", "red", "-k", "5", "--library", str(lib)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split("\t")[0] for line in lines) == [
-        f"{tmp_path}/new\\nline/red\\x1b[2J.png", f"{tmp_path}/new\\nline/two\\nlines.png"
+        f"{tmp_path}/new\\nline/red\\x1b[2J.png",
+        f"{tmp_path}/new\\nline/two\\nlines.png",
     ]
     assert main(["status", "--library", str(lib)]) == 0
     status = capsys.readouterr().out
@@ -81,10 +100,15 @@ def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(tmp_pat
     root.rename(tmp_path / "unplugged")
     assert main(["index", "--library", str(lib), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert err == f"siglip-search: root {tmp_path}/new\\nline is offline (missing or empty); its images are kept\n"
+    assert (
+        err
+        == f"siglip-search: root {tmp_path}/new\\nline is offline (missing or empty); its images are kept\n"
+    )
 
 
-def test_tag_threshold_bounds_agree_between_the_cli_and_the_tagger(tmp_path, tiny_checkpoint, capsys):
+def test_tag_threshold_bounds_agree_between_the_cli_and_the_tagger(
+    tmp_path, tiny_checkpoint, capsys
+):
     from indexer.errors import SearchOptionError
     from indexer.library import open_library
     from indexer.tags import tag_library
@@ -99,7 +123,12 @@ def test_tag_threshold_bounds_agree_between_the_cli_and_the_tagger(tmp_path, tin
         with pytest.raises(SystemExit) as exit_info:
             main(["tag", "--threshold", threshold, "--library", str(lib), "--no-progress"])
         assert exit_info.value.code == 2
-        assert f"must be a probability above 0 and below 1, got {threshold}" in capsys.readouterr().err
+        assert (
+            f"must be a probability above 0 and below 1, got {threshold}" in capsys.readouterr().err
+        )
     assert main(["tag", "--threshold", "0.01", "--library", str(lib), "--no-progress"]) == 0
-    with open_library(lib) as library, pytest.raises(SearchOptionError, match="above 0 and below 1"):
+    with (
+        open_library(lib) as library,
+        pytest.raises(SearchOptionError, match="above 0 and below 1"),
+    ):
         tag_library(library, library.load_embedder(), load_vocabulary(None), 0.0, progress=False)

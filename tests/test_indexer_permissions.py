@@ -17,13 +17,23 @@ from siglip_search.cli import main
 
 embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 
+
 def _rows(lib) -> dict[str, tuple[int, str, bytes | None]]:
     with open_library(lib) as library:
-        return {r.rel_path: (r.id, r.status, library.store.embeddings_by_ids([r.id]).get(r.id, b"").tobytes())
-                for status in ("ok", "failed") for r in library.store.iter_images(status)}  # fmt: skip
+        return {
+            r.rel_path: (
+                r.id,
+                r.status,
+                library.store.embeddings_by_ids([r.id]).get(r.id, b"").tobytes(),
+            )
+            for status in ("ok", "failed")
+            for r in library.store.iter_images(status)
+        }
 
 
-def test_a_folder_readable_but_not_searchable_keeps_its_photos_vectors_and_tags(tmp_path, tiny_checkpoint, capsys):
+def test_a_folder_readable_but_not_searchable_keeps_its_photos_vectors_and_tags(
+    tmp_path, tiny_checkpoint, capsys
+):
     # What `chmod -R 644` or a FAT/exFAT/CIFS mount with a wrong dmask leaves: folders whose names
     # can be listed but whose entries cannot be looked up or opened.
     photos, lib = tmp_path / "photos", tmp_path / "library"
@@ -32,14 +42,24 @@ def test_a_folder_readable_but_not_searchable_keeps_its_photos_vectors_and_tags(
     assert main(["index", str(photos), "--model", str(tiny_checkpoint), *common]) == 0
     assert "added 8, updated 0, moved 0, removed 0, failed 0" in capsys.readouterr().out
     with open_library(lib) as library:
-        library.store.replace_machine_tags({r.id: [("photo", 0.9)] for r in library.store.iter_images()}, "m", "v")
+        library.store.replace_machine_tags(
+            {r.id: [("photo", 0.9)] for r in library.store.iter_images()}, "m", "v"
+        )
     before = _rows(lib)
     index = ["index", str(photos), *common]
     try:
-        results = run_cli_where_permissions_apply(tmp_path, [
-            ["chmod", str(photos), "644"], index, ["chmod", str(photos), "755"],  # the whole root
-            ["chmod", str(photos / "2021"), "644"], index, ["status", "--json", "--library", str(lib)],
-        ], probe="read")  # fmt: skip
+        results = run_cli_where_permissions_apply(
+            tmp_path,
+            [
+                ["chmod", str(photos), "644"],
+                index,
+                ["chmod", str(photos), "755"],  # the whole root
+                ["chmod", str(photos / "2021"), "644"],
+                index,
+                ["status", "--json", "--library", str(lib)],
+            ],
+            probe="read",
+        )
     finally:
         os.chmod(photos, 0o755)
         os.chmod(photos / "2021", 0o755)
@@ -59,7 +79,9 @@ def test_a_folder_readable_but_not_searchable_keeps_its_photos_vectors_and_tags(
         assert library.store.counts().tags == 8
 
 
-def test_a_folder_past_path_max_is_reported_not_silently_dropped(tmp_path, library, embedder, capsys):
+def test_a_folder_past_path_max_is_reported_not_silently_dropped(
+    tmp_path, library, embedder, capsys
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos, n=1)
     fd = os.open(photos, os.O_RDONLY)
@@ -72,7 +94,9 @@ def test_a_folder_past_path_max_is_reported_not_silently_dropped(tmp_path, libra
     finally:
         os.close(fd)
     try:
-        summary = index_paths(library, [str(photos)], embedder, batch_size=4, workers=2, progress=False)
+        summary = index_paths(
+            library, [str(photos)], embedder, batch_size=4, workers=2, progress=False
+        )
     finally:
         shutil.rmtree(photos / ("d" * 200))
     [deep] = summary.unreadable_dirs

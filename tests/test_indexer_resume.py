@@ -33,7 +33,9 @@ sys.exit(main(sys.argv[1:]))
 
 def _ok_rows(library_dir: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{library_dir / 'library.db'}?mode=ro", uri=True, timeout=5) as conn:
+        with sqlite3.connect(
+            f"file:{library_dir / 'library.db'}?mode=ro", uri=True, timeout=5
+        ) as conn:
             return conn.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0]
     except sqlite3.OperationalError:
         return 0  # not created yet
@@ -45,11 +47,27 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         (photos / f"day{i % 3}").mkdir(parents=True, exist_ok=True)
         draw_photo(i, (96, 72)).save(photos / f"day{i % 3}" / f"img_{i:03d}.png")
     killed_lib, clean_lib = tmp_path / "killed", tmp_path / "clean"
-    args = ["index", str(photos), "--library", str(killed_lib), "--model", str(tiny_checkpoint),
-            "--batch-size", "4", "--workers", "2", "--no-progress"]  # fmt: skip
+    args = [
+        "index",
+        str(photos),
+        "--library",
+        str(killed_lib),
+        "--model",
+        str(tiny_checkpoint),
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     env = os.environ | {"PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while _ok_rows(killed_lib) < 4:  # the first batch is committed
@@ -71,12 +89,20 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert proc.returncode == -signal.SIGKILL
     done_before_rerun = _ok_rows(killed_lib)
     assert 4 <= done_before_rerun < 60
-    with open_library(killed_lib, create=False) as stopped:  # nobody holds the lock: not running any more
+    with open_library(
+        killed_lib, create=False
+    ) as stopped:  # nobody holds the lock: not running any more
         assert library_status(stopped)["last_run"]["status"] == "interrupted"
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).
-    rerun = subprocess.run([sys.executable, "-m", "siglip_search", *args[:4], "--batch-size", "4", "--no-progress"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    rerun = subprocess.run(
+        [sys.executable, "-m", "siglip_search", *args[:4], "--batch-size", "4", "--no-progress"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"added {60 - done_before_rerun}, updated 0" in rerun.stdout
 
@@ -90,7 +116,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert len(killed_rows) == 60 == len({rel for rel, _, _ in killed_rows})  # no duplicates
     assert [rel for rel, _, _ in killed_rows] == [rel for rel, _, _ in clean_rows]
     assert all(status == "ok" for _, status, _ in killed_rows)
-    mismatched = [rel for (rel, _, a), (_, _, b) in zip(killed_rows, clean_rows, strict=True) if a != b]
+    mismatched = [
+        rel for (rel, _, a), (_, _, b) in zip(killed_rows, clean_rows, strict=True) if a != b
+    ]
     assert mismatched == []  # identical embedding bytes
 
     killed = open_library(killed_lib, create=False)
@@ -101,5 +129,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         statuses = [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["interrupted", "ok"]
     query = np.frombuffer(killed_rows[5][2], dtype=np.float32)
-    assert Searcher(killed, embedder).search_vector(query, k=1).hits[0].rel_path == killed_rows[5][0]
+    assert (
+        Searcher(killed, embedder).search_vector(query, k=1).hits[0].rel_path == killed_rows[5][0]
+    )
     killed.close()

@@ -21,17 +21,44 @@ from indexer.vectors import VectorIndex, sidecar_path
 
 
 def test_scan_finds_images_by_extension_and_skips_junk(tmp_path):
-    for rel in ["a.jpg", "B.JPEG", "c.Png", "d.webp", "e.gif", "f.bmp", "g.tif", "h.TIFF", "deep/x/y/z.jpg"]:
+    for rel in [
+        "a.jpg",
+        "B.JPEG",
+        "c.Png",
+        "d.webp",
+        "e.gif",
+        "f.bmp",
+        "g.tif",
+        "h.TIFF",
+        "deep/x/y/z.jpg",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    for rel in ["notes.txt", "movie.mp4", "._a.jpg", ".DS_Store", "Thumbs.db", "@eaDir/a.jpg/SYNOPHOTO.jpg",
-                "#recycle/old.jpg", ".hidden/secret.jpg", "sub/@eaDir/t.jpg"]:  # fmt: skip
+    for rel in [
+        "notes.txt",
+        "movie.mp4",
+        "._a.jpg",
+        ".DS_Store",
+        "Thumbs.db",
+        "@eaDir/a.jpg/SYNOPHOTO.jpg",
+        "#recycle/old.jpg",
+        ".hidden/secret.jpg",
+        "sub/@eaDir/t.jpg",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     result = scan_folder(str(tmp_path))
     assert [f.rel_path for f in result.files] == [
-        "B.JPEG", "a.jpg", "c.Png", "d.webp", "deep/x/y/z.jpg", "e.gif", "f.bmp", "g.tif", "h.TIFF",
-    ]  # fmt: skip
+        "B.JPEG",
+        "a.jpg",
+        "c.Png",
+        "d.webp",
+        "deep/x/y/z.jpg",
+        "e.gif",
+        "f.bmp",
+        "g.tif",
+        "h.TIFF",
+    ]
     assert all(f.error is None and f.size_bytes == 1 for f in result.files)
     assert all(os.path.isabs(f.path) for f in result.files)
 
@@ -81,7 +108,9 @@ def test_fingerprint_ignores_name_and_place_but_not_content(tmp_path):
     (tmp_path / "a.jpg").write_bytes(data)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "renamed.jpg").write_bytes(data)
-    assert fingerprint_file(tmp_path / "a.jpg") == fingerprint_file(tmp_path / "sub" / "renamed.jpg")
+    assert fingerprint_file(tmp_path / "a.jpg") == fingerprint_file(
+        tmp_path / "sub" / "renamed.jpg"
+    )
     (tmp_path / "b.jpg").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # last byte differs
     (tmp_path / "c.jpg").write_bytes(data + b"\0")  # longer
     fingerprints = {fingerprint_file(tmp_path / n) for n in ["a.jpg", "b.jpg", "c.jpg"]}
@@ -93,15 +122,19 @@ def test_fingerprint_ignores_name_and_place_but_not_content(tmp_path):
 
 def _embedded(root_id: int, rel: str, seed: int, dim: int = 4) -> EmbeddedImage:
     v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
-    return EmbeddedImage(root_id, rel, 10, 20, f"fp{seed}", 8, 6, None, None, "m", v / np.linalg.norm(v))
+    return EmbeddedImage(
+        root_id, rel, 10, 20, f"fp{seed}", 8, 6, None, None, "m", v / np.linalg.norm(v)
+    )
 
 
 def test_store_round_trips_images_embeddings_and_failures(tmp_path):
     store = open_store(tmp_path / "library.db")
     root = store.add_root(str(tmp_path / "photos"))
     assert store.add_root(str(tmp_path / "photos")) == root  # registering twice is harmless
-    store.write_batch([_embedded(root.id, "a.jpg", 1), _embedded(root.id, "b/c.jpg", 2)],
-                      [FailedImage(root.id, "bad.jpg", 5, 6, "not an image")])  # fmt: skip
+    store.write_batch(
+        [_embedded(root.id, "a.jpg", 1), _embedded(root.id, "b/c.jpg", 2)],
+        [FailedImage(root.id, "bad.jpg", 5, 6, "not an image")],
+    )
     assert store.counts().images == 2 and store.counts().failed == 1
     ids, vectors = next(store.iter_embeddings())
     assert vectors.dtype == np.float32 and vectors.shape == (2, 4)
@@ -110,7 +143,11 @@ def test_store_round_trips_images_embeddings_and_failures(tmp_path):
     assert [r.rel_path for r in rows] == ["b/c.jpg", "a.jpg"]  # order kept, unknown id dropped
     assert rows[0].path == os.path.join(str(tmp_path / "photos"), "b", "c.jpg")
     [failure] = store.failures()
-    assert (failure.rel_path, failure.status, failure.error) == ("bad.jpg", "failed", "not an image")
+    assert (failure.rel_path, failure.status, failure.error) == (
+        "bad.jpg",
+        "failed",
+        "not an image",
+    )
 
     # Writing the same path again replaces the row: one row per (root, rel_path).
     before = store.vectors_generation()
@@ -129,8 +166,11 @@ def test_database_refuses_duplicate_paths_in_a_root(tmp_path):
     root = store.add_root("/photos")
     store.write_batch([_embedded(root.id, "a.jpg", 1)])
     with sqlite3.connect(tmp_path / "library.db") as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO images (root_id, rel_path, size_bytes, mtime_ns, status, indexed_at) "
-                     "VALUES (?, 'a.jpg', 1, 1, 'ok', '2024-01-01')", (root.id,))  # fmt: skip
+        conn.execute(
+            "INSERT INTO images (root_id, rel_path, size_bytes, mtime_ns, status, indexed_at) "
+            "VALUES (?, 'a.jpg', 1, 1, 'ok', '2024-01-01')",
+            (root.id,),
+        )
     store.close()
 
 
@@ -172,7 +212,9 @@ def test_a_version_1_library_is_migrated_and_keeps_its_images(tmp_path):
     ids, vectors = next(store.iter_embeddings())
     assert ids.tolist() == [7] and vectors.tolist() == [[1.0, 0.0, 0.0, 0.0]]
     with sqlite3.connect(tmp_path / "library.db") as conn:
-        conn.execute("INSERT INTO tags (image_id, tag, score, source) VALUES (7, 'beach', 0.9, 'auto')")
+        conn.execute(
+            "INSERT INTO tags (image_id, tag, score, source) VALUES (7, 'beach', 0.9, 'auto')"
+        )
     assert store.counts().tags == 1
     store.close()
 
@@ -243,7 +285,10 @@ def test_deleting_an_image_deletes_its_tags(tmp_path):
     store.write_batch([_embedded(root.id, "a.jpg", 1), _embedded(root.id, "b.jpg", 2)])
     a, b = (r.id for r in sorted(store.iter_images(), key=lambda r: r.rel_path))
     with sqlite3.connect(tmp_path / "library.db") as conn:
-        conn.executemany("INSERT INTO tags (image_id, tag, score, source) VALUES (?, 'beach', 0.9, 'auto')", [(a,), (b,)])
+        conn.executemany(
+            "INSERT INTO tags (image_id, tag, score, source) VALUES (?, 'beach', 0.9, 'auto')",
+            [(a,), (b,)],
+        )
     store.delete_images([a])
     assert store.counts().tags == 1
     store.close()
@@ -263,13 +308,21 @@ def test_the_default_library_lives_in_the_users_data_folder(monkeypatch, tmp_pat
 # --- layering -----------------------------------------------------------------------------------
 
 
-
-
 def test_indexer_layering_sqlalchemy_only_in_store_faiss_only_in_vectors_never_ui():
     indexer = Path(__file__).parents[1] / "indexer"
     modules = {p.relative_to(indexer).as_posix(): imported_roots(p) for p in indexer.rglob("*.py")}
-    assert {"store/store.py", "vectors.py", "jobs.py", "scan.py", "decode.py", "library.py", "cli.py"} <= set(modules)
+    assert {
+        "store/store.py",
+        "vectors.py",
+        "jobs.py",
+        "scan.py",
+        "decode.py",
+        "library.py",
+        "cli.py",
+    } <= set(modules)
     sqlalchemy = [name for name, imports in modules.items() if "sqlalchemy" in imports]
-    assert sqlalchemy and all(name.startswith("store/") for name in sqlalchemy)  # the store package only
+    assert sqlalchemy and all(
+        name.startswith("store/") for name in sqlalchemy
+    )  # the store package only
     assert [name for name, imports in modules.items() if "faiss" in imports] == ["vectors.py"]
     assert not any({"ui", "gradio"} & imports for imports in modules.values())

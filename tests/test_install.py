@@ -46,29 +46,52 @@ def test_an_installed_copy_runs_the_demo_from_its_own_bundled_files(tmp_path):
     source.mkdir()
     for name in SHIPPED:
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
         else:
             shutil.copy2(REPO / name, source / name)
     # The system's packages (torch, gradio, ...) are seen from the venv, and so is the editable
     # install of a checkout, if there is one: the checks below make sure the venv's copy is what runs.
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+        check=True,
+    )
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_dir / "python"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--disable-pip-version-check", str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr
     shutil.rmtree(source)  # nothing may come from it now
 
     elsewhere = tmp_path / "elsewhere"  # not a checkout: a user's folder
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "XDG_DATA_HOME": str(tmp_path / "xdg")
+    }
 
     def run(*argv: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            argv, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         return done
 
@@ -78,9 +101,20 @@ def test_an_installed_copy_runs_the_demo_from_its_own_bundled_files(tmp_path):
         assert Path(path).resolve().is_relative_to(installed), path
         assert Path(path).exists(), path
 
-    demo = run(str(bin_dir / "siglip-search"), "demo", "--no-serve", "--no-progress", "--library", str(tmp_path / "lib"))
+    demo = run(
+        str(bin_dir / "siglip-search"),
+        "demo",
+        "--no-serve",
+        "--no-progress",
+        "--library",
+        str(tmp_path / "lib"),
+    )
     assert "failed 0" in demo.stderr and "added 0," not in demo.stderr
-    status = json.loads(run(str(bin_dir / "siglip-search"), "status", "--json", "--library", str(tmp_path / "lib")).stdout)
+    status = json.loads(
+        run(
+            str(bin_dir / "siglip-search"), "status", "--json", "--library", str(tmp_path / "lib")
+        ).stdout
+    )
     assert [Path(root["path"]) for root in status["roots"]] == [Path(where["data"][1]).resolve()]
     assert status["images"] > 0 and status["failed_count"] == 0
     assert status["tags"] > 0  # tagged with the bundled vocabulary

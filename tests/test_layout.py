@@ -15,8 +15,6 @@ FORBIDDEN = {
 }
 
 
-
-
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_flow_one_way(package):
     files = sorted((REPO / package).rglob("*.py"))

@@ -25,7 +25,14 @@ def built_library(tmp_path_factory, tiny_checkpoint) -> Path:
     """A real library of eight photos, indexed once for the module; tests work on copies."""
     base = tmp_path_factory.mktemp("built")
     make_photo_folder(base / "photos")
-    argv = ["index", str(base / "photos"), "--library", str(base / "library"), "--model", str(tiny_checkpoint)]
+    argv = [
+        "index",
+        str(base / "photos"),
+        "--library",
+        str(base / "library"),
+        "--model",
+        str(tiny_checkpoint),
+    ]
     assert main([*argv, "--no-progress"]) == 0
     return base / "library"
 
@@ -65,7 +72,9 @@ def test_truncated_library_is_reported_in_one_line_and_left_as_is(built_library,
     for command in (["status"], ["search", "red"]):
         assert main([*command, "--library", str(lib)]) == 2
         stderr = _one_line_error(capsys.readouterr().err)
-        assert "is not a readable siglip-search library (database disk image is malformed)" in stderr
+        assert (
+            "is not a readable siglip-search library (database disk image is malformed)" in stderr
+        )
     assert (lib / "library.db").read_bytes() == head
 
 
@@ -77,6 +86,7 @@ def test_open_store_raises_a_typed_error_for_a_file_that_is_no_database(tmp_path
 
 
 # --- read-only library ----------------------------------------------------------------------------
+
 
 def _make_read_only(lib: Path, folder_too: bool) -> None:
     for path in lib.iterdir():
@@ -100,27 +110,47 @@ def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
 ):
     # Three libraries a user may not write: a read-only archive (folder 555, files 444), files 444
     # in a writable folder, and a lock file left 444. One child process runs all the commands.
-    archive, files_only, lock_only = (_copy(built_library, tmp_path / n) for n in ("archive", "files", "lock"))
+    archive, files_only, lock_only = (
+        _copy(built_library, tmp_path / n) for n in ("archive", "files", "lock")
+    )
     assert main(["search", "red", "-k", "3", "--library", str(archive)]) == 0
     writable_hits = capsys.readouterr().out
-    (archive / "vectors.faiss").unlink()  # the index must be rebuilt in memory, as it cannot be saved
+    (
+        archive / "vectors.faiss"
+    ).unlink()  # the index must be rebuilt in memory, as it cannot be saved
     before = {p.name: p.read_bytes() for p in archive.iterdir()}
     _make_read_only(archive, folder_too=True)
     _make_read_only(files_only, folder_too=False)
     (lock_only / "library.lock").chmod(0o444)
     restore_permissions.extend([archive, files_only, lock_only])
     search = ["search", "red", "-k", "3", "--library"]
-    results = run_cli_where_permissions_apply(archive, [
-        ["status", "--library", str(archive)], [*search, str(archive)], ["duplicates", "--library", str(archive)],
-        ["tag", "--library", str(archive), "--no-progress"], ["index", "--library", str(archive), "--no-progress"],
-        [*search, str(files_only)], ["index", "--library", str(files_only), "--no-progress"],
-        ["index", "--library", str(lock_only), "--no-progress"],
-    ], probe="write")  # fmt: skip
+    results = run_cli_where_permissions_apply(
+        archive,
+        [
+            ["status", "--library", str(archive)],
+            [*search, str(archive)],
+            ["duplicates", "--library", str(archive)],
+            ["tag", "--library", str(archive), "--no-progress"],
+            ["index", "--library", str(archive), "--no-progress"],
+            [*search, str(files_only)],
+            ["index", "--library", str(files_only), "--no-progress"],
+            ["index", "--library", str(lock_only), "--no-progress"],
+        ],
+        probe="write",
+    )
     status, archive_search, duplicates, tag, index, files_search, files_index, lock_index = results
     assert (status["rc"], status["stderr"]) == (0, "")
     assert "8 indexed" in status["stdout"]
-    assert (archive_search["rc"], archive_search["stderr"], archive_search["stdout"]) == (0, "", writable_hits)
-    assert (files_search["rc"], files_search["stderr"], files_search["stdout"]) == (0, "", writable_hits)
+    assert (archive_search["rc"], archive_search["stderr"], archive_search["stdout"]) == (
+        0,
+        "",
+        writable_hits,
+    )
+    assert (files_search["rc"], files_search["stderr"], files_search["stdout"]) == (
+        0,
+        "",
+        writable_hits,
+    )
     assert (duplicates["rc"], duplicates["stderr"]) == (0, "")
     for writer, lib, reason in [
         (tag, archive, "cannot write library.db"),
@@ -165,8 +195,13 @@ def test_the_web_app_searches_a_read_only_library_with_thumbnails_in_the_users_c
             pytest.skip("running as root without setpriv: file permissions cannot be enforced")
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
     env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    child = subprocess.run([*prefix, sys.executable, "-c", _WEB_CHILD, str(archive)],
-                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    child = subprocess.run(
+        [*prefix, sys.executable, "-c", _WEB_CHILD, str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout.strip().splitlines()[-1])
     if result == "permissions not enforced":

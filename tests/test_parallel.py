@@ -12,7 +12,14 @@ from PIL import Image
 from siglip_search.embedder import Embedder
 from siglip_search.parallel import RowParallel
 
-TEXTS = ["a red circle", "two small blue squares", "a photo of a yellow star", "", "a green heart", "x"]
+TEXTS = [
+    "a red circle",
+    "two small blue squares",
+    "a photo of a yellow star",
+    "",
+    "a green heart",
+    "x",
+]
 
 
 def test_a_split_batch_gives_the_rows_of_the_whole_batch_in_order():
@@ -31,11 +38,15 @@ def test_a_split_batch_gives_the_rows_of_the_whole_batch_in_order():
 
 def test_workers_run_single_threaded_and_leave_the_callers_threading_as_it_was():
     before = torch.get_num_threads()
-    inside = RowParallel(2)(lambda chunk: torch.full((len(chunk),), float(torch.get_num_threads())), torch.zeros(4, 1))
+    inside = RowParallel(2)(
+        lambda chunk: torch.full((len(chunk),), float(torch.get_num_threads())), torch.zeros(4, 1)
+    )
     assert inside.tolist() == [1.0] * 4
     assert torch.get_num_threads() == before
     later = []  # a thread started afterwards takes the process default, not the workers' 1
-    thread = threading.Thread(target=lambda: (torch.zeros(2).add_(1), later.append(torch.get_num_threads())))
+    thread = threading.Thread(
+        target=lambda: (torch.zeros(2).add_(1), later.append(torch.get_num_threads()))
+    )
     thread.start()
     thread.join()
     assert later == [before]
@@ -65,7 +76,9 @@ def test_a_forked_child_gets_workers_of_its_own():
     child = ctx.Process(target=lambda: results.put(split(lambda c: c * 3, rows).tolist()))
     child.start()
     try:
-        assert results.get(timeout=60) == (rows * 3).tolist()  # the parent's threads do not exist here
+        assert (
+            results.get(timeout=60) == (rows * 3).tolist()
+        )  # the parent's threads do not exist here
     finally:
         child.join(timeout=10)
         child.kill()

@@ -18,7 +18,9 @@ from siglip_search.quantized import (
     quantize_activations,
 )
 
-needs_onednn = pytest.mark.skipif(not onednn_int8_available(), reason="this torch build has no oneDNN int8 ops")
+needs_onednn = pytest.mark.skipif(
+    not onednn_int8_available(), reason="this torch build has no oneDNN int8 ops"
+)
 TEXTS = ["a red circle", "two small blue squares on a striped background", ""]
 
 
@@ -43,8 +45,12 @@ def test_int8_linear_is_exact_integer_arithmetic_even_at_full_scale(sign):
     codes, scale, zero_point = quantize_activations(x)
     assert 0 < zero_point and int(codes.max()) >= 127
     w_codes, w_scale = _weight_codes(weight)
-    expected = ((codes.double() - zero_point) @ w_codes.double().T) * scale * w_scale.double() + bias.double()
-    assert torch.allclose(y.double(), expected, rtol=1e-5, atol=1e-3), (y.double() - expected).abs().max()
+    expected = (
+        (codes.double() - zero_point) @ w_codes.double().T
+    ) * scale * w_scale.double() + bias.double()
+    assert torch.allclose(y.double(), expected, rtol=1e-5, atol=1e-3), (
+        (y.double() - expected).abs().max()
+    )
     assert torch.allclose(y, F.linear(x, weight, bias), rtol=0.02)
 
 
@@ -76,17 +82,26 @@ def test_pooled_text_output_equals_the_last_position_of_the_full_forward(tiny_ch
 def _min_cosines(a: Embedder, b: Embedder) -> tuple[float, float]:
     rng = np.random.default_rng(4)
     images = [Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(3)]
-    return (float((a.embed_images(images) * b.embed_images(images)).sum(1).min()),
-            float((a.embed_texts(TEXTS) * b.embed_texts(TEXTS)).sum(1).min()))
+    return (
+        float((a.embed_images(images) * b.embed_images(images)).sum(1).min()),
+        float((a.embed_texts(TEXTS) * b.embed_texts(TEXTS)).sum(1).min()),
+    )
 
 
 def test_int8_mode_works_for_the_exact_gelu_too(tmp_path):
-    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", text={"hidden_act": "gelu"}, vision={"hidden_act": "gelu"})
-    fp32, int8 = Embedder.from_pretrained(checkpoint), Embedder.from_pretrained(checkpoint, mode="int8")
+    checkpoint = make_tiny_checkpoint(
+        tmp_path / "ckpt", text={"hidden_act": "gelu"}, vision={"hidden_act": "gelu"}
+    )
+    fp32, int8 = (
+        Embedder.from_pretrained(checkpoint),
+        Embedder.from_pretrained(checkpoint, mode="int8"),
+    )
     assert min(_min_cosines(fp32, int8)) >= 0.99
 
 
-def test_int8_mode_falls_back_to_torch_dynamic_quantization_without_onednn(tiny_checkpoint, monkeypatch):
+def test_int8_mode_falls_back_to_torch_dynamic_quantization_without_onednn(
+    tiny_checkpoint, monkeypatch
+):
     monkeypatch.setattr("siglip_search.quantized.onednn_int8_available", lambda: False)
     fallback = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
     text, vision = int8_towers(fallback.model.text_model, fallback.model.vision_model)

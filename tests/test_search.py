@@ -44,7 +44,9 @@ def photos(tmp_path, library, embedder):
 
 @needs_demo
 @pytest.mark.parametrize("colour", DEMO_COLOURS)
-def test_a_colour_query_returns_sample_photos_of_that_colour_first(demo_library, demo_embedder, colour):
+def test_a_colour_query_returns_sample_photos_of_that_colour_first(
+    demo_library, demo_embedder, colour
+):
     colours = sample_colours()
     holding = sum(colour in c for c in colours.values())
     k = min(5, holding)
@@ -52,7 +54,10 @@ def test_a_colour_query_returns_sample_photos_of_that_colour_first(demo_library,
     names = [h.path.name for h in page.hits]
     assert all(colour in colours[n] for n in names), (colour, [(n, colours[n]) for n in names])
     assert page.total_candidates == len(colours)
-    assert all(0.0 < h.score < 1.0 and h.score == pytest.approx(float(demo_embedder.probability(h.cosine))) for h in page.hits)
+    assert all(
+        0.0 < h.score < 1.0 and h.score == pytest.approx(float(demo_embedder.probability(h.cosine)))
+        for h in page.hits
+    )
 
 
 @needs_demo
@@ -73,7 +78,9 @@ def test_adding_and_subtracting_terms_moves_the_results(demo_library, demo_embed
 # --- queries and vectors (tiny model) --------------------------------------------------------
 
 
-def test_an_indexed_photo_as_query_finds_itself_first_with_its_self_match_probability(photos, library, embedder):
+def test_an_indexed_photo_as_query_finds_itself_first_with_its_self_match_probability(
+    photos, library, embedder
+):
     searcher = Searcher(library, embedder)
     for rel in ("2021/summer/beach.jpg", "undated/scan_1.png"):
         page = searcher.search_image(photos[rel], k=3)
@@ -84,12 +91,17 @@ def test_an_indexed_photo_as_query_finds_itself_first_with_its_self_match_probab
     from PIL import Image
 
     with Image.open(photos["undated/scan_1.png"]) as im:
-        assert searcher.search_image(im.convert("RGB"), k=1).hits[0].rel_path == "undated/scan_1.png"
+        assert (
+            searcher.search_image(im.convert("RGB"), k=1).hits[0].rel_path == "undated/scan_1.png"
+        )
 
 
 def test_uppercase_and_lowercase_queries_give_the_same_results(photos, library, embedder):
     searcher = Searcher(library, embedder)
-    lower, upper = searcher.search("a red circle on the beach", k=10), searcher.search("A RED Circle ON the BEACH!", k=10)
+    lower, upper = (
+        searcher.search("a red circle on the beach", k=10),
+        searcher.search("A RED Circle ON the BEACH!", k=10),
+    )
     assert [h.id for h in upper.hits] == [h.id for h in lower.hits]
     assert [h.cosine for h in upper.hits] == pytest.approx([h.cosine for h in lower.hits], abs=1e-6)
 
@@ -110,9 +122,15 @@ def test_a_repeated_query_costs_only_the_vector_search(photos, library, embedder
 def test_combined_query_is_the_normalised_weighted_sum_of_its_terms(photos, library, embedder):
     searcher = Searcher(library, embedder)
     beach_id = next(h.id for h in searcher.search_image(photos["2021/summer/beach.jpg"], k=1).hits)
-    vector = searcher.query_vector(f'"a beach" + 0.5 {photos["2019/summer.jpg"]} - 2:people + #{beach_id}')
-    expected = (embedder.embed_texts(["a beach"])[0] + 0.5 * searcher.embed_image(photos["2019/summer.jpg"])
-                - 2 * embedder.embed_texts(["people"])[0] + searcher.stored_embedding(beach_id))  # fmt: skip
+    vector = searcher.query_vector(
+        f'"a beach" + 0.5 {photos["2019/summer.jpg"]} - 2:people + #{beach_id}'
+    )
+    expected = (
+        embedder.embed_texts(["a beach"])[0]
+        + 0.5 * searcher.embed_image(photos["2019/summer.jpg"])
+        - 2 * embedder.embed_texts(["people"])[0]
+        + searcher.stored_embedding(beach_id)
+    )
     assert vector == pytest.approx(expected / np.linalg.norm(expected), abs=1e-5)
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-6)
 
@@ -121,25 +139,51 @@ def test_the_query_language(tmp_path):
     ref = tmp_path / "ref.jpg"
     draw_photo(1).save(ref)
     terms = parse_query('"beach" + 0.5 ./ref.jpg - "people"', base_dir=tmp_path)
-    assert terms == [QueryTerm("text", "beach", 1.0), QueryTerm("image", ref.resolve(), 0.5), QueryTerm("text", "people", -1.0)]
+    assert terms == [
+        QueryTerm("text", "beach", 1.0),
+        QueryTerm("image", ref.resolve(), 0.5),
+        QueryTerm("text", "people", -1.0),
+    ]
     assert parse_query("beach sunset") == [QueryTerm("text", "beach sunset", 1.0)]
     assert parse_query('2:cat - dog + 3:"big cat" + #12') == [
-        QueryTerm("text", "cat", 2.0), QueryTerm("text", "dog", -1.0), QueryTerm("text", "big cat", 3.0),
+        QueryTerm("text", "cat", 2.0),
+        QueryTerm("text", "dog", -1.0),
+        QueryTerm("text", "big cat", 3.0),
         QueryTerm("image_id", 12, 1.0),
-    ]  # fmt: skip
-    assert parse_query("2 dogs on a sofa") == [QueryTerm("text", "2 dogs on a sofa", 1.0)]  # a number in words
+    ]
+    assert parse_query("2 dogs on a sofa") == [
+        QueryTerm("text", "2 dogs on a sofa", 1.0)
+    ]  # a number in words
     assert parse_query("black-and-white photo") == [QueryTerm("text", "black-and-white photo", 1.0)]
-    for text in ("16:9 screen", "a clock at 10:30", "3:4 portrait"):  # ratios and times are words, not weights
+    for text in (
+        "16:9 screen",
+        "a clock at 10:30",
+        "3:4 portrait",
+    ):  # ratios and times are words, not weights
         assert parse_query(text) == [QueryTerm("text", text, 1.0)]
-    assert parse_query("0.5:cat + 2:dog") == [QueryTerm("text", "cat", 0.5), QueryTerm("text", "dog", 2.0)]
-    for text in ("rock 'n' roll", "fashion of the '80s", "grandma's garden"):  # apostrophes are text
+    assert parse_query("0.5:cat + 2:dog") == [
+        QueryTerm("text", "cat", 0.5),
+        QueryTerm("text", "dog", 2.0),
+    ]
+    for text in (
+        "rock 'n' roll",
+        "fashion of the '80s",
+        "grandma's garden",
+    ):  # apostrophes are text
         assert parse_query(text) == [QueryTerm("text", text, 1.0)]
     assert file_terms('"x.jpg" + ./ref.jpg + #3 + dog') == ["./ref.jpg"]
     cases = {
-        "": "empty", "   ": "empty", "beach +": "ends with an operator", "beach + - sea": "two operators",
-        '"beach': "unterminated quote", "2: + sea": "no term after it", '""': "empty quoted",
-        "- beach": "positive weight", "./missing.jpg": "does not exist", "0:cat": "positive number",
-    }  # fmt: skip
+        "": "empty",
+        "   ": "empty",
+        "beach +": "ends with an operator",
+        "beach + - sea": "two operators",
+        '"beach': "unterminated quote",
+        "2: + sea": "no term after it",
+        '""': "empty quoted",
+        "- beach": "positive weight",
+        "./missing.jpg": "does not exist",
+        "0:cat": "positive number",
+    }
     for query, message in cases.items():
         with pytest.raises(QueryError, match=message):
             parse_query(query, base_dir=tmp_path)
@@ -157,7 +201,13 @@ def test_query_errors_a_user_can_fix(photos, library, embedder, tmp_path):
         searcher.search_image(notes)
     with pytest.raises(QueryError, match=r"cannot use .*typo\.jpg as a query image: no such file$"):
         searcher.search_image(tmp_path / "typo.jpg")
-    for bad in ({"k": 0}, {"offset": -1}, {"min_score": 1.5}, {"sort": "name"}, {"date_from": "last week"}):
+    for bad in (
+        {"k": 0},
+        {"offset": -1},
+        {"min_score": 1.5},
+        {"sort": "name"},
+        {"date_from": "last week"},
+    ):
         with pytest.raises(SearchOptionError):
             searcher.search("sea", **bad)
 
@@ -165,15 +215,26 @@ def test_query_errors_a_user_can_fix(photos, library, embedder, tmp_path):
 # --- filters, paging, sorting ----------------------------------------------------------------
 
 
-def test_folder_filters_accept_root_relative_absolute_and_working_directory_paths(photos, library, embedder, tmp_path,
-                                                                                 monkeypatch):  # fmt: skip
+def test_folder_filters_accept_root_relative_absolute_and_working_directory_paths(
+    photos, library, embedder, tmp_path, monkeypatch
+):
     searcher = Searcher(library, embedder)
-    in_2021 = {"2021/spring.jpg", "2021/summer/beach.jpg", "2021/summer/late.jpg", "2021/autumn.jpg"}
+    in_2021 = {
+        "2021/spring.jpg",
+        "2021/summer/beach.jpg",
+        "2021/summer/late.jpg",
+        "2021/autumn.jpg",
+    }
     assert {h.rel_path for h in searcher.search("photo", folder="2021").hits} == in_2021
-    assert {h.rel_path for h in searcher.search("photo", folder=tmp_path / "photos" / "2021" / "summer").hits} == {
-        "2021/summer/beach.jpg", "2021/summer/late.jpg"}  # fmt: skip
+    assert {
+        h.rel_path
+        for h in searcher.search("photo", folder=tmp_path / "photos" / "2021" / "summer").hits
+    } == {"2021/summer/beach.jpg", "2021/summer/late.jpg"}
     monkeypatch.chdir(tmp_path / "photos" / "2021")
-    assert {h.rel_path for h in searcher.search("photo", folder="summer").hits} == {"2021/summer/beach.jpg", "2021/summer/late.jpg"}
+    assert {h.rel_path for h in searcher.search("photo", folder="summer").hits} == {
+        "2021/summer/beach.jpg",
+        "2021/summer/late.jpg",
+    }
     assert len(searcher.search("photo", folder=tmp_path / "photos").hits) == len(photos)
     page = searcher.search("photo", folder="2019", k=1)
     assert page.total_candidates == 2 and len(page.hits) == 1 and page.has_more
@@ -182,22 +243,42 @@ def test_folder_filters_accept_root_relative_absolute_and_working_directory_path
             searcher.search("photo", folder=outside)
 
 
-def test_date_filters_are_inclusive_and_sorting_by_date_puts_undated_photos_last(photos, library, embedder):
+def test_date_filters_are_inclusive_and_sorting_by_date_puts_undated_photos_last(
+    photos, library, embedder
+):
     searcher = Searcher(library, embedder)
 
     def found(**options) -> set[str]:
         return {h.rel_path for h in searcher.search("photo", **options).hits}
 
-    assert found(date_from="2021-07-14", date_to="2021-07-14") == {"2021/summer/beach.jpg", "2021/summer/late.jpg"}
-    assert found(date_from="2021") == {"2021/spring.jpg", "2021/summer/beach.jpg", "2021/summer/late.jpg",
-                                       "2021/autumn.jpg", "2023/winter.jpg"}  # fmt: skip
+    assert found(date_from="2021-07-14", date_to="2021-07-14") == {
+        "2021/summer/beach.jpg",
+        "2021/summer/late.jpg",
+    }
+    assert found(date_from="2021") == {
+        "2021/spring.jpg",
+        "2021/summer/beach.jpg",
+        "2021/summer/late.jpg",
+        "2021/autumn.jpg",
+        "2023/winter.jpg",
+    }
     assert found(date_to="2019-06") == {"2019/new-year.jpg"}
-    assert found(date_from="2021-07", date_to="2021-10", folder="2021/summer") == {"2021/summer/beach.jpg", "2021/summer/late.jpg"}
+    assert found(date_from="2021-07", date_to="2021-10", folder="2021/summer") == {
+        "2021/summer/beach.jpg",
+        "2021/summer/late.jpg",
+    }
     with pytest.raises(SearchOptionError, match="empty"):
         found(date_from="2022", date_to="2021")
     by_date = [h.rel_path for h in searcher.search("photo", sort="date").hits]
-    assert by_date[:7] == ["2023/winter.jpg", "2021/autumn.jpg", "2021/summer/late.jpg", "2021/summer/beach.jpg",
-                           "2021/spring.jpg", "2019/summer.jpg", "2019/new-year.jpg"]  # fmt: skip
+    assert by_date[:7] == [
+        "2023/winter.jpg",
+        "2021/autumn.jpg",
+        "2021/summer/late.jpg",
+        "2021/summer/beach.jpg",
+        "2021/spring.jpg",
+        "2019/summer.jpg",
+        "2019/new-year.jpg",
+    ]
     assert sorted(by_date[7:]) == ["undated/scan_0.png", "undated/scan_1.png", "undated/scan_2.png"]
     hit = searcher.search("photo", folder="2021/summer", sort="date", k=1).hits[0]
     assert (hit.taken_at, hit.width, hit.height) == ("2021-07-14T23:59:59", 160, 120)
@@ -209,7 +290,9 @@ def test_pages_do_not_overlap_and_together_are_the_top_n(tmp_path, library, embe
     searcher = Searcher(library, embedder)
     for sort in ("score", "date"):
         top = searcher.search("a bowl of fruit", k=20, sort=sort)
-        pages = [searcher.search("a bowl of fruit", k=6, offset=o, sort=sort) for o in (0, 6, 12, 18)]
+        pages = [
+            searcher.search("a bowl of fruit", k=6, offset=o, sort=sort) for o in (0, 6, 12, 18)
+        ]
         ids = [h.id for p in pages for h in p.hits]
         assert len(ids) == len(set(ids)) == 23
         assert ids[:20] == [h.id for h in top.hits]
@@ -220,7 +303,9 @@ def test_pages_do_not_overlap_and_together_are_the_top_n(tmp_path, library, embe
     assert [h.id for h in above] == [h.id for h in best if h.score >= floor] and len(above) >= 5
 
 
-def test_date_sorted_pages_never_repeat_or_skip_a_photo_of_the_pool(photos, library, embedder, monkeypatch):
+def test_date_sorted_pages_never_repeat_or_skip_a_photo_of_the_pool(
+    photos, library, embedder, monkeypatch
+):
     """sort="date" orders a fixed pool of the best matches (1000; 6 here, in a library of 10):
     paging through it shows each of them once, and the pool's end is the last page."""
     monkeypatch.setattr(search_module, "DATE_SORT_POOL", 6)
@@ -231,10 +316,18 @@ def test_date_sorted_pages_never_repeat_or_skip_a_photo_of_the_pool(photos, libr
     assert len(ids) == len(set(ids)) == 6 and set(ids) == best
     assert ids == [h.id for h in searcher.search("photo", k=6, sort="date").hits]
     assert [p.has_more for p in pages] == [True, True, False, False, False]
-    in_2021 = [h.id for o in range(4) for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits]
+    in_2021 = [
+        h.id
+        for o in range(4)
+        for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits
+    ]
     assert len(in_2021) == len(set(in_2021)) == 4  # with a filter too (4 photos fit the pool)
     monkeypatch.setattr(search_module, "DATE_SORT_POOL", 3)
-    in_2021 = [h.id for o in range(4) for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits]
+    in_2021 = [
+        h.id
+        for o in range(4)
+        for h in searcher.search("photo", k=1, offset=o, sort="date", folder="2021").hits
+    ]
     assert len(in_2021) == len(set(in_2021)) == 3
 
 
@@ -292,18 +385,41 @@ def test_cli_search_prints_paths_and_scores_or_json(photos, library, embedder, c
     assert hits[0]["score"] == pytest.approx(float(embedder.probability(hits[0]["cosine"])))
     assert main(["search", "--image", str(photos["2021/autumn.jpg"]), *lib, "-k", "1"]) == 0
     assert capsys.readouterr().out.split("\t")[0] == str(photos["2021/autumn.jpg"].resolve())
-    assert main(["search", "photo", *lib, "--folder", "2021/summer", "--from", "2021-07-14", "--to", "2021-07-14",
-                 "--sort", "date", "--json"]) == 0  # fmt: skip
-    assert [Path(h["path"]).name for h in json.loads(capsys.readouterr().out)] == ["late.jpg", "beach.jpg"]
+    assert (
+        main(
+            [
+                "search",
+                "photo",
+                *lib,
+                "--folder",
+                "2021/summer",
+                "--from",
+                "2021-07-14",
+                "--to",
+                "2021-07-14",
+                "--sort",
+                "date",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert [Path(h["path"]).name for h in json.loads(capsys.readouterr().out)] == [
+        "late.jpg",
+        "beach.jpg",
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["search", "sea", "--folder", "/elsewhere"], "not under a registered root"),
-    (["search", "sea + "], "ends with an operator"),
-    (["search"], "give a query text"),
-    (["search", "--image", "missing.jpg"], "does not exist"),
-    (["search", "sea", "--from", "yesterday"], "cannot read date"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "sea", "--folder", "/elsewhere"], "not under a registered root"),
+        (["search", "sea + "], "ends with an operator"),
+        (["search"], "give a query text"),
+        (["search", "--image", "missing.jpg"], "does not exist"),
+        (["search", "sea", "--from", "yesterday"], "cannot read date"),
+    ],
+)
 def test_cli_search_errors_are_one_line_and_exit_2(photos, library, capsys, argv, message):
     assert main([*argv, "--library", str(library.path)]) == 2
     err = capsys.readouterr().err

@@ -28,11 +28,24 @@ def big_library(tmp_path, embedder):
     library.ensure_model(embedder)
     root = library.store.add_root(str(tmp_path / "photos"))
     vectors = unit(np.random.default_rng(0).standard_normal((N, embedder.dim)))
-    library.store.write_batch([
-        EmbeddedImage(root.id, f"{i // 100}/img_{i:04d}.jpg", 1000 + i, i, f"fp{i}", 64, 48,
-                      f"2020-01-{1 + i % 28:02d}T12:00:00", None, embedder.model_id, vectors[i])
-        for i in range(N)
-    ])  # fmt: skip
+    library.store.write_batch(
+        [
+            EmbeddedImage(
+                root.id,
+                f"{i // 100}/img_{i:04d}.jpg",
+                1000 + i,
+                i,
+                f"fp{i}",
+                64,
+                48,
+                f"2020-01-{1 + i % 28:02d}T12:00:00",
+                None,
+                embedder.model_id,
+                vectors[i],
+            )
+            for i in range(N)
+        ]
+    )
     library.ann_min_vectors = 100
     yield library, vectors
     library.close()
@@ -49,10 +62,14 @@ def test_the_approximate_index_answers_like_exact_search(big_library, embedder, 
     searcher = Searcher(library, embedder)
     ids = np.arange(1, N + 1)
     for row in (0, 17, 150, 299):
-        query = unit(vectors[row] + 0.3 * unit(np.random.default_rng(row).standard_normal(embedder.dim)))
+        query = unit(
+            vectors[row] + 0.3 * unit(np.random.default_rng(row).standard_normal(embedder.dim))
+        )
         page = searcher.search_vector(query, k=10)
         assert [h.id for h in page.hits] == exact_top(vectors, ids, query, 10)
-        assert page.hits[0].cosine == pytest.approx(float(vectors[page.hits[0].id - 1] @ query), abs=1e-6)  # exact
+        assert page.hits[0].cosine == pytest.approx(
+            float(vectors[page.hits[0].id - 1] @ query), abs=1e-6
+        )  # exact
     for subset_limit in (50_000, 10):  # a filter scored whole, or one the scan must dig deeper for
         monkeypatch.setattr(vectors_module, "ANN_SUBSET_LIMIT", subset_limit)
         hits = searcher.search_vector(vectors[5], k=5, folder="2").hits  # only ids 201..300
@@ -74,8 +91,23 @@ def test_deleted_and_re_embedded_photos_never_come_back(big_library, embedder):
     # A changed photo is re-embedded under the same id: its old vector must not answer for it.
     root_id = library.store.roots()[0].id
     moved_vector = unit(-vectors[100])
-    library.store.write_batch([EmbeddedImage(root_id, "1/img_0100.jpg", 5, 5, "new", 64, 48, None, None,
-                                             embedder.model_id, moved_vector)])  # fmt: skip
+    library.store.write_batch(
+        [
+            EmbeddedImage(
+                root_id,
+                "1/img_0100.jpg",
+                5,
+                5,
+                "new",
+                64,
+                48,
+                None,
+                None,
+                embedder.model_id,
+                moved_vector,
+            )
+        ]
+    )
     top = searcher.search_vector(vectors[100], k=3).hits
     assert 101 not in [h.id for h in top]
     again = searcher.search_vector(moved_vector, k=1).hits[0]

@@ -71,7 +71,7 @@ def test_pipeline_api_example(checkpoint, image_path, capsys):
     # inference
     outputs = image_classifier(image, candidate_labels=["2 cats", "a plane", "a remote"])
     raw = outputs
-    outputs = [{"score": round(output["score"], 4), "label": output["label"] } for output in outputs]  # noqa: E202
+    outputs = [{"score": round(output["score"], 4), "label": output["label"]} for output in outputs]  # noqa: E202
     print(outputs)
 
     printed = capsys.readouterr().out
@@ -104,7 +104,7 @@ def test_using_the_model_yourself_example(checkpoint, image_path, ref_model, ref
         outputs = model(**inputs)
 
     logits_per_image = outputs.logits_per_image
-    probs = torch.sigmoid(logits_per_image) # these are the probabilities
+    probs = torch.sigmoid(logits_per_image)  # these are the probabilities
     print(f"{probs[0][0]:.1%} that image 0 is '{texts[0]}'")
 
     assert inputs["input_ids"].shape == (2, 64) and inputs["pixel_values"].shape == (1, 3, 38, 38)
@@ -112,14 +112,19 @@ def test_using_the_model_yourself_example(checkpoint, image_path, ref_model, ref
     assert torch.equal(outputs.logits_per_text, logits_per_image.t())
     assert abs(float(probs.sum()) - 1) > 1e-2, "sigmoid, not softmax: a row need not sum to 1"
 
-    ref_inputs = ref_processor(text=texts, images=Image.open(image_path), padding="max_length", return_tensors="pt")
+    ref_inputs = ref_processor(
+        text=texts, images=Image.open(image_path), padding="max_length", return_tensors="pt"
+    )
     assert torch.equal(inputs["input_ids"], ref_inputs["input_ids"])
     with torch.no_grad():
         ref = ref_model(**ref_inputs)
     assert_close(logits_per_image, ref.logits_per_image)
     printed = capsys.readouterr().out
     assert re.fullmatch(r"\d+\.\d% that image 0 is 'a photo of 2 cats'\n", printed)
-    assert printed == f"{torch.sigmoid(ref.logits_per_image)[0][0]:.1%} that image 0 is 'a photo of 2 cats'\n"
+    assert (
+        printed
+        == f"{torch.sigmoid(ref.logits_per_image)[0][0]:.1%} that image 0 is 'a photo of 2 cats'\n"
+    )
 
 
 def _shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[int, ...]]:
@@ -156,7 +161,12 @@ def test_siglip_config_example():
     assert model.config is configuration
     assert config.to_dict() == configuration.to_dict()
     text, vision = configuration.text_config, configuration.vision_config
-    assert (text.vocab_size, text.hidden_size, text.num_hidden_layers, text.max_position_embeddings) == (32000, 768, 12, 64)
+    assert (
+        text.vocab_size,
+        text.hidden_size,
+        text.num_hidden_layers,
+        text.max_position_embeddings,
+    ) == (32000, 768, 12, 64)
     assert (vision.image_size, vision.patch_size, vision.num_patches) == (224, 16, 196)
     # Same tensors, names and shapes as transformers' google/siglip-base-patch16-224-style model.
     assert _shapes(model) == _reference_shapes(tf.SiglipModel, tf.SiglipConfig())
@@ -176,7 +186,9 @@ def test_siglip_text_config_example():
     configuration = model.config
 
     assert configuration.hidden_act == "gelu_pytorch_tanh" and configuration.pad_token_id == 1
-    assert _shapes(model, "text_model.") == _reference_shapes(tf.SiglipTextModel, tf.SiglipTextConfig())
+    assert _shapes(model, "text_model.") == _reference_shapes(
+        tf.SiglipTextModel, tf.SiglipTextConfig()
+    )
     ids = torch.ones(1, 64, dtype=torch.long)  # one tiny forward: 64 x </s>
     with torch.no_grad():
         out = model(input_ids=ids)
@@ -196,7 +208,9 @@ def test_siglip_vision_config_example():
     configuration = model.config
 
     assert configuration.layer_norm_eps == 1e-6 and configuration.vision_use_head
-    assert _shapes(model, "vision_model.") == _reference_shapes(tf.SiglipVisionModel, tf.SiglipVisionConfig())
+    assert _shapes(model, "vision_model.") == _reference_shapes(
+        tf.SiglipVisionModel, tf.SiglipVisionConfig()
+    )
 
 
 def test_get_text_features_example(checkpoint, ref_model):
@@ -206,7 +220,9 @@ def test_get_text_features_example(checkpoint, ref_model):
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
 
     # important: make sure to set padding="max_length" as that's how the model was trained
-    inputs = tokenizer(["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt")
+    inputs = tokenizer(
+        ["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt"
+    )
     with torch.no_grad():
         text_features = model.get_text_features(**inputs)
 
@@ -218,7 +234,9 @@ def test_get_text_features_example(checkpoint, ref_model):
     assert_close(text_features / text_features.norm(dim=-1, keepdim=True), embeds)
 
     ref_tokenizer = tf.AutoTokenizer.from_pretrained(checkpoint)
-    ref_inputs = ref_tokenizer(["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt")
+    ref_inputs = ref_tokenizer(
+        ["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt"
+    )
     assert torch.equal(inputs["input_ids"], ref_inputs["input_ids"])
     with torch.no_grad():
         assert_close(text_features, ref_model.get_text_features(**ref_inputs).pooler_output)
@@ -251,7 +269,9 @@ def test_siglip_text_model_example(checkpoint):
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
 
     # important: make sure to set padding="max_length" as that's how the model was trained
-    inputs = tokenizer(["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt")
+    inputs = tokenizer(
+        ["a photo of a cat", "a photo of a dog"], padding="max_length", return_tensors="pt"
+    )
 
     outputs = model(**inputs)
     last_hidden_state = outputs.last_hidden_state

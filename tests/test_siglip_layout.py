@@ -32,7 +32,9 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             else:
                 module = node.module or ""
             found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)  # `from . import synthetic`
+            found.update(
+                f"{module}.{alias.name}" for alias in node.names
+            )  # `from . import synthetic`
     return {m for m in found if m in known and m != name}
 
 
@@ -57,7 +59,7 @@ def test_no_module_of_siglip_search_imports_itself_round_a_loop():
     def visit(name: str, path: list[str]) -> None:
         for nxt in sorted(graph[name]):
             if nxt in path:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in done:
                 visit(nxt, path + [nxt])
         done.add(name)

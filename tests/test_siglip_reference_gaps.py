@@ -35,7 +35,9 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL) -> N
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     """Made by transformers; 64 text positions so that transformers' pipeline (which pads to 64) runs on it."""
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf-gaps"), seed=5, text={"max_position_embeddings": 64})
+    return make_hf_checkpoint(
+        tmp_path_factory.mktemp("hf-gaps"), seed=5, text={"max_position_embeddings": 64}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,9 @@ def test_pipeline_scores_equal_transformers_for_rgba_and_exif_rotated_images(hf_
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     rng = np.random.default_rng(2)
-    Image.fromarray(rng.integers(0, 256, (24, 52, 3), dtype=np.uint8)).save(rotated, exif=exif, quality=95)
+    Image.fromarray(rng.integers(0, 256, (24, 52, 3), dtype=np.uint8)).save(
+        rotated, exif=exif, quality=95
+    )
     inputs = {
         "RGBA PIL image": lambda: _rgba(0),
         "RGBA PNG path": lambda: str(png),
@@ -72,16 +76,22 @@ def test_pipeline_scores_equal_transformers_for_rgba_and_exif_rotated_images(hf_
         got = classify(make(), candidate_labels=labels)
         want = reference(make(), candidate_labels=labels)
         assert [o["label"] for o in got] == [o["label"] for o in want], name
-        np.testing.assert_allclose([o["score"] for o in got], [o["score"] for o in want], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            [o["score"] for o in got], [o["score"] for o in want], atol=1e-5, err_msg=name
+        )
 
 
 def test_the_image_processor_alone_still_composites_alpha_on_white():
     processor = ss.SiglipImageProcessor(size={"height": 8, "width": 8})
     clear = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
-    assert torch.allclose(processor(clear, return_tensors="pt")["pixel_values"], torch.ones(1, 3, 8, 8))
+    assert torch.allclose(
+        processor(clear, return_tensors="pt")["pixel_values"], torch.ones(1, 3, 8, 8)
+    )
     from siglip_search.zero_shot import load_image
 
-    assert load_image(clear).getpixel((0, 0)) == (255, 0, 0), "the pipeline drops alpha as transformers does"
+    assert load_image(clear).getpixel((0, 0)) == (255, 0, 0), (
+        "the pipeline drops alpha as transformers does"
+    )
 
 
 # --- 2. float pixels already in [0, 1] with do_rescale=False --------------------------------------
@@ -122,7 +132,11 @@ def test_unit_float_pixels_with_the_default_rescale_are_rescaled_once():
     processor = ss.SiglipImageProcessor(size={"height": 16, "width": 16})
     image = np.random.default_rng(4).random((16, 16, 3), dtype=np.float32)
     default = processor(image, return_tensors="pt")["pixel_values"]
-    assert_close(default, processor(image, do_rescale=False, return_tensors="pt")["pixel_values"], atol=2 / 255 + 1e-6)
+    assert_close(
+        default,
+        processor(image, do_rescale=False, return_tensors="pt")["pixel_values"],
+        atol=2 / 255 + 1e-6,
+    )
 
 
 # --- 3. tokenizer: numpy ids and pad_to_multiple_of ------------------------------------------------
@@ -151,10 +165,16 @@ def test_numpy_ids_and_pad_to_multiple_of_match_transformers(hf_dir):
     with pytest.raises(InputError, match="multiple of pad_to_multiple_of"):
         mine(texts, padding=True, truncation=True, max_length=13, pad_to_multiple_of=8)
     single = mine("a red circle", padding="max_length", return_tensors="np")["input_ids"]
-    np.testing.assert_array_equal(single, ref("a red circle", padding="max_length", return_tensors="np")["input_ids"])
-    processed = ss.SiglipProcessor.from_pretrained(hf_dir)(text=texts, padding=True, pad_to_multiple_of=8,
-                                                            return_tensors="np")
-    assert isinstance(processed["input_ids"], np.ndarray) and processed["input_ids"].shape == (2, 40)
+    np.testing.assert_array_equal(
+        single, ref("a red circle", padding="max_length", return_tensors="np")["input_ids"]
+    )
+    processed = ss.SiglipProcessor.from_pretrained(hf_dir)(
+        text=texts, padding=True, pad_to_multiple_of=8, return_tensors="np"
+    )
+    assert isinstance(processed["input_ids"], np.ndarray) and processed["input_ids"].shape == (
+        2,
+        40,
+    )
 
 
 # --- 4. sharded safetensors, loadable both ways ----------------------------------------------------
@@ -169,7 +189,9 @@ def test_sharded_save_loads_in_transformers_and_back(ours, tmp_path):
     assert set(index["weight_map"]) == set(ours.state_dict())
     assert index["metadata"]["total_size"] == sum(v.numel() * 4 for v in ours.state_dict().values())
     assert not (tmp_path / "ours" / "model.safetensors").exists()
-    assert all(p.stat().st_size <= 50_000 + 2_000 for p in (tmp_path / "ours").glob("model-*.safetensors"))
+    assert all(
+        p.stat().st_size <= 50_000 + 2_000 for p in (tmp_path / "ours").glob("model-*.safetensors")
+    )
     ref = tf.SiglipModel.from_pretrained(tmp_path / "ours")
     for key, value in ours.state_dict().items():
         assert torch.equal(ref.state_dict()[key], value), key
@@ -178,18 +200,30 @@ def test_sharded_save_loads_in_transformers_and_back(ours, tmp_path):
     assert all(torch.equal(back.state_dict()[k], v) for k, v in ours.state_dict().items())
     # Saving again unsharded leaves no stale shards or index that a loader could pick up.
     ours.save_pretrained(tmp_path / "ours")
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_shard_sizes_and_unsupported_serialization(ours, tmp_path):
     assert [parse_shard_size(s) for s in ("50KB", "5GB", "200MB", "1KiB", "2 MiB", 1234)] == [
-        50_000, 5_000_000_000, 200_000_000, 1024, 2 * 1024**2, 1234]
+        50_000,
+        5_000_000_000,
+        200_000_000,
+        1024,
+        2 * 1024**2,
+        1234,
+    ]
     with pytest.raises(InputError, match="max_shard_size"):
         parse_shard_size("lots")
     with pytest.raises(InputError, match="only safetensors"):
         ours.save_pretrained(tmp_path / "bin", safe_serialization=False)
     ours.save_pretrained(tmp_path / "one", max_shard_size="5GB")  # fits: one file, no index
-    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 # --- 5. tower configs, num_parameters, activation names ------------------------------------------
@@ -197,7 +231,10 @@ def test_shard_sizes_and_unsupported_serialization(ours, tmp_path):
 
 def test_tower_configs_from_pretrained_match_transformers(hf_dir, tmp_path):
     tf.SiglipTextModel.from_pretrained(hf_dir).save_pretrained(tmp_path / "text")
-    for ours_cls, ref_cls in ((ss.SiglipTextConfig, tf.SiglipTextConfig), (ss.SiglipVisionConfig, tf.SiglipVisionConfig)):
+    for ours_cls, ref_cls in (
+        (ss.SiglipTextConfig, tf.SiglipTextConfig),
+        (ss.SiglipVisionConfig, tf.SiglipVisionConfig),
+    ):
         for directory in (hf_dir, tmp_path / "text"):
             if ours_cls is ss.SiglipVisionConfig and directory != hf_dir:
                 with pytest.raises(CheckpointError, match="siglip_text_model"):
@@ -206,24 +243,53 @@ def test_tower_configs_from_pretrained_match_transformers(hf_dir, tmp_path):
             mine, ref = ours_cls.from_pretrained(directory), ref_cls.from_pretrained(directory)
             for field in dataclasses.fields(mine):
                 if field.name != "extra":
-                    assert getattr(ref, field.name) == getattr(mine, field.name), (directory.name, field.name)
+                    assert getattr(ref, field.name) == getattr(mine, field.name), (
+                        directory.name,
+                        field.name,
+                    )
     assert ss.SiglipVisionConfig.from_pretrained(hf_dir).image_size == 38
 
 
 def test_num_parameters_match_transformers(hf_dir, ours):
     ref = tf.SiglipModel.from_pretrained(hf_dir)
-    text, vision = ss.SiglipTextModel.from_pretrained(hf_dir), ss.SiglipVisionModel.from_pretrained(hf_dir)
-    ref_text, ref_vision = tf.SiglipTextModel.from_pretrained(hf_dir), tf.SiglipVisionModel.from_pretrained(hf_dir)
+    text, vision = (
+        ss.SiglipTextModel.from_pretrained(hf_dir),
+        ss.SiglipVisionModel.from_pretrained(hf_dir),
+    )
+    ref_text, ref_vision = (
+        tf.SiglipTextModel.from_pretrained(hf_dir),
+        tf.SiglipVisionModel.from_pretrained(hf_dir),
+    )
     for mine, theirs in ((ours, ref), (text, ref_text), (vision, ref_vision)):
         for flags in ({}, {"exclude_embeddings": True}, {"only_trainable": True}):
-            assert mine.num_parameters(**flags) == theirs.num_parameters(**flags), (type(mine).__name__, flags)
+            assert mine.num_parameters(**flags) == theirs.num_parameters(**flags), (
+                type(mine).__name__,
+                flags,
+            )
     assert ours.num_parameters(exclude_embeddings=True) < ours.num_parameters()
 
 
 SIGLIP_ACTIVATIONS = ["gelu_pytorch_tanh", "gelu"]  # what SigLIP and SigLIP 2 configs carry
-OTHER_ACTIVATIONS = ["gelu_fast", "gelu_accurate", "gelu_python", "gelu_10", "quick_gelu", "relu6", "sigmoid",
-                     "tanh", "swish", "linear", "mish", "leaky_relu", "gelu_new", "gelu_python_tanh", "relu2",
-                     "hardswish", "relu", "silu"]
+OTHER_ACTIVATIONS = [
+    "gelu_fast",
+    "gelu_accurate",
+    "gelu_python",
+    "gelu_10",
+    "quick_gelu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "swish",
+    "linear",
+    "mish",
+    "leaky_relu",
+    "gelu_new",
+    "gelu_python_tanh",
+    "relu2",
+    "hardswish",
+    "relu",
+    "silu",
+]
 
 
 @pytest.mark.parametrize("name", SIGLIP_ACTIVATIONS)
@@ -239,22 +305,39 @@ def test_other_activations_are_refused_in_one_line_naming_the_supported_ones(nam
     from transformers.activations import ACT2FN
 
     assert name in ACT2FN  # transformers knows it; SigLIP checkpoints do not use it
-    for make in (lambda: ss.SiglipTextConfig(hidden_act=name), lambda: ss.SiglipConfig(vision_config={"hidden_act": name})):
-        with pytest.raises(CheckpointError, match=rf"hidden_act '{name}' is not supported: SigLIP checkpoints use "
-                                                  r"'gelu_pytorch_tanh' or 'gelu'$"):
+    for make in (
+        lambda: ss.SiglipTextConfig(hidden_act=name),
+        lambda: ss.SiglipConfig(vision_config={"hidden_act": name}),
+    ):
+        with pytest.raises(
+            CheckpointError,
+            match=rf"hidden_act '{name}' is not supported: SigLIP checkpoints use "
+            r"'gelu_pytorch_tanh' or 'gelu'$",
+        ):
             make()
 
 
-def test_a_checkpoint_with_exact_gelu_matches_transformers_and_other_activations_are_refused(tmp_path):
+def test_a_checkpoint_with_exact_gelu_matches_transformers_and_other_activations_are_refused(
+    tmp_path,
+):
     directory = make_hf_checkpoint(tmp_path / "gelu", seed=6, text={"hidden_act": "gelu"})
-    mine, ref = ss.SiglipModel.from_pretrained(directory), tf.SiglipModel.from_pretrained(directory).eval()
+    mine, ref = (
+        ss.SiglipModel.from_pretrained(directory),
+        tf.SiglipModel.from_pretrained(directory).eval(),
+    )
     ids = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(0))
     pixels = torch.randn(2, 3, 38, 38, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert_close(mine(input_ids=ids, pixel_values=pixels).logits_per_image,
-                     ref(input_ids=ids, pixel_values=pixels).logits_per_image)
-    other = make_hf_checkpoint(tmp_path / "other", seed=6, text={"hidden_act": "gelu_fast"}, vision={"hidden_act": "mish"})
-    with pytest.raises(CheckpointError, match="text_config.hidden_act 'gelu_fast' is not supported"):
+        assert_close(
+            mine(input_ids=ids, pixel_values=pixels).logits_per_image,
+            ref(input_ids=ids, pixel_values=pixels).logits_per_image,
+        )
+    other = make_hf_checkpoint(
+        tmp_path / "other", seed=6, text={"hidden_act": "gelu_fast"}, vision={"hidden_act": "mish"}
+    )
+    with pytest.raises(
+        CheckpointError, match="text_config.hidden_act 'gelu_fast' is not supported"
+    ):
         ss.SiglipModel.from_pretrained(other)
 
 
@@ -265,7 +348,10 @@ def test_towers_of_different_widths_build_and_give_features(tmp_path):
     config = ss.SiglipConfig(text_config={"hidden_size": 64, "num_attention_heads": 4})
     assert config.text_config.projection_size == 64 != config.vision_config.hidden_size
     directory = make_hf_checkpoint(tmp_path, seed=7, text={"projection_size": 40})
-    mine, ref = ss.SiglipModel.from_pretrained(directory), tf.SiglipModel.from_pretrained(directory).eval()
+    mine, ref = (
+        ss.SiglipModel.from_pretrained(directory),
+        tf.SiglipModel.from_pretrained(directory).eval(),
+    )
     ids = torch.randint(3, 300, (3, 16), generator=torch.Generator().manual_seed(0))
     pixels = torch.randn(2, 3, 38, 38, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -277,7 +363,9 @@ def test_towers_of_different_widths_build_and_give_features(tmp_path):
             mine(input_ids=ids, pixel_values=pixels)
     from siglip_search.embedder import Embedder
 
-    with pytest.raises(CheckpointError, match="cannot be used for search"):  # search needs one space
+    with pytest.raises(
+        CheckpointError, match="cannot be used for search"
+    ):  # search needs one space
         Embedder.from_pretrained(directory)
 
 
@@ -287,15 +375,34 @@ def test_towers_of_different_widths_build_and_give_features(tmp_path):
 def test_output_attentions_match_transformers_eager(hf_dir, ours):
     ref = tf.SiglipModel.from_pretrained(hf_dir, attn_implementation="eager").eval()
     tok = ss.SiglipTokenizer.from_pretrained(hf_dir)
-    enc = tok(["a red circle", "a dog"], padding="max_length", truncation=True, max_length=64,
-              return_tensors="pt", return_attention_mask=True)
+    enc = tok(
+        ["a red circle", "a dog"],
+        padding="max_length",
+        truncation=True,
+        max_length=64,
+        return_tensors="pt",
+        return_attention_mask=True,
+    )
     pixels = torch.randn(2, 3, 38, 38, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         plain = ours(input_ids=enc["input_ids"], pixel_values=pixels)
-        assert plain.text_model_output.attentions is None and plain.vision_model_output.attentions is None
+        assert (
+            plain.text_model_output.attentions is None
+            and plain.vision_model_output.attentions is None
+        )
         for mask in (None, enc["attention_mask"]):
-            a = ours(input_ids=enc["input_ids"], attention_mask=mask, pixel_values=pixels, output_attentions=True)
-            b = ref(input_ids=enc["input_ids"], attention_mask=mask, pixel_values=pixels, output_attentions=True)
+            a = ours(
+                input_ids=enc["input_ids"],
+                attention_mask=mask,
+                pixel_values=pixels,
+                output_attentions=True,
+            )
+            b = ref(
+                input_ids=enc["input_ids"],
+                attention_mask=mask,
+                pixel_values=pixels,
+                output_attentions=True,
+            )
             for tower in ("text_model_output", "vision_model_output"):
                 got, want = getattr(a, tower).attentions, getattr(b, tower).attentions
                 assert len(got) == len(want) == 2
@@ -305,6 +412,10 @@ def test_output_attentions_match_transformers_eager(hf_dir, ours):
             assert_close(a.logits_per_image, b.logits_per_image)
         assert a.text_model_output.attentions[0].shape == (2, 4, 64, 64)
         assert a.vision_model_output.attentions[0].shape == (2, 3, 25, 25)
-        text_alone = ss.SiglipTextModel.from_pretrained(hf_dir)(enc["input_ids"], output_attentions=True)
-        joint = ours(input_ids=enc["input_ids"], output_attentions=True).text_model_output.attentions
+        text_alone = ss.SiglipTextModel.from_pretrained(hf_dir)(
+            enc["input_ids"], output_attentions=True
+        )
+        joint = ours(
+            input_ids=enc["input_ids"], output_attentions=True
+        ).text_model_output.attentions
         assert_close(text_alone.attentions[1], joint[1], atol=1e-6)

@@ -18,20 +18,43 @@ from siglip_search.training.options import TrainConfig
 from siglip_search.training.run_folder import LOG_FILE, STATE_FILE
 
 TINY = {
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                    "num_attention_heads": 2, "max_position_embeddings": 16, "vocab_size": 128},
-    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                      "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+    "text_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 16,
+        "vocab_size": 128,
+    },
+    "vision_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    },
 }
 
 
-DEMO_SPIECE = Path(__file__).resolve().parents[1] / "data" / "models" / "siglip-demo" / "spiece.model"
+DEMO_SPIECE = (
+    Path(__file__).resolve().parents[1] / "data" / "models" / "siglip-demo" / "spiece.model"
+)
 
 
 def _config(out: Path, steps: int, **kw) -> TrainConfig:
-    return TrainConfig(out_dir=out, model_config=json.loads(json.dumps(TINY)), steps=steps, batch_size=32,
-                       lr=3e-3, warmup_steps=10, workers=0, progress=False, tokenizer=str(DEMO_SPIECE),
-                       **({"lock_text_steps": 0, "pool_size": 0} | kw))
+    return TrainConfig(
+        out_dir=out,
+        model_config=json.loads(json.dumps(TINY)),
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=10,
+        workers=0,
+        progress=False,
+        tokenizer=str(DEMO_SPIECE),
+        **({"lock_text_steps": 0, "pool_size": 0} | kw),
+    )
 
 
 def _losses(out: Path) -> list[float]:
@@ -46,15 +69,27 @@ def test_short_training_run_lowers_the_loss_and_writes_a_loadable_checkpoint(tmp
     assert last < 0.8 * first, f"loss did not fall clearly: {first:.2f} -> {last:.2f}"
     model = SiglipModel.from_pretrained(out)  # Hugging Face layout, strict load
     assert model.config.vision_config.image_size == 32
-    for name in ("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
-                 "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "spiece.model",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    ):
         assert (out / name).is_file(), name
 
 
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     # Across the unlock at step 20, with a scene pool: both must come back exactly on resume.
-    reference = train(_config(tmp_path / "uninterrupted", steps=40, checkpoint_every=10, lock_text_steps=20,
-                              pool_size=64))
+    reference = train(
+        _config(
+            tmp_path / "uninterrupted",
+            steps=40,
+            checkpoint_every=10,
+            lock_text_steps=20,
+            pool_size=64,
+        )
+    )
     out = tmp_path / "killed"
     script = (
         f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
@@ -80,11 +115,36 @@ def test_torchrun_trains_data_parallel_with_the_distributed_loss(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY))
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "siglip_search",
-               "train", "--out", str(out), "--config", str(config), "--steps", "4", "--batch-size", "8",
-               "--workers", "0", "--tokenizer", str(DEMO_SPIECE), "--no-progress",
-               "--lock-text-steps", "2", "--pool-size", "64"]
-    result = subprocess.run(command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "siglip_search",
+        "train",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--tokenizer",
+        str(DEMO_SPIECE),
+        "--no-progress",
+        "--lock-text-steps",
+        "2",
+        "--pool-size",
+        "64",
+    ]
+    result = subprocess.run(
+        command, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(_losses(out)) == 4  # rank 0 logs every step
     SiglipModel.from_pretrained(out)
@@ -95,7 +155,12 @@ def test_training_on_a_folder_of_captioned_photos(tmp_path):
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    colours = {"red": (220, 30, 30), "blue": (30, 70, 225), "green": (30, 165, 50), "yellow": (245, 220, 20)}
+    colours = {
+        "red": (220, 30, 30),
+        "blue": (30, 70, 225),
+        "green": (30, 165, 50),
+        "yellow": (245, 220, 20),
+    }
     lines = []
     for name, rgb in colours.items():
         Image.new("RGB", (40, 40), rgb).save(folder / f"{name}.jpg")
@@ -118,7 +183,11 @@ def test_folder_training_without_captions_says_what_is_missing(tmp_path):
 
 
 def _tower(out: Path, prefix: str) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in SiglipModel.from_pretrained(out).state_dict().items() if k.startswith(prefix)}
+    return {
+        k: v
+        for k, v in SiglipModel.from_pretrained(out).state_dict().items()
+        if k.startswith(prefix)
+    }
 
 
 def test_the_text_tower_stays_frozen_during_the_lock_and_learns_after_it(tmp_path):
@@ -131,8 +200,12 @@ def test_the_text_tower_stays_frozen_during_the_lock_and_learns_after_it(tmp_pat
     text_10 = _tower(out, "text_model.")
     for key in text_3:
         torch.testing.assert_close(text_6[key], text_3[key], atol=0, rtol=0, msg=key)
-    assert any(not torch.equal(vision_6[k], vision_3[k]) for k in vision_3), "the image tower should train"
-    assert any(not torch.equal(text_10[k], text_6[k]) for k in text_6), "the text tower should train after the lock"
+    assert any(not torch.equal(vision_6[k], vision_3[k]) for k in vision_3), (
+        "the image tower should train"
+    )
+    assert any(not torch.equal(text_10[k], text_6[k]) for k in text_6), (
+        "the text tower should train after the lock"
+    )
 
 
 def test_the_whitened_text_start_tells_the_shape_prompts_apart():
@@ -147,7 +220,9 @@ def test_the_whitened_text_start_tells_the_shape_prompts_apart():
     torch.manual_seed(0)
     model = SiglipModel(SiglipConfig.from_dict(config))
     model.init_weights()
-    prompts = tokenizer(synthetic.zero_shot_labels()["shape"], padding="max_length", return_tensors="pt")["input_ids"]
+    prompts = tokenizer(
+        synthetic.zero_shot_labels()["shape"], padding="max_length", return_tensors="pt"
+    )["input_ids"]
 
     def closest_pair() -> float:
         with torch.no_grad():
@@ -157,19 +232,25 @@ def test_the_whitened_text_start_tells_the_shape_prompts_apart():
     before = closest_pair()
     whiten_text_start(model, tokenizer, synthetic.caption_corpus(0, 2000))
     after = closest_pair()
-    assert before > 0.9, f"a random text tower should map the shape prompts close together ({before:.3f})"
+    assert before > 0.9, (
+        f"a random text tower should map the shape prompts close together ({before:.3f})"
+    )
     assert after < 0.8, f"whitening should spread them ({before:.3f} -> {after:.3f})"
 
 
 def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_decays():
     from siglip_search.training.loop import _optimizer, learning_rate
 
-    cfg = _config(Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25)  # warm-up 10, lr 3e-3
+    cfg = _config(
+        Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25
+    )  # warm-up 10, lr 3e-3
     lrs = [learning_rate(step, cfg) for step in range(100)]
     assert lrs[0] == 3e-3 / 10 and lrs[9] == 3e-3, "linear warm-up over 10 steps"
     assert all(lr == 3e-3 for lr in lrs[10:40]), "constant while the text tower is locked"
     assert lrs[40] == 3e-3 / 10 and lrs[49] == 3e-3, "a second warm-up when it unlocks"
-    assert all(a >= b for a, b in zip(lrs[49:], lrs[50:], strict=False)) and lrs[-1] < 1e-5, "cosine to zero"
+    assert all(a >= b for a, b in zip(lrs[49:], lrs[50:], strict=False)) and lrs[-1] < 1e-5, (
+        "cosine to zero"
+    )
     torch.manual_seed(0)
     from siglip_search import SiglipConfig
 
@@ -177,4 +258,6 @@ def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_de
     text = {id(p) for p in model.text_model.parameters()}
     for group in _optimizer(model, cfg).param_groups:
         expected = 0.25 if all(id(p) in text for p in group["params"]) else 1.0
-        assert group["lr_scale"] == expected and all((id(p) in text) == (expected == 0.25) for p in group["params"])
+        assert group["lr_scale"] == expected and all(
+            (id(p) in text) == (expected == 0.25) for p in group["params"]
+        )

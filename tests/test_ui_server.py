@@ -71,7 +71,9 @@ def vocabulary_file(tmp_path_factory) -> Path:
     to embed (the whole vocabulary takes 10-20 s on 2 cores)."""
     lines = DEFAULT_VOCABULARY_PATH.read_text().splitlines()
     path = tmp_path_factory.mktemp("vocabulary") / "shapes.txt"
-    path.write_text("\n".join(line for line in lines if line.startswith(("colour|", "shape|"))) + "\n")
+    path.write_text(
+        "\n".join(line for line in lines if line.startswith(("colour|", "shape|"))) + "\n"
+    )
     return path
 
 
@@ -79,14 +81,18 @@ def vocabulary_file(tmp_path_factory) -> Path:
 def library_dir(tmp_path_factory, photos, model_dir, vocabulary_file) -> Path:
     """Built the way `siglip-search demo` builds its library: indexed, tagged, thumbnailed."""
     folder = tmp_path_factory.mktemp("library")
-    build_demo_library(folder, samples=photos, model=model_dir, vocabulary=vocabulary_file, progress=False)
+    build_demo_library(
+        folder, samples=photos, model=model_dir, vocabulary=vocabulary_file, progress=False
+    )
     return folder
 
 
 @pytest.fixture(scope="module")
 def server(library_dir, vocabulary_file):
     state = load_state(library_dir, max_pixels=40_000_000, vocabulary=vocabulary_file)
-    app, url = launch(state, ServeOptions(port=free_port(), quiet=True, max_upload="1mb"), block=False)
+    app, url = launch(
+        state, ServeOptions(port=free_port(), quiet=True, max_upload="1mb"), block=False
+    )
     yield state, url
     app.close()
     state.close()
@@ -97,9 +103,20 @@ def client(server) -> Client:
     return Client(server[1], verbose=False, analytics_enabled=False)
 
 
-def search(client: Client, query: str, *, min_score=0.0, count=12, folder="", date_from="", date_to="",
-           sort="best match"):  # fmt: skip
-    return client.predict(query, min_score, count, folder, date_from, date_to, sort, api_name="/search")
+def search(
+    client: Client,
+    query: str,
+    *,
+    min_score=0.0,
+    count=12,
+    folder="",
+    date_from="",
+    date_to="",
+    sort="best match",
+):
+    return client.predict(
+        query, min_score, count, folder, date_from, date_to, sort, api_name="/search"
+    )
 
 
 def sample_objects() -> dict[str, list[dict]]:
@@ -110,7 +127,9 @@ def sample_objects() -> dict[str, list[dict]]:
 # --- search ---------------------------------------------------------------------------------------
 
 
-def test_text_search_fills_a_gallery_of_thumbnails_captioned_with_probabilities(client, library_dir):
+def test_text_search_fills_a_gallery_of_thumbnails_captioned_with_probabilities(
+    client, library_dir
+):
     gallery, summary, hits = search(client, "a red circle", count=5)[:3]
     assert len(gallery) == len(hits) == 5
     assert summary.startswith("**5 photos** for “a red circle”")
@@ -123,7 +142,9 @@ def test_text_search_fills_a_gallery_of_thumbnails_captioned_with_probabilities(
             assert im.format == "JPEG" and max(im.size) <= 320
 
 
-@pytest.mark.skipif(not HAVE_DEMO, reason="needs the demo model and data/samples (meaningful ranking)")
+@pytest.mark.skipif(
+    not HAVE_DEMO, reason="needs the demo model and data/samples (meaningful ranking)"
+)
 @pytest.mark.parametrize("query", ["red", "a red shape"])
 def test_red_finds_a_red_sample_first(client, query):
     hits = search(client, query, count=3)[2]
@@ -143,9 +164,13 @@ def test_image_search_with_an_indexed_photo_returns_that_photo_first(client, pho
 
 def test_more_like_this_starts_from_an_indexed_photo_and_leaves_it_out(client):
     first = search(client, "blue", count=1)[2][0]
-    gallery, summary, hits = client.predict(first["id"], 0.0, 4, "", "", "", "best match", api_name="/more_like_this")[:3]
+    gallery, summary, hits = client.predict(
+        first["id"], 0.0, 4, "", "", "", "best match", api_name="/more_like_this"
+    )[:3]
     assert len(hits) == 4 and first["id"] not in [h["id"] for h in hits]
-    assert "photos like " + Path(first["rel_path"]).name.replace("_", "\\_") in summary  # markdown-escaped
+    assert (
+        "photos like " + Path(first["rel_path"]).name.replace("_", "\\_") in summary
+    )  # markdown-escaped
 
 
 def test_options_cut_off_sort_and_count(client):
@@ -155,7 +180,9 @@ def test_options_cut_off_sort_and_count(client):
     assert "newest first" in by_date[1]
 
 
-def test_a_query_shows_literally_in_the_summary_and_the_hint_at_the_most_results_is_one_that_works(client):
+def test_a_query_shows_literally_in_the_summary_and_the_hint_at_the_most_results_is_one_that_works(
+    client,
+):
     summary = search(client, "**red** <img src=x> [a](http://x)", count=100)[1]
     assert "“\\*\\*red\\*\\* \\<img src=x\\> \\[a\\]\\(http://x\\)”" in summary
     assert "**100 photos**" in summary and "raise the minimum probability" in summary
@@ -175,22 +202,30 @@ def test_building_the_page_writes_nothing_into_the_source_tree(server):
 
 def test_tagging_an_upload_gives_an_independent_probability_per_label(client, photos):
     photo = sorted(photos.rglob("*.jpg"))[0]
-    result, summary = client.predict(handle_file(str(photo)), "red, blue, green, circle, Red", False,
-                                     api_name="/tag_image")  # fmt: skip
+    result, summary = client.predict(
+        handle_file(str(photo)), "red, blue, green, circle, Red", False, api_name="/tag_image"
+    )
     confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
     assert set(confidences) == {"red", "blue", "green", "circle"}
     assert all(0 <= p <= 1 for p in confidences.values())
     if HAVE_DEMO:
         colour = sample_objects()[photo.name][0]["colour"]
-        assert max(("red", "blue", "green"), key=confidences.get) == colour or colour not in confidences
+        assert (
+            max(("red", "blue", "green"), key=confidences.get) == colour
+            or colour not in confidences
+        )
 
 
-def test_tagging_with_the_vocabulary_scores_every_tag_and_the_typed_labels(client, photos, vocabulary_file):
+def test_tagging_with_the_vocabulary_scores_every_tag_and_the_typed_labels(
+    client, photos, vocabulary_file
+):
     photo = sorted(photos.rglob("*.jpg"))[0]
     result, _ = client.predict(handle_file(str(photo)), "my own label", True, api_name="/tag_image")
     labels = {c["label"] for c in result["confidences"]}
     tags = {line.split(" ")[0] for line in vocabulary_file.read_text().splitlines()}
-    assert labels == (tags | {"my own label"}) or (len(labels) == 20 and labels < tags | {"my own label"})
+    assert labels == (tags | {"my own label"}) or (
+        len(labels) == 20 and labels < tags | {"my own label"}
+    )
     assert all(0 <= c["confidence"] <= 1 for c in result["confidences"])
 
 
@@ -204,10 +239,21 @@ def test_tagging_with_the_vocabulary_scores_every_tag_and_the_typed_labels(clien
         (lambda c: search(c, "red", date_from="last summer"), "YYYY-MM-DD"),
         (lambda c: search(c, "red", folder="/etc"), "not under a registered root"),
         (lambda c: search(c, "red + /etc/passwd"), "looks like a file on the server"),
-        (lambda c: search(c, "red + /nowhere/x.jpg"), "looks like a file on the server"),  # same answer: no oracle
+        (
+            lambda c: search(c, "red + /nowhere/x.jpg"),
+            "looks like a file on the server",
+        ),  # same answer: no oracle
         (lambda c: c.predict(None, "red", False, api_name="/tag_image"), "Upload, paste or drop"),
-        (lambda c: c.predict(None, 0.0, 3, "", "", "", "best match", api_name="/more_like_this"), "Click a photo"),
-        (lambda c: c.predict(987654, 0.0, 3, "", "", "", "best match", api_name="/more_like_this"), "no indexed photo"),
+        (
+            lambda c: c.predict(None, 0.0, 3, "", "", "", "best match", api_name="/more_like_this"),
+            "Click a photo",
+        ),
+        (
+            lambda c: c.predict(
+                987654, 0.0, 3, "", "", "", "best match", api_name="/more_like_this"
+            ),
+            "no indexed photo",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_message(client, call, message):
@@ -219,26 +265,36 @@ def test_a_file_that_is_not_a_picture_is_refused_by_name(client, tmp_path):
     notes = tmp_path / "notes.jpg"
     notes.write_text("this is a text file, not a photo")
     with pytest.raises(AppError, match="not a picture"):
-        client.predict(handle_file(str(notes)), 0.0, 3, "", "", "", "best match", api_name="/search_image")
+        client.predict(
+            handle_file(str(notes)), 0.0, 3, "", "", "", "best match", api_name="/search_image"
+        )
 
 
 def test_a_decompression_bomb_is_refused(client, tmp_path):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(40_000, 40_000))  # 1.6 gigapixels in a few bytes
     with pytest.raises(AppError, match="too many pixels|decompression bomb"):
-        client.predict(handle_file(str(bomb)), 0.0, 3, "", "", "", "best match", api_name="/search_image")
+        client.predict(
+            handle_file(str(bomb)), 0.0, 3, "", "", "", "best match", api_name="/search_image"
+        )
 
 
-def test_uploads_are_capped_and_land_in_gradios_temp_folder_never_beside_the_photos(server, client, photos, tmp_path):
+def test_uploads_are_capped_and_land_in_gradios_temp_folder_never_beside_the_photos(
+    server, client, photos, tmp_path
+):
     before = {p for p in photos.rglob("*")}
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(MAX_UPLOAD_BYTES + 1000))
-    response = httpx.post(server[1] + "gradio_api/upload", files={"files": ("big.png", big.read_bytes())})
+    response = httpx.post(
+        server[1] + "gradio_api/upload", files={"files": ("big.png", big.read_bytes())}
+    )
     assert response.status_code == 413, response.text
     photo = draw_photo(3)
     small = tmp_path / "upload.png"
     photo.save(small)
-    response = httpx.post(server[1] + "gradio_api/upload", files={"files": ("../../../evil.png", small.read_bytes())})
+    response = httpx.post(
+        server[1] + "gradio_api/upload", files={"files": ("../../../evil.png", small.read_bytes())}
+    )
     assert response.status_code == 200
     stored = Path(response.json()[0]).resolve()
     assert gradio_temp_dir() in stored.parents and stored.name == "evil.png"
@@ -271,9 +327,10 @@ def _file_routes(url: str) -> list[str]:
     its OpenAPI schema, so routes a new Gradio adds are probed too), less the event streams."""
     spec = httpx.get(url + "openapi.json").json()
     return [
-        path for path, operations in spec["paths"].items()
+        path
+        for path, operations in spec["paths"].items()
         if "get" in operations and "{" in path and not any(s in path for s in EVENT_STREAMS)
-    ]  # fmt: skip
+    ]
 
 
 def _fill(template: str, value: str) -> str:
@@ -313,19 +370,33 @@ def test_only_thumbnails_come_out_of_the_file_routes(server, client, photos, tmp
         for attack, canary in attacks.items():
             for method in ("GET", "HEAD"):
                 status, body = raw_request(url, method, _fill(route, attack))
-                leaked = (canary is not None and canary.encode() in body) or (canary is None and body == original)
+                leaked = (canary is not None and canary.encode() in body) or (
+                    canary is None and body == original
+                )
                 assert not leaked and status >= 400, (method, route, attack, status)
                 checked += 1
     assert checked >= 2 * 10 * 15
     # The control, sent the same way: a thumbnail of a search result is served.
     hit = search(client, "red", count=1)[2][0]
-    status, body = raw_request(url, "GET", f"/gradio_api/file={state.thumbnails.path_for(hit['id'])}")
+    status, body = raw_request(
+        url, "GET", f"/gradio_api/file={state.thumbnails.path_for(hit['id'])}"
+    )
     assert status == 200 and body.startswith(b"\xff\xd8")  # a JPEG
 
 
 def test_a_client_cannot_make_the_server_read_a_file_by_naming_it(server):
     url = server[1]
-    payload = {"data": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, 0, 3, "", "", "", "best match"]}
+    payload = {
+        "data": [
+            {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
+            0,
+            3,
+            "",
+            "",
+            "",
+            "best match",
+        ]
+    }
     event = httpx.post(url + "gradio_api/call/search_image", json=payload).json()["event_id"]
     stream = httpx.get(url + f"gradio_api/call/search_image/{event}", timeout=30).text
     assert "event: error" in stream and "root:" not in stream
@@ -337,8 +408,12 @@ def test_a_client_cannot_make_the_server_read_a_file_by_naming_it(server):
 @pytest.fixture(scope="module")
 def locked_server(tmp_path_factory, model_dir, vocabulary_file):
     """A second server: password-protected, over a folder that holds no library yet."""
-    state = load_state(tmp_path_factory.mktemp("new-library"), model=model_dir, vocabulary=vocabulary_file)
-    app, url = launch(state, ServeOptions(port=free_port(), quiet=True, auth=("anna", "s3cret:pw")), block=False)
+    state = load_state(
+        tmp_path_factory.mktemp("new-library"), model=model_dir, vocabulary=vocabulary_file
+    )
+    app, url = launch(
+        state, ServeOptions(port=free_port(), quiet=True, auth=("anna", "s3cret:pw")), block=False
+    )
     yield state, url
     app.close()
     state.close()
@@ -348,7 +423,9 @@ def test_a_password_keeps_strangers_out_and_lets_the_owner_in(locked_server):
     url = locked_server[1]
     assert httpx.get(url + "config").status_code == 401
     assert httpx.get(url + "gradio_api/file=/etc/passwd").status_code == 401
-    assert httpx.post(url + "login", data={"username": "anna", "password": "wrong"}).status_code == 400
+    assert (
+        httpx.post(url + "login", data={"username": "anna", "password": "wrong"}).status_code == 400
+    )
     with pytest.raises(Exception, match="(?i)login|auth|credentials|401"):
         Client(url, verbose=False, analytics_enabled=False)
     with pytest.raises(Exception, match="(?i)login|auth|credentials|401|incorrect"):
@@ -357,7 +434,9 @@ def test_a_password_keeps_strangers_out_and_lets_the_owner_in(locked_server):
     assert "No library yet" in owner.predict(api_name="/status")
 
 
-def test_a_new_library_is_indexed_from_the_page_with_progress_and_then_searched(locked_server, tmp_path):
+def test_a_new_library_is_indexed_from_the_page_with_progress_and_then_searched(
+    locked_server, tmp_path
+):
     state, url = locked_server
     owner = Client(url, auth=("anna", "s3cret:pw"), verbose=False, analytics_enabled=False)
     with pytest.raises(AppError, match="No library"):
@@ -383,13 +462,19 @@ def test_a_new_library_is_indexed_from_the_page_with_progress_and_then_searched(
     assert 1 <= planned <= 5 and "Nothing was written" in preview and "AI\\|" in preview
     assert not list(folder.glob("*.xmp"))  # a dry run writes nothing
     written, _ = owner.predict("XMP sidecars", "AI", 0.0, False, api_name="/export")
-    assert f"**{planned} sidecars changed**" in written and len(list(folder.glob("*.xmp"))) == planned
+    assert (
+        f"**{planned} sidecars changed**" in written and len(list(folder.glob("*.xmp"))) == planned
+    )
     undone, _ = owner.predict(False, api_name="/undo_export")
     assert f"**{planned} sidecars undone**" in undone and not list(folder.glob("*.xmp"))
     message, download = owner.predict("CSV", "AI", 0.0, True, api_name="/export")
     download = download["value"] if isinstance(download, dict) else download  # a gr.update() output
     rows = Path(download).read_text().splitlines()
-    assert rows[0] == "path,tag,score,model" and len(rows) > planned and f"of {planned} photos" in message
+    assert (
+        rows[0] == "path,tag,score,model"
+        and len(rows) > planned
+        and f"of {planned} photos" in message
+    )
 
 
 # --- a real browser --------------------------------------------------------------------------------
@@ -398,8 +483,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="Debian packages chromium and chromium-driver are not installed (scripts/setup.sh --dev)")  # fmt: skip
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Debian packages chromium and chromium-driver are not installed (scripts/setup.sh --dev)",
+)
 def test_a_browser_types_a_query_sees_the_gallery_and_opens_a_result(server, tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
@@ -409,9 +496,19 @@ def test_a_browser_types_a_query_sees_the_gallery_and_opens_a_result(server, tmp
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1100"):  # fmt: skip
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1100",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -423,23 +520,41 @@ def test_a_browser_types_a_query_sees_the_gallery_and_opens_a_result(server, tmp
 
         def loaded_thumbnails(d):
             images = d.find_elements(By.CSS_SELECTOR, "#results img")
-            ok = [im for im in images if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)]
+            ok = [
+                im
+                for im in images
+                if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
+            ]
             return ok if len(ok) >= 3 else False
 
         thumbnails = wait.until(loaded_thumbnails)
         assert "photos" in driver.find_element(By.ID, "results-summary").text
         driver.save_screenshot(str(ARTIFACTS / "ui-search.png"))
         thumbnails[0].click()
-        details = wait.until(lambda d: d.find_element(By.ID, "selected").is_displayed() and d.find_element(By.ID, "selected"))
+        details = wait.until(
+            lambda d: (
+                d.find_element(By.ID, "selected").is_displayed()
+                and d.find_element(By.ID, "selected")
+            )
+        )
         wait.until(lambda d: "probability" in details.text)
         assert "More like this" in details.text and "tags:" in details.text
         driver.execute_script("arguments[0].scrollIntoView()", details)
         driver.save_screenshot(str(ARTIFACTS / "ui-selected.png"))
-        for tab, expected in (("Tag an image", "Candidate labels"), ("Library", "photos** indexed")):
+        for tab, expected in (
+            ("Tag an image", "Candidate labels"),
+            ("Library", "photos** indexed"),
+        ):
             driver.execute_script("window.scrollTo(0, 0)")
-            next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text.strip() == tab).click()
+            next(
+                b
+                for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                if b.text.strip() == tab
+            ).click()
             expected = expected.replace("**", "")
-            wait.until(lambda d, expected=expected: expected in d.find_element(By.TAG_NAME, "body").text)
+            wait.until(
+                lambda d, expected=expected: expected in d.find_element(By.TAG_NAME, "body").text
+            )
             driver.save_screenshot(str(ARTIFACTS / f"ui-{tab.split()[0].lower()}.png"))
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors  # a JavaScript error means a tab did not render

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def hit(i: int = 1, score: float = 0.42, rel: str = "2021/summer/beach.jpg", **kw) -> HitRecord:
     details = {"taken_at": None, "width": None, "height": None, "camera": None} | kw
-    return HitRecord.from_hit(Hit(i, Path(f"/photos/{rel}"), rel, "/photos", 0.1234, score, **details))
+    return HitRecord.from_hit(
+        Hit(i, Path(f"/photos/{rel}"), rel, "/photos", 0.1234, score, **details)
+    )
 
 
 def test_probabilities_read_well_across_the_range_siglip_produces():
@@ -53,12 +55,18 @@ def test_hit_record_round_trips_through_session_state_as_a_dict():
 
 
 def test_details_show_path_date_size_camera_probability_and_tags():
-    record = hit(7, 0.61, taken_at="2021-07-14T18:03:09", width=4000, height=3000, camera="Canon EOS R5")
-    text = views.hit_details_markdown(record, [("scene|beach", 0.83), ("animal|dog", 0.12), ("mine", float("nan"))])
+    record = hit(
+        7, 0.61, taken_at="2021-07-14T18:03:09", width=4000, height=3000, camera="Canon EOS R5"
+    )
+    text = views.hit_details_markdown(
+        record, [("scene|beach", 0.83), ("animal|dog", 0.12), ("mine", float("nan"))]
+    )
     assert "`/photos/2021/summer/beach.jpg`" in text
     assert "taken 2021-07-14 18:03" in text and "4000×3000" in text and "Canon EOS R5" in text
     assert "61%" in text and "cosine 0.123" in text
-    assert "scene\\|beach (83%)" in text and "animal\\|dog (12%)" in text and text.endswith(", mine")
+    assert (
+        "scene\\|beach (83%)" in text and "animal\\|dog (12%)" in text and text.endswith(", mine")
+    )
     assert "tags: none" in views.hit_details_markdown(record, [])
 
 
@@ -66,7 +74,9 @@ def test_a_photo_gone_since_indexing_says_so_in_its_caption_and_details():
     record = HitRecord(**(hit(7).as_dict() | {"missing": True}))
     assert views.hit_caption(record).endswith("beach.jpg (file missing)")
     assert "no longer there" in views.hit_details_markdown(record)
-    assert "missing" not in views.hit_caption(hit(7)) and "no longer" not in views.hit_details_markdown(hit(7))
+    assert "missing" not in views.hit_caption(
+        hit(7)
+    ) and "no longer" not in views.hit_details_markdown(hit(7))
 
 
 def test_labels_with_markdown_show_literally_in_the_tag_table():
@@ -88,30 +98,44 @@ def test_results_summary_says_how_many_for_what_and_how_to_get_more():
     none = views.results_summary([], query="red", min_score=0.5, sort="score")
     assert "No photos" in none and "Lower the minimum probability" in none
     assert "21–23" in views.results_summary(many, query="x", min_score=0, sort="score", offset=20)
-    assert "raise the number of results" in views.results_summary(many, query="x", min_score=0, sort="score",
-                                                                  has_more=True)  # fmt: skip
+    assert "raise the number of results" in views.results_summary(
+        many, query="x", min_score=0, sort="score", has_more=True
+    )
 
 
 def test_control_characters_in_file_names_show_escaped_on_one_line():
     """A newline in a file name split the details heading and its path; ESC hid in the caption."""
     record = hit(rel="2021/a\n# b\x1b.jpg")
     text = views.hit_details_markdown(record)
-    assert text.splitlines()[:2] == ["### a\\\\n\\# b\\\\x1b.jpg", "`/photos/2021/a\\n# b\\x1b.jpg`"]
+    assert text.splitlines()[:2] == [
+        "### a\\\\n\\# b\\\\x1b.jpg",
+        "`/photos/2021/a\\n# b\\x1b.jpg`",
+    ]
     assert views.hit_caption(record) == "42% · a\\n# b\\x1b.jpg"
-    report = {"images": 1, "failed_count": 1, "library": "/lib", "roots": [],
-              "failed": [{"path": "/p/x\ny.jpg", "reason": "truncated"}]}  # fmt: skip
+    report = {
+        "images": 1,
+        "failed_count": 1,
+        "library": "/lib",
+        "roots": [],
+        "failed": [{"path": "/p/x\ny.jpg", "reason": "truncated"}],
+    }
     assert "| `/p/x\\ny.jpg` | truncated |" in views.status_markdown(report)
 
 
 def test_the_query_and_file_names_in_the_results_summary_show_literally():
-    line = views.results_summary([hit()], query="**red** <img src=x> [a](http://x) $$x$$ a&lt;b", min_score=0,
-                                 sort="score")  # fmt: skip
+    line = views.results_summary(
+        [hit()], query="**red** <img src=x> [a](http://x) $$x$$ a&lt;b", min_score=0, sort="score"
+    )
     assert "“\\*\\*red\\*\\* \\<img src=x\\> \\[a\\]\\(http://x\\) \\$\\$x\\$\\$ a\\&lt;b”" in line
-    assert "photos like a\\\\nb.jpg" in views.results_summary([hit()], query="photos like a\nb.jpg", min_score=0, sort="score")
+    assert "photos like a\\\\nb.jpg" in views.results_summary(
+        [hit()], query="photos like a\nb.jpg", min_score=0, sort="score"
+    )
 
 
 def test_at_the_most_results_the_page_offers_the_hint_says_what_else_narrows_them():
-    line = views.results_summary([hit()], query="x", min_score=0, sort="score", has_more=True, count_at_max=True)
+    line = views.results_summary(
+        [hit()], query="x", min_score=0, sort="score", has_more=True, count_at_max=True
+    )
     assert "raise the number" not in line and "raise the minimum probability" in line
 
 
@@ -122,8 +146,16 @@ def test_an_empty_query_is_a_message_not_a_search(text):
 
 
 def test_labels_are_comma_or_line_separated_trimmed_and_deduplicated():
-    assert views.parse_labels(" dog, cat,,  Dog , beach   at sunset ") == ["dog", "cat", "beach at sunset"]
-    assert views.parse_labels("red circle\nblue square\r\n\ngreen star") == ["red circle", "blue square", "green star"]
+    assert views.parse_labels(" dog, cat,,  Dog , beach   at sunset ") == [
+        "dog",
+        "cat",
+        "beach at sunset",
+    ]
+    assert views.parse_labels("red circle\nblue square\r\n\ngreen star") == [
+        "red circle",
+        "blue square",
+        "green star",
+    ]
     assert views.parse_labels("") == []
     with pytest.raises(FormError, match="too many"):
         views.parse_labels(",".join(f"l{i}" for i in range(views.MAX_LABELS + 1)))
@@ -170,10 +202,19 @@ STATUS = {
         {"path": "/photos", "online": True, "images": 1200},
         {"path": "/mnt/usb|disk", "online": False, "images": 34},
     ],
-    "last_run": {"started_at": "2024-05-01T10:00:00+00:00", "status": "ok", "added": 3, "updated": 0,
-                 "moved": 1, "removed": 0, "failed": 2},  # fmt: skip
-    "failed": [{"path": "/photos/bad.jpg", "reason": "truncated or corrupt image data"},
-               {"path": "/photos/notes.jpg", "reason": "not an image (unknown or corrupt format)"}],  # fmt: skip
+    "last_run": {
+        "started_at": "2024-05-01T10:00:00+00:00",
+        "status": "ok",
+        "added": 3,
+        "updated": 0,
+        "moved": 1,
+        "removed": 0,
+        "failed": 2,
+    },
+    "failed": [
+        {"path": "/photos/bad.jpg", "reason": "truncated or corrupt image data"},
+        {"path": "/photos/notes.jpg", "reason": "not an image (unknown or corrupt format)"},
+    ],
 }
 
 
@@ -195,22 +236,38 @@ def test_status_without_a_library_says_what_to_do():
 
 
 def test_export_preview_lists_what_would_change_and_what_was_skipped():
-    change = SidecarChange(Path("/p/a.jpg.xmp"), added={"lr:hierarchicalSubject": ["AI|animal|dog"], "dc:subject": ["dog"]})
+    change = SidecarChange(
+        Path("/p/a.jpg.xmp"),
+        added={"lr:hierarchicalSubject": ["AI|animal|dog"], "dc:subject": ["dog"]},
+    )
     report = ExportReport(planned=[change], skipped=[(Path("/p/b.xmp"), "not valid XML")])
     text = views.export_report_markdown(report, dry_run=True)
     assert "**1 sidecars would change**" in text and "Nothing was written" in text
     assert "`/p/a.jpg.xmp`: AI\\|animal\\|dog" in text
     assert "skipped `/p/b.xmp`: not valid XML" in text
-    assert "changed**" in views.export_report_markdown(ExportReport(written=[change]), dry_run=False)
-    undone = SidecarChange(Path("/p/a.jpg.xmp"), removed={"lr:hierarchicalSubject": ["AI|animal|dog"]})
-    assert "**1 sidecars undone**" in views.export_report_markdown(ExportReport(written=[undone]), dry_run=False, undo=True)
+    assert "changed**" in views.export_report_markdown(
+        ExportReport(written=[change]), dry_run=False
+    )
+    undone = SidecarChange(
+        Path("/p/a.jpg.xmp"), removed={"lr:hierarchicalSubject": ["AI|animal|dog"]}
+    )
+    assert "**1 sidecars undone**" in views.export_report_markdown(
+        ExportReport(written=[undone]), dry_run=False, undo=True
+    )
 
 
 @pytest.mark.parametrize(
     "query",
-    ["/etc/passwd", "beach + 0.5 ./ref.jpg", "~/Pictures/x.png", "2:/etc/x.jpg", "sunset 0.5 holiday.JPG",
-     "2:\"x 'y\" /etc/a.jpg 'z'", "'a' ../b.webp"],
-)  # fmt: skip
+    [
+        "/etc/passwd",
+        "beach + 0.5 ./ref.jpg",
+        "~/Pictures/x.png",
+        "2:/etc/x.jpg",
+        "sunset 0.5 holiday.JPG",
+        "2:\"x 'y\" /etc/a.jpg 'z'",
+        "'a' ../b.webp",
+    ],
+)
 def test_image_paths_in_a_query_are_refused_before_any_file_is_opened(query):
     from ui.handlers import refuse_file_terms
 
@@ -218,7 +275,9 @@ def test_image_paths_in_a_query_are_refused_before_any_file_is_opened(query):
         refuse_file_terms(query)
 
 
-@pytest.mark.parametrize("query", ["beach - \"people\"", "#12 + sunset", "'photo.jpg'", "2 dogs", "red"])
+@pytest.mark.parametrize(
+    "query", ['beach - "people"', "#12 + sunset", "'photo.jpg'", "2 dogs", "red"]
+)
 def test_words_quotes_and_indexed_ids_are_fine(query):
     from ui.handlers import refuse_file_terms
 
@@ -275,14 +334,16 @@ def test_an_offline_photo_keeps_its_thumbnail_and_an_unreadable_one_gets_a_place
 # --- layering -----------------------------------------------------------------------------------
 
 
-
-
 def test_ui_uses_only_public_names_of_the_indexer():
     private = []
     for path in sorted((REPO / "ui").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "indexer":
-                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                private += [
+                    f"{path.name}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
     assert private == []
 
 
@@ -291,8 +352,12 @@ def test_ui_talks_to_the_indexer_never_to_the_database_index_or_model_directly()
     assert {"app.py", "views.py", "server.py", "cli.py"} <= set(modules)
     for name, imports in modules.items():
         assert not {"sqlalchemy", "faiss", "torch", "numpy"} & imports, name
-    assert "gradio" not in modules["views.py"]  # views may use the indexer's types and names: the layering
-    assert "gradio" not in modules["cli.py"] and "gradio" not in modules["options.py"]  # the CLI stays fast
+    assert (
+        "gradio" not in modules["views.py"]
+    )  # views may use the indexer's types and names: the layering
+    assert (
+        "gradio" not in modules["cli.py"] and "gradio" not in modules["options.py"]
+    )  # the CLI stays fast
 
 
 # --- server settings ------------------------------------------------------------------------------
@@ -313,7 +378,9 @@ def served_library(tmp_path):
     state.close()
 
 
-def test_only_the_thumbnail_folder_is_allowed_and_the_database_is_blocked(served_library, monkeypatch):
+def test_only_the_thumbnail_folder_is_allowed_and_the_database_is_blocked(
+    served_library, monkeypatch
+):
     from ui.options import ServeOptions
     from ui.server import security_settings
 
@@ -401,7 +468,9 @@ def test_the_password_can_come_from_the_environment(monkeypatch):
 
     options = _serve_options(parser.parse_args(["serve", "--library", "x"]))
     assert options.auth == ("anna", "pw") and options.host == "127.0.0.1" and options.port == 7860
-    options = _serve_options(parser.parse_args(["serve", "--auth", "bob:s3", "--host", "0.0.0.0", "--port", "8000"]))
+    options = _serve_options(
+        parser.parse_args(["serve", "--auth", "bob:s3", "--host", "0.0.0.0", "--port", "8000"])
+    )
     assert options.auth == ("bob", "s3") and options.host == "0.0.0.0" and options.port == 8000
 
 
@@ -438,7 +507,9 @@ def test_each_checkout_gets_its_own_demo_library(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     first, second = tmp_path / "one" / "data" / "samples", tmp_path / "two" / "data" / "samples"
     assert default_demo_library(first) != default_demo_library(second)
-    assert default_demo_library(first) == default_demo_library(tmp_path / "one" / "data" / ".." / "data" / "samples")
+    assert default_demo_library(first) == default_demo_library(
+        tmp_path / "one" / "data" / ".." / "data" / "samples"
+    )
     assert default_demo_library(first).parent == tmp_path / "data" / "siglip-search"
     assert default_demo_library(first).name.startswith("demo-library-")
 
@@ -470,10 +541,14 @@ def test_the_undo_report_lists_only_machine_keywords_not_the_users_copied_ones(t
         "<rdf:li>holiday</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>",
         encoding="utf-8",
     )
-    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")  # "holiday" is copied into new lists
+    export_xmp(
+        [(photo, ["animal|dog"])], tmp_path / "export.json"
+    )  # "holiday" is copied into new lists
 
     report = undo_xmp(tmp_path / "export.json")
 
-    assert "holiday" in report.written[0].removed["lr:hierarchicalSubject"]  # the copy went with the list
+    assert (
+        "holiday" in report.written[0].removed["lr:hierarchicalSubject"]
+    )  # the copy went with the list
     text = views.export_report_markdown(report, dry_run=False, undo=True)
     assert "AI\\|animal\\|dog" in text and "holiday" not in text

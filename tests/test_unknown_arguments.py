@@ -28,7 +28,9 @@ def _loaders():
         "AutoImageProcessor": ss.AutoImageProcessor.from_pretrained,
         "SiglipProcessor": ss.SiglipProcessor.from_pretrained,
         "AutoProcessor": ss.AutoProcessor.from_pretrained,
-        "pipeline": lambda path, **kwargs: ss.pipeline("zero-shot-image-classification", model=path, **kwargs),
+        "pipeline": lambda path, **kwargs: ss.pipeline(
+            "zero-shot-image-classification", model=path, **kwargs
+        ),
     }
 
 
@@ -55,8 +57,12 @@ def test_a_subfolder_is_refused_rather_than_ignored(tiny_checkpoint):
 
 
 def test_loader_options_of_the_tokenizer_and_image_processor_still_apply(tiny_checkpoint):
-    assert ss.AutoTokenizer.from_pretrained(tiny_checkpoint, model_max_length=7).model_max_length == 7
-    processor = ss.AutoImageProcessor.from_pretrained(tiny_checkpoint, size={"height": 20, "width": 20})
+    assert (
+        ss.AutoTokenizer.from_pretrained(tiny_checkpoint, model_max_length=7).model_max_length == 7
+    )
+    processor = ss.AutoImageProcessor.from_pretrained(
+        tiny_checkpoint, size={"height": 20, "width": 20}
+    )
     assert processor.size == {"height": 20, "width": 20}
     with pytest.raises(TypeError, match="unexpected keyword argument 'do_resise'"):
         ss.SiglipImageProcessor.from_pretrained(tiny_checkpoint, do_resise=False)
@@ -71,17 +77,27 @@ def test_a_mistyped_call_argument_is_a_type_error(tiny_checkpoint):
     calls = {
         "forward": lambda: model(input_ids=ids, pixel_values=pixels, output_hidden_state=True),
         "text tower": lambda: model.text_model(ids, output_hidden_state=True),
-        "SiglipTextModel": lambda: ss.SiglipTextModel.from_pretrained(tiny_checkpoint)(ids, retrun_dict=True),
-        "SiglipVisionModel": lambda: ss.SiglipVisionModel.from_pretrained(tiny_checkpoint)(pixels, retrun_dict=True),
+        "SiglipTextModel": lambda: ss.SiglipTextModel.from_pretrained(tiny_checkpoint)(
+            ids, retrun_dict=True
+        ),
+        "SiglipVisionModel": lambda: ss.SiglipVisionModel.from_pretrained(tiny_checkpoint)(
+            pixels, retrun_dict=True
+        ),
         "get_text_features": lambda: model.get_text_features(ids, attention_masks=None),
-        "get_image_features": lambda: model.get_image_features(pixels, interpolate_pos_encodings=True),
+        "get_image_features": lambda: model.get_image_features(
+            pixels, interpolate_pos_encodings=True
+        ),
         "tokenizer": lambda: processor.tokenizer(["a"], paddding="max_length"),
         "decode": lambda: processor.tokenizer.decode([4, 5], skip_special_token=True),
         "image processor": lambda: processor.image_processor(image, do_resise=False),
         "processor, text only": lambda: processor(text=["a"], paddding="max_length"),
         "processor, image": lambda: processor(images=image, do_resise=False),
-        "pipeline call": lambda: ss.pipeline(model=tiny_checkpoint)(image, candidate_labels=["a"], hypothesis="{}"),
-        "save_pretrained": lambda: model.save_pretrained(tiny_checkpoint / "unused", max_shard_sise="1GB"),
+        "pipeline call": lambda: ss.pipeline(model=tiny_checkpoint)(
+            image, candidate_labels=["a"], hypothesis="{}"
+        ),
+        "save_pretrained": lambda: model.save_pretrained(
+            tiny_checkpoint / "unused", max_shard_sise="1GB"
+        ),
     }
     for name, call in calls.items():
         with pytest.raises(TypeError, match="unexpected keyword argument"), torch.no_grad():
@@ -92,15 +108,28 @@ def test_a_mistyped_call_argument_is_a_type_error(tiny_checkpoint):
 def test_transformers_call_arguments_that_change_nothing_are_accepted(tiny_checkpoint):
     model = ss.SiglipModel.from_pretrained(tiny_checkpoint)
     processor = ss.AutoProcessor.from_pretrained(tiny_checkpoint)
-    inputs = processor(text=["a red circle"], images=Image.new("RGB", (40, 30)), padding="max_length",
-                       return_tensors="pt", return_attention_mask=False)
-    assert processor.tokenizer(["a"], verbose=False)["input_ids"] == processor.tokenizer(["a"])["input_ids"]
+    inputs = processor(
+        text=["a red circle"],
+        images=Image.new("RGB", (40, 30)),
+        padding="max_length",
+        return_tensors="pt",
+        return_attention_mask=False,
+    )
+    assert (
+        processor.tokenizer(["a"], verbose=False)["input_ids"]
+        == processor.tokenizer(["a"])["input_ids"]
+    )
     with torch.no_grad():
         out = model(**inputs, return_dict=True)
         assert torch.equal(out.text_embeds, model(**inputs).text_embeds)
-        features = model.get_text_features(inputs["input_ids"], output_attentions=False, return_dict=True)
+        features = model.get_text_features(
+            inputs["input_ids"], output_attentions=False, return_dict=True
+        )
         assert torch.equal(features, model.get_text_features(inputs["input_ids"]))
-    assert processor.tokenizer.decode([4, 5], clean_up_tokenization_spaces=True) == processor.tokenizer.decode([4, 5])
-    scores = ss.pipeline(model=tiny_checkpoint)(Image.new("RGB", (40, 30)), candidate_labels=["a", "b"],
-                                                timeout=5, batch_size=8)
+    assert processor.tokenizer.decode(
+        [4, 5], clean_up_tokenization_spaces=True
+    ) == processor.tokenizer.decode([4, 5])
+    scores = ss.pipeline(model=tiny_checkpoint)(
+        Image.new("RGB", (40, 30)), candidate_labels=["a", "b"], timeout=5, batch_size=8
+    )
     assert [s["label"] for s in scores] and len(scores) == 2

@@ -35,7 +35,10 @@ def test_a_second_load_does_not_read_the_weights_again(tiny_checkpoint, hash_cal
     second = Embedder.from_pretrained(tiny_checkpoint)
     assert len(hash_calls) == 1
     assert first.weights_sha256 == second.weights_sha256
-    assert first.weights_sha256 == hashlib.sha256((tiny_checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        first.weights_sha256
+        == hashlib.sha256((tiny_checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert str(tiny_checkpoint.resolve()) in json.loads(weights_cache_file().read_text())
 
 
@@ -55,7 +58,9 @@ def test_a_changed_size_or_mtime_is_hashed_again(tmp_path, hash_calls):
     assert embedder_module._weights_sha256(directory) == hashlib.sha256(b"version two").hexdigest()
     weights.write_bytes(b"version three!")  # a new size: read again
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
-    assert embedder_module._weights_sha256(directory) == hashlib.sha256(b"version three!").hexdigest()
+    assert (
+        embedder_module._weights_sha256(directory) == hashlib.sha256(b"version three!").hexdigest()
+    )
     assert len(hash_calls) == 3
 
 
@@ -72,8 +77,9 @@ def test_sharded_weights_are_stamped_file_by_file(tiny_checkpoint, tmp_path, has
     assert embedder_module._weights_sha256(directory) == digest and len(hash_calls) == 2
 
 
-def test_without_a_writable_cache_folder_the_weights_are_hashed_every_time(tiny_checkpoint, tmp_path,
-                                                                           monkeypatch, hash_calls):
+def test_without_a_writable_cache_folder_the_weights_are_hashed_every_time(
+    tiny_checkpoint, tmp_path, monkeypatch, hash_calls
+):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
@@ -87,17 +93,29 @@ def test_a_damaged_cache_file_is_replaced(tiny_checkpoint, hash_calls):
     weights_cache_file().parent.mkdir(parents=True)
     weights_cache_file().write_text("{not json")
     digest = embedder_module._weights_sha256(tiny_checkpoint)
-    assert json.loads(weights_cache_file().read_text())[str(tiny_checkpoint.resolve())]["sha256"] == digest
+    assert (
+        json.loads(weights_cache_file().read_text())[str(tiny_checkpoint.resolve())]["sha256"]
+        == digest
+    )
 
 
-def test_a_checkpoint_saved_again_within_one_clock_tick_is_hashed_again(tiny_checkpoint, other_tiny_checkpoint,
-                                                                        tmp_path, hash_calls):
+def test_a_checkpoint_saved_again_within_one_clock_tick_is_hashed_again(
+    tiny_checkpoint, other_tiny_checkpoint, tmp_path, hash_calls
+):
     from siglip_search import SiglipModel
 
     directory = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
     weights = directory / "model.safetensors"
     first, stat = embedder_module._weights_sha256(directory), weights.stat()
-    SiglipModel.from_pretrained(other_tiny_checkpoint).save_pretrained(directory)  # same shapes: same size
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as if saved within the same clock tick
+    SiglipModel.from_pretrained(other_tiny_checkpoint).save_pretrained(
+        directory
+    )  # same shapes: same size
+    os.utime(
+        weights, ns=(stat.st_atime_ns, stat.st_mtime_ns)
+    )  # as if saved within the same clock tick
     assert weights.stat().st_size == stat.st_size
-    assert embedder_module._weights_sha256(directory) == hashlib.sha256(weights.read_bytes()).hexdigest() != first
+    assert (
+        embedder_module._weights_sha256(directory)
+        == hashlib.sha256(weights.read_bytes()).hexdigest()
+        != first
+    )

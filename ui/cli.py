@@ -40,7 +40,9 @@ def default_demo_library(samples: Path = SAMPLES, model: Path = DEMO_MODEL) -> P
 
 
 def _demo_libraries_home() -> Path:
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "siglip-search"
+    return (
+        Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "siglip-search"
+    )
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -48,8 +50,13 @@ def serve_command(args: argparse.Namespace) -> int:
     from .state import load_state
 
     options = _serve_options(args)
-    state = load_state(args.library or default_library_dir(), model=args.model, max_pixels=args.max_pixels,
-                       vocabulary=args.vocabulary, read_only=args.read_only)  # fmt: skip
+    state = load_state(
+        args.library or default_library_dir(),
+        model=args.model,
+        max_pixels=args.max_pixels,
+        vocabulary=args.vocabulary,
+        read_only=args.read_only,
+    )
     try:
         launch(state, options)
     except KeyboardInterrupt:
@@ -75,8 +82,11 @@ def demo_command(args: argparse.Namespace) -> int:
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
     if args.host not in LOCAL_HOSTS and auth is None:
-        print(f"{PROG}: warning: serving on {args.host} without a password (--auth USER:PASSWORD); "
-              "anyone who can reach this port can search your photos", file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: warning: serving on {args.host} without a password (--auth USER:PASSWORD); "
+            "anyone who can reach this port can search your photos",
+            file=sys.stderr,
+        )
     return ServeOptions(host=args.host, port=args.port, auth=auth, max_upload=args.max_upload)
 
 
@@ -87,41 +97,70 @@ def _server_arguments(parser: argparse.ArgumentParser, port: int = DEFAULT_PORT)
         help=f"address to bind (default: {DEFAULT_HOST}, this computer only)",
     )
     parser.add_argument("--port", type=int, default=port, help=f"port (default: {port})")
-    parser.add_argument("--auth", metavar="USER:PASSWORD", default=None,
-                        help=f"require this login (default: ${AUTH_ENV} if set, else no password)")  # fmt: skip
-    parser.add_argument("--max-upload", default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
-                        help=f"largest accepted upload, e.g. 10mb (default: {DEFAULT_MAX_UPLOAD})")  # fmt: skip
-    parser.add_argument("--read-only", action="store_true",
-                        help="search and tag-an-image only: no indexing, tagging or export from the page")  # fmt: skip
+    parser.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        default=None,
+        help=f"require this login (default: ${AUTH_ENV} if set, else no password)",
+    )
+    parser.add_argument(
+        "--max-upload",
+        default=DEFAULT_MAX_UPLOAD,
+        metavar="SIZE",
+        help=f"largest accepted upload, e.g. 10mb (default: {DEFAULT_MAX_UPLOAD})",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="search and tag-an-image only: no indexing, tagging or export from the page",
+    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `serve` and `demo`; each sets `func` to a handler returning an exit status."""
     serve = subparsers.add_parser(
-        "serve", help="open the web UI for a library (search, tag, index, export)",
+        "serve",
+        help="open the web UI for a library (search, tag, index, export)",
         description="Serve a web page to search and tag a library. The model is loaded once at start. "
         "Binds to this computer only unless --host says otherwise; never shares publicly.",
-    )  # fmt: skip
+    )
     add_library_argument(serve)
-    serve.add_argument("--model", metavar="ID_OR_PATH", default=None,
-                       help="model for a library that has none yet (indexing from the page)")  # fmt: skip
-    serve.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                       help="refuse larger pictures as decompression bombs (default: Pillow's limit)")  # fmt: skip
-    serve.add_argument("--vocabulary", metavar="FILE", default=None,
-                       help="tag vocabulary for tagging (default: the bundled data/tags/vocabulary.txt)")  # fmt: skip
+    serve.add_argument(
+        "--model",
+        metavar="ID_OR_PATH",
+        default=None,
+        help="model for a library that has none yet (indexing from the page)",
+    )
+    serve.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse larger pictures as decompression bombs (default: Pillow's limit)",
+    )
+    serve.add_argument(
+        "--vocabulary",
+        metavar="FILE",
+        default=None,
+        help="tag vocabulary for tagging (default: the bundled data/tags/vocabulary.txt)",
+    )
     _server_arguments(serve)
     serve.set_defaults(func=serve_command, reported_errors=(OSError,))
 
     demo = subparsers.add_parser(
-        "demo", help="index the bundled sample photos with the bundled demo model and open the web UI",
+        "demo",
+        help="index the bundled sample photos with the bundled demo model and open the web UI",
         description="Build (or refresh) a demo library from data/samples with data/models/siglip-demo, "
         "tag it, then serve it. Works offline.",
-    )  # fmt: skip
-    demo.add_argument("--library", metavar="DIR", default=None,
-                      help=f"demo library folder (default: {_demo_libraries_home()}/demo-library-<key>, "
-                      "one per checkout and demo model)")  # fmt: skip
+    )
+    demo.add_argument(
+        "--library",
+        metavar="DIR",
+        default=None,
+        help=f"demo library folder (default: {_demo_libraries_home()}/demo-library-<key>, "
+        "one per checkout and demo model)",
+    )
     demo.add_argument("--no-serve", action="store_true", help="build the demo library and exit")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _server_arguments(demo)
     demo.set_defaults(func=demo_command, reported_errors=(OSError,))
-

@@ -30,8 +30,14 @@ class DemoLibraryError(SiglipSearchError):
     """`--library` names a library that holds other photos or another model's vectors."""
 
 
-def build_demo_library(library_dir: str | os.PathLike, *, samples: Path = SAMPLES, model: Path = DEMO_MODEL,
-                       vocabulary: str | os.PathLike | None = None, progress: bool = True) -> str:  # fmt: skip
+def build_demo_library(
+    library_dir: str | os.PathLike,
+    *,
+    samples: Path = SAMPLES,
+    model: Path = DEMO_MODEL,
+    vocabulary: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> str:
     """Index (or refresh) `samples` into `library_dir` with `model`, tag it with `vocabulary`
     (default: the bundled one), make thumbnails. Returns a one-line summary."""
     for needed, what in ((samples, "sample photos"), (model, "demo model")):

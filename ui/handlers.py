@@ -63,8 +63,10 @@ def page_errors(handler: F) -> F:
             ) from None
         except Exception as exc:
             log.exception("unexpected error in %s", handler.__name__)
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}); the server log has the details.",
-                           print_exception=False) from None  # fmt: skip
+            raise gr.Error(
+                f"Something went wrong ({type(exc).__name__}); the server log has the details.",
+                print_exception=False,
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -102,15 +104,34 @@ def _results(state: AppState, page: SearchPage, options: dict, query: str) -> tu
     # A file gone since indexing is shown as such (its folder may be offline, or it was deleted).
     hits = [HitRecord.from_hit(hit, missing=not os.path.exists(hit.path)) for hit in page.hits]
     pictures = state.thumbnails.get_many([(hit.id, hit.path) for hit in hits])
-    summary = views.results_summary(hits, query=query, min_score=options["min_score"], sort=options["sort"],
-                                    offset=page.offset, has_more=page.has_more,
-                                    count_at_max=options["k"] >= MAX_COUNT)  # fmt: skip
-    return views.gallery_items(hits, pictures), summary, [h.as_json() for h in hits], [h.as_dict() for h in hits]
+    summary = views.results_summary(
+        hits,
+        query=query,
+        min_score=options["min_score"],
+        sort=options["sort"],
+        offset=page.offset,
+        has_more=page.has_more,
+        count_at_max=options["k"] >= MAX_COUNT,
+    )
+    return (
+        views.gallery_items(hits, pictures),
+        summary,
+        [h.as_json() for h in hits],
+        [h.as_dict() for h in hits],
+    )
 
 
 @page_errors
-def search_text(state: AppState, query: str, min_score: float, count: float, folder: str,
-                date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+def search_text(
+    state: AppState,
+    query: str,
+    min_score: float,
+    count: float,
+    folder: str,
+    date_from: str,
+    date_to: str,
+    sort: str,
+) -> tuple:
     text = views.parse_query(query)
     refuse_file_terms(text)
     options = _search_options(min_score, count, folder, date_from, date_to, sort)
@@ -119,8 +140,16 @@ def search_text(state: AppState, query: str, min_score: float, count: float, fol
 
 
 @page_errors
-def search_image(state: AppState, image_file: str | None, min_score: float, count: float, folder: str,
-                 date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+def search_image(
+    state: AppState,
+    image_file: str | None,
+    min_score: float,
+    count: float,
+    folder: str,
+    date_from: str,
+    date_to: str,
+    sort: str,
+) -> tuple:
     image = open_upload(state, image_file, what="search with")
     options = _search_options(min_score, count, folder, date_from, date_to, sort)
     page = require_searcher(state).search_image(image, **options)
@@ -128,8 +157,16 @@ def search_image(state: AppState, image_file: str | None, min_score: float, coun
 
 
 @page_errors
-def more_like_this(state: AppState, image_id: float | None, min_score: float, count: float, folder: str,
-                   date_from: str, date_to: str, sort: str) -> tuple:  # fmt: skip
+def more_like_this(
+    state: AppState,
+    image_id: float | None,
+    min_score: float,
+    count: float,
+    folder: str,
+    date_from: str,
+    date_to: str,
+    sort: str,
+) -> tuple:
     """Photos like an indexed one (the selected result, or any id an API client names)."""
     if image_id is None:
         raise FormError("Click a photo in the results first.")
@@ -186,19 +223,27 @@ def open_upload(state: AppState, image_file: str | None, *, what: str) -> Image.
 
 
 @page_errors
-def tag_image(state: AppState, image_file: str | None, labels_text: str, use_vocabulary: bool) -> tuple:
+def tag_image(
+    state: AppState, image_file: str | None, labels_text: str, use_vocabulary: bool
+) -> tuple:
     """Sigmoid probability of each typed label (and of each vocabulary tag when asked)."""
     from indexer import tags
 
     image = open_upload(state, image_file, what="tag")
     labels = views.parse_labels(labels_text)
     if not labels and not use_vocabulary:
-        raise FormError("Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), or tick “use the vocabulary”.")
+        raise FormError(
+            "Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), or tick “use the vocabulary”."
+        )
     candidates: list[str] | Vocabulary = labels
-    if use_vocabulary:  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
+    if (
+        use_vocabulary
+    ):  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
         vocabulary = load_vocabulary(state)
         known = {name.casefold() for name in vocabulary.names()}
-        typed = tuple(VocabularyTag(label, (label,)) for label in labels if label.casefold() not in known)
+        typed = tuple(
+            VocabularyTag(label, (label,)) for label in labels if label.casefold() not in known
+        )
         candidates = Vocabulary(vocabulary.tags + typed, vocabulary.source)
     scores = tags.tag_image(_embedder(state), image, candidates)
     probabilities = views.label_probabilities((s.tag, s.score) for s in scores)
@@ -237,7 +282,9 @@ def show_status(state: AppState) -> str:
 
 def _refuse_if_read_only(state: AppState) -> None:
     if state.read_only:
-        raise FormError("This server is read-only (started with --read-only): index, tag and export from the CLI.")
+        raise FormError(
+            "This server is read-only (started with --read-only): index, tag and export from the CLI."
+        )
 
 
 @contextmanager
@@ -245,7 +292,9 @@ def _one_job(state: AppState) -> Iterator[None]:
     """Jobs that write the library run one at a time; a second one is refused, not queued."""
     _refuse_if_read_only(state)
     if not state.job_lock.acquire(blocking=False):
-        raise FormError("Another job (indexing, tagging or export) is running; wait for it to finish.")
+        raise FormError(
+            "Another job (indexing, tagging or export) is running; wait for it to finish."
+        )
     try:
         yield
     finally:
@@ -263,8 +312,10 @@ def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progre
             what = "is a file" if os.path.exists(path) else "does not exist (an unplugged disk?)"
             raise FormError(f"{path} {what}: type the path of a folder on the server.")
         if state.library is None and state.model is None:
-            raise FormError(f"The library at {state.library_dir} has no model yet; start the server with "
-                            "--model ID_OR_PATH to index into it.")  # fmt: skip
+            raise FormError(
+                f"The library at {state.library_dir} has no model yet; start the server with "
+                "--model ID_OR_PATH to index into it."
+            )
         library = require_library(state, create=True)
         embedder = _embedder(state)
         progress(0, desc="scanning folders")
@@ -274,12 +325,21 @@ def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progre
 
         with warnings.catch_warnings(), lock_library(library):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            summary = index_paths(library, [path], embedder, progress=False,
-                                  max_pixels=state.max_pixels, on_progress=on_progress)  # fmt: skip
+            summary = index_paths(
+                library,
+                [path],
+                embedder,
+                progress=False,
+                max_pixels=state.max_pixels,
+                on_progress=on_progress,
+            )
         if state.searcher is None:
             load_model(state)
-    return (views.index_summary_markdown(summary), views.status_markdown(library_status(library)),
-            folder_choices(state))  # fmt: skip
+    return (
+        views.index_summary_markdown(summary),
+        views.status_markdown(library_status(library)),
+        folder_choices(state),
+    )
 
 
 @page_errors
@@ -291,13 +351,20 @@ def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Pr
     prob = views.parse_probability(threshold)
     with _one_job(state), lock_library(library):
         progress(0, desc="tagging the library")
-        summary = tags.tag_library(library, _embedder(state), load_vocabulary(state), threshold=prob or None,
-                                   progress=False)  # fmt: skip
+        summary = tags.tag_library(
+            library,
+            _embedder(state),
+            load_vocabulary(state),
+            threshold=prob or None,
+            progress=False,
+        )
     return f"Done: {summary.line()}.", views.status_markdown(library_status(library))
 
 
 @page_errors
-def export_tags(state: AppState, format_name: str, root_tag: str, threshold: float, dry_run: bool) -> tuple:
+def export_tags(
+    state: AppState, format_name: str, root_tag: str, threshold: float, dry_run: bool
+) -> tuple:
     """XMP sidecars beside the photos (with a dry-run preview), or a CSV / JSON Lines download:
     the same functions as `siglip-search export`."""
     from indexer.export import export_library_xmp, library_tag_rows, tables
@@ -308,17 +375,23 @@ def export_tags(state: AppState, format_name: str, root_tag: str, threshold: flo
     if fmt == "xmp":
         with _one_job(state), lock_library(library):
             report = export_library_xmp(library, (root_tag or "").strip() or None, prob, dry_run)
-        return views.export_report_markdown(report, dry_run=dry_run), gr.update(value=None, visible=False)
+        return views.export_report_markdown(report, dry_run=dry_run), gr.update(
+            value=None, visible=False
+        )
     if fmt not in ("csv", "jsonl"):
         raise FormError(f"Choose one of: {', '.join(EXPORT_FORMATS)}.")
-    _refuse_if_read_only(state)  # a download writes nothing of the user's, but --read-only promises no export
+    _refuse_if_read_only(
+        state
+    )  # a download writes nothing of the user's, but --read-only promises no export
     rows = library_tag_rows(library, prob)
     if not rows:
         raise FormError("The library has no tags to export yet: tag the library first.")
     out = Path(tempfile.mkdtemp(prefix="siglip-search-export-")) / f"tags.{fmt}"
     (tables.write_csv if fmt == "csv" else tables.write_jsonl)(rows, out)
     photos = len({row.path for row in rows})
-    return f"**{len(rows)} tags** of {photos} photos as {format_name}: download below.", gr.update(value=str(out), visible=True)
+    return f"**{len(rows)} tags** of {photos} photos as {format_name}: download below.", gr.update(
+        value=str(out), visible=True
+    )
 
 
 @page_errors
@@ -329,4 +402,6 @@ def undo_export(state: AppState, dry_run: bool) -> tuple:
     library = require_library(state)
     with _one_job(state), lock_library(library):
         report = undo_library_xmp(library, dry_run)
-    return views.export_report_markdown(report, dry_run=dry_run, undo=True), gr.update(value=None, visible=False)
+    return views.export_report_markdown(report, dry_run=dry_run, undo=True), gr.update(
+        value=None, visible=False
+    )

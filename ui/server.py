@@ -41,8 +41,10 @@ def security_settings(state: AppState, options: ServeOptions) -> dict:
     uploads = gradio_temp_dir()
     for root in roots:
         if uploads == root or root in uploads.parents:
-            raise FormError(f"Gradio's upload folder {uploads} is inside the photo folder {root}; "
-                            "set GRADIO_TEMP_DIR to a folder outside your photos")  # fmt: skip
+            raise FormError(
+                f"Gradio's upload folder {uploads} is inside the photo folder {root}; "
+                "set GRADIO_TEMP_DIR to a folder outside your photos"
+            )
     library_files = [str(state.library_dir / name) for name in (DB_NAME, INDEX_NAME, LOCK_NAME)]
     env_blocked = [
         p.strip() for p in os.environ.get("GRADIO_BLOCKED_PATHS", "").split(",") if p.strip()

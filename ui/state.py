@@ -31,7 +31,9 @@ class AppState:
     model: str | None = None  # the model for a library that has none yet
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
-    read_only: bool = False  # no indexing, tagging or export from the page (search and tag-an-image only)
+    read_only: bool = (
+        False  # no indexing, tagging or export from the page (search and tag-an-image only)
+    )
     job_lock: threading.Lock = field(default_factory=threading.Lock)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -41,17 +43,27 @@ class AppState:
             self.library.close()
 
 
-def load_state(library_dir: str | os.PathLike, *, model: str | os.PathLike | None = None,
-               max_pixels: int | None = None, vocabulary: str | None = None,
-               read_only: bool = False) -> AppState:  # fmt: skip
+def load_state(
+    library_dir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
+    vocabulary: str | None = None,
+    read_only: bool = False,
+) -> AppState:
     """Open the library (if there is one yet) and load its model now, so the first query is fast.
 
     Without a library, the page still opens: its Library tab indexes a first folder with `model`.
     """
     folder = Path(library_dir).expanduser().resolve()
-    state = AppState(folder, Thumbnails(thumbnail_dir(folder), max_pixels=max_pixels),
-                     model=str(model) if model else None, max_pixels=max_pixels, vocabulary=vocabulary,
-                     read_only=read_only)  # fmt: skip
+    state = AppState(
+        folder,
+        Thumbnails(thumbnail_dir(folder), max_pixels=max_pixels),
+        model=str(model) if model else None,
+        max_pixels=max_pixels,
+        vocabulary=vocabulary,
+        read_only=read_only,
+    )
     if (folder / DB_NAME).is_file():
         state.library = open_library(folder, create=False)
         if state.library.model_identity() is not None:

@@ -50,10 +50,18 @@ class HitRecord:
     @classmethod
     def from_hit(cls, hit: Hit, missing: bool = False) -> HitRecord:
         return cls(
-            id=int(hit.id), path=str(hit.path), rel_path=str(hit.rel_path), root=str(hit.root),
-            score=float(hit.score), cosine=float(hit.cosine), taken_at=hit.taken_at,
-            width=hit.width, height=hit.height, camera=hit.camera, missing=missing,
-        )  # fmt: skip
+            id=int(hit.id),
+            path=str(hit.path),
+            rel_path=str(hit.rel_path),
+            root=str(hit.root),
+            score=float(hit.score),
+            cosine=float(hit.cosine),
+            taken_at=hit.taken_at,
+            width=hit.width,
+            height=hit.height,
+            camera=hit.camera,
+            missing=missing,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -90,7 +98,9 @@ def format_probability(prob: float) -> str:
 
 def hit_caption(hit: HitRecord) -> str:
     """The gallery caption: probability first (what the user sorts by), then the file name."""
-    return f"{format_probability(hit.score)} · {shown(hit.name)}" + (" (file missing)" if hit.missing else "")
+    return f"{format_probability(hit.score)} · {shown(hit.name)}" + (
+        " (file missing)" if hit.missing else ""
+    )
 
 
 def gallery_items(hits: Sequence[HitRecord], pictures: Sequence[str]) -> list[tuple[str, str]]:
@@ -100,8 +110,16 @@ def gallery_items(hits: Sequence[HitRecord], pictures: Sequence[str]) -> list[tu
     return [(picture, hit_caption(hit)) for hit, picture in zip(hits, pictures, strict=True)]
 
 
-def results_summary(hits: Sequence[HitRecord], *, query: str, min_score: float, sort: str,
-                    offset: int = 0, has_more: bool = False, count_at_max: bool = False) -> str:  # fmt: skip
+def results_summary(
+    hits: Sequence[HitRecord],
+    *,
+    query: str,
+    min_score: float,
+    sort: str,
+    offset: int = 0,
+    has_more: bool = False,
+    count_at_max: bool = False,
+) -> str:
     """One line above the gallery: how many, for what, above which probability, in which order.
     `count_at_max`: the number of results cannot be raised further, so the hint says what can."""
     what = f" for “{_escape(query)}”" if query else ""
@@ -112,7 +130,11 @@ def results_summary(hits: Sequence[HitRecord], *, query: str, min_score: float, 
     noun = "photo" if len(hits) == 1 and not offset else "photos"
     order = "newest first" if sort == "date" else "best first"
     above = f", probability ≥ {format_probability(min_score)}" if min_score > 0 else ""
-    how = "raise the minimum probability, or narrow by folder or date" if count_at_max else "raise the number of results"
+    how = (
+        "raise the minimum probability, or narrow by folder or date"
+        if count_at_max
+        else "raise the number of results"
+    )
     more = f" More match: {how}." if has_more else ""
     return f"**{span} {noun}**{what} ({order}{above}). Click a photo for details.{more}"
 
@@ -121,8 +143,11 @@ def hit_details_markdown(hit: HitRecord, tags: Sequence[tuple[str, float]] = ())
     """The panel beside the large picture: path, date, size, camera, probability, tags."""
     lines = [f"### {_escape(hit.name)}", f"`{_escape_code(hit.path)}`", ""]
     if hit.missing:
-        lines += ["**The file is no longer there** (moved or deleted since indexing); index the folder again "
-                  "to update the library.", ""]  # fmt: skip
+        lines += [
+            "**The file is no longer there** (moved or deleted since indexing); index the folder again "
+            "to update the library.",
+            "",
+        ]
     facts = []
     if hit.taken_at:
         facts.append(f"taken {format_taken_at(hit.taken_at)}")
@@ -230,12 +255,16 @@ def tagging_summary(probabilities: Mapping[str, float], threshold: float, limit:
         return ""
     above = [label for label, prob in probabilities.items() if prob >= threshold]
     if above:
-        head = f"**{len(above)} of {len(probabilities)}** labels reach {format_probability(threshold)}: " + ", ".join(
-            f"“{_escape(label)}”" for label in above
+        head = (
+            f"**{len(above)} of {len(probabilities)}** labels reach {format_probability(threshold)}: "
+            + ", ".join(f"“{_escape(label)}”" for label in above)
         )
     else:
         head = f"No label reaches {format_probability(threshold)}; the most likely is “{_escape(next(iter(probabilities)))}”."
-    rows = [f"| {_escape_text_cell(label)} | {format_probability(prob)} |" for label, prob in list(probabilities.items())[:limit]]
+    rows = [
+        f"| {_escape_text_cell(label)} | {format_probability(prob)} |"
+        for label, prob in list(probabilities.items())[:limit]
+    ]
     more = [f"| … {len(probabilities) - limit} more | |"] if len(probabilities) > limit else []
     return "\n".join([head, "", "| label | probability |", "|---|---|", *rows, *more])
 
@@ -315,18 +344,29 @@ def index_summary_markdown(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def export_report_markdown(report: ExportReport, *, dry_run: bool, undo: bool = False, limit: int = 50) -> str:
+def export_report_markdown(
+    report: ExportReport, *, dry_run: bool, undo: bool = False, limit: int = 50
+) -> str:
     """indexer.export.ExportReport -> what was (or would be) written, unchanged and skipped."""
     changes = report.planned if dry_run else report.written
-    verb = ("would change" if dry_run else "changed") if not undo else ("would be undone" if dry_run else "undone")
-    lines = [f"**{len(changes)} sidecars {verb}**, {len(report.unchanged)} unchanged, "
-             f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")]  # fmt: skip
+    verb = (
+        ("would change" if dry_run else "changed")
+        if not undo
+        else ("would be undone" if dry_run else "undone")
+    )
+    lines = [
+        f"**{len(changes)} sidecars {verb}**, {len(report.unchanged)} unchanged, "
+        f"{len(report.skipped)} skipped." + (" Nothing was written (dry run)." if dry_run else "")
+    ]
     for change in changes[:limit]:
         # An undo lists what it removed of ours (SidecarChange.removed_keywords), not the user's copies.
         keywords = _keywords(change.removed_keywords if undo else change.added)
         stale = [] if undo else _keywords(change.removed)
-        lines.append(f"- `{_escape_code(str(change.path))}`" + (f": {_escape(', '.join(keywords))}" if keywords else "")
-                     + (f"; removed {_escape(', '.join(stale))}" if stale else ""))  # fmt: skip
+        lines.append(
+            f"- `{_escape_code(str(change.path))}`"
+            + (f": {_escape(', '.join(keywords))}" if keywords else "")
+            + (f"; removed {_escape(', '.join(stale))}" if stale else "")
+        )
     if len(changes) > limit:
         lines.append(f"- … and {len(changes) - limit} more")
     for path in report.missing[:limit]:

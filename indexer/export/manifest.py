@@ -86,7 +86,9 @@ def merged_record(old: SidecarChange | None, new: SidecarChange) -> SidecarChang
     )
 
 
-def record_without(record: SidecarChange | None, removed: dict[str, list[str]]) -> SidecarChange | None:
+def record_without(
+    record: SidecarChange | None, removed: dict[str, list[str]]
+) -> SidecarChange | None:
     """An earlier record less the values just removed from the sidecar."""
     if record is None or not removed:
         return record
@@ -101,5 +103,3 @@ def values_less(values: dict[str, list[str]], taken: dict[str, list[str]]) -> di
     """Per keyword property, the values not in `taken`; properties left empty are dropped."""
     kept = {k: [v for v in vs if v not in taken.get(k, [])] for k, vs in values.items()}
     return {k: vs for k, vs in kept.items() if vs}
-
-

@@ -79,7 +79,19 @@ def _existing_xmp(names: Collection[str], stem: str) -> str | None:
 
 # Files that travel beside a photo without being photos: they do not make `IMG_1.xmp` ambiguous.
 # (.aae: Apple Photos edits; .thm: camera video thumbnails; .pp3/.dop/.on1: raw developers' settings.)
-COMPANION_SUFFIXES = {".xmp", ".aae", ".thm", ".pp3", ".dop", ".on1", ".json", ".txt", ".md5", ".ini", ".db"}
+COMPANION_SUFFIXES = {
+    ".xmp",
+    ".aae",
+    ".thm",
+    ".pp3",
+    ".dop",
+    ".on1",
+    ".json",
+    ".txt",
+    ".md5",
+    ".ini",
+    ".db",
+}
 
 
 def _shares_base_name(names: Collection[str], photo: Path) -> bool:
@@ -215,5 +227,3 @@ def commit_sidecar_plan(plan: SidecarPlan) -> None:
         # A symlinked sidecar has its target replaced, not the link.
         with open_atomic(os.path.realpath(path), before_replace=unchanged_since_read) as f:
             f.write(plan.data)
-
-

@@ -95,7 +95,10 @@ class SidecarChange:
     def removed_keywords(self) -> dict[str, list[str]]:
         """For an undo: what was removed, less the user's keywords that a list we created only copied
         (`mirrored`), which went with that list."""
-        return {k: [v for v in vs if v not in self.mirrored.get(k, [])] for k, vs in self.removed.items()}
+        return {
+            k: [v for v in vs if v not in self.mirrored.get(k, [])]
+            for k, vs in self.removed.items()
+        }
 
 
 def keyword_values(tag_paths: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:
@@ -146,7 +149,9 @@ def remove_keywords(
         if prop.key in record.created_properties and only_copies and node.children == [container]:
             # A list we created that holds nothing of the user's beyond copies: remove it whole.
             taken, removed = [node], [_text(c) for c in container.children if _is_item(c)]
-            copies = [t for t in removed if t in mirrored and t not in record.added.get(prop.key, [])]
+            copies = [
+                t for t in removed if t in mirrored and t not in record.added.get(prop.key, [])
+            ]
             if copies:  # in `removed` too; reports leave them out (they were the user's keywords)
                 change.mirrored[prop.key] = copies
         else:
@@ -372,7 +377,9 @@ def _mirror_values(key: str, existing: dict[str, list[str]]) -> tuple[list[str],
             fits = [separator not in v or source_separator == separator for v in existing[source]]
             kept = [v for v, ok in zip(existing[source], fits, strict=True) if ok]
             left_out = [v for v, ok in zip(existing[source], fits, strict=True) if not ok]
-            copies = [v.replace(source_separator, separator) if source_separator else v for v in kept]
+            copies = [
+                v.replace(source_separator, separator) if source_separator else v for v in kept
+            ]
             return _extend_unique([], copies), left_out
     return [], []
 

@@ -80,7 +80,9 @@ def export_xmp(
             for plan in plans:
                 path = plan.change.path
                 pending[path] = records.get(path)
-                record = merged_record(record_without(records.get(path), plan.change.removed), plan.change)
+                record = merged_record(
+                    record_without(records.get(path), plan.change.removed), plan.change
+                )
                 record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
                 if plan.delete or not (record.added or record.mirrored):
                     records.pop(path, None)  # nothing of ours left in it
@@ -107,7 +109,9 @@ def export_xmp(
 
 
 def undo_xmp(
-    manifest_path: Path, dry_run: bool = False, photos: Iterable[Path] | Mapping[Path, str | None] = ()
+    manifest_path: Path,
+    dry_run: bool = False,
+    photos: Iterable[Path] | Mapping[Path, str | None] = (),
 ) -> ExportReport:
     """Remove exactly the values the manifest says we added; the user's own keywords always stay.
 
@@ -120,7 +124,9 @@ def undo_xmp(
     if not manifest_path.exists():
         raise ManifestError(f"no export manifest at {manifest_path}: nothing to undo")
     records = load_manifest(manifest_path)
-    _follow_moves(records, dict(photos) if isinstance(photos, Mapping) else dict.fromkeys(map(Path, photos)))
+    _follow_moves(
+        records, dict(photos) if isinstance(photos, Mapping) else dict.fromkeys(map(Path, photos))
+    )
     remaining = dict(records)
     report = ExportReport()
     try:
@@ -168,7 +174,9 @@ def _follow_moves(records: dict[Path, SidecarChange], photos: Mapping[Path, str 
         found = [(p, sidecar_path_for(p)) for p in by_key.get(record.photo_key or "", [])]
         if len(found) != 1:  # no key, or byte-identical copies: the name decides
             found = [(p, p.parent / path.name) for p in by_name.get(record.photo.name, [])]
-        found = [(p, sidecar) for p, sidecar in found if sidecar not in records and sidecar.is_file()]
+        found = [
+            (p, sidecar) for p, sidecar in found if sidecar not in records and sidecar.is_file()
+        ]
         if len(found) == 1:
             photo, sidecar = found[0]
             records[sidecar] = replace(record, path=sidecar, photo=photo)

@@ -42,7 +42,9 @@ class Image(Base):
     )
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
-    rel_path: Mapped[str] = mapped_column(sa.Text)  # POSIX, relative to the root: moving a root is free
+    rel_path: Mapped[str] = mapped_column(
+        sa.Text
+    )  # POSIX, relative to the root: moving a root is free
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
     fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
@@ -61,7 +63,9 @@ class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = (sa.UniqueConstraint("image_id", "tag", "source"),)
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(sa.ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
     tag: Mapped[str] = mapped_column(sa.Text, index=True)
     score: Mapped[float | None] = mapped_column(sa.Float)  # machine tags: SigLIP probability
     source: Mapped[str] = mapped_column(sa.String(32))  # "auto" | "user" | ...
@@ -75,7 +79,9 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(sa.DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
     status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
-    roots: Mapped[str | None] = mapped_column(sa.Text)  # the folders given, a JSON list (see _run_roots)
+    roots: Mapped[str | None] = mapped_column(
+        sa.Text
+    )  # the folders given, a JSON list (see _run_roots)
     added: Mapped[int] = mapped_column(sa.Integer, default=0)
     updated: Mapped[int] = mapped_column(sa.Integer, default=0)
     moved: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -107,15 +113,23 @@ def migrate(engine: sa.Engine) -> int:
         tables = set(sa.inspect(conn).get_table_names())
         if "meta" not in tables:
             if tables:
-                raise SchemaError(f"{database_name(engine)} is a database but not a siglip-search library")
+                raise SchemaError(
+                    f"{database_name(engine)} is a database but not a siglip-search library"
+                )
             if is_read_only(engine):
                 raise LibraryReadOnlyError(
-                    os.path.dirname(database_name(engine)), "library.db is empty", "a new library must be set up"
+                    os.path.dirname(database_name(engine)),
+                    "library.db is empty",
+                    "a new library must be set up",
                 )
             Base.metadata.create_all(conn)
-            conn.execute(Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            conn.execute(
+                Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}]
+            )
             return SCHEMA_VERSION
-        found = int(conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one())
+        found = int(
+            conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one()
+        )
         if found > SCHEMA_VERSION:
             raise SchemaError(
                 f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
@@ -130,8 +144,14 @@ def migrate(engine: sa.Engine) -> int:
             MIGRATIONS[version](conn)
         if not is_read_only(engine):
             _add_missing_indexes(conn)
-        if found < SCHEMA_VERSION:  # opening a current library writes nothing (readers stay readers)
-            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        if (
+            found < SCHEMA_VERSION
+        ):  # opening a current library writes nothing (readers stay readers)
+            conn.execute(
+                Meta.__table__.update()
+                .where(Meta.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
         return found
 
 

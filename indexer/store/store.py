@@ -43,10 +43,21 @@ def _now() -> datetime:
 
 def _image_row(image: Image, root_path: str) -> ImageRow:
     return ImageRow(
-        image.id, image.root_id, root_path, image.rel_path, image.size_bytes, image.mtime_ns,
-        image.fingerprint, image.width, image.height, image.taken_at, image.camera,
-        image.status, image.error, image.model_id,
-    )  # fmt: skip
+        image.id,
+        image.root_id,
+        root_path,
+        image.rel_path,
+        image.size_bytes,
+        image.mtime_ns,
+        image.fingerprint,
+        image.width,
+        image.height,
+        image.taken_at,
+        image.camera,
+        image.status,
+        image.error,
+        image.model_id,
+    )
 
 
 class Store:
@@ -92,7 +103,10 @@ class Store:
 
     def roots(self) -> list[RootRow]:
         with self._session() as session:
-            return [RootRow(r.id, r.path, r.added_at) for r in session.scalars(sa.select(Root).order_by(Root.path))]
+            return [
+                RootRow(r.id, r.path, r.added_at)
+                for r in session.scalars(sa.select(Root).order_by(Root.path))
+            ]
 
     def merge_root(self, child: RootRow, parent: RootRow) -> None:
         """`child` lies inside `parent`: re-home its images under `parent` and drop it."""
@@ -117,29 +131,56 @@ class Store:
         return len(ids)
 
     # --- images: writes ---------------------------------------------------------------------
-    def write_batch(self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()) -> None:
+    def write_batch(
+        self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()
+    ) -> None:
         """Insert or replace images by (root, rel_path), all in one transaction."""
         embedded, failed = list(embedded), list(failed)
         with self._session.begin() as session:
             existing = self._existing(session, [(e.root_id, e.rel_path) for e in embedded + failed])
             vectors_changed = bool(embedded)
             for item in embedded:
-                image = existing.get((item.root_id, item.rel_path)) or Image(root_id=item.root_id, rel_path=item.rel_path)
-                image.size_bytes, image.mtime_ns, image.fingerprint = item.size_bytes, item.mtime_ns, item.fingerprint
-                image.width, image.height, image.taken_at, image.camera = item.width, item.height, item.taken_at, item.camera
+                image = existing.get((item.root_id, item.rel_path)) or Image(
+                    root_id=item.root_id, rel_path=item.rel_path
+                )
+                image.size_bytes, image.mtime_ns, image.fingerprint = (
+                    item.size_bytes,
+                    item.mtime_ns,
+                    item.fingerprint,
+                )
+                image.width, image.height, image.taken_at, image.camera = (
+                    item.width,
+                    item.height,
+                    item.taken_at,
+                    item.camera,
+                )
                 image.status, image.error, image.model_id = "ok", None, item.model_id
                 image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
                 image.indexed_at = _now()
                 session.add(image)
             failed_keys = {(f.root_id, f.rel_path) for f in failed}
-            stale = [i.id for key, i in existing.items() if key in failed_keys and i.embedding is not None]
+            stale = [
+                i.id
+                for key, i in existing.items()
+                if key in failed_keys and i.embedding is not None
+            ]
             if stale:  # a photo that no longer decodes keeps no machine tags of its old content
-                session.execute(sa.delete(Tag).where(Tag.image_id.in_(stale), Tag.source == MACHINE_TAG_SOURCE))
+                session.execute(
+                    sa.delete(Tag).where(Tag.image_id.in_(stale), Tag.source == MACHINE_TAG_SOURCE)
+                )
             for item in failed:
-                image = existing.get((item.root_id, item.rel_path)) or Image(root_id=item.root_id, rel_path=item.rel_path)
+                image = existing.get((item.root_id, item.rel_path)) or Image(
+                    root_id=item.root_id, rel_path=item.rel_path
+                )
                 vectors_changed |= image.embedding is not None
-                image.size_bytes, image.mtime_ns, image.fingerprint = item.size_bytes, item.mtime_ns, item.fingerprint
-                image.width = image.height = image.taken_at = image.camera = image.model_id = image.embedding = None
+                image.size_bytes, image.mtime_ns, image.fingerprint = (
+                    item.size_bytes,
+                    item.mtime_ns,
+                    item.fingerprint,
+                )
+                image.width = image.height = image.taken_at = image.camera = image.model_id = (
+                    image.embedding
+                ) = None
                 image.status, image.error, image.indexed_at = "failed", item.reason, _now()
                 session.add(image)
             if vectors_changed:
@@ -157,7 +198,9 @@ class Store:
         for root_id in {root_id for root_id, _ in keys}:
             paths = [rel for r, rel in keys if r == root_id]
             for start in range(0, len(paths), 500):  # stay below any bound-parameter limit
-                query = sa.select(Image).where(Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500]))
+                query = sa.select(Image).where(
+                    Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500])
+                )
                 found.update({(i.root_id, i.rel_path): i for i in session.scalars(query)})
         return found
 
@@ -166,9 +209,15 @@ class Store:
         with self._session.begin() as session:
             for u in updates:
                 session.execute(
-                    sa.update(Image).where(Image.id == u.image_id)
-                    .values(root_id=u.root_id, rel_path=u.rel_path, size_bytes=u.size_bytes, mtime_ns=u.mtime_ns)
-                )  # fmt: skip
+                    sa.update(Image)
+                    .where(Image.id == u.image_id)
+                    .values(
+                        root_id=u.root_id,
+                        rel_path=u.rel_path,
+                        size_bytes=u.size_bytes,
+                        mtime_ns=u.mtime_ns,
+                    )
+                )
 
     def delete_images(self, image_ids: Iterable[int]) -> int:
         ids = list(image_ids)
@@ -185,7 +234,13 @@ class Store:
     def file_states(self, root_id: int, prefix: str = "") -> dict[str, FileState]:
         """Stored files of a root (only under `prefix`/, when given), keyed by rel_path."""
         query = sa.select(
-            Image.id, Image.rel_path, Image.size_bytes, Image.mtime_ns, Image.fingerprint, Image.status, Image.error
+            Image.id,
+            Image.rel_path,
+            Image.size_bytes,
+            Image.mtime_ns,
+            Image.fingerprint,
+            Image.status,
+            Image.error,
         ).where(Image.root_id == root_id)
         with self._session() as session:
             rows = [FileState(*row) for row in session.execute(query)]
@@ -210,7 +265,11 @@ class Store:
     def embeddings_by_ids(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
         ids = list(image_ids)
         with self._session() as session:
-            rows = session.execute(sa.select(Image.id, Image.embedding).where(Image.id.in_(ids), Image.embedding.is_not(None)))
+            rows = session.execute(
+                sa.select(Image.id, Image.embedding).where(
+                    Image.id.in_(ids), Image.embedding.is_not(None)
+                )
+            )
             return {i: np.frombuffer(e, dtype=np.float32).copy() for i, e in rows}
 
     def image_by_id(self, image_id: int) -> ImageRow | None:
@@ -223,15 +282,24 @@ class Store:
         found: dict[int, ImageRow] = {}
         with self._session() as session:
             for start in range(0, len(ids), 500):
-                query = sa.select(Image, Root.path).join(Root).where(Image.id.in_(ids[start : start + 500]))
-                found.update({image.id: _image_row(image, path) for image, path in session.execute(query)})
+                query = (
+                    sa.select(Image, Root.path)
+                    .join(Root)
+                    .where(Image.id.in_(ids[start : start + 500]))
+                )
+                found.update(
+                    {image.id: _image_row(image, path) for image, path in session.execute(query)}
+                )
         return [found[i] for i in ids if i in found]
 
     def iter_images(self, status: str = "ok", batch_size: int = 1000) -> Iterator[ImageRow]:
         query = (
-            sa.select(Image, Root.path).join(Root).where(Image.status == status)
-            .order_by(Image.id).execution_options(yield_per=batch_size)
-        )  # fmt: skip
+            sa.select(Image, Root.path)
+            .join(Root)
+            .where(Image.status == status)
+            .order_by(Image.id)
+            .execution_options(yield_per=batch_size)
+        )
         with self._session() as session:
             for image, path in session.execute(query):
                 yield _image_row(image, path)
@@ -241,35 +309,55 @@ class Store:
 
     def counts(self) -> Counts:
         with self._session() as session:
-            by_status = dict(session.execute(sa.select(Image.status, sa.func.count()).group_by(Image.status)).all())
+            by_status = dict(
+                session.execute(
+                    sa.select(Image.status, sa.func.count()).group_by(Image.status)
+                ).all()
+            )
             roots = session.scalar(sa.select(sa.func.count()).select_from(Root)) or 0
             tags = session.scalar(sa.select(sa.func.count()).select_from(Tag)) or 0
         return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags)
 
     def images_per_root(self) -> dict[int, int]:
         with self._session() as session:
-            query = sa.select(Image.root_id, sa.func.count()).where(Image.status == "ok").group_by(Image.root_id)
+            query = (
+                sa.select(Image.root_id, sa.func.count())
+                .where(Image.status == "ok")
+                .group_by(Image.root_id)
+            )
             return dict(session.execute(query).all())
 
     # --- embeddings for search, tagging, duplicates -----------------------------------------
     def embedding_count(self) -> int:
         with self._session() as session:
-            query = sa.select(sa.func.count()).select_from(Image).where(Image.status == "ok", Image.embedding.is_not(None))
+            query = (
+                sa.select(sa.func.count())
+                .select_from(Image)
+                .where(Image.status == "ok", Image.embedding.is_not(None))
+            )
             return session.scalar(query) or 0
 
     def embedding_ids(self) -> np.ndarray:
         with self._session() as session:
-            rows = session.scalars(sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None)))
+            rows = session.scalars(
+                sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
+            )
             return np.fromiter(rows, dtype=np.int64)
 
-    def iter_embeddings_after(self, after: tuple[str, int] | None = None, batch_size: int = 4096) -> Iterator[EmbeddingChunk]:
+    def iter_embeddings_after(
+        self, after: tuple[str, int] | None = None, batch_size: int = 4096
+    ) -> Iterator[EmbeddingChunk]:
         """Embeddings written after position `after` (all when None), oldest first: what an
         incremental consumer (tagging, the approximate index) has not seen yet. Re-embedding a
         changed file sets a new indexed_at, so it comes again."""
-        query = sa.select(Image.id, Image.embedding, Image.indexed_at).where(Image.status == "ok", Image.embedding.is_not(None))
+        query = sa.select(Image.id, Image.embedding, Image.indexed_at).where(
+            Image.status == "ok", Image.embedding.is_not(None)
+        )
         if after is not None:
             at = datetime.fromisoformat(after[0])
-            query = query.where(sa.or_(Image.indexed_at > at, sa.and_(Image.indexed_at == at, Image.id > after[1])))
+            query = query.where(
+                sa.or_(Image.indexed_at > at, sa.and_(Image.indexed_at == at, Image.id > after[1]))
+            )
         query = query.order_by(Image.indexed_at, Image.id).execution_options(yield_per=batch_size)
         with self._session() as session:
             for rows in session.execute(query).partitions():
@@ -277,17 +365,25 @@ class Store:
                 vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
                 yield EmbeddingChunk(ids, vectors, (rows[-1][2].isoformat(), int(rows[-1][0])))
 
-    def image_ids_where(self, folders: list[tuple[int, str]] | None = None, taken_from: str | None = None,
-                        taken_before: str | None = None) -> np.ndarray:  # fmt: skip
+    def image_ids_where(
+        self,
+        folders: list[tuple[int, str]] | None = None,
+        taken_from: str | None = None,
+        taken_before: str | None = None,
+    ) -> np.ndarray:
         """Ids of indexed images under any of `folders` ((root id, rel prefix or "" for the whole
         root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a date filter)."""
         query = sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
         if folders is not None:
             clauses = [
-                sa.and_(Image.root_id == root_id, sa.func.substr(Image.rel_path, 1, len(prefix) + 1) == prefix + "/")
-                if prefix else Image.root_id == root_id
+                sa.and_(
+                    Image.root_id == root_id,
+                    sa.func.substr(Image.rel_path, 1, len(prefix) + 1) == prefix + "/",
+                )
+                if prefix
+                else Image.root_id == root_id
                 for root_id, prefix in folders
-            ]  # fmt: skip
+            ]
             query = query.where(sa.or_(*clauses) if clauses else sa.false())
         if taken_from is not None:
             query = query.where(Image.taken_at >= taken_from)
@@ -300,44 +396,69 @@ class Store:
         """Ids of indexed images sharing a content fingerprint (size + head/tail hash), per group."""
         with self._session() as session:
             shared = (
-                sa.select(Image.fingerprint).where(Image.status == "ok", Image.fingerprint.is_not(None))
-                .group_by(Image.fingerprint).having(sa.func.count() > 1)
-            )  # fmt: skip
+                sa.select(Image.fingerprint)
+                .where(Image.status == "ok", Image.fingerprint.is_not(None))
+                .group_by(Image.fingerprint)
+                .having(sa.func.count() > 1)
+            )
             rows = session.execute(
-                sa.select(Image.fingerprint, Image.id).where(Image.status == "ok", Image.fingerprint.in_(shared))
+                sa.select(Image.fingerprint, Image.id)
+                .where(Image.status == "ok", Image.fingerprint.in_(shared))
                 .order_by(Image.fingerprint, Image.id)
-            ).all()  # fmt: skip
+            ).all()
         groups: dict[str, list[int]] = {}
         for fingerprint, image_id in rows:
             groups.setdefault(fingerprint, []).append(image_id)
         return list(groups.values())
 
     # --- tags -------------------------------------------------------------------------------
-    def replace_machine_tags(self, tags: dict[int, list[tuple[str, float]]], model: str, vocabulary_version: str,
-                             meta: dict[str, str] | None = None) -> int:  # fmt: skip
+    def replace_machine_tags(
+        self,
+        tags: dict[int, list[tuple[str, float]]],
+        model: str,
+        vocabulary_version: str,
+        meta: dict[str, str] | None = None,
+    ) -> int:
         """Replace the machine tags of these images (an empty list clears them), and set `meta`
         keys, in one transaction (so an interrupted tagger resumes where it stopped). Returns the
         number of tags written."""
         ids = list(tags)
         rows = [
-            {"image_id": i, "tag": tag, "score": float(score), "source": MACHINE_TAG_SOURCE, "model": model,
-             "vocabulary_version": vocabulary_version}
-            for i, found in tags.items() for tag, score in found
-        ]  # fmt: skip
+            {
+                "image_id": i,
+                "tag": tag,
+                "score": float(score),
+                "source": MACHINE_TAG_SOURCE,
+                "model": model,
+                "vocabulary_version": vocabulary_version,
+            }
+            for i, found in tags.items()
+            for tag, score in found
+        ]
         with self._session.begin() as session:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                session.execute(sa.delete(Tag).where(Tag.image_id.in_(chunk), Tag.source == MACHINE_TAG_SOURCE))
+                session.execute(
+                    sa.delete(Tag).where(Tag.image_id.in_(chunk), Tag.source == MACHINE_TAG_SOURCE)
+                )
             if rows:
                 session.execute(sa.insert(Tag), rows)
             for key, value in (meta or {}).items():
                 session.merge(Meta(key=key, value=value))
         return len(rows)
 
-    def iter_tags(self, source: str | None = MACHINE_TAG_SOURCE, min_score: float | None = None,
-                  image_ids: Iterable[int] | None = None) -> Iterator[TagRecord]:  # fmt: skip
+    def iter_tags(
+        self,
+        source: str | None = MACHINE_TAG_SOURCE,
+        min_score: float | None = None,
+        image_ids: Iterable[int] | None = None,
+    ) -> Iterator[TagRecord]:
         """Stored tags, by image path then best score first; optionally of one source, above a score."""
-        query = sa.select(Tag, Image.rel_path, Root.path).join(Image, Tag.image_id == Image.id).join(Root)
+        query = (
+            sa.select(Tag, Image.rel_path, Root.path)
+            .join(Image, Tag.image_id == Image.id)
+            .join(Root)
+        )
         if source is not None:
             query = query.where(Tag.source == source)
         if min_score is not None:
@@ -348,24 +469,53 @@ class Store:
         with self._session() as session:
             for tag, rel_path, root_path in session.execute(query):
                 path = os.path.join(root_path, *rel_path.split("/"))
-                yield TagRecord(tag.image_id, path, tag.tag, tag.score, tag.source, tag.model, tag.vocabulary_version)
+                yield TagRecord(
+                    tag.image_id,
+                    path,
+                    tag.tag,
+                    tag.score,
+                    tag.source,
+                    tag.model,
+                    tag.vocabulary_version,
+                )
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, roots: list[str]) -> int:
         """Record a run; runs still 'running' were killed (the caller holds the lock)."""
         with self._session.begin() as session:
-            session.execute(sa.update(Run).where(Run.status == "running").values(status="interrupted"))
-            run = Run(started_at=_now(), status="running", roots=json.dumps(list(roots), ensure_ascii=False))
+            session.execute(
+                sa.update(Run).where(Run.status == "running").values(status="interrupted")
+            )
+            run = Run(
+                started_at=_now(),
+                status="running",
+                roots=json.dumps(list(roots), ensure_ascii=False),
+            )
             session.add(run)
             session.flush()
             return run.id
 
-    def finish_run(self, run_id: int, *, added: int, updated: int, moved: int, removed: int, failed: int,
-                   status: str = "ok") -> None:  # fmt: skip
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        added: int,
+        updated: int,
+        moved: int,
+        removed: int,
+        failed: int,
+        status: str = "ok",
+    ) -> None:
         with self._session.begin() as session:
             run = session.get_one(Run, run_id)
             run.finished_at, run.status = _now(), status
-            run.added, run.updated, run.moved, run.removed, run.failed = added, updated, moved, removed, failed
+            run.added, run.updated, run.moved, run.removed, run.failed = (
+                added,
+                updated,
+                moved,
+                removed,
+                failed,
+            )
 
     def last_run(self) -> RunRow | None:
         with self._session() as session:
@@ -373,6 +523,14 @@ class Store:
             if run is None:
                 return None
             return RunRow(
-                run.id, run.started_at, run.finished_at, run.status, _run_roots(run.roots),
-                run.added, run.updated, run.moved, run.removed, run.failed,
-            )  # fmt: skip
+                run.id,
+                run.started_at,
+                run.finished_at,
+                run.status,
+                _run_roots(run.roots),
+                run.added,
+                run.updated,
+                run.moved,
+                run.removed,
+                run.failed,
+            )

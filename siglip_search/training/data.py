@@ -38,8 +38,15 @@ class SyntheticSource:
     Afterwards `short_share` of each batch keeps such pairs.
     """
 
-    def __init__(self, image_size: int, max_words: int, max_objects: int = 3, twins: bool = False,
-                 short_steps: int = 0, short_share: float = 0.15) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        max_words: int,
+        max_objects: int = 3,
+        twins: bool = False,
+        short_steps: int = 0,
+        short_share: float = 0.15,
+    ) -> None:
         self.twins = twins
         self.image_size = image_size
         self.render_sizes = sorted({image_size, int(image_size * 1.5), image_size * 2, 224})
@@ -50,8 +57,14 @@ class SyntheticSource:
         self.pool_specs: list[synthetic.SceneSpec] = []
         self.pool_singles = 0
 
-    def prerender(self, size: int, seed: int, processes: int | None = None, resample: int = 3,
-                  progress: bool = True) -> None:
+    def prerender(
+        self,
+        size: int,
+        seed: int,
+        processes: int | None = None,
+        resample: int = 3,
+        progress: bool = True,
+    ) -> None:
         """Render `size` scenes once, in parallel, already resized to the model's input (uint8 in memory:
         27 KB each at 96 px); batches then draw from this pool and caption each draw afresh.
 
@@ -60,14 +73,34 @@ class SyntheticSource:
         pool are single-object scenes (the locked-text phase draws only those), the rest 1-3 objects.
         """
         if size < 2:
-            raise InputError(f"a scene pool needs at least 2 scenes (one single-object), got {size}; 0 turns it off")
+            raise InputError(
+                f"a scene pool needs at least 2 scenes (one single-object), got {size}; 0 turns it off"
+            )
         chunk, half = 500, size // 2
-        jobs = [(seed, i, min(chunk, end - i), single, self.image_size, self.render_sizes, self.max_objects, resample)
-                for single, begin, end in ((True, 0, half), (False, half, size)) for i in range(begin, end, chunk)]
+        jobs = [
+            (
+                seed,
+                i,
+                min(chunk, end - i),
+                single,
+                self.image_size,
+                self.render_sizes,
+                self.max_objects,
+                resample,
+            )
+            for single, begin, end in ((True, 0, half), (False, half, size))
+            for i in range(begin, end, chunk)
+        ]
         images, specs = [], []
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"  # no fork on Windows
-        with multiprocessing.get_context(method).Pool(processes or multiprocessing.cpu_count()) as pool, \
-                tqdm(total=size, disable=not progress, unit="scene", desc="rendering") as bar:
+        method = (
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        )  # no fork on Windows
+        with (
+            multiprocessing.get_context(method).Pool(
+                processes or multiprocessing.cpu_count()
+            ) as pool,
+            tqdm(total=size, disable=not progress, unit="scene", desc="rendering") as bar,
+        ):
             for part_images, part_specs in pool.imap(_render_chunk, jobs):
                 images.append(part_images)
                 specs.extend(part_specs)
@@ -79,20 +112,31 @@ class SyntheticSource:
         if self.pool_images is not None:
             index = rng.randrange(len(self.pool_specs))
             spec = self.pool_specs[index]
-            return self._pooled(index), synthetic.caption_scene(spec, rng, self.max_words), _truths(spec)
-        return self._render(synthetic.sample_scene(rng, max_objects=self.max_objects), rng.random(), rng)
+            return (
+                self._pooled(index),
+                synthetic.caption_scene(spec, rng, self.max_words),
+                _truths(spec),
+            )
+        return self._render(
+            synthetic.sample_scene(rng, max_objects=self.max_objects), rng.random(), rng
+        )
 
     def _pooled(self, index: int) -> Image.Image:
         return Image.fromarray(self.pool_images[index])
 
-    def sample_batch(self, rng: random.Random, n: int, step: int = 0) -> list[tuple[Image.Image, str, frozenset[str] | None]]:
+    def sample_batch(
+        self, rng: random.Random, n: int, step: int = 0
+    ) -> list[tuple[Image.Image, str, frozenset[str] | None]]:
         """With `twins`, half the batch are shape twins: the same scene, layout and caption template with other
         shapes. Colour, size and position then cannot tell the pair apart, so the model must
         learn shape (the part a plain random batch teaches slowly)."""
         if step < self.short_steps:
             return [self._render_short(rng) for _ in range(n)]
         if not self.twins:
-            return [self._render_short(rng) if rng.random() < self.short_share else self.sample(rng) for _ in range(n)]
+            return [
+                self._render_short(rng) if rng.random() < self.short_share else self.sample(rng)
+                for _ in range(n)
+            ]
         pairs: list[tuple[Image.Image, str, frozenset[str] | None]] = []
         while len(pairs) < n:
             spec = synthetic.sample_scene(rng, max_objects=self.max_objects)
@@ -111,13 +155,17 @@ class SyntheticSource:
         image, _, truths = self._render(spec, rng.random(), rng)
         return image, synthetic.short_caption(spec.objects[0], rng), truths
 
-    def _render(self, spec: synthetic.SceneSpec, key: float, rng: random.Random) -> tuple[Image.Image, str, frozenset[str] | None]:
+    def _render(
+        self, spec: synthetic.SceneSpec, key: float, rng: random.Random
+    ) -> tuple[Image.Image, str, frozenset[str] | None]:
         local = random.Random(key)  # same key -> same size, jitter, background and caption template
         image = _render_photo(spec, self.render_sizes, local, rng)
         return image, synthetic.caption_scene(spec, local, self.max_words), _truths(spec)
 
 
-def _render_photo(spec: synthetic.SceneSpec, sizes: list[int], local: random.Random, rng: random.Random) -> Image.Image:
+def _render_photo(
+    spec: synthetic.SceneSpec, sizes: list[int], local: random.Random, rng: random.Random
+) -> Image.Image:
     image = synthetic.render_scene(spec, local.choice(sizes), local)
     if rng.random() < 0.3:  # photos arrive as JPEGs: learn to ignore their artefacts
         buffer = io.BytesIO()
@@ -126,7 +174,9 @@ def _render_photo(spec: synthetic.SceneSpec, sizes: list[int], local: random.Ran
     return image
 
 
-@functools.lru_cache(maxsize=16384)  # 8 colours x 5 shapes x 2 sizes x 5 places x 32 backgrounds = 12,800
+@functools.lru_cache(
+    maxsize=16384
+)  # 8 colours x 5 shapes x 2 sizes x 5 places x 32 backgrounds = 12,800
 def _truths(spec: synthetic.SceneSpec) -> frozenset[str] | None:
     """Every caption true of a one-object scene (~1 ms); None for more objects (~10 ms: too slow)."""
     if len(spec.objects) != 1:
@@ -140,10 +190,16 @@ def _render_chunk(job) -> tuple[np.ndarray, list[synthetic.SceneSpec]]:
     images = np.empty((count, image_size, image_size, 3), np.uint8)
     specs = []
     for i in range(count):
-        spec = synthetic.single_object_scene(rng) if single else synthetic.sample_scene(rng, max_objects=max_objects)
+        spec = (
+            synthetic.single_object_scene(rng)
+            if single
+            else synthetic.sample_scene(rng, max_objects=max_objects)
+        )
         image = _render_photo(spec, render_sizes, rng, rng)
         if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), resample=Image.Resampling(resample), reducing_gap=None)
+            image = image.resize(
+                (image_size, image_size), resample=Image.Resampling(resample), reducing_gap=None
+            )
         images[i] = np.asarray(image)
         specs.append(spec)
     return images, specs
@@ -165,19 +221,27 @@ class CaptionFolderSource:
     at the first batch that draws it. Such pairs are left out and listed in `skipped` (name, reason).
     """
 
-    def __init__(self, folder: str | Path, captions: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, captions: str | Path | None = None, threads: int | None = None
+    ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise InputError(f"training folder {self.folder} does not exist or is not a folder")
         path = Path(captions) if captions else _find_captions(self.folder)
         rows, self.skipped = _read_captions(path)
-        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        with ThreadPoolExecutor(
+            threads or os.cpu_count() or 1
+        ) as pool:  # PIL decodes without the GIL
             problems = list(pool.map(lambda row: _image_problem(self.folder / row[0]), rows))
         self.pairs = [row for row, problem in zip(rows, problems, strict=True) if problem is None]
-        self.skipped += [(row[0], problem) for row, problem in zip(rows, problems, strict=True) if problem]
+        self.skipped += [
+            (row[0], problem) for row, problem in zip(rows, problems, strict=True) if problem
+        ]
         if not self.pairs:
             reasons = "; ".join(f"{name}: {why}" for name, why in self.skipped[:3])
-            raise InputError(f"{path} lists no usable image-caption pairs" + (f" ({reasons})" if reasons else ""))
+            raise InputError(
+                f"{path} lists no usable image-caption pairs" + (f" ({reasons})" if reasons else "")
+            )
 
     def sample(self, rng: random.Random) -> tuple[Image.Image, str, None]:
         name, caption = rng.choice(self.pairs)
@@ -221,22 +285,41 @@ def _read_captions(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, s
         columns = reader.fieldnames or []
         name_column = "file" if "file" in columns else "path"
         if name_column not in columns or "caption" not in columns:
-            raise InputError(f"{path}: the first row must name the columns file,caption (found {','.join(columns)})")
-        records = [(number, {"file": r.get(name_column), "caption": r.get("caption")})
-                   for number, r in enumerate(reader, 2)]
+            raise InputError(
+                f"{path}: the first row must name the columns file,caption (found {','.join(columns)})"
+            )
+        records = [
+            (number, {"file": r.get(name_column), "caption": r.get("caption")})
+            for number, r in enumerate(reader, 2)
+        ]
     else:
         records = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     record = json.loads(line)
-                    records.append((number, {"file": record.get("file") or record["path"], "caption": record["caption"]}))
+                    records.append(
+                        (
+                            number,
+                            {
+                                "file": record.get("file") or record["path"],
+                                "caption": record["caption"],
+                            },
+                        )
+                    )
                 except (json.JSONDecodeError, KeyError, AttributeError) as exc:
-                    raise InputError(f"{path}:{number}: expected {{\"file\", \"caption\"}}: {exc}") from None
+                    raise InputError(
+                        f'{path}:{number}: expected {{"file", "caption"}}: {exc}'
+                    ) from None
     pairs, skipped = [], []
     for number, record in records:
         name, caption = record["file"], record["caption"]
-        if not isinstance(name, str) or not name.strip() or not isinstance(caption, str) or not caption.strip():
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or not isinstance(caption, str)
+            or not caption.strip()
+        ):
             skipped.append((f"{path.name}:{number}", "empty file name or caption"))
         else:
             pairs.append((name.strip(), caption))
@@ -246,10 +329,23 @@ def _read_captions(path: Path) -> tuple[list[tuple[str, str]], list[tuple[str, s
 class StepBatches(torch.utils.data.Dataset):
     """Item `step` is the whole batch of that step for this rank: (pixel_values, input_ids, positives)."""
 
-    def __init__(self, source, image_processor: SiglipImageProcessor, tokenizer: SiglipTokenizer,
-                 batch_size: int, seed: int, rank: int = 0, total_steps: int = 10**9) -> None:
+    def __init__(
+        self,
+        source,
+        image_processor: SiglipImageProcessor,
+        tokenizer: SiglipTokenizer,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        total_steps: int = 10**9,
+    ) -> None:
         self.source, self.image_processor, self.tokenizer = source, image_processor, tokenizer
-        self.batch_size, self.seed, self.rank, self.total_steps = batch_size, seed, rank, total_steps
+        self.batch_size, self.seed, self.rank, self.total_steps = (
+            batch_size,
+            seed,
+            rank,
+            total_steps,
+        )
 
     def __len__(self) -> int:
         return self.total_steps
@@ -262,10 +358,17 @@ class StepBatches(torch.utils.data.Dataset):
             pairs = [self.source.sample(rng) for _ in range(self.batch_size)]
         pixels = np.stack([self.image_processor.preprocess_one(image) for image, _, _ in pairs])
         captions = [caption for _, caption, _ in pairs]
-        ids = self.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+        ids = self.tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")[
+            "input_ids"
+        ]
         # A caption is a positive for every image it is true of: its own, any image with the same
         # caption, and any image whose known truths include it. Positives[text, image].
         canon = [self.tokenizer.canonicalize_text(c) for c in captions]
-        truths = [t if t is not None else frozenset((c,)) for (_, _, t), c in zip(pairs, canon, strict=True)]
-        positives = torch.tensor([[a == b or a in t for b, t in zip(canon, truths, strict=True)] for a in canon])
+        truths = [
+            t if t is not None else frozenset((c,))
+            for (_, _, t), c in zip(pairs, canon, strict=True)
+        ]
+        positives = torch.tensor(
+            [[a == b or a in t for b, t in zip(canon, truths, strict=True)] for a in canon]
+        )
         return torch.from_numpy(pixels), ids, positives

@@ -18,24 +18,36 @@ from . import synthetic
 DEFAULT_TAG_THRESHOLD = 0.1  # the library tagging default (indexer.tags)
 
 
-def write_eval_set(out_dir: Path, seed: int, n_single: int = 200, n_multi: int = 200, size: int = 224) -> Path:
+def write_eval_set(
+    out_dir: Path, seed: int, n_single: int = 200, n_multi: int = 200, size: int = 224
+) -> Path:
     """Held-out images: single-object scenes (for zero-shot accuracy) and 2-3 object scenes, as JPEG."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     lines = []
     for index in range(n_single + n_multi):
         if index < n_single:
-            spec = synthetic.single_object_scene(rng, list(synthetic.COLOURS)[index % 8],
-                                                 synthetic.SHAPES[(index // 8) % len(synthetic.SHAPES)])
+            spec = synthetic.single_object_scene(
+                rng,
+                list(synthetic.COLOURS)[index % 8],
+                synthetic.SHAPES[(index // 8) % len(synthetic.SHAPES)],
+            )
         else:
             spec = synthetic.sample_scene(rng, max_objects=3, min_objects=2)
         image = synthetic.render_scene(spec, size, rng)
         hint = "_".join(f"{o.colour}-{o.shape}" for o in spec.objects)
         name = f"{index + 1:04d}_{hint}.jpg"
         image.save(out_dir / name, quality=90)
-        lines.append(json.dumps({"file": name, "caption": synthetic.caption_scene(spec, rng),
-                                 "objects": [dataclasses.asdict(o) for o in spec.objects],
-                                 "background": spec.background}))
+        lines.append(
+            json.dumps(
+                {
+                    "file": name,
+                    "caption": synthetic.caption_scene(spec, rng),
+                    "objects": [dataclasses.asdict(o) for o in spec.objects],
+                    "background": spec.background,
+                }
+            )
+        )
     path = out_dir / "captions.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -58,20 +70,25 @@ def load_eval_set(folder: Path) -> list[tuple[Path, str, synthetic.SceneSpec]]:
                 spec = synthetic.SceneSpec(objects, record["background"])
                 items.append((Path(folder) / record["file"], record["caption"], spec))
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                raise InputError(f"{path}:{number}: not an evaluation record ({type(exc).__name__}: {exc}); an "
-                                 "evaluation set lists each image's objects, as data/eval/captions.jsonl") from None
+                raise InputError(
+                    f"{path}:{number}: not an evaluation record ({type(exc).__name__}: {exc}); an "
+                    "evaluation set lists each image's objects, as data/eval/captions.jsonl"
+                ) from None
     if not items:
         raise InputError(f"{path} lists no images")
     return items
 
 
-def evaluate(embedder: Embedder, folder: Path, threshold: float = DEFAULT_TAG_THRESHOLD,
-             batch_size: int = 64) -> dict[str, Any]:
+def evaluate(
+    embedder: Embedder, folder: Path, threshold: float = DEFAULT_TAG_THRESHOLD, batch_size: int = 64
+) -> dict[str, Any]:
     items = load_eval_set(folder)
-    images = np.concatenate([
-        embedder.embed_images([_open_image(p) for p, _, _ in items[i:i + batch_size]])
-        for i in range(0, len(items), batch_size)
-    ])
+    images = np.concatenate(
+        [
+            embedder.embed_images([_open_image(p) for p, _, _ in items[i : i + batch_size]])
+            for i in range(0, len(items), batch_size)
+        ]
+    )
     specs = [spec for _, _, spec in items]
     single = [i for i, s in enumerate(specs) if len(s.objects) == 1]
     report: dict[str, Any] = {"images": len(items), "single_object_images": len(single)}
@@ -80,7 +97,9 @@ def evaluate(embedder: Embedder, folder: Path, threshold: float = DEFAULT_TAG_TH
         prompts = embedder.embed_texts(labels[kind])
         predicted = (images[single] @ prompts.T).argmax(axis=1)
         truth = [classes.index(getattr(specs[i].objects[0], kind)) for i in single]
-        report[f"zero_shot_{kind}_accuracy"] = float(np.mean(predicted == np.array(truth))) if single else None
+        report[f"zero_shot_{kind}_accuracy"] = (
+            float(np.mean(predicted == np.array(truth))) if single else None
+        )
     report |= _recall(embedder, images, items, single, "single_object")
     report |= _recall(embedder, images, items, list(range(len(items))), "all")
     report |= _tagging(embedder, images, specs, threshold)
@@ -94,7 +113,9 @@ def _open_image(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
-        raise InputError(f"evaluation image {path} cannot be read ({exc}); restore it or write the set again") from None
+        raise InputError(
+            f"evaluation image {path} cannot be read ({exc}); restore it or write the set again"
+        ) from None
 
 
 def _recall(embedder, images, items, queries, name, ks=(1, 5, 10)) -> dict[str, float]:
@@ -103,7 +124,10 @@ def _recall(embedder, images, items, queries, name, ks=(1, 5, 10)) -> dict[str, 
         return {}
     captions = [items[i][1] for i in queries]
     order = np.argsort(-(embedder.embed_texts(captions) @ images.T), axis=1)
-    variants = [set(map(synthetic.canonicalise_caption, synthetic.all_caption_variants(s))) for _, _, s in items]
+    variants = [
+        set(map(synthetic.canonicalise_caption, synthetic.all_caption_variants(s)))
+        for _, _, s in items
+    ]
     hits = {k: 0 for k in ks}
     for row, caption in zip(order, captions, strict=False):
         canon = synthetic.canonicalise_caption(caption)
@@ -117,11 +141,19 @@ def _tagging(embedder, images, specs, threshold) -> dict[str, float]:
     """Multi-label colour and shape tags with independent sigmoid probabilities."""
     labels = synthetic.zero_shot_labels()
     names = list(synthetic.COLOURS) + list(synthetic.SHAPES)
-    probs = embedder.probability(images @ embedder.embed_texts(labels["colour"] + labels["shape"]).T)
+    probs = embedder.probability(
+        images @ embedder.embed_texts(labels["colour"] + labels["shape"]).T
+    )
     predicted = probs >= threshold
-    truth = np.array([[n in {o.colour for o in s.objects} | {o.shape for o in s.objects} for n in names]
-                      for s in specs])
+    truth = np.array(
+        [
+            [n in {o.colour for o in s.objects} | {o.shape for o in s.objects} for n in names]
+            for s in specs
+        ]
+    )
     tp = float((predicted & truth).sum())
-    return {"tag_threshold": threshold,
-            "tag_precision": tp / max(1.0, float(predicted.sum())),
-            "tag_recall": tp / max(1.0, float(truth.sum()))}
+    return {
+        "tag_threshold": threshold,
+        "tag_precision": tp / max(1.0, float(predicted.sum())),
+        "tag_recall": tp / max(1.0, float(truth.sum())),
+    }

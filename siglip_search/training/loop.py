@@ -50,18 +50,29 @@ def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
     killed at any moment resumes from one consistent file. Then the exported Hugging Face weights.
     Only plain data goes into the state (cfg.to_json() turns paths into strings), so that _resume can
     load it with weights_only=True."""
-    state = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": optimizer.state_dict(), "config": cfg.to_json()}
-    state["optimizer"]["state"] = {k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
-                                   for k, v in state["optimizer"]["state"].items()}
+    state = {
+        "step": step,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "config": cfg.to_json(),
+    }
+    state["optimizer"]["state"] = {
+        k: {n: t.cpu() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
+        for k, v in state["optimizer"]["state"].items()
+    }
     try:
         with atomic_path(cfg.out_dir / STATE_FILE) as temp:
             torch.save(state, temp)
         model.save_pretrained(cfg.out_dir)
-    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
+    except (
+        OSError,
+        RuntimeError,
+    ) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
-                              "the last complete checkpoint is kept and a rerun resumes from it") from None
+        raise CheckpointError(
+            f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
+            "the last complete checkpoint is kept and a rerun resumes from it"
+        ) from None
 
 
 def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
@@ -72,17 +83,27 @@ def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
         # weights_only: the state holds only tensors, dicts, lists, tuples, strings and numbers (see _save),
         # so unpickling runs no code from the file
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
-        raise CheckpointError(f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
-                              "to start over") from None
+    except (
+        Exception
+    ) as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
+        raise CheckpointError(
+            f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
+            "to start over"
+        ) from None
     # Trainer states written before the weights moved into them: the weights file next to them.
-    weights = state["model"] if "model" in state else SiglipModel.from_pretrained(cfg.out_dir).state_dict()
+    weights = (
+        state["model"]
+        if "model" in state
+        else SiglipModel.from_pretrained(cfg.out_dir).state_dict()
+    )
     model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"])
     step = int(state["step"])
     if step > cfg.steps:
-        raise InputError(f"{cfg.out_dir} is already trained to step {step}; --steps {cfg.steps} is fewer "
-                         f"(pass --steps {step} or more to continue it)")
+        raise InputError(
+            f"{cfg.out_dir} is already trained to step {step}; --steps {cfg.steps} is fewer "
+            f"(pass --steps {step} or more to continue it)"
+        )
     return step
 
 
@@ -91,10 +112,19 @@ def _optimizer(model: SiglipModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = []
     for text in (False, True):
         for decay in (True, False):
-            params = [p for n, p in model.named_parameters()
-                      if n.startswith("text_model.") == text and (p.ndim >= 2 and "probe" not in n) == decay]
-            groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
-                           "lr_scale": cfg.text_lr_scale if text else 1.0})
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if n.startswith("text_model.") == text
+                and (p.ndim >= 2 and "probe" not in n) == decay
+            ]
+            groups.append(
+                {
+                    "params": params,
+                    "weight_decay": cfg.weight_decay if decay else 0.0,
+                    "lr_scale": cfg.text_lr_scale if text else 1.0,
+                }
+            )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
@@ -118,7 +148,9 @@ def whiten_text_start(model: SiglipModel, tokenizer: SiglipTokenizer, captions: 
     embeddings = model.text_model.embeddings
     embeddings.token_embedding.weight[tokenizer.pad_token_id].zero_()
     embeddings.position_embedding.weight.mul_(0.1)
-    ids = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    ids = tokenizer(captions, padding="max_length", truncation=True, return_tensors="pt")[
+        "input_ids"
+    ]
     head = model.text_model.head
     pooled = model.text_model(ids).last_hidden_state[:, -1].double()  # what the head reads
     mean = pooled.mean(0)
@@ -138,7 +170,9 @@ def train(cfg: TrainConfig) -> Path:
     rank = dist.get_rank() if distributed else 0
     cfg.validate()
     if cfg.data != "synthetic":
-        cfg.data = str(Path(cfg.data).expanduser().resolve())  # the same folder, however a resume names it
+        cfg.data = str(
+            Path(cfg.data).expanduser().resolve()
+        )  # the same folder, however a resume names it
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if rank == 0:
@@ -152,12 +186,21 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     model = SiglipModel(SiglipConfig.from_dict(cfg.model_config))
     model.init_weights()
-    source = SyntheticSource(processor.size["height"], tokenizer.model_max_length - 1, twins=cfg.twins,
-                             short_steps=cfg.lock_text_steps) if cfg.data == "synthetic" \
+    source = (
+        SyntheticSource(
+            processor.size["height"],
+            tokenizer.model_max_length - 1,
+            twins=cfg.twins,
+            short_steps=cfg.lock_text_steps,
+        )
+        if cfg.data == "synthetic"
         else CaptionFolderSource(cfg.data, threads=cfg.threads)
+    )
     if rank == 0 and getattr(source, "skipped", None):
         _report_skipped(cfg, source)
-    if cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file():  # a resumed run loads its weights
+    if (
+        cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file()
+    ):  # a resumed run loads its weights
         whiten_text_start(model, tokenizer, _whitening_captions(cfg, source))
     optimizer = _optimizer(model, cfg)
     start = _resume(model, optimizer, cfg)
@@ -165,13 +208,28 @@ def train(cfg: TrainConfig) -> Path:
     _move_optimizer_state(optimizer, cfg.device)
 
     if cfg.pool_size and isinstance(source, SyntheticSource):
-        source.prerender(cfg.pool_size, cfg.seed * 1000 + rank, processes=cfg.threads, resample=processor.resample,
-                         progress=cfg.progress and rank == 0)
+        source.prerender(
+            cfg.pool_size,
+            cfg.seed * 1000 + rank,
+            processes=cfg.threads,
+            resample=processor.resample,
+            progress=cfg.progress and rank == 0,
+        )
     batches = StepBatches(source, processor, tokenizer, cfg.batch_size, cfg.seed, rank, cfg.steps)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(batches, range(start, cfg.steps)), batch_size=None,
-        num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress or rank != 0, unit="step", dynamic_ncols=True)
+        torch.utils.data.Subset(batches, range(start, cfg.steps)),
+        batch_size=None,
+        num_workers=cfg.workers,
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        disable=not cfg.progress or rank != 0,
+        unit="step",
+        dynamic_ncols=True,
+    )
     began, seen, step = time.perf_counter(), 0, start
     log = open_log(cfg.out_dir / LOG_FILE, start) if rank == 0 else None
     locked = None
@@ -190,11 +248,20 @@ def train(cfg: TrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         seen += len(ids) * (dist.get_world_size() if distributed else 1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{seen / (time.perf_counter() - began):.0f}",
-                        t=f"{model.logit_scale.exp().item():.1f}", b=f"{model.logit_bias.item():.1f}")
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}",
+            pairs_s=f"{seen / (time.perf_counter() - began):.0f}",
+            t=f"{model.logit_scale.exp().item():.1f}",
+            b=f"{model.logit_bias.item():.1f}",
+        )
         bar.update(1)
         if log is not None:
-            log.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "lr": learning_rate(step, cfg)}) + "\n")
+            log.write(
+                json.dumps(
+                    {"step": step, "loss": round(loss.item(), 5), "lr": learning_rate(step, cfg)}
+                )
+                + "\n"
+            )
             log.flush()
         if rank == 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save(model, optimizer, step + 1, cfg)
@@ -211,20 +278,30 @@ def train(cfg: TrainConfig) -> Path:
 
 def _report_skipped(cfg: TrainConfig, source: CaptionFolderSource) -> None:
     """Left-out pairs, counted on stderr and listed in skipped_images.txt, so a bad file is findable."""
-    (cfg.out_dir / SKIPPED_FILE).write_text("".join(f"{name}\t{why}\n" for name, why in source.skipped),
-                                            encoding="utf-8")
+    (cfg.out_dir / SKIPPED_FILE).write_text(
+        "".join(f"{name}\t{why}\n" for name, why in source.skipped), encoding="utf-8"
+    )
     first = ", ".join(name for name, _ in source.skipped[:3])
-    print(f"siglip-search: skipped {len(source.skipped)} of {len(source.skipped) + len(source.pairs)} "
-          f"image-caption pairs that cannot be used ({first}{', ...' if len(source.skipped) > 3 else ''}; "
-          f"reasons in {cfg.out_dir / SKIPPED_FILE})", file=sys.stderr, flush=True)
+    print(
+        f"siglip-search: skipped {len(source.skipped)} of {len(source.skipped) + len(source.pairs)} "
+        f"image-caption pairs that cannot be used ({first}{', ...' if len(source.skipped) > 3 else ''}; "
+        f"reasons in {cfg.out_dir / SKIPPED_FILE})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def _whitening_captions(cfg: TrainConfig, source: SyntheticSource | CaptionFolderSource) -> list[str]:
+def _whitening_captions(
+    cfg: TrainConfig, source: SyntheticSource | CaptionFolderSource
+) -> list[str]:
     """The captions the locked text tower will see: synthetic ones, or the folder's own."""
     if isinstance(source, CaptionFolderSource):
         return [caption for _, caption in source.pairs[:4000]]
     rng = random.Random(cfg.seed)
-    short = [synthetic.short_caption(synthetic.single_object_scene(rng).objects[0], rng) for _ in range(1000)]
+    short = [
+        synthetic.short_caption(synthetic.single_object_scene(rng).objects[0], rng)
+        for _ in range(1000)
+    ]
     return synthetic.caption_corpus(cfg.seed, 3000) + short
 
 
@@ -238,7 +315,9 @@ def _move_optimizer_state(optimizer, device: str) -> None:
 def _loss(ddp, model: SiglipModel, pixels, ids, positives, distributed: bool) -> torch.Tensor:
     out = ddp(input_ids=ids, pixel_values=pixels)
     if distributed:
-        return distributed_sigmoid_loss(out.text_embeds, out.image_embeds, model.logit_scale, model.logit_bias)
+        return distributed_sigmoid_loss(
+            out.text_embeds, out.image_embeds, model.logit_scale, model.logit_bias
+        )
     return sigmoid_loss(out.logits_per_text, positives)
 
 

@@ -24,7 +24,16 @@ LOG_FILE = "train_log.jsonl"
 SKIPPED_FILE = "skipped_images.txt"
 ARGS_FILE = "training_args.json"  # the run's options; also what marks a folder as a training run
 # Options that may change when a run is resumed: they change how, not what, it trains.
-RESUMABLE_OPTIONS = {"out_dir", "steps", "checkpoint_every", "workers", "threads", "device", "progress", "tokenizer"}
+RESUMABLE_OPTIONS = {
+    "out_dir",
+    "steps",
+    "checkpoint_every",
+    "workers",
+    "threads",
+    "device",
+    "progress",
+    "tokenizer",
+}
 
 
 def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProcessor]:
@@ -37,12 +46,22 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
     previous = _previous_options(out)
     text_len = cfg.model_config["text_config"].get("max_position_embeddings", 64)
     image_size = cfg.model_config["vision_config"].get("image_size", 224)
-    spiece = out / "spiece.model" if (out / "spiece.model").is_file() and previous is not None else None
+    spiece = (
+        out / "spiece.model" if (out / "spiece.model").is_file() and previous is not None else None
+    )
     if spiece is None and not cfg.tokenizer and cfg.data != "synthetic":
-        raise InputError("training on a folder needs --tokenizer SPIECE_MODEL (e.g. from a hub checkpoint)")
-    if spiece is not None and cfg.tokenizer and Path(cfg.tokenizer).read_bytes() != spiece.read_bytes():
-        raise InputError(f"{out} holds a run with another tokenizer than {cfg.tokenizer}: resume without "
-                         "--tokenizer or with the same file, or pick a new --out")
+        raise InputError(
+            "training on a folder needs --tokenizer SPIECE_MODEL (e.g. from a hub checkpoint)"
+        )
+    if (
+        spiece is not None
+        and cfg.tokenizer
+        and Path(cfg.tokenizer).read_bytes() != spiece.read_bytes()
+    ):
+        raise InputError(
+            f"{out} holds a run with another tokenizer than {cfg.tokenizer}: resume without "
+            "--tokenizer or with the same file, or pick a new --out"
+        )
     if spiece is not None or cfg.tokenizer:
         vocab_size = SiglipTokenizer(spiece or cfg.tokenizer).vocab_size
         cfg.model_config["text_config"]["vocab_size"] = vocab_size
@@ -50,15 +69,22 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
         _check_same_options(previous, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if previous is None:
-        write_atomic(out / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode())  # marks the folder as a run
+        write_atomic(
+            out / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode()
+        )  # marks the folder as a run
     if not (out / "spiece.model").is_file():
         if cfg.tokenizer:
             with atomic_path(out / "spiece.model") as temp:
                 shutil.copyfile(cfg.tokenizer, temp)
         else:
-            synthetic.train_sentencepiece(synthetic.caption_corpus(cfg.seed, 20000), out / "spiece.model",
-                                          vocab_size=cfg.model_config["text_config"].get("vocab_size", 128))
-    tokenizer = SiglipTokenizer(out / "spiece.model", model_max_length=text_len, model_input_names=["input_ids"])
+            synthetic.train_sentencepiece(
+                synthetic.caption_corpus(cfg.seed, 20000),
+                out / "spiece.model",
+                vocab_size=cfg.model_config["text_config"].get("vocab_size", 128),
+            )
+    tokenizer = SiglipTokenizer(
+        out / "spiece.model", model_max_length=text_len, model_input_names=["input_ids"]
+    )
     tokenizer.save_pretrained(out)
     processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
     processor.save_pretrained(out)
@@ -74,32 +100,48 @@ def _previous_options(out: Path) -> dict[str, Any] | None:
     if not names:
         return None
     if ARGS_FILE not in names:
-        raise InputError(f"--out {out} holds files that siglip-search train did not write ({', '.join(names[:4])}"
-                         f"{', ...' if len(names) > 4 else ''}); training would overwrite them: pick a new or empty folder")
+        raise InputError(
+            f"--out {out} holds files that siglip-search train did not write ({', '.join(names[:4])}"
+            f"{', ...' if len(names) > 4 else ''}); training would overwrite them: pick a new or empty folder"
+        )
     if STATE_FILE not in names and any(n.endswith(".safetensors") for n in names):
-        raise InputError(f"--out {out} holds a finished model without its trainer state (finalized), which cannot "
-                         "be resumed: pick a new or empty folder")
+        raise InputError(
+            f"--out {out} holds a finished model without its trainer state (finalized), which cannot "
+            "be resumed: pick a new or empty folder"
+        )
     try:
         options = json.loads((out / ARGS_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {out / ARGS_FILE} ({exc}); delete {out} to start over") from None
+        raise CheckpointError(
+            f"cannot read {out / ARGS_FILE} ({exc}); delete {out} to start over"
+        ) from None
     return options if isinstance(options, dict) else {}
 
 
 def _check_same_options(previous: dict[str, Any], cfg: TrainConfig) -> None:
     """A resumed run must train the same thing, or its checkpoints mix two recipes."""
     current, previous = _without_vocab_size(cfg.to_json()), _without_vocab_size(previous)
-    differ = [k for k in current if k not in RESUMABLE_OPTIONS and k in previous and previous[k] != current[k]]
+    differ = [
+        k
+        for k in current
+        if k not in RESUMABLE_OPTIONS and k in previous and previous[k] != current[k]
+    ]
     if differ:
-        what = "; ".join(f"{k} {_short(previous[k])} there, {_short(current[k])} here" for k in differ)
-        raise InputError(f"--out {cfg.out_dir} holds a run with other options ({what}): resume with the same "
-                         "options (only --steps and how to run may change) or pick a new --out")
+        what = "; ".join(
+            f"{k} {_short(previous[k])} there, {_short(current[k])} here" for k in differ
+        )
+        raise InputError(
+            f"--out {cfg.out_dir} holds a run with other options ({what}): resume with the same "
+            "options (only --steps and how to run may change) or pick a new --out"
+        )
 
 
 def _without_vocab_size(options: dict[str, Any]) -> dict[str, Any]:
     """The vocabulary size follows spiece.model, which a resumed run keeps (checked on its own)."""
     options = json.loads(json.dumps(options))
-    if isinstance(options.get("model_config"), dict) and isinstance(options["model_config"].get("text_config"), dict):
+    if isinstance(options.get("model_config"), dict) and isinstance(
+        options["model_config"].get("text_config"), dict
+    ):
         options["model_config"]["text_config"].pop("vocab_size", None)
     return options
 

@@ -33,6 +33,7 @@ from ..atomic import write_atomic
 RGB = tuple[int, int, int]
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in output pixels
 
+# Tables, several entries a line, read as palettes and maps: kept out of the formatter.
 # fmt: off
 # Saturated object colours; the backgrounds are muted mid tones, so every object stands out.
 COLOURS: dict[str, RGB] = {
@@ -452,6 +453,7 @@ def canonicalise_caption(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# A table of trainer options grouped as the spiece.model layout reads: kept out of the formatter.
 # fmt: off
 # SigLIP's spiece.model layout: unigram, 0 <pad>, 1 </s>, 2 <unk>, no BOS, NFKC, dummy prefix.
 SIGLIP_SPM_ARGS = {
