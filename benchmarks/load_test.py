@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if latencies:
         print(
-            f"latency  p50 {statistics.median(latencies) * 1000:.0f} ms  p95 {percentile(latencies, 95) * 1000:.0f} ms"
+            f"latency  p50 {statistics.median(latencies) * 1000:.0f} ms"
+            f"  p95 {percentile(latencies, 95) * 1000:.0f} ms"
             f"  max {max(latencies) * 1000:.0f} ms"
         )
     print(f"errors   {len(errors)}")

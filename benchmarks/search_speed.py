@@ -220,7 +220,8 @@ def print_table(rows: list[dict]) -> None:
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r['data']} | {r['n']:,} | {r['dim']} | {r['index']} | {r['build_s']:.1f} | {r['memory_mb']:.0f} "
+            f"| {r['data']} | {r['n']:,} | {r['dim']} | {r['index']} | {r['build_s']:.1f} "
+            f"| {r['memory_mb']:.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['recall']:.3f} | {goal_column(r)} |"
         )
 

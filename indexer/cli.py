@@ -175,9 +175,8 @@ def duplicates_command(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=1, ensure_ascii=False))
         return 0
     for number, group in enumerate(report.groups, start=1):
-        weakest = (
-            math.floor(group.min_cosine * 10_000) / 10_000
-        )  # rounded down: 0.99996 is not ">= 1.0000"
+        # rounded down: 0.99996 is not ">= 1.0000"
+        weakest = math.floor(group.min_cosine * 10_000) / 10_000
         print(
             f"{'' if number == 1 else chr(10)}# group {number}: {group.kind}, {len(group.images)} photos, "
             f"cosine >= {weakest:.4f}"
@@ -215,9 +214,8 @@ def export_command(args: argparse.Namespace) -> int:
         rows = library_tag_rows(library, args.threshold)
     if args.dry_run:
         if args.format == "exiftool-csv":
-            tables.exiftool_tag_paths(
-                rows, root_tag
-            )  # a ',' exiftool would split is refused here too
+            # a ',' exiftool would split is refused here too
+            tables.exiftool_tag_paths(rows, root_tag)
         print(
             f"would write {len(rows)} tags of {len({r.path for r in rows})} photos to {args.out or 'stdout'}"
         )

@@ -1,4 +1,4 @@
-"""Near-duplicate photos: exact fingerprint copies, then embedding neighbours above a cosine threshold, blank frames left out.
+"""Near-duplicate photos: fingerprint copies, then embedding neighbours above a cosine; blanks left out.
 
 Why the blank-frame guard: every black, white or uniformly grey frame (lens cap on, pocket shots,
 failed exposures) embeds to nearly the same vector, so an embedding threshold alone would chain

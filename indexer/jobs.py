@@ -47,12 +47,10 @@ class RunSummary:
     unchanged: int = 0
     offline_roots: list[str] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
-    undecodable: Counter[str] = field(
-        default_factory=Counter
-    )  # suffix -> photos this Python cannot read
-    outside_links: list[str] = field(
-        default_factory=list
-    )  # absolute; folder links leaving their root
+    # suffix -> photos this Python cannot read
+    undecodable: Counter[str] = field(default_factory=Counter)
+    # absolute; folder links leaving their root
+    outside_links: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -92,9 +90,8 @@ class _Prepared:
     work: _Work
     fingerprint: str | None = None
     pixels: np.ndarray | None = None  # (3, H, W) float32
-    decoded: tuple[int, int, str | None, str | None] | None = (
-        None  # width, height, taken_at, camera
-    )
+    # width, height, taken_at, camera
+    decoded: tuple[int, int, str | None, str | None] | None = None
     error: str | None = None
     same_content: bool = False  # only the stat changed (touched, copied back): keep the vector
 
@@ -135,9 +132,8 @@ def index_paths(
                 store, embedder, results, len(work), batch_size, summary, progress, on_progress
             )
     except KeyboardInterrupt:
-        store.finish_run(
-            run_id, **summary.counts(), status="interrupted"
-        )  # what was committed so far
+        # the counts of what was committed so far
+        store.finish_run(run_id, **summary.counts(), status="interrupted")
         raise
     store.finish_run(run_id, **summary.counts())
     drop_vanished_empty_roots(store)

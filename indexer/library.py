@@ -289,9 +289,8 @@ def open_library(path: str | os.PathLike | None = None, *, create: bool = True) 
     """Open the library at `path` (default: default_library_dir()); create it when allowed."""
     folder = Path(path).expanduser() if path is not None else default_library_dir()
     folder = folder.resolve()
-    check_utf8_path(
-        folder, "library folder"
-    )  # its path is stored, shown and handed to FAISS as text
+    # its path is stored, shown and handed to FAISS as text
+    check_utf8_path(folder, "library folder")
     if not (folder / DB_NAME).is_file():
         if not create:
             raise LibraryNotFoundError(

@@ -42,9 +42,8 @@ class ScanResult:
     skipped: int = 0  # junk files and folders
     # Folder links leading outside the root, not followed (a link to / or ~ would crawl the disk).
     outside_links: list[str] = field(default_factory=list)  # rel paths, POSIX
-    undecodable: Counter[str] = field(
-        default_factory=Counter
-    )  # suffix -> photos of MISSING_DECODERS
+    # suffix -> photos of MISSING_DECODERS
+    undecodable: Counter[str] = field(default_factory=Counter)
 
 
 def is_image_name(name: str) -> bool:

@@ -95,9 +95,8 @@ class Searcher:
         embedder = self.embedder
         if isinstance(image, Image.Image):
             try:
-                rgb = to_rgb(
-                    image
-                )  # transparency onto white, 16-bit scaled: as the indexer decodes
+                # transparency onto white, 16-bit scaled: as the indexer decodes
+                rgb = to_rgb(image)
             except DecodeError as exc:
                 raise QueryError(f"cannot use this image as a query: {exc.reason}") from None
             return embedder.embed_images([rgb])[0]
@@ -108,9 +107,8 @@ class Searcher:
         try:
             decoded = decode_image(image, target_size=embedder.image_size)
         except DecodeError as exc:
-            reason = (
-                exc.reason if os.path.lexists(image) else "no such file"
-            )  # not "disappeared while indexing"
+            # not "disappeared while indexing"
+            reason = exc.reason if os.path.lexists(image) else "no such file"
             raise QueryError(f"cannot use {image} as a query image: {reason}") from None
         return embedder.embed_pixels(embedder.preprocess_image(decoded.image)[None])[0]
 

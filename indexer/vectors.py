@@ -18,9 +18,8 @@ from siglip_search.atomic import atomic_path
 from .errors import IndexFileError
 
 SIDECAR_FORMAT = 1
-NEW_FILE_MODE = (
-    0o644  # a new index file is readable by all, as the database (a replaced one keeps its mode)
-)
+# a new index file is readable by all, as the database (a replaced one keeps its mode)
+NEW_FILE_MODE = 0o644
 
 
 class VectorIndex:
@@ -119,7 +118,8 @@ class VectorIndex:
 ANN_SHARDS = 2
 ANN_MIN_TRAIN = 64  # k-means of 16 centroids per sub-quantizer needs a few points per centroid
 ANN_TRAIN_SIZE = 65_536
-ANN_K_FACTOR = 128  # fast-scan candidates per hit, re-scored with the 8-bit codes (recall@10 0.955 at 1M random x 768)
+# Fast-scan candidates per hit, re-scored with the 8-bit codes (recall@10 0.955 at 1M random x 768).
+ANN_K_FACTOR = 128
 ANN_SUBSET_LIMIT = 50_000  # a filter allowing at most this many images is scored from 8-bit codes
 _SHARD_POOL = ThreadPoolExecutor(max_workers=ANN_SHARDS, thread_name_prefix="ann-shard")
 

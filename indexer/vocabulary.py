@@ -1,4 +1,4 @@
-"""Tag vocabularies: parse the line format of data/tags/vocabulary.txt (or a plain tag list) and version it."""
+"""Tag vocabularies: parse the line format of data/tags/vocabulary.txt (or a plain list); version it."""
 
 from __future__ import annotations
 
@@ -73,9 +73,8 @@ def load_vocabulary(path: str | os.PathLike | None = None) -> Vocabulary:
 def parse_vocabulary(text: str, source: str = "<text>") -> Vocabulary:
     """Lines `category|tag [= synonym; "prompt"; ...] [@ threshold]`; `#` comments; blank lines."""
     tags: list[VocabularyTag] = []
-    seen: dict[
-        str, tuple[str, int]
-    ] = {}  # casefolded name -> (name, line): `Dog` and `dog` are one keyword to photo managers
+    # casefolded name -> (name, line): `Dog` and `dog` are one keyword to photo managers
+    seen: dict[str, tuple[str, int]] = {}
     for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = line.strip()
         if _BLANK.match(line) or line.startswith("#"):

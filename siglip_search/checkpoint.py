@@ -45,8 +45,9 @@ def _no_safetensors(directory: Path) -> str:
         # torch.load of a pickle can run code; safetensors cannot, so only safetensors is read.
         message += (
             f"; it has {', '.join(pickles[:2])}{' ...' if len(pickles) > 2 else ''} (PyTorch pickle), which "
-            'siglip_search does not read. Convert it once where you trust the file, e.g. python -c "import torch; '
-            "from safetensors.torch import save_file; save_file(torch.load('pytorch_model.bin', weights_only=True), "
+            "siglip_search does not read. Convert it once where you trust the file, e.g. "
+            'python -c "import torch; from safetensors.torch import save_file; '
+            "save_file(torch.load('pytorch_model.bin', weights_only=True), "
             "'model.safetensors', metadata={'format': 'pt'})\" in that directory"
         )
     return message

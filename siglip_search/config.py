@@ -39,9 +39,8 @@ class _ConfigMixin:
         """A tower config from a checkpoint's config.json: its text_config / vision_config part when the
         file is a full SigLIP config, the whole file when it is this tower's own config."""
         hub = hub_options(kwargs)
-        loader_options(
-            kwargs, f"{cls.__name__}.from_pretrained"
-        )  # the ignored ones; a typo is a TypeError
+        # the ignored ones; a typo is a TypeError
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")
         return load_tower_config(cls, resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def __getattr__(self, name: str) -> Any:
@@ -196,9 +195,8 @@ class SiglipConfig(_ConfigMixin):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> SiglipConfig:
         hub = hub_options(kwargs)
-        loader_options(
-            kwargs, f"{cls.__name__}.from_pretrained"
-        )  # the ignored ones; a typo is a TypeError
+        # the ignored ones; a typo is a TypeError
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")
         return load_config(resolve_checkpoint_dir(path, **hub) / "config.json")
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

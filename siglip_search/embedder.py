@@ -52,8 +52,9 @@ class Embedder:
         self.dim = int(model.config.vision_config.hidden_size)
         if model.config.text_config.projection_size != self.dim:
             raise CheckpointError(
-                f"{model_id}: text features ({model.config.text_config.projection_size}-d) and image features "
-                f"({self.dim}-d) are not in one space, so this checkpoint cannot be used for search"
+                f"{model_id}: text features ({model.config.text_config.projection_size}-d) and "
+                f"image features ({self.dim}-d) are not in one space, so this checkpoint cannot be "
+                "used for search"
             )
         size = image_processor.size
         self.image_size = (int(size["height"]), int(size["width"]))
@@ -173,8 +174,9 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
     return text_features, image_features
 
 
-# The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m checkpoint
-# at every load (every CLI search) reads all of it again. At most this many checkpoints are remembered.
+# The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m
+# checkpoint at every load (every CLI search) reads all of it again. At most this many checkpoints are
+# remembered.
 WEIGHTS_CACHE_ENTRIES = 128
 
 
@@ -210,10 +212,8 @@ def _weights_sha256(directory: Path) -> str:
     ):
         return entry["sha256"]
     digest = _hash_files(files)
-    cache[key] = {
-        "files": stamps,
-        "sha256": digest,
-    }  # the latest hash goes last; the oldest go first
+    # the latest hash goes last; the oldest go first
+    cache[key] = {"files": stamps, "sha256": digest}
     for old in list(cache)[:-WEIGHTS_CACHE_ENTRIES]:
         del cache[old]
     try:

@@ -221,9 +221,8 @@ class SiglipImageProcessor:
             and images
             and all(isinstance(im, (list, tuple)) for im in images)
         ):
-            images = [
-                im for group in images for im in group
-            ]  # a batch of image lists, as transformers takes
+            # a batch of image lists, as transformers takes
+            images = [im for group in images for im in group]
         arrays = [self.preprocess_one(im, **overrides) for im in images]
         if not arrays:
             raise InputError("no images given")

@@ -355,8 +355,9 @@ class SiglipModel(SiglipPreTrainedModel):
         if out.image_embeds is not None and out.text_embeds is not None:
             if out.text_embeds.shape[-1] != out.image_embeds.shape[-1]:
                 raise CheckpointError(
-                    f"cannot compute logits: text projection_size {out.text_embeds.shape[-1]} differs from the "
-                    f"vision hidden_size {out.image_embeds.shape[-1]} (get_text_features / get_image_features still work)"
+                    f"cannot compute logits: text projection_size {out.text_embeds.shape[-1]} differs "
+                    f"from the vision hidden_size {out.image_embeds.shape[-1]} "
+                    "(get_text_features / get_image_features still work)"
                 )
             scale = self.logit_scale.to(out.text_embeds.dtype)
             bias = self.logit_bias.to(out.text_embeds.dtype)

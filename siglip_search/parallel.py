@@ -43,9 +43,8 @@ class RowParallel:
                     self.workers, thread_name_prefix="siglip-embed", initializer=_single_threaded
                 )
                 barrier = threading.Barrier(self.workers)
-                list(
-                    pool.map(lambda _: barrier.wait(), range(self.workers))
-                )  # start every worker now
+                # start every worker now
+                list(pool.map(lambda _: barrier.wait(), range(self.workers)))
                 # A worker's set_num_threads(1) also changed the default that threads started later
                 # take; give it back (the workers keep their own setting).
                 torch.set_num_threads(threads)

@@ -14,14 +14,16 @@ from .tokenizer import BatchEncoding, SiglipTokenizer
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipTokenizer:
     """The tokenizer a checkpoint holds: SigLIP's spiece.model, or SigLIP 2's Gemma tokenizer.model."""
-    directory = resolve_checkpoint_dir(
-        name_or_path, **hub_options(kwargs)
-    )  # the rest: the class's loader
+    # the rest: the class's loader
+    directory = resolve_checkpoint_dir(name_or_path, **hub_options(kwargs))
     if (directory / "spiece.model").is_file():
         return SiglipTokenizer.from_pretrained(directory, **kwargs)
     if (directory / "tokenizer.model").is_file():
         return GemmaSiglipTokenizer.from_pretrained(directory, **kwargs)
-    message = f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model (SigLIP 2, Gemma)"
+    message = (
+        f"{directory} has no tokenizer: expected spiece.model (SigLIP) or tokenizer.model "
+        "(SigLIP 2, Gemma)"
+    )
     if (directory / "tokenizer.json").is_file():
         message += (
             "; its tokenizer.json alone is not read: copy tokenizer.model (or spiece.model) from the "
@@ -47,7 +49,8 @@ class SiglipProcessor:
         return_attention_mask: bool | None = None,
         **image_options: Any,
     ) -> BatchEncoding:
-        """Text options go to the tokenizer; image_options (image_processor.OPTIONS) to the image processor."""
+        """Text options go to the tokenizer; image_options (image_processor.OPTIONS) to the image
+        processor."""
         unknown = [key for key in image_options if key not in OPTIONS]
         if unknown:
             raise unexpected_keywords(f"{type(self).__name__}.__call__", unknown)
@@ -85,9 +88,8 @@ class SiglipProcessor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> SiglipProcessor:
         hub = hub_options(kwargs)
-        loader_options(
-            kwargs, f"{cls.__name__}.from_pretrained"
-        )  # the ignored ones; a typo is a TypeError
+        # the ignored ones; a typo is a TypeError
+        loader_options(kwargs, f"{cls.__name__}.from_pretrained")
         directory = resolve_checkpoint_dir(name_or_path, **hub)  # one snapshot for both
         return cls(SiglipImageProcessor.from_pretrained(directory), load_tokenizer(directory))
 

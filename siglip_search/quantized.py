@@ -37,14 +37,12 @@ def _codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     if hasattr(torch, "quantize_per_tensor"):
         # 3.5x faster than the arithmetic below: one vectorized pass, whose bytes are read in place.
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # quantized tensors are deprecated; only their bytes are used
+            # quantized tensors are deprecated; only their bytes are used
+            warnings.simplefilter("ignore")
             q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
         return torch.empty(0, dtype=torch.uint8).set_(q.untyped_storage(), 0, q.shape, q.stride())
-    return torch.add(zero_point + 0.5, x, alpha=1.0 / scale).to(
-        torch.uint8
-    )  # round half up; x >= lo
+    # round half up; x >= lo
+    return torch.add(zero_point + 0.5, x, alpha=1.0 / scale).to(torch.uint8)
 
 
 class Int8Linear(nn.Module):
@@ -114,7 +112,8 @@ def onednn_int8_available() -> bool:
 
 class Int8EncoderLayer(nn.Module):
     """SiglipEncoderLayer with int8 matmuls, q/k/v in one of them, residual adds fused into the matmuls
-    and exact-erf GELU (layers.fast_activation, oneDNN's GELU post-op) fused into fc1. Same forward methods."""
+    and exact-erf GELU (layers.fast_activation, oneDNN's GELU post-op) fused into fc1. Same forward
+    methods."""
 
     def __init__(self, layer: SiglipEncoderLayer):
         super().__init__()

@@ -12,9 +12,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-_INSTALLED = Path(
-    str(files("siglip_search") / "_data")
-)  # a wheel installs plain files: a real folder
+# a wheel installs plain files: a real folder
+_INSTALLED = Path(str(files("siglip_search") / "_data"))
 DATA_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).resolve().parents[1] / "data"
 
 DEMO_MODEL = DATA_DIR / "models" / "siglip-demo"  # a tiny SigLIP trained on synthetic shapes

@@ -343,7 +343,8 @@ class SiglipTokenizer:
         skip_special_tokens: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
-        """The text of token_ids (clean_up_tokenization_spaces is transformers' argument, accepted and ignored)."""
+        """The text of token_ids (clean_up_tokenization_spaces is transformers' argument, accepted
+        and ignored)."""
         if isinstance(token_ids, torch.Tensor):
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):

@@ -423,9 +423,8 @@ def test_so400m_like_grid_ignores_the_leftover_pixels(so400m_like):
     ours, _ = so400m_like
     _, pixels = inputs(seed=3)
     edited = pixels.clone()
-    edited[..., 35:, :] = (
-        0.0  # the last 3 rows and columns fall outside the 5x5 grid of 7 px patches
-    )
+    # the last 3 rows and columns fall outside the 5x5 grid of 7 px patches
+    edited[..., 35:, :] = 0.0
     edited[..., :, 35:] = 0.0
 
     with torch.no_grad():

@@ -91,10 +91,11 @@ def test_lab_tiff_keeps_its_colours(tmp_path):
     assert Image.open(tmp_path / "lab.tif").mode == "LAB"
     rgb = np.asarray(decode_image(tmp_path / "lab.tif").image).astype(int)
     for column, colour in [(4, (220, 30, 30)), (12, (30, 165, 50)), (20, (128, 128, 128))]:
+        # 8-bit Lab rounding
         assert np.abs(rgb[4, column] - colour).max() <= 10, (
             rgb[4, column],
             colour,
-        )  # 8-bit Lab rounding
+        )
 
 
 # --- --max-pixels above Pillow's limit ----------------------------------------------------------

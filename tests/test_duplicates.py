@@ -1,4 +1,4 @@
-"""Finding duplicate photos: a copied file, a resized copy, and the black frames that must not be called duplicates."""
+"""Finding duplicate photos: a copied file, a resized copy, and black frames that are no duplicates."""
 
 from __future__ import annotations
 

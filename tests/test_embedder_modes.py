@@ -60,9 +60,8 @@ def test_compile_mode_gives_the_fp32_vectors(tiny_checkpoint):
 
 def test_int8_mode_off_the_cpu_is_refused_in_one_line(tiny_checkpoint):
     cpu = Embedder.from_pretrained(tiny_checkpoint)
-    elsewhere = cpu.model.to(
-        "meta"
-    )  # any device that is not the CPU; no GPU is needed to check this
+    # any device that is not the CPU; no GPU is needed to check this
+    elsewhere = cpu.model.to("meta")
     with pytest.raises(
         InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"
     ):

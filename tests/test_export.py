@@ -377,7 +377,8 @@ def test_other_keyword_lists_already_present_are_extended_in_their_own_syntax(tm
         ' xmlns:mediapro="http://ns.iview-multimedia.com/mediapro/1.0/">\n'
         ' <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="2"/>\n'
         ' <rdf:Description rdf:about="">\n'
-        "  <MicrosoftPhoto:LastKeywordXMP><rdf:Bag><rdf:li>people/Ann</rdf:li></rdf:Bag></MicrosoftPhoto:LastKeywordXMP>\n"
+        "  <MicrosoftPhoto:LastKeywordXMP><rdf:Bag><rdf:li>people/Ann</rdf:li></rdf:Bag>"
+        "</MicrosoftPhoto:LastKeywordXMP>\n"
         "  <mediapro:CatalogSets><rdf:Bag><rdf:li>people|Ann</rdf:li></rdf:Bag></mediapro:CatalogSets>\n"
         " </rdf:Description>\n"
         "</rdf:RDF></x:xmpmeta>\n",
@@ -628,10 +629,11 @@ def test_reexport_after_retagging_replaces_the_earlier_machine_keywords_and_keep
     found = keywords(sidecar)
     assert found["dc:subject"] == ["dog", "AI", "animal", "cat"]  # the user's "dog" stays
     assert found["lr:hierarchicalSubject"] == ["dog", "AI", "AI|animal", "AI|animal|cat"]
+    # with the copy of the user's keyword
     assert found["digiKam:TagsList"] == [
         "dog",
         "AI/animal/cat",
-    ]  # with the copy of the user's keyword
+    ]
     assert "Red" in sidecar.read_text(encoding="utf-8")
     assert export_xmp([(photo, ["animal|cat"])], manifest).written == []  # now in step: no change
 

@@ -123,9 +123,8 @@ def test_xmp_export_and_undo_keep_the_users_sidecar_and_never_touch_the_photos(t
     before = photo_state(photos)
     broken = (photos / "c.jpg.xmp").read_bytes()
 
-    assert (
-        main(["export", "--library", str(lib), "--format", "xmp", "--dry-run"]) == 1
-    )  # c.jpg.xmp is refused
+    # c.jpg.xmp is refused
+    assert main(["export", "--library", str(lib), "--format", "xmp", "--dry-run"]) == 1
     assert (photos / "a.jpg.xmp").read_bytes() == HAND_WRITTEN and not (
         photos / "b.png.xmp"
     ).exists()
@@ -148,9 +147,8 @@ def test_xmp_export_and_undo_keep_the_users_sidecar_and_never_touch_the_photos(t
     assert keywords(photos / "b.png.xmp") == MACHINE_KEYWORDS
     assert (lib / "xmp-export-manifest.json").is_file()
 
-    assert (
-        main(["export", "--library", str(lib), "--format", "xmp"]) == 1
-    )  # again: nothing new to add
+    # again: nothing new to add
+    assert main(["export", "--library", str(lib), "--format", "xmp"]) == 1
     assert (photos / "a.jpg.xmp").read_bytes() == merged
     capsys.readouterr()
 
@@ -340,12 +338,10 @@ def test_a_photo_renamed_with_its_sidecar_in_a_photo_manager_keeps_its_export_re
     assert "moved 1" in capsys.readouterr().out
 
     main(["export", "--library", str(lib), "--format", "xmp"])
-    assert (
-        "changed 0 sidecars, 2 unchanged, 1 skipped" in capsys.readouterr().err
-    )  # a.jpg's keywords found again
+    # a.jpg's keywords found again
+    assert "changed 0 sidecars, 2 unchanged, 1 skipped" in capsys.readouterr().err
     assert main(["export", "--library", str(lib), "--undo"]) == 0
 
-    assert (
-        photos / "grandma-2020.jpg.xmp"
-    ).read_bytes() == HAND_WRITTEN  # every machine keyword taken back
+    # every machine keyword taken back
+    assert (photos / "grandma-2020.jpg.xmp").read_bytes() == HAND_WRITTEN
     assert not (photos / "b.png.xmp").exists()

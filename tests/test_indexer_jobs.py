@@ -322,9 +322,8 @@ def test_a_second_indexer_waits_then_says_who_holds_the_library(tmp_path, tiny_c
             f"siglip-search: error: library {library.path} is being indexed by pid {os.getpid()}"
             in err
         )
-        assert (
-            main(["status", "--library", str(library.path), "--json"]) == 0
-        )  # readers are not locked out
+        # readers are not locked out
+        assert main(["status", "--library", str(library.path), "--json"]) == 0
         capsys.readouterr()
     assert main(args) == 0
     library.close()
@@ -396,10 +395,11 @@ def test_a_parent_folder_never_takes_an_offline_or_hidden_subfolder_root_as_remo
 
     summary = index(library, [mnt], embedder)
 
+    # top.png; nothing of the disk or the archive lost
     assert (summary.added, summary.removed) == (
         1,
         0,
-    )  # top.png; nothing of the disk or the archive lost
+    )
     assert sorted(r.path for r in library.store.roots()) == sorted(map(str, (mnt, usb, archive)))
     assert len(by_path(library)) == on_usb + 2
     (tmp_path / "unplugged").rename(usb)  # plugged back in: found in its own root, not twice
@@ -427,13 +427,11 @@ def test_a_renamed_photo_folder_keeps_its_vectors_and_is_not_listed_twice(
         0,
     )
     rows = list(library.store.iter_images())
-    assert {row.id for row in rows} == ids and len(rows) == len(
-        files
-    )  # same rows: vectors and tags
+    # same rows: vectors and tags
+    assert {row.id for row in rows} == ids and len(rows) == len(files)
     assert {row.root_path for row in rows} == {str(photos)}
-    assert [r.path for r in library.store.roots()] == [
-        str(photos)
-    ]  # the old, empty, gone root is dropped
+    # the old, empty, gone root is dropped
+    assert [r.path for r in library.store.roots()] == [str(photos)]
 
 
 def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(
@@ -546,9 +544,8 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
         assert [r.path for r in reopened.store.roots()] == [str(home)]
         assert [row.rel_path for row in reopened.store.iter_images()] == ["kept.png"]
         assert len(reopened.vector_index()) == 1
-    assert (
-        sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files
-    )  # photos untouched
+    # photos untouched
+    assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files
 
 
 @pytest.mark.skipif(".heic" not in MISSING_DECODERS, reason="this Python decodes HEIC")
@@ -558,9 +555,8 @@ def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     for name in ("IMG_1.HEIC", "IMG_2.heic"):
-        (photos / name).write_bytes(
-            b"\0\0\0\x18ftypheic"
-        )  # an iPhone photo, to this Python unreadable
+        # an iPhone photo, to this Python unreadable
+        (photos / name).write_bytes(b"\0\0\0\x18ftypheic")
 
     assert (
         main(

@@ -321,8 +321,7 @@ def test_indexer_layering_sqlalchemy_only_in_store_faiss_only_in_vectors_never_u
         "cli.py",
     } <= set(modules)
     sqlalchemy = [name for name, imports in modules.items() if "sqlalchemy" in imports]
-    assert sqlalchemy and all(
-        name.startswith("store/") for name in sqlalchemy
-    )  # the store package only
+    # the store package only
+    assert sqlalchemy and all(name.startswith("store/") for name in sqlalchemy)
     assert [name for name, imports in modules.items() if "faiss" in imports] == ["vectors.py"]
     assert not any({"ui", "gradio"} & imports for imports in modules.values())

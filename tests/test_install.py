@@ -23,7 +23,10 @@ from siglip_search.cli import build_parser
 defaults = build_parser().parse_args(["eval"])
 print(json.dumps({
     "code": [siglip_search.__file__, indexer.__file__, ui.__file__],
-    "data": [str(p) for p in (resources.DEMO_MODEL, resources.SAMPLES, resources.EVAL_SET, resources.VOCABULARY)],
+    "data": [
+        str(p)
+        for p in (resources.DEMO_MODEL, resources.SAMPLES, resources.EVAL_SET, resources.VOCABULARY)
+    ],
     "eval defaults": [str(defaults.model), str(defaults.data)],
 }))
 """

@@ -115,9 +115,8 @@ def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
     )
     assert main(["search", "red", "-k", "3", "--library", str(archive)]) == 0
     writable_hits = capsys.readouterr().out
-    (
-        archive / "vectors.faiss"
-    ).unlink()  # the index must be rebuilt in memory, as it cannot be saved
+    # the index must be rebuilt in memory, as it cannot be saved
+    (archive / "vectors.faiss").unlink()
     before = {p.name: p.read_bytes() for p in archive.iterdir()}
     _make_read_only(archive, folder_too=True)
     _make_read_only(files_only, folder_too=False)
@@ -178,7 +177,9 @@ from ui import handlers
 from ui.state import load_state
 state = load_state(sys.argv[1])
 gallery = handlers.search_text(state, "red", 0.0, 3, "", "", "", "best match")[0]
-print(json.dumps({"thumbnails": str(state.thumbnails.folder), "pictures": [picture for picture, _ in gallery]}))
+print(json.dumps({
+    "thumbnails": str(state.thumbnails.folder), "pictures": [picture for picture, _ in gallery]
+}))
 """
 
 

@@ -76,9 +76,8 @@ def test_a_forked_child_gets_workers_of_its_own():
     child = ctx.Process(target=lambda: results.put(split(lambda c: c * 3, rows).tolist()))
     child.start()
     try:
-        assert (
-            results.get(timeout=60) == (rows * 3).tolist()
-        )  # the parent's threads do not exist here
+        # the parent's threads do not exist here
+        assert results.get(timeout=60) == (rows * 3).tolist()
     finally:
         child.join(timeout=10)
         child.kill()

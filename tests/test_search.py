@@ -151,9 +151,8 @@ def test_the_query_language(tmp_path):
         QueryTerm("text", "big cat", 3.0),
         QueryTerm("image_id", 12, 1.0),
     ]
-    assert parse_query("2 dogs on a sofa") == [
-        QueryTerm("text", "2 dogs on a sofa", 1.0)
-    ]  # a number in words
+    # a number in words
+    assert parse_query("2 dogs on a sofa") == [QueryTerm("text", "2 dogs on a sofa", 1.0)]
     assert parse_query("black-and-white photo") == [QueryTerm("text", "black-and-white photo", 1.0)]
     for text in (
         "16:9 screen",

@@ -143,7 +143,8 @@ def test_siglip_config_example():
     # Initializing a SiglipConfig with google/siglip-base-patch16-224 style configuration
     configuration = SiglipConfig()
 
-    # Initializing a SiglipModel (with random weights) from the google/siglip-base-patch16-224 style configuration
+    # Initializing a SiglipModel (with random weights) from the google/siglip-base-patch16-224
+    # style configuration
     model = SiglipModel(configuration)
 
     # Accessing the model configuration
@@ -179,7 +180,8 @@ def test_siglip_text_config_example():
     # Initializing a SiglipTextConfig with google/siglip-base-patch16-224 style configuration
     configuration = SiglipTextConfig()
 
-    # Initializing a SiglipTextModel (with random weights) from the google/siglip-base-patch16-224 style configuration
+    # Initializing a SiglipTextModel (with random weights) from the google/siglip-base-patch16-224
+    # style configuration
     model = SiglipTextModel(configuration)
 
     # Accessing the model configuration
@@ -201,7 +203,8 @@ def test_siglip_vision_config_example():
     # Initializing a SiglipVisionConfig with google/siglip-base-patch16-224 style configuration
     configuration = SiglipVisionConfig()
 
-    # Initializing a SiglipVisionModel (with random weights) from the google/siglip-base-patch16-224 style configuration
+    # Initializing a SiglipVisionModel (with random weights) from the google/siglip-base-patch16-224
+    # style configuration
     model = SiglipVisionModel(configuration)
 
     # Accessing the model configuration

@@ -32,9 +32,8 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             else:
                 module = node.module or ""
             found.add(module)
-            found.update(
-                f"{module}.{alias.name}" for alias in node.names
-            )  # `from . import synthetic`
+            # `from . import synthetic`
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return {m for m in found if m in known and m != name}
 
 

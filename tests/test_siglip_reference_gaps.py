@@ -34,7 +34,8 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL) -> N
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    """Made by transformers; 64 text positions so that transformers' pipeline (which pads to 64) runs on it."""
+    """Made by transformers; 64 text positions so that transformers' pipeline (which pads to 64) runs
+    on it."""
     return make_hf_checkpoint(
         tmp_path_factory.mktemp("hf-gaps"), seed=5, text={"max_position_embeddings": 64}
     )

@@ -1,4 +1,4 @@
-"""Zero-shot tagging of a library: the tags a user gets, when they change, and what a vocabulary file may say."""
+"""Zero-shot tagging of a library: the tags a user gets, when they change, what a vocabulary may say."""
 
 from __future__ import annotations
 
@@ -72,9 +72,8 @@ def test_the_pipeline_and_library_tagging_give_the_same_probabilities(
         assert one == pytest.approx(reference, abs=1e-5)
         assert stored[path.name] == pytest.approx(reference, abs=1e-5)
     probabilities = list(reference.values())
-    assert (
-        max(probabilities) - min(probabilities) > 1e-3
-    )  # labels differ: the comparison means something
+    # labels differ: the comparison means something
+    assert max(probabilities) - min(probabilities) > 1e-3
     assert abs(sum(probabilities) - 1.0) > 1e-3 or len(probabilities) == 1  # sigmoid, not softmax
 
 
@@ -176,13 +175,11 @@ def test_tagging_is_incremental_and_redone_after_a_vocabulary_or_photo_change(
     redone = tag_library(library, embedder, bigger, threshold=1e-6, cap=3)
     assert (redone.tagged, redone.retagged_all) == (6, True)
     assert {r.vocabulary_version for r in library.store.iter_tags()} == {bigger.version}
-    assert (
-        tag_library(library, embedder, bigger, threshold=2e-6, cap=3).tagged == 6
-    )  # new threshold: all again
+    # new threshold: all again
+    assert tag_library(library, embedder, bigger, threshold=2e-6, cap=3).tagged == 6
     strict = tag_library(library, embedder, bigger, threshold=0.999, cap=3)
-    assert (
-        strict.tags_written == 0 and stored_tags(library) == {}
-    )  # old tags are replaced, not kept
+    # old tags are replaced, not kept
+    assert strict.tags_written == 0 and stored_tags(library) == {}
 
 
 def test_a_tags_own_threshold_and_the_cap_decide_what_is_kept(tmp_path, library, embedder):
@@ -283,9 +280,8 @@ def test_the_vocabulary_format_plain_lists_and_versions():
     assert parse_vocabulary("dog\nbeach").version != parse_vocabulary("dog\nbeach @ 0.4").version
     plain_list = parse_vocabulary("dog\ncat\nhot air balloon\n")
     assert plain_list.names() == ["dog", "cat", "hot air balloon"]
-    glued = parse_vocabulary(
-        "dog@0.3\n\u200b\n \u200b \ncat\n"
-    )  # no spaces round '@'; invisible-only lines are blank
+    # no spaces round '@'; invisible-only lines are blank
+    glued = parse_vocabulary("dog@0.3\n\u200b\n \u200b \ncat\n")
     assert glued.tags == (VocabularyTag("dog", ("dog",), (), 0.3), VocabularyTag("cat", ("cat",)))
     assert parse_vocabulary('dog = "a dog @ home" @ 0.2').tags[0].prompts == ("a dog @ home",)
 

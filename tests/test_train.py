@@ -241,9 +241,8 @@ def test_the_whitened_text_start_tells_the_shape_prompts_apart():
 def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_decays():
     from siglip_search.training.loop import _optimizer, learning_rate
 
-    cfg = _config(
-        Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25
-    )  # warm-up 10, lr 3e-3
+    # warm-up 10, lr 3e-3
+    cfg = _config(Path("unused"), steps=100, lock_text_steps=40, text_lr_scale=0.25)
     lrs = [learning_rate(step, cfg) for step in range(100)]
     assert lrs[0] == 3e-3 / 10 and lrs[9] == 3e-3, "linear warm-up over 10 steps"
     assert all(lr == 3e-3 for lr in lrs[10:40]), "constant while the text tower is locked"

@@ -133,9 +133,8 @@ def test_a_csv_without_file_and_caption_columns_names_its_header(tmp_path):
 
 
 def test_training_never_overwrites_a_folder_it_did_not_write(tmp_path):
-    shipped = (
-        tmp_path / "siglip-demo"
-    )  # a finished, finalized model: its training_args.json, no trainer state
+    # a finished, finalized model: its training_args.json, no trainer state
+    shipped = tmp_path / "siglip-demo"
     shutil.copytree(REPO / "data" / "models" / "siglip-demo", shipped)
     downloaded = tmp_path / "downloaded"
     downloaded.mkdir()
@@ -178,9 +177,8 @@ def test_a_run_killed_between_its_two_checkpoint_files_resumes_to_the_same_weigh
     reference = train(_config(tmp_path / "uninterrupted", steps=8, lock_text_steps=1000))
     out = train(_config(tmp_path / "torn", steps=4, lock_text_steps=1000))
     shutil.copy(reference / "model.safetensors", out / "model.safetensors")
-    (out / "train_log.jsonl").write_text(
-        (out / "train_log.jsonl").read_text() + '{"step": 4, "lo'
-    )  # cut short
+    # cut short
+    (out / "train_log.jsonl").write_text((out / "train_log.jsonl").read_text() + '{"step": 4, "lo')
     train(_config(out, steps=8, lock_text_steps=1000))
     ours, ref = (
         SiglipModel.from_pretrained(out).state_dict(),
@@ -198,9 +196,8 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one(tmp_path):
     out = tmp_path / "run"
     argv = _cli(tmp_path, "--out", str(out), "--checkpoint-every", "2")
     assert main(argv + ["--steps", "2"]) == 0
-    limit = (
-        (out / "model.safetensors").stat().st_size
-    )  # the trainer state is larger: its write fails
+    # the trainer state is larger: its write fails
+    limit = (out / "model.safetensors").stat().st_size
     script = (
         "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}));"

@@ -168,9 +168,8 @@ def test_more_like_this_starts_from_an_indexed_photo_and_leaves_it_out(client):
         first["id"], 0.0, 4, "", "", "", "best match", api_name="/more_like_this"
     )[:3]
     assert len(hits) == 4 and first["id"] not in [h["id"] for h in hits]
-    assert (
-        "photos like " + Path(first["rel_path"]).name.replace("_", "\\_") in summary
-    )  # markdown-escaped
+    # markdown-escaped
+    assert "photos like " + Path(first["rel_path"]).name.replace("_", "\\_") in summary
 
 
 def test_options_cut_off_sort_and_count(client):

@@ -352,12 +352,10 @@ def test_ui_talks_to_the_indexer_never_to_the_database_index_or_model_directly()
     assert {"app.py", "views.py", "server.py", "cli.py"} <= set(modules)
     for name, imports in modules.items():
         assert not {"sqlalchemy", "faiss", "torch", "numpy"} & imports, name
-    assert (
-        "gradio" not in modules["views.py"]
-    )  # views may use the indexer's types and names: the layering
-    assert (
-        "gradio" not in modules["cli.py"] and "gradio" not in modules["options.py"]
-    )  # the CLI stays fast
+    # views may use the indexer's types and names: the layering
+    assert "gradio" not in modules["views.py"]
+    # the CLI stays fast
+    assert "gradio" not in modules["cli.py"] and "gradio" not in modules["options.py"]
 
 
 # --- server settings ------------------------------------------------------------------------------
@@ -541,14 +539,12 @@ def test_the_undo_report_lists_only_machine_keywords_not_the_users_copied_ones(t
         "<rdf:li>holiday</rdf:li></rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>",
         encoding="utf-8",
     )
-    export_xmp(
-        [(photo, ["animal|dog"])], tmp_path / "export.json"
-    )  # "holiday" is copied into new lists
+    # "holiday" is copied into new lists
+    export_xmp([(photo, ["animal|dog"])], tmp_path / "export.json")
 
     report = undo_xmp(tmp_path / "export.json")
 
-    assert (
-        "holiday" in report.written[0].removed["lr:hierarchicalSubject"]
-    )  # the copy went with the list
+    # the copy went with the list
+    assert "holiday" in report.written[0].removed["lr:hierarchicalSubject"]
     text = views.export_report_markdown(report, dry_run=False, undo=True)
     assert "AI\\|animal\\|dog" in text and "holiday" not in text

@@ -107,12 +107,10 @@ def test_a_checkpoint_saved_again_within_one_clock_tick_is_hashed_again(
     directory = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
     weights = directory / "model.safetensors"
     first, stat = embedder_module._weights_sha256(directory), weights.stat()
-    SiglipModel.from_pretrained(other_tiny_checkpoint).save_pretrained(
-        directory
-    )  # same shapes: same size
-    os.utime(
-        weights, ns=(stat.st_atime_ns, stat.st_mtime_ns)
-    )  # as if saved within the same clock tick
+    # same shapes: same size
+    SiglipModel.from_pretrained(other_tiny_checkpoint).save_pretrained(directory)
+    # as if saved within the same clock tick
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert weights.stat().st_size == stat.st_size
     assert (
         embedder_module._weights_sha256(directory)

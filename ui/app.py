@@ -157,9 +157,8 @@ def _search_tab(state: AppState) -> gr.Dropdown:
             with gr.Accordion("Results as JSON", open=False):
                 results_json = gr.JSON(show_label=False)
     hits = gr.State([])
-    selected_id = gr.Number(
-        visible=False, precision=0
-    )  # an API client may pass any indexed photo's id
+    # an API client may pass any indexed photo's id
+    selected_id = gr.Number(visible=False, precision=0)
     options = [min_score, count, folder, date_from, date_to, sort]
     outputs = [gallery, summary, results_json, hits]
     query.submit(bind(handlers.search_text, state), [query, *options], outputs, api_name="search")

@@ -63,8 +63,8 @@ def _demo_embedder(library, samples: Path, model: Path):
     if others:
         raise DemoLibraryError(
             f"{library.path} is not a demo library: it holds {others[0]}"
-            f"{f' and {len(others) - 1} more folders' if len(others) > 1 else ''}, which the demo would mix its "
-            "sample photos into and re-tag; leave out --library or pick an empty folder"
+            f"{f' and {len(others) - 1} more folders' if len(others) > 1 else ''}, which the demo "
+            "would mix its sample photos into and re-tag; leave out --library or pick an empty folder"
         )
     try:
         return library.load_embedder(model)

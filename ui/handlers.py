@@ -233,7 +233,8 @@ def tag_image(
     labels = views.parse_labels(labels_text)
     if not labels and not use_vocabulary:
         raise FormError(
-            "Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), or tick “use the vocabulary”."
+            "Type some labels, separated by commas or one per line (e.g. “dog, cat, beach”), "
+            "or tick “use the vocabulary”."
         )
     candidates: list[str] | Vocabulary = labels
     if (
@@ -268,7 +269,8 @@ def _embedder(state: AppState) -> Embedder:
 
 @page_errors
 def folder_choices(state: AppState) -> dict:
-    """The registered folders, for the search tab's folder filter (refreshed on page load and after indexing)."""
+    """The registered folders, for the search tab's folder filter (refreshed on page load and after
+    indexing)."""
     roots = [root.path for root in state.library.store.roots()] if state.library is not None else []
     return gr.update(choices=roots)
 
@@ -380,9 +382,8 @@ def export_tags(
         )
     if fmt not in ("csv", "jsonl"):
         raise FormError(f"Choose one of: {', '.join(EXPORT_FORMATS)}.")
-    _refuse_if_read_only(
-        state
-    )  # a download writes nothing of the user's, but --read-only promises no export
+    # a download writes nothing of the user's, but --read-only promises no export
+    _refuse_if_read_only(state)
     rows = library_tag_rows(library, prob)
     if not rows:
         raise FormError("The library has no tags to export yet: tag the library first.")

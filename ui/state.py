@@ -31,9 +31,8 @@ class AppState:
     model: str | None = None  # the model for a library that has none yet
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
-    read_only: bool = (
-        False  # no indexing, tagging or export from the page (search and tag-an-image only)
-    )
+    # no indexing, tagging or export from the page (search and tag-an-image only)
+    read_only: bool = False
     job_lock: threading.Lock = field(default_factory=threading.Lock)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,7 +87,8 @@ def load_model(state: AppState) -> None:
             state.embedder = Embedder.from_pretrained(state.model)
         else:
             raise ModelNotRecordedError(
-                f"the library at {state.library_dir} has no model yet; start the server with --model ID_OR_PATH"
+                f"the library at {state.library_dir} has no model yet; start the server with "
+                "--model ID_OR_PATH"
             )
     if recorded and state.searcher is None:
         state.searcher = Searcher(state.library, state.embedder)  # checks it is the library's model

@@ -47,10 +47,9 @@ class Thumbnails:
     def __init__(
         self, folder: str | os.PathLike, *, max_pixels: int | None = None, workers: int = 4
     ) -> None:
-        self.folder = Path(
-            folder
-        ).resolve()  # made with the first thumbnail (_save_atomic): a mistyped
-        # --library must not leave folders behind
+        # made with the first thumbnail (_save_atomic): a mistyped --library must not leave
+        # folders behind
+        self.folder = Path(folder).resolve()
         self.max_pixels = max_pixels
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbnail")
 

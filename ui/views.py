@@ -21,9 +21,8 @@ if TYPE_CHECKING:  # for type hints only: the page's views need none of their co
     from indexer.jobs import RunSummary
     from indexer.search import Hit
 
-MAX_LABELS = (
-    64  # a tagging request with more labels is a mistake (or an attack), not a photo question
-)
+# a tagging request with more labels is a mistake (or an attack), not a photo question
+MAX_LABELS = 64
 MAX_LABEL_CHARS = 100
 
 
@@ -260,7 +259,8 @@ def tagging_summary(probabilities: Mapping[str, float], threshold: float, limit:
             + ", ".join(f"“{_escape(label)}”" for label in above)
         )
     else:
-        head = f"No label reaches {format_probability(threshold)}; the most likely is “{_escape(next(iter(probabilities)))}”."
+        best = _escape(next(iter(probabilities)))
+        head = f"No label reaches {format_probability(threshold)}; the most likely is “{best}”."
     rows = [
         f"| {_escape_text_cell(label)} | {format_probability(prob)} |"
         for label, prob in list(probabilities.items())[:limit]
@@ -281,7 +281,8 @@ def status_markdown(report: Mapping[str, Any] | None, max_failures: int = 20) ->
     dim = f" · dim {identity['dim']}" if identity.get("dim") else ""
     mode = f" · {report['mode']}" if report.get("mode") else ""
     lines = [
-        f"**{report['images']} photos** indexed · {report['failed_count']} failed · {report.get('tags', 0)} tags",
+        f"**{report['images']} photos** indexed · {report['failed_count']} failed · "
+        f"{report.get('tags', 0)} tags",
         "",
         f"model: `{_escape_code(str(model))}`{dim}{mode}",
         "",
@@ -300,8 +301,9 @@ def status_markdown(report: Mapping[str, Any] | None, max_failures: int = 20) ->
     run = report.get("last_run")
     if run:
         lines += [
-            f"last run {run['started_at']} ({run['status']}): added {run['added']}, updated {run['updated']}, "
-            f"moved {run['moved']}, removed {run['removed']}, failed {run['failed']}",
+            f"last run {run['started_at']} ({run['status']}): added {run['added']}, "
+            f"updated {run['updated']}, moved {run['moved']}, removed {run['removed']}, "
+            f"failed {run['failed']}",
             "",
         ]
     failed = report.get("failed") or []

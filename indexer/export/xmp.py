@@ -252,9 +252,8 @@ class _Recorder:
             node.parent = self.stack[-1]
             self.stack[-1].children.append(node)
         elif node.tag is not None:
-            self.root = (
-                node  # comments and PIs outside the root (the xpacket wrapper) stay as they are
-            )
+            # comments and PIs outside the root (the xpacket wrapper) stay as they are
+            self.root = node
 
     def close(self) -> _Node | None:
         return self.root

@@ -42,9 +42,8 @@ class Image(Base):
     )
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     root_id: Mapped[int] = mapped_column(sa.ForeignKey("roots.id", ondelete="CASCADE"))
-    rel_path: Mapped[str] = mapped_column(
-        sa.Text
-    )  # POSIX, relative to the root: moving a root is free
+    # POSIX, relative to the root: moving a root is free
+    rel_path: Mapped[str] = mapped_column(sa.Text)
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
     fingerprint: Mapped[str | None] = mapped_column(sa.String(64), index=True)
@@ -79,9 +78,8 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(sa.DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
     status: Mapped[str] = mapped_column(sa.String(16))  # "running" | "ok" | "interrupted"
-    roots: Mapped[str | None] = mapped_column(
-        sa.Text
-    )  # the folders given, a JSON list (see _run_roots)
+    # the folders given, a JSON list (see _run_roots)
+    roots: Mapped[str | None] = mapped_column(sa.Text)
     added: Mapped[int] = mapped_column(sa.Integer, default=0)
     updated: Mapped[int] = mapped_column(sa.Integer, default=0)
     moved: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -132,7 +130,8 @@ def migrate(engine: sa.Engine) -> int:
         )
         if found > SCHEMA_VERSION:
             raise SchemaError(
-                f"library schema version {found} is newer than this siglip-search ({SCHEMA_VERSION}); upgrade it"
+                f"library schema version {found} is newer than this siglip-search "
+                f"({SCHEMA_VERSION}); upgrade it"
             )
         if found < SCHEMA_VERSION and is_read_only(engine):
             raise LibraryReadOnlyError(

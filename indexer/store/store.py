@@ -372,7 +372,8 @@ class Store:
         taken_before: str | None = None,
     ) -> np.ndarray:
         """Ids of indexed images under any of `folders` ((root id, rel prefix or "" for the whole
-        root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a date filter)."""
+        root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a
+        date filter)."""
         query = sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
         if folders is not None:
             clauses = [

@@ -92,9 +92,8 @@ class SyntheticSource:
             for i in range(begin, end, chunk)
         ]
         images, specs = [], []
-        method = (
-            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        )  # no fork on Windows
+        # no fork on Windows
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with (
             multiprocessing.get_context(method).Pool(
                 processes or multiprocessing.cpu_count()
@@ -127,9 +126,9 @@ class SyntheticSource:
     def sample_batch(
         self, rng: random.Random, n: int, step: int = 0
     ) -> list[tuple[Image.Image, str, frozenset[str] | None]]:
-        """With `twins`, half the batch are shape twins: the same scene, layout and caption template with other
-        shapes. Colour, size and position then cannot tell the pair apart, so the model must
-        learn shape (the part a plain random batch teaches slowly)."""
+        """With `twins`, half the batch are shape twins: the same scene, layout and caption template
+        with other shapes. Colour, size and position then cannot tell the pair apart, so the model
+        must learn shape (the part a plain random batch teaches slowly)."""
         if step < self.short_steps:
             return [self._render_short(rng) for _ in range(n)]
         if not self.twins:

@@ -170,9 +170,8 @@ def train(cfg: TrainConfig) -> Path:
     rank = dist.get_rank() if distributed else 0
     cfg.validate()
     if cfg.data != "synthetic":
-        cfg.data = str(
-            Path(cfg.data).expanduser().resolve()
-        )  # the same folder, however a resume names it
+        # the same folder, however a resume names it
+        cfg.data = str(Path(cfg.data).expanduser().resolve())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if rank == 0:

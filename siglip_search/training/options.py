@@ -59,9 +59,8 @@ class TrainConfig:
     # Without it both towers settle on one embedding for all five shapes (see the model card).
     lock_text_steps: int = 1200
     text_lr_scale: float = 1 / 3  # text tower learning rate relative to lr, once unlocked
-    pool_size: int = (
-        80000  # synthetic data: render this many scenes once and reuse them (0: render every batch)
-    )
+    # synthetic data: render this many scenes once and reuse them (0: render every batch)
+    pool_size: int = 80000
     progress: bool = True
 
     def to_json(self) -> dict[str, Any]:

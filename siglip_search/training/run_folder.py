@@ -69,9 +69,8 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
         _check_same_options(previous, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if previous is None:
-        write_atomic(
-            out / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode()
-        )  # marks the folder as a run
+        # marks the folder as a run
+        write_atomic(out / ARGS_FILE, (json.dumps(cfg.to_json(), indent=2) + "\n").encode())
     if not (out / "spiece.model").is_file():
         if cfg.tokenizer:
             with atomic_path(out / "spiece.model") as temp:
