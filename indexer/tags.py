@@ -256,9 +256,8 @@ def tag_library(
             )
             summary.tagged += len(chunk.ids)
             bar.update(len(chunk.ids))
-    if (
-        retagged_all and summary.tagged == 0
-    ):  # an empty library still records what it was tagged with
+    # an empty library still records what it was tagged with
+    if retagged_all and summary.tagged == 0:
         library.store.set_meta(TAGGER_META, json.dumps({"key": key, "after": None, **settings}))
     summary.unchanged = library.store.embedding_count() - summary.tagged
     summary.seconds = time.monotonic() - started

@@ -225,9 +225,8 @@ class AnnIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         if k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if (
-            allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT
-        ):  # a narrow filter: score it all
+        # a narrow filter: score it all
+        if allowed is not None and len(allowed) <= ANN_SUBSET_LIMIT:
             keep = self._alive & np.isin(self._ids, allowed)
             return self._best(self._shard_map(lambda s: self._score_subset(s, query, keep, k)), k)
         total = len(self._alive)

@@ -258,8 +258,8 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        return_dict: bool
-        | None = None,  # accepted and ignored: the output indexes like a tuple too
+        # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling:
         return self.vision_model(
             pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions
@@ -282,8 +282,8 @@ class SiglipTextModel(SiglipPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-        return_dict: bool
-        | None = None,  # accepted and ignored: the output indexes like a tuple too
+        # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling:
         return self.text_model(
             input_ids, attention_mask, position_ids, output_hidden_states, output_attentions
@@ -336,8 +336,8 @@ class SiglipModel(SiglipPreTrainedModel):
         output_hidden_states: bool = False,
         interpolate_pos_encoding: bool = False,
         output_attentions: bool = False,
-        return_dict: bool
-        | None = None,  # accepted and ignored: the output indexes like a tuple too
+        # accepted and ignored: the output indexes like a tuple too
+        return_dict: bool | None = None,
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:

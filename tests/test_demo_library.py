@@ -30,9 +30,8 @@ def test_the_demo_refuses_the_users_own_library_and_leaves_it_as_it_was(
     make_photo_folder(pictures, n=4)
     make_photo_folder(samples, n=3)
     library_dir = tmp_path / "my library"
-    with open_library(
-        library_dir, create=True
-    ) as library:  # the user's library, the same model even
+    # the user's library, the same model even
+    with open_library(library_dir, create=True) as library:
         index_paths(library, [pictures], Embedder.from_pretrained(tiny_checkpoint), progress=False)
     before = _roots(library_dir)
     with pytest.raises(DemoLibraryError, match=f"not a demo library: it holds {pictures}"):

@@ -89,9 +89,8 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert proc.returncode == -signal.SIGKILL
     done_before_rerun = _ok_rows(killed_lib)
     assert 4 <= done_before_rerun < 60
-    with open_library(
-        killed_lib, create=False
-    ) as stopped:  # nobody holds the lock: not running any more
+    # nobody holds the lock: not running any more
+    with open_library(killed_lib, create=False) as stopped:
         assert library_status(stopped)["last_run"]["status"] == "interrupted"
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).

@@ -154,21 +154,15 @@ def test_the_query_language(tmp_path):
     # a number in words
     assert parse_query("2 dogs on a sofa") == [QueryTerm("text", "2 dogs on a sofa", 1.0)]
     assert parse_query("black-and-white photo") == [QueryTerm("text", "black-and-white photo", 1.0)]
-    for text in (
-        "16:9 screen",
-        "a clock at 10:30",
-        "3:4 portrait",
-    ):  # ratios and times are words, not weights
+    # ratios and times are words, not weights
+    for text in ("16:9 screen", "a clock at 10:30", "3:4 portrait"):
         assert parse_query(text) == [QueryTerm("text", text, 1.0)]
     assert parse_query("0.5:cat + 2:dog") == [
         QueryTerm("text", "cat", 0.5),
         QueryTerm("text", "dog", 2.0),
     ]
-    for text in (
-        "rock 'n' roll",
-        "fashion of the '80s",
-        "grandma's garden",
-    ):  # apostrophes are text
+    # apostrophes are text
+    for text in ("rock 'n' roll", "fashion of the '80s", "grandma's garden"):
         assert parse_query(text) == [QueryTerm("text", text, 1.0)]
     assert file_terms('"x.jpg" + ./ref.jpg + #3 + dog') == ["./ref.jpg"]
     cases = {

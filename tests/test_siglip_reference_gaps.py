@@ -364,9 +364,8 @@ def test_towers_of_different_widths_build_and_give_features(tmp_path):
             mine(input_ids=ids, pixel_values=pixels)
     from siglip_search.embedder import Embedder
 
-    with pytest.raises(
-        CheckpointError, match="cannot be used for search"
-    ):  # search needs one space
+    # search needs one space
+    with pytest.raises(CheckpointError, match="cannot be used for search"):
         Embedder.from_pretrained(directory)
 
 

@@ -237,9 +237,8 @@ def tag_image(
             "or tick “use the vocabulary”."
         )
     candidates: list[str] | Vocabulary = labels
-    if (
-        use_vocabulary
-    ):  # the vocabulary's tags with their synonyms and prompts, plus the typed labels
+    # the vocabulary's tags with their synonyms and prompts, plus the typed labels
+    if use_vocabulary:
         vocabulary = load_vocabulary(state)
         known = {name.casefold() for name in vocabulary.names()}
         typed = tuple(

@@ -228,9 +228,8 @@ class CaptionFolderSource:
             raise InputError(f"training folder {self.folder} does not exist or is not a folder")
         path = Path(captions) if captions else _find_captions(self.folder)
         rows, self.skipped = _read_captions(path)
-        with ThreadPoolExecutor(
-            threads or os.cpu_count() or 1
-        ) as pool:  # PIL decodes without the GIL
+        # PIL decodes without the GIL
+        with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
             problems = list(pool.map(lambda row: _image_problem(self.folder / row[0]), rows))
         self.pairs = [row for row, problem in zip(rows, problems, strict=True) if problem is None]
         self.skipped += [

@@ -64,10 +64,8 @@ def _save(model: SiglipModel, optimizer, step: int, cfg: TrainConfig) -> None:
         with atomic_path(cfg.out_dir / STATE_FILE) as temp:
             torch.save(state, temp)
         model.save_pretrained(cfg.out_dir)
-    except (
-        OSError,
-        RuntimeError,
-    ) as exc:  # torch.save reports a failed write (a full disk) as RuntimeError
+    # torch.save reports a failed write (a full disk) as RuntimeError
+    except (OSError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"cannot write the step {step} checkpoint in {cfg.out_dir} ({reason}); "
@@ -83,9 +81,8 @@ def _resume(model: SiglipModel, optimizer, cfg: TrainConfig) -> int:
         # weights_only: the state holds only tensors, dicts, lists, tuples, strings and numbers (see _save),
         # so unpickling runs no code from the file
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as exc:  # torch.load raises anything from EOFError to UnpicklingError on a damaged file
+    # torch.load raises anything from EOFError to UnpicklingError on a damaged file
+    except Exception as exc:
         raise CheckpointError(
             f"{state_path} is damaged ({type(exc).__name__}: {exc}); delete {cfg.out_dir} "
             "to start over"
@@ -197,9 +194,8 @@ def train(cfg: TrainConfig) -> Path:
     )
     if rank == 0 and getattr(source, "skipped", None):
         _report_skipped(cfg, source)
-    if (
-        cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file()
-    ):  # a resumed run loads its weights
+    # a resumed run loads its weights
+    if cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file():
         whiten_text_start(model, tokenizer, _whitening_captions(cfg, source))
     optimizer = _optimizer(model, cfg)
     start = _resume(model, optimizer, cfg)
