@@ -17,6 +17,7 @@ from .errors import (
 from .jobs import RunSummary, index_paths
 from .library import (
     Library,
+    LibraryStatus,
     default_library_dir,
     library_status,
     lock_library,
@@ -42,6 +43,7 @@ __all__ = [
     "RunSummary",
     "index_paths",
     "Library",
+    "LibraryStatus",
     "default_library_dir",
     "library_status",
     "lock_library",

@@ -20,7 +20,14 @@ from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from .jobs import index_paths
-from .library import LIBRARY_ENV, default_library_dir, library_status, lock_library, open_library
+from .library import (
+    LIBRARY_ENV,
+    LibraryStatus,
+    default_library_dir,
+    library_status,
+    lock_library,
+    open_library,
+)
 from .names import shown
 from .query import QueryTerm, parse_query
 from .scan import check_utf8_path
@@ -96,7 +103,7 @@ def status_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         report = library_status(library)
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         print(format_status(report))
     return 0
@@ -258,34 +265,32 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
     return EXIT_PARTIAL if report.skipped else 0
 
 
-def format_status(report: dict, max_failures: int = 20) -> str:
-    lines = [f"library   {shown(report['library'])}"]
-    mode = f", {report['mode']}" if report["mode"] else ""
-    identity = report["model_identity"] or {}
+def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
+    lines = [f"library   {shown(report.library)}"]
+    mode = f", {report.mode}" if report.mode else ""
+    identity = report.model_identity or {}
     lines.append(
-        f"model     {report['model'] or '(none yet)'}"
+        f"model     {report.model or '(none yet)'}"
         + (f" (dim {identity['dim']}{mode})" if identity else "")
     )
-    lines.append(f"images    {report['images']} indexed, {report['failed_count']} failed")
-    for i, root in enumerate(report["roots"]):
-        state = "online " if root["online"] else "OFFLINE (missing or empty; images kept)"
+    lines.append(f"images    {report.images} indexed, {report.failed_count} failed")
+    for i, root in enumerate(report.roots):
+        state = "online " if root.online else "OFFLINE (missing or empty; images kept)"
         lines.append(
-            f"{'roots' if i == 0 else '':9} {state} {shown(root['path'])} ({root['images']} images)"
+            f"{'roots' if i == 0 else '':9} {state} {shown(root.path)} ({root.images} images)"
         )
-    run = report["last_run"]
+    run = report.last_run
     if run:
         lines.append(
-            f"last run  {run['started_at']} {run['status']}: added {run['added']}, updated {run['updated']}, "
-            f"moved {run['moved']}, removed {run['removed']}, failed {run['failed']}"
+            f"last run  {run.started_at} {run.status}: added {run.added}, updated {run.updated}, "
+            f"moved {run.moved}, removed {run.removed}, failed {run.failed}"
         )
-    for i, failure in enumerate(report["failed"][:max_failures]):
+    for i, failure in enumerate(report.failed[:max_failures]):
         lines.append(
-            f"{'failures' if i == 0 else '':9} {shown(failure['path'])}: {shown(failure['reason'])}"
+            f"{'failures' if i == 0 else '':9} {shown(failure.path)}: {shown(failure.reason or '')}"
         )
-    if len(report["failed"]) > max_failures:
-        lines.append(
-            f"{'':9} ... and {len(report['failed']) - max_failures} more (--json lists all)"
-        )
+    if len(report.failed) > max_failures:
+        lines.append(f"{'':9} ... and {len(report.failed) - max_failures} more (--json lists all)")
     return "\n".join(lines)
 
 

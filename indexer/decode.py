@@ -20,10 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import DecodeError, NotRegularFileError
 
-try:  # littleCMS, for Lab images; Pillow wheels include it, some source builds do not
-    from PIL import ImageCms
-except ImportError:  # pragma: no cover - depends on how Pillow was built
-    ImageCms = None
+# littleCMS, for Lab images (Pillow's ImageCms); Pillow wheels include it, some source builds do not.
+HAS_LITTLECMS = features.check_module("littlecms2")
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 if features.check("avif"):  # Pillow >= 11.2 built with libavif
@@ -267,9 +265,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
         scaled = values / top * 255.0
         transparent = im.info.get("transparency")
-        if isinstance(
-            transparent, int
-        ):  # PNG tRNS: the pixels of this one grey value are transparent
+        # PNG tRNS: the pixels of this one grey value are transparent
+        if isinstance(transparent, int):
             scaled[values == transparent] = 255.0  # composited onto white
         return _grey_to_rgb(scaled)
     if "A" in im.getbands() or im.info.get("transparency") is not None:
@@ -305,7 +302,7 @@ def _lab_to_srgb(im: Image.Image) -> Image.Image:
     """Lab (CIELAB TIFFs) to sRGB. Pillow >= 9.4 converts Lab through littleCMS (D50 Lab profile to
     sRGB), the way ICC-aware photo tools do; without littleCMS it cannot, and copying L, a, b into
     R, G, B would index a photo of the wrong colours, so the file is recorded as a failure."""
-    if ImageCms is None:
+    if not HAS_LITTLECMS:
         raise DecodeError(
             "unsupported colour mode LAB (this Pillow has no littleCMS to convert it)"
         )

@@ -98,13 +98,13 @@ def find_duplicates(
     for image_id in list(groups.parent):
         components.setdefault(groups.find(image_id), []).append(image_id)
     result = []
-    for members in components.values():
-        if len(members) < 2:
+    for component in components.values():
+        if len(component) < 2:
             continue
-        images = sorted(store.images_by_ids(sorted(members)), key=lambda r: r.path)
-        exact = any(set(members) <= s for s in exact_sets)
-        low = 1.0 if exact else min(weakest.get(m, 1.0) for m in members)
-        copies = [[r for r in images if r.id in s] for s in exact_sets if s & set(members)]
+        images = sorted(store.images_by_ids(sorted(component)), key=lambda r: r.path)
+        exact = any(set(component) <= s for s in exact_sets)
+        low = 1.0 if exact else min(weakest.get(m, 1.0) for m in component)
+        copies = [[r for r in images if r.id in s] for s in exact_sets if s & set(component)]
         copies = sorted((c for c in copies if len(c) > 1), key=lambda c: c[0].path)
         result.append(DuplicateGroup("exact" if exact else "near", images, low, copies))
     result.sort(key=lambda g: (g.kind != "exact", -len(g.images), g.images[0].path))
@@ -129,10 +129,10 @@ def _near_edges(
                     candidates.add((min(int(a), int(b)), max(int(a), int(b))))
     if not candidates:
         return []
-    ids = sorted({i for pair in candidates for i in pair})
+    pair_ids = sorted({i for pair in candidates for i in pair})
     vectors: dict[int, np.ndarray] = {}
-    for start in range(0, len(ids), 500):
-        vectors.update(store.embeddings_by_ids(ids[start : start + 500]))
+    for start in range(0, len(pair_ids), 500):
+        vectors.update(store.embeddings_by_ids(pair_ids[start : start + 500]))
     edges = []
     for a, b in sorted(candidates):
         if a in vectors and b in vectors:

@@ -7,10 +7,10 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -37,6 +37,16 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class RunCounts(TypedDict):
+    """A run's counts as the runs table keeps them (Store.finish_run's keyword arguments)."""
+
+    added: int
+    updated: int
+    moved: int
+    removed: int
+    failed: int
+
+
 @dataclass
 class RunSummary:
     added: int = 0
@@ -53,7 +63,7 @@ class RunSummary:
     outside_links: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> RunCounts:
         return {
             "added": self.added,
             "updated": self.updated,
@@ -93,7 +103,15 @@ class _Prepared:
     # width, height, taken_at, camera
     decoded: tuple[int, int, str | None, str | None] | None = None
     error: str | None = None
-    same_content: bool = False  # only the stat changed (touched, copied back): keep the vector
+    # The stored row whose content this file still has: only the stat changed (touched, copied
+    # back), so the row keeps its vector.
+    same_row: FileState | None = None
+
+    def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, str | None, str | None]]:
+        """(fingerprint, pixels, decoded) of a file that decoded: what the write step embeds."""
+        if self.fingerprint is None or self.pixels is None or self.decoded is None:
+            raise AssertionError(f"{self.work.file.rel_path} has no decoded pixels to embed")
+        return self.fingerprint, self.pixels, self.decoded
 
 
 def index_paths(
@@ -259,7 +277,7 @@ def _apply_moves(
     vanished: list[tuple[int, FileState]],
     summary: RunSummary,
     pool: ThreadPoolExecutor,
-    adoptable: list[tuple[int, FileState]] = (),
+    adoptable: Sequence[tuple[int, FileState]] = (),
 ) -> list[_Work]:
     """Pair vanished rows, then `adoptable` ones (kept when unmatched), with new files of equal
     fingerprint: a move keeps its row, vector and tags. Only new files whose size matches such a row
@@ -328,7 +346,7 @@ class _Preparer:
             and work.old.status == "ok"
             and work.old.fingerprint == result.fingerprint
         ):
-            result.same_content = True
+            result.same_row = work.old
             return result
         try:
             decoded = decode_image(
@@ -391,9 +409,9 @@ def _embed_and_write(
                         item.fingerprint,
                     )
                 )
-            elif item.same_content:
+            elif item.same_row is not None:
                 touched.append(
-                    FileUpdate(w.old.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns)
+                    FileUpdate(item.same_row.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns)
                 )
             else:
                 ready.append(item)
@@ -427,7 +445,8 @@ def _write_batch(
     """Embed one batch and commit it with the batch's failures in one transaction."""
     embedded = []
     if ready:
-        pixels = np.stack([r.pixels for r in ready])  # (B, 3, H, W)
+        parts = [r.decoded_parts() for r in ready]
+        pixels = np.stack([p for _, p, _ in parts])  # (B, 3, H, W)
         if len(ready) < batch_size:
             # Pad the last batch to the usual shape: the same file then gets bit-identical
             # vectors however a run was cut into batches (kill -9 and resume = one clean run).
@@ -435,16 +454,16 @@ def _write_batch(
                 [pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)]
             )
         vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
-        for r, vector in zip(ready, vectors, strict=True):
+        for r, (fingerprint, _, decoded), vector in zip(ready, parts, vectors, strict=True):
             w, f = r.work, r.work.file
-            width, height, taken_at, camera = r.decoded
+            width, height, taken_at, camera = decoded
             embedded.append(
                 EmbeddedImage(
                     w.root_id,
                     f.rel_path,
                     f.size_bytes,
                     f.mtime_ns,
-                    r.fingerprint,
+                    fingerprint,
                     width,
                     height,
                     taken_at,

@@ -11,10 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -107,12 +107,15 @@ class Library:
         from siglip_search.embedder import Embedder
 
         recorded = self.model_identity()
-        if model is None and recorded is None:
+        if model is not None:
+            name = model
+        elif recorded is not None:
+            name = recorded["model_id"]
+        else:
             raise ModelNotRecordedError(
                 f"library {self.path} has no model yet; index photos into it first: "
                 f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
             )
-        name = model if model is not None else recorded["model_id"]
         mode = mode or self.model_mode() or "fp32"
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
@@ -239,18 +242,62 @@ class Library:
         return int(identity["dim"])
 
 
-def library_status(library: Library) -> dict:
-    """What `siglip-search status` shows, JSON-able; reads only the database and the disk."""
+@dataclass(frozen=True)
+class RootStatus:
+    path: str
+    online: bool  # False: missing, or empty while photos are stored for it (an unmounted disk)
+    images: int
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    started_at: str | None  # ISO 8601, UTC
+    finished_at: str | None
+    status: str  # ok, running, or interrupted (a run stopped by Ctrl-C or kill -9)
+    roots: list[str]
+    added: int
+    updated: int
+    moved: int
+    removed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """What `siglip-search status` and the web app's Library tab show."""
+
+    library: str
+    images: int  # indexed, with an embedding
+    failed_count: int
+    tags: int
+    model: str | None  # None until a first folder is indexed
+    mode: str | None
+    model_identity: dict[str, Any] | None
+    roots: tuple[RootStatus, ...]
+    last_run: RunStatus | None
+    failed: tuple[FailedFile, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object `siglip-search status --json` prints, keys in this order."""
+        out = asdict(self)
+        out["roots"], out["failed"] = list(out["roots"]), list(out["failed"])
+        return out
+
+
+def library_status(library: Library) -> LibraryStatus:
+    """What `siglip-search status` shows; reads only the database and the disk."""
     store = library.store
     counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
-    roots = [
-        {
-            "path": r.path,
-            "online": is_root_online(r.path, per_root.get(r.id, 0)),
-            "images": per_root.get(r.id, 0),
-        }
+    roots = tuple(
+        RootStatus(r.path, is_root_online(r.path, per_root.get(r.id, 0)), per_root.get(r.id, 0))
         for r in store.roots()
-    ]
+    )
     run = store.last_run()
     last_run = None
     if run is not None:
@@ -260,29 +307,29 @@ def library_status(library: Library) -> dict:
             if run.status == "running" and not _indexer_running(library)
             else run.status
         )
-        last_run = {
-            "started_at": _utc_iso(run.started_at),
-            "finished_at": _utc_iso(run.finished_at),
-            "status": status,
-            "roots": run.roots,
-            "added": run.added,
-            "updated": run.updated,
-            "moved": run.moved,
-            "removed": run.removed,
-            "failed": run.failed,
-        }
-    return {
-        "library": str(library.path),
-        "images": counts.images,
-        "failed_count": counts.failed,
-        "tags": counts.tags,
-        "model": identity.get("model_id") if identity else None,
-        "mode": library.model_mode(),
-        "model_identity": identity,
-        "roots": roots,
-        "last_run": last_run,
-        "failed": [{"path": r.path, "reason": r.error} for r in store.failures()],
-    }
+        last_run = RunStatus(
+            started_at=_utc_iso(run.started_at),
+            finished_at=_utc_iso(run.finished_at),
+            status=status,
+            roots=run.roots,
+            added=run.added,
+            updated=run.updated,
+            moved=run.moved,
+            removed=run.removed,
+            failed=run.failed,
+        )
+    return LibraryStatus(
+        library=str(library.path),
+        images=counts.images,
+        failed_count=counts.failed,
+        tags=counts.tags,
+        model=identity.get("model_id") if identity else None,
+        mode=library.model_mode(),
+        model_identity=identity,
+        roots=roots,
+        last_run=last_run,
+        failed=tuple(FailedFile(r.path, r.error) for r in store.failures()),
+    )
 
 
 def open_library(path: str | os.PathLike | None = None, *, create: bool = True) -> Library:

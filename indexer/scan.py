@@ -219,7 +219,7 @@ def fingerprint_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def is_empty_folder(folder: str | os.PathLike) -> bool:
+def is_empty_folder(folder: str | os.PathLike[str]) -> bool:
     """True for a folder with no entries at all: what an unmounted mount point looks like."""
     with os.scandir(folder) as entries:
         return next(entries, None) is None

@@ -126,14 +126,16 @@ class Searcher:
 
     def combine(self, terms: list[QueryTerm]) -> np.ndarray:
         """Unit query vector of parsed terms (see query_vector)."""
-        total = np.zeros(0, np.float32)
+        total: np.ndarray = np.zeros(0, np.float32)
         for term in terms:
             if term.kind == "text":
                 vector = self.embed_text(str(term.value))
-            elif term.kind == "image":
+            elif term.kind == "image" and not isinstance(term.value, int):
                 vector = self.embed_image(term.value)
-            else:
+            elif term.kind == "image_id" and not isinstance(term.value, Path):
                 vector = self.stored_embedding(int(term.value))
+            else:
+                raise QueryError(f"a query term of kind {term.kind!r} cannot be {term.value!r}")
             total = term.weight * vector if total.size == 0 else total + term.weight * vector
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:

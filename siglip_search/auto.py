@@ -8,11 +8,11 @@ from typing import Any
 from .config import read_config_json, unsupported_model_type
 from .hub import hub_options, resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
-from .model import SiglipModel, SiglipTextModel, SiglipVisionModel
+from .model import SiglipModel, SiglipPreTrainedModel, SiglipTextModel, SiglipVisionModel
 from .processor import SiglipProcessor, load_tokenizer
 from .tokenizer import SiglipTokenizer
 
-_MODELS = {
+_MODELS: dict[str, type[SiglipPreTrainedModel]] = {
     "siglip": SiglipModel,
     "siglip_text_model": SiglipTextModel,
     "siglip_vision_model": SiglipVisionModel,

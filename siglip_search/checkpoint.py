@@ -137,6 +137,11 @@ def _resolve_dtype(dtype) -> torch.dtype | str | None:
     """None, "auto", or a floating torch dtype (a name such as "bfloat16" is looked up in torch)."""
     if dtype is None or dtype == "auto":
         return dtype
+    return _floating_dtype(dtype)
+
+
+def _floating_dtype(dtype) -> torch.dtype:
+    """A floating torch dtype, or its name looked up in torch."""
     resolved = (
         getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
     )
@@ -170,7 +175,7 @@ def _auto_dtype(directory: Path, state: dict[str, torch.Tensor]) -> torch.dtype:
     named = data.get("dtype") or data.get("torch_dtype")
     if named not in (None, "auto"):
         try:
-            return _resolve_dtype(named)
+            return _floating_dtype(named)
         except InputError:
             raise CheckpointError(
                 f"{directory / 'config.json'}: dtype {named!r} is not a floating torch dtype"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .atomic import write_atomic
 from .errors import CheckpointError
@@ -23,6 +23,12 @@ def _split_known(cls, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 class _ConfigMixin:
     """Dict/JSON round-trips that keep unknown keys (in `extra`) instead of crashing on them."""
+
+    if TYPE_CHECKING:  # what every subclass, a dataclass with an `extra` field, provides
+        __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+        extra: dict[str, Any]
+
+        def __init__(self, **fields: Any) -> None: ...
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any):

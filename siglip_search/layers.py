@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -138,12 +139,17 @@ class SiglipEncoder(nn.Module):
             x = layer(x, attention_mask)
         return x
 
+    def _layers(self) -> list[SiglipEncoderLayer]:
+        # nn.ModuleList is not generic. Its items are SiglipEncoderLayer, or quantized.Int8EncoderLayer
+        # in an int8 copy, which has the same forward methods (but no attention maps to show).
+        return cast("list[SiglipEncoderLayer]", list(self.layers))
+
     def forward_last_position(
         self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """forward(x)[:, -1:], (B, 1, D), with the last layer computing the last position alone: text
         pooling reads nothing else. On the base model this skips about 7% of the text tower's work."""
-        *layers, last = self.layers
+        *layers, last = self._layers()
         for layer in layers:
             x = layer(x, attention_mask)
         return last.forward_last_position(x, attention_mask)
@@ -157,7 +163,7 @@ class SiglipEncoder(nn.Module):
         """forward(x), keeping what transformers returns on request: the hidden states (the input, then
         each layer's output) and, with output_attentions, each layer's attention maps (B, nh, T, T)."""
         hidden_states, attentions = [x], []
-        for layer in self.layers:
+        for layer in self._layers():
             if output_attentions:
                 attentions.append(
                     layer.self_attn.probabilities(layer.layer_norm1(x), attention_mask)

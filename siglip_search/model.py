@@ -107,7 +107,8 @@ class SiglipTextTransformer(nn.Module):
         self.embeddings = SiglipTextEmbeddings(config)
         self.encoder = SiglipEncoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.head = nn.Linear(config.hidden_size, config.projection_size)
+        # projection_size is set (to hidden_size when config.json has none) by SiglipTextConfig
+        self.head = nn.Linear(config.hidden_size, config.projection_size or config.hidden_size)
 
     def forward(
         self,
@@ -168,7 +169,7 @@ def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 class SiglipPreTrainedModel(nn.Module):
     """Checkpoint I/O shared by the three public models."""
 
-    config_class = SiglipConfig
+    config_class: type[SiglipConfig | SiglipTextConfig | SiglipVisionConfig] = SiglipConfig
     key_prefix = ""  # what the HF SiglipModel checkpoint puts in front of this module's keys
 
     @classmethod
@@ -341,16 +342,16 @@ class SiglipModel(SiglipPreTrainedModel):
     ) -> SiglipOutput:
         out = SiglipOutput()
         if pixel_values is not None:
-            out.vision_model_output = self.vision_model(
+            vision = self.vision_model(
                 pixel_values, output_hidden_states, interpolate_pos_encoding, output_attentions
             )
-            img = out.vision_model_output.pooler_output
+            out.vision_model_output, img = vision, vision.pooler_output
             out.image_embeds = img / img.norm(p=2, dim=-1, keepdim=True)
         if input_ids is not None:
-            out.text_model_output = self.text_model(
+            text = self.text_model(
                 input_ids, attention_mask, position_ids, output_hidden_states, output_attentions
             )
-            txt = out.text_model_output.pooler_output
+            out.text_model_output, txt = text, text.pooler_output
             out.text_embeds = txt / txt.norm(p=2, dim=-1, keepdim=True)
         if out.image_embeds is not None and out.text_embeds is not None:
             if out.text_embeds.shape[-1] != out.image_embeds.shape[-1]:

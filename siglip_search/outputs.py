@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 
 
 class ModelOutput:
     """Fields that are None are skipped by indexing and iteration, as in transformers."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # every subclass is a dataclass
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(v for _, v in self.items())

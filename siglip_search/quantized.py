@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,16 @@ from .layers import SiglipEncoderLayer, SiglipMLP
 
 ACTIVATION_LEVELS = 127  # 7-bit activations: see the module docstring
 
+# The copies are of the towers' own classes: only layers inside them are replaced.
+TextTower = TypeVar("TextTower", bound=nn.Module)
+VisionTower = TypeVar("VisionTower", bound=nn.Module)
+Tower = TypeVar("Tower", bound=nn.Module)
+
 
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """(M, K) float32 -> (uint8 codes in 0..127, scale, zero point), with x ~ scale * (codes - zero point)."""
-    lo, hi = torch.aminmax(x)
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    low, high = torch.aminmax(x)
+    lo, hi = min(float(low), 0.0), max(float(high), 0.0)
     scale = (hi - lo) / ACTIVATION_LEVELS or 1.0
     zero_point = min(ACTIVATION_LEVELS, round(-lo / scale))
     return _codes(x, scale, zero_point), scale, zero_point
@@ -78,7 +84,7 @@ class Int8Linear(nn.Module):
             x.reshape(-1, self.in_features).contiguous()
         )
         args = (codes, scale, zero_point, self.packed, self.weight_scale, self.weight_zero_point)
-        unary = ("gelu", [], "none") if gelu else ("none", [], "none")
+        unary: tuple[str, list[float], str] = ("gelu", [], "none") if gelu else ("none", [], "none")
         if residual is None:
             y = torch.ops.onednn.qlinear_pointwise(*args, self.bias, 1.0, 0, torch.float32, *unary)
         else:
@@ -149,7 +155,7 @@ class Int8EncoderLayer(nn.Module):
         return self.fc2(self.fc1(self.layer_norm2(x), gelu=True), residual=x)
 
 
-def int8_towers(text: nn.Module, vision: nn.Module) -> tuple[nn.Module, nn.Module]:
+def int8_towers(text: TextTower, vision: VisionTower) -> tuple[TextTower, VisionTower]:
     """int8 copies of the two towers (the originals are left as they are), for inference only."""
     if not onednn_int8_available():
         with warnings.catch_warnings():
@@ -164,7 +170,7 @@ def int8_towers(text: nn.Module, vision: nn.Module) -> tuple[nn.Module, nn.Modul
     return text, vision
 
 
-def _int8_copy(tower: nn.Module) -> nn.Module:
+def _int8_copy(tower: Tower) -> Tower:
     # Parameters are shared, not copied: the converted layers read them once, the rest stay as they are.
     tower = copy.deepcopy(tower, memo={id(p): p for p in tower.parameters()})
     _convert(tower)

@@ -243,9 +243,10 @@ class SiglipTokenizer:
         if padding is True or padding == "longest":
             length = max(len(r) for r in rows)
         elif padding == "max_length":
-            length = max_length or self._default_max_length
-            if length is None:
+            limit = max_length or self._default_max_length
+            if limit is None:
                 return None  # as transformers: no max_length anywhere, so no padding
+            length = limit
         else:
             raise InputError(
                 f"padding must be True, False, 'longest' or 'max_length', got {padding!r}"
@@ -315,17 +316,20 @@ class SiglipTokenizer:
                     "texts have different lengths; pass padding='max_length' (and max_length= "
                     "where the tokenizer has no model_max_length) to make a tensor"
                 )
-            make = torch.tensor if return_tensors == "pt" else np.array
-            dtype = torch.long if return_tensors == "pt" else np.int64
-            out = BatchEncoding(
-                {k: make([v] if single else v, dtype=dtype) for k, v in out.items()}
-            )
+            batch = {k: [v] if single else v for k, v in out.items()}
+            if return_tensors == "pt":
+                out = BatchEncoding(
+                    {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+                )
+            else:
+                out = BatchEncoding({k: np.array(v, dtype=np.int64) for k, v in batch.items()})
         return out
 
     # --- decoding -------------------------------------------------------------------------
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         specials = set(self.all_special_tokens)
-        out, current, prev_special = "", [], False
+        out, prev_special = "", False
+        current: list[str] = []
         for token in tokens:
             if token in specials:
                 if not prev_special:

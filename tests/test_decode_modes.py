@@ -158,8 +158,8 @@ def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(
     indexer_fixtures.draw_photo(1).save(photos / "small.png")
     summary = index_paths(library, [str(photos)], embedder, max_pixels=40_000, progress=False)
     assert summary.failed == 1
-    failures = library_status(library)["failed"]
-    assert [(f["path"], f["reason"]) for f in failures] == [
+    failures = library_status(library).failed
+    assert [(f.path, f.reason) for f in failures] == [
         (str(photos / "poster.png"), "decompression bomb (300x300 = 90000 pixels, limit 40000)")
     ]
     index_paths(library, [str(photos)], embedder, max_pixels=2_000_000_000, progress=False)

@@ -24,7 +24,7 @@ from indexer_fixtures import (
 from indexer.decode import MISSING_DECODERS
 from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
-from indexer.library import library_status, lock_library, open_library
+from indexer.library import RootStatus, library_status, lock_library, open_library
 from indexer.search import Searcher
 from indexer.vectors import sidecar_path
 from siglip_search.cli import main
@@ -343,8 +343,8 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     captured = capsys.readouterr()
     assert f"root {photos} is offline" in captured.err and "removed 0" in captured.out
     report = library_status(library)
-    assert report["roots"] == [{"path": str(photos), "online": False, "images": 8}]
-    assert report["images"] == 8
+    assert report.roots == (RootStatus(path=str(photos), online=False, images=8),)
+    assert report.images == 8
 
     photos.mkdir()  # an empty mount point looks the same: nothing is deleted
     assert index(library, [photos], embedder).offline_roots == [str(photos)]
@@ -354,7 +354,7 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     away.rename(photos)  # plugged back in: online, nothing re-embedded
     summary = index(library, [photos], embedder)
     assert (summary.added, summary.updated, summary.removed, summary.offline_roots) == (0, 0, 0, [])
-    assert library_status(library)["roots"][0]["online"] is True
+    assert library_status(library).roots[0].online is True
 
 
 def test_a_parent_folder_absorbs_a_registered_subfolder_without_re_embedding(
@@ -447,9 +447,9 @@ def test_ctrl_c_keeps_the_committed_batches_and_marks_the_run_interrupted(
     with pytest.raises(KeyboardInterrupt):
         index(library, [photos], embedder, batch_size=2, on_progress=stop_after_first_batch)
 
-    run = library_status(library)["last_run"]
-    assert run["status"] == "interrupted" and run["finished_at"] is not None
-    assert run["added"] == len(by_path(library)) == 2  # the committed batch stays
+    run = library_status(library).last_run
+    assert run.status == "interrupted" and run.finished_at is not None
+    assert run.added == len(by_path(library)) == 2  # the committed batch stays
     assert index(library, [photos], embedder).unchanged == 2
 
 

@@ -76,8 +76,8 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
             time.sleep(0.02)
         # Readers keep working while the indexer writes (WAL), before the kill.
         reader = open_library(killed_lib, create=False)
-        assert library_status(reader)["images"] >= 4
-        assert library_status(reader)["last_run"]["status"] == "running"
+        assert library_status(reader).images >= 4
+        assert library_status(reader).last_run.status == "running"
         first = next(reader.store.iter_embeddings())[1][0]
         assert Searcher(reader, embedder).search_vector(first, k=3).hits[0].cosine > 0.99
         reader.close()
@@ -91,7 +91,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert 4 <= done_before_rerun < 60
     # nobody holds the lock: not running any more
     with open_library(killed_lib, create=False) as stopped:
-        assert library_status(stopped)["last_run"]["status"] == "interrupted"
+        assert library_status(stopped).last_run.status == "interrupted"
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).
     rerun = subprocess.run(
@@ -123,7 +123,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     killed = open_library(killed_lib, create=False)
     assert len(killed.vector_index()) == 60
     report = library_status(killed)
-    assert report["last_run"]["status"] == "ok"
+    assert report.last_run.status == "ok"
     with sqlite3.connect(killed_lib / "library.db") as conn:
         statuses = [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["interrupted", "ok"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from indexer.export import ExportReport
 from indexer.export.xmp import SidecarChange
+from indexer.library import FailedFile, LibraryStatus, RootStatus, RunStatus
 from indexer.search import Hit
 from ui import views
 from ui.options import parse_auth
@@ -112,13 +114,9 @@ def test_control_characters_in_file_names_show_escaped_on_one_line():
         "`/photos/2021/a\\n# b\\x1b.jpg`",
     ]
     assert views.hit_caption(record) == "42% · a\\n# b\\x1b.jpg"
-    report = {
-        "images": 1,
-        "failed_count": 1,
-        "library": "/lib",
-        "roots": [],
-        "failed": [{"path": "/p/x\ny.jpg", "reason": "truncated"}],
-    }
+    report = replace(
+        STATUS, roots=(), last_run=None, failed=(FailedFile("/p/x\ny.jpg", "truncated"),)
+    )
     assert "| `/p/x\\ny.jpg` | truncated |" in views.status_markdown(report)
 
 
@@ -190,32 +188,34 @@ def test_tag_probabilities_are_ranked_and_never_normalized():
     assert "No label reaches" in text and "| dog | 0.04% |" in text  # exact where the chart says 0%
 
 
-STATUS = {
-    "library": "/home/me/.local/share/siglip-search/library",
-    "images": 1234,
-    "failed_count": 2,
-    "tags": 56,
-    "model": "google/siglip-base-patch16-224",
-    "mode": "fp32",
-    "model_identity": {"dim": 768},
-    "roots": [
-        {"path": "/photos", "online": True, "images": 1200},
-        {"path": "/mnt/usb|disk", "online": False, "images": 34},
-    ],
-    "last_run": {
-        "started_at": "2024-05-01T10:00:00+00:00",
-        "status": "ok",
-        "added": 3,
-        "updated": 0,
-        "moved": 1,
-        "removed": 0,
-        "failed": 2,
-    },
-    "failed": [
-        {"path": "/photos/bad.jpg", "reason": "truncated or corrupt image data"},
-        {"path": "/photos/notes.jpg", "reason": "not an image (unknown or corrupt format)"},
-    ],
-}
+STATUS = LibraryStatus(
+    library="/home/me/.local/share/siglip-search/library",
+    images=1234,
+    failed_count=2,
+    tags=56,
+    model="google/siglip-base-patch16-224",
+    mode="fp32",
+    model_identity={"dim": 768},
+    roots=(
+        RootStatus(path="/photos", online=True, images=1200),
+        RootStatus(path="/mnt/usb|disk", online=False, images=34),
+    ),
+    last_run=RunStatus(
+        started_at="2024-05-01T10:00:00+00:00",
+        finished_at="2024-05-01T10:01:00+00:00",
+        status="ok",
+        roots=["/photos"],
+        added=3,
+        updated=0,
+        moved=1,
+        removed=0,
+        failed=2,
+    ),
+    failed=(
+        FailedFile(path="/photos/bad.jpg", reason="truncated or corrupt image data"),
+        FailedFile(path="/photos/notes.jpg", reason="not an image (unknown or corrupt format)"),
+    ),
+)
 
 
 def test_status_shows_photos_model_roots_online_offline_and_failures_with_reasons():
@@ -231,7 +231,7 @@ def test_status_shows_photos_model_roots_online_offline_and_failures_with_reason
 
 def test_status_without_a_library_says_what_to_do():
     assert "Index a folder" in views.status_markdown(None)
-    many = dict(STATUS, failed=[{"path": f"/p/{i}.jpg", "reason": "r"} for i in range(30)])
+    many = replace(STATUS, failed=tuple(FailedFile(f"/p/{i}.jpg", "r") for i in range(30)))
     assert "… and 10 more" in views.status_markdown(many, max_failures=20)
 
 

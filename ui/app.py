@@ -60,7 +60,8 @@ def photo_input(label: str, **kwargs: Any) -> gr.Image:
                 print_exception=False,
             ) from None
 
-    image.preprocess = preprocess
+    # Gradio calls the instance's preprocess; replacing the method is the point here.
+    image.preprocess = preprocess  # type: ignore[method-assign]
     return image
 
 
@@ -73,7 +74,9 @@ def bind(handler: Callable, state: AppState) -> Callable:
         return handler(state, *args, **kwargs)
 
     signature = inspect.signature(handler)
-    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    # inspect.signature (which Gradio calls) reads __signature__; typeshed's wraps() result lacks it.
+    parameters = list(signature.parameters.values())[1:]
+    bound.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return bound
 
 

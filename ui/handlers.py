@@ -68,6 +68,7 @@ def page_errors(handler: F) -> F:
                 print_exception=False,
             ) from None
 
+    # wraps() keeps the handler's signature, which Gradio reads; typeshed types it _Wrapped, not F.
     return wrapper  # type: ignore[return-value]
 
 

@@ -77,10 +77,11 @@ def load_model(state: AppState) -> None:
     none yet; then a searcher over the library once it holds vectors."""
     from indexer.search import Searcher  # imports torch
 
-    recorded = state.library is not None and state.library.model_identity() is not None
+    library = state.library
+    recorded = library if library is not None and library.model_identity() is not None else None
     if state.embedder is None:
-        if recorded:
-            state.embedder = state.library.load_embedder()
+        if recorded is not None:
+            state.embedder = recorded.load_embedder()
         elif state.model is not None:
             from siglip_search.embedder import Embedder
 
@@ -90,8 +91,8 @@ def load_model(state: AppState) -> None:
                 f"the library at {state.library_dir} has no model yet; start the server with "
                 "--model ID_OR_PATH"
             )
-    if recorded and state.searcher is None:
-        state.searcher = Searcher(state.library, state.embedder)  # checks it is the library's model
+    if recorded is not None and state.searcher is None:
+        state.searcher = Searcher(recorded, state.embedder)  # checks it is the library's model
 
 
 def require_library(state: AppState, *, create: bool = False) -> Library:

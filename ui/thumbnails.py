@@ -88,9 +88,8 @@ class Thumbnails:
             made = self._pool.map(lambda i: self.get(items[i][0], items[i][1], px), missing)
         else:
             made = (self.get(items[i][0], items[i][1], px) for i in missing)
-        for i, path in zip(missing, made, strict=True):
-            found[i] = path
-        return found
+        made_at = dict(zip(missing, made, strict=True))
+        return [made_at[i] if path is None else path for i, path in enumerate(found)]
 
     def _fresh(self, image_id: int, source: str | os.PathLike, px: int) -> str | None:
         """The thumbnail if it exists and is not older than the photo (cheap: two stat calls)."""

@@ -19,6 +19,7 @@ from siglip_search.errors import SiglipSearchError
 if TYPE_CHECKING:  # for type hints only: the page's views need none of their code
     from indexer.export import ExportReport
     from indexer.jobs import RunSummary
+    from indexer.library import LibraryStatus
     from indexer.search import Hit
 
 # a tagging request with more labels is a mistake (or an attack), not a photo question
@@ -219,7 +220,7 @@ def parse_count(value: float | int | None, *, low: int = 1, high: int = 200) -> 
 def parse_image_id(value: float | int | str | None) -> int:
     """An indexed photo's id from a number field (or an API client)."""
     try:
-        number = float(value)
+        number = float(value) if value is not None else math.nan
     except (TypeError, ValueError):
         raise FormError(f"“{value}” is not a photo id.") from None
     if not math.isfinite(number) or number != int(number) or number < 1:
@@ -272,45 +273,43 @@ def tagging_summary(probabilities: Mapping[str, float], threshold: float, limit:
 # --- library ------------------------------------------------------------------------------------
 
 
-def status_markdown(report: Mapping[str, Any] | None, max_failures: int = 20) -> str:
+def status_markdown(report: LibraryStatus | None, max_failures: int = 20) -> str:
     """indexer.library_status() -> the Library tab's summary: photos, model, roots, failures."""
     if report is None:
         return "**No library yet.** Index a folder below to create one."
-    identity = report.get("model_identity") or {}
-    model = report.get("model") or "(none yet: index a folder)"
+    identity = report.model_identity or {}
+    model = report.model or "(none yet: index a folder)"
     dim = f" · dim {identity['dim']}" if identity.get("dim") else ""
-    mode = f" · {report['mode']}" if report.get("mode") else ""
+    mode = f" · {report.mode}" if report.mode else ""
     lines = [
-        f"**{report['images']} photos** indexed · {report['failed_count']} failed · "
-        f"{report.get('tags', 0)} tags",
+        f"**{report.images} photos** indexed · {report.failed_count} failed · {report.tags} tags",
         "",
-        f"model: `{_escape_code(str(model))}`{dim}{mode}",
+        f"model: `{_escape_code(model)}`{dim}{mode}",
         "",
-        f"library: `{_escape_code(str(report['library']))}`",
+        f"library: `{_escape_code(report.library)}`",
         "",
     ]
-    roots = report.get("roots") or []
-    if roots:
+    if report.roots:
         lines += ["| folder | state | photos |", "|---|---|---|"]
-        for root in roots:
-            state = "online" if root["online"] else "**offline** (missing or empty; photos kept)"
-            lines.append(f"| `{_escape_cell(root['path'])}` | {state} | {root['images']} |")
+        for root in report.roots:
+            state = "online" if root.online else "**offline** (missing or empty; photos kept)"
+            lines.append(f"| `{_escape_cell(root.path)}` | {state} | {root.images} |")
         lines.append("")
     else:
         lines += ["No folders yet.", ""]
-    run = report.get("last_run")
+    run = report.last_run
     if run:
         lines += [
-            f"last run {run['started_at']} ({run['status']}): added {run['added']}, "
-            f"updated {run['updated']}, moved {run['moved']}, removed {run['removed']}, "
-            f"failed {run['failed']}",
+            f"last run {run.started_at} ({run.status}): added {run.added}, "
+            f"updated {run.updated}, moved {run.moved}, removed {run.removed}, "
+            f"failed {run.failed}",
             "",
         ]
-    failed = report.get("failed") or []
+    failed = report.failed
     if failed:
         lines += ["| failed file | reason |", "|---|---|"]
         lines += [
-            f"| `{_escape_cell(f['path'])}` | {_escape_text_cell(f['reason'] or '')} |"
+            f"| `{_escape_cell(f.path)}` | {_escape_text_cell(f.reason or '')} |"
             for f in failed[:max_failures]
         ]
         if len(failed) > max_failures:

@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.parsers.expat import XMLParserType
 
 from defusedxml.ElementTree import DefusedXMLParser
 
@@ -140,7 +141,7 @@ def remove_keywords(
     gone: list[_Node] = []
     for prop in KEYWORD_PROPERTIES:
         node, container = _find_property(doc, prop)
-        if container is None:
+        if node is None or container is None:  # no rdf:Bag or rdf:Seq of this property
             continue
         ours = _pick_items(container, record.added.get(prop.key, []))
         rest = [c for c in container.children if all(c is not o for o in ours)]
@@ -204,7 +205,8 @@ class _Recorder:
     """Parser target that records where each element starts and ends in the bytes."""
 
     def __init__(self, raw: bytes) -> None:
-        self.raw, self.expat = raw, None
+        self.raw = raw
+        self.expat: XMLParserType  # set by _parse once the parser, which needs this target, exists
         self.stack: list[_Node] = []
         self.pending: list[tuple[str, str]] = []
         self.root: _Node | None = None
@@ -453,7 +455,8 @@ def _declaration(doc: _Doc, node: _Node, prefix: str, uri: str) -> _Edit:
     separated the same way, as exiv2 would have written it."""
     attributes = list(_ATTRIBUTE.finditer(doc.raw, node.start, node.start_end))
     declarations = [a for a in attributes if a[2].startswith(b"xmlns")]
-    after = (declarations or attributes or [None])[-1]
+    candidates = declarations or attributes
+    after = candidates[-1] if candidates else None
     at = after.end() if after else node.start + 1 + len(node.qname.encode())
     sep = after[1].decode() if after else " "
     return (at, at, f'{sep}xmlns:{prefix}="{_escape(uri)}"'.encode())
@@ -480,9 +483,10 @@ def _removal(node: _Node) -> _Edit:
 
 
 def _previous_end(node: _Node) -> int:
-    siblings = node.parent.children
-    i = next(i for i, s in enumerate(siblings) if s is node)
-    return siblings[i - 1].end_end if i else node.parent.start_end
+    parent = node.parent
+    assert parent is not None  # only elements inside the root are removed or appended after
+    i = next(i for i, s in enumerate(parent.children) if s is node)
+    return parent.children[i - 1].end_end if i else parent.start_end
 
 
 def _pick_items(container: _Node, values: list[str]) -> list[_Node]:

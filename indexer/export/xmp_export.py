@@ -58,7 +58,7 @@ def export_xmp(
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
     records = load_manifest(manifest_path)
-    keys = dict(photo_keys or {})
+    keys: dict[Path, str | None] = dict(photo_keys or {})
     if _follow_moves(records, {photo: keys.get(photo) for photo, _ in jobs}) and not dry_run:
         save_manifest(manifest_path, records)
     if every_photo:
@@ -83,7 +83,8 @@ def export_xmp(
                 record = merged_record(
                     record_without(records.get(path), plan.change.removed), plan.change
                 )
-                record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
+                if record.photo is not None:
+                    record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
                 if plan.delete or not (record.added or record.mirrored):
                     records.pop(path, None)  # nothing of ours left in it
                 else:

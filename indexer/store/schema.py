@@ -88,7 +88,7 @@ class Run(Base):
 
 
 def _add_tags_table(conn: sa.Connection) -> None:
-    Tag.__table__.create(conn, checkfirst=True)
+    Base.metadata.tables[Tag.__tablename__].create(conn, checkfirst=True)
 
 
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
@@ -121,9 +121,7 @@ def migrate(engine: sa.Engine) -> int:
                     "a new library must be set up",
                 )
             Base.metadata.create_all(conn)
-            conn.execute(
-                Meta.__table__.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}]
-            )
+            conn.execute(sa.insert(Meta), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
             return SCHEMA_VERSION
         found = int(
             conn.execute(sa.select(Meta.value).where(Meta.key == "schema_version")).scalar_one()
@@ -143,11 +141,10 @@ def migrate(engine: sa.Engine) -> int:
             MIGRATIONS[version](conn)
         if not is_read_only(engine):
             _add_missing_indexes(conn)
-        if (
-            found < SCHEMA_VERSION
-        ):  # opening a current library writes nothing (readers stay readers)
+        # opening a current library writes nothing (readers stay readers)
+        if found < SCHEMA_VERSION:
             conn.execute(
-                Meta.__table__.update()
+                sa.update(Meta)
                 .where(Meta.key == "schema_version")
                 .values(value=str(SCHEMA_VERSION))
             )
@@ -157,7 +154,7 @@ def migrate(engine: sa.Engine) -> int:
 def _add_missing_indexes(conn: sa.Connection) -> None:
     """Indexes added after a library was created; a read-only library simply goes without."""
     existing = {index["name"] for index in sa.inspect(conn).get_indexes("images")}
-    for index in Image.__table__.indexes:
+    for index in Base.metadata.tables[Image.__tablename__].indexes:
         if index.name not in existing:
             try:
                 with conn.begin_nested():

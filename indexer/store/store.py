@@ -37,6 +37,12 @@ def _run_roots(text: str | None) -> list[str]:
     return json.loads(text) if text.startswith("[") else text.splitlines()
 
 
+def _vector(blob: bytes | None) -> np.ndarray:
+    """A stored embedding (dim,) float32, read-only; callers select only rows that have one."""
+    assert blob is not None
+    return np.frombuffer(blob, dtype=np.float32)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -168,20 +174,16 @@ class Store:
                 session.execute(
                     sa.delete(Tag).where(Tag.image_id.in_(stale), Tag.source == MACHINE_TAG_SOURCE)
                 )
-            for item in failed:
-                image = existing.get((item.root_id, item.rel_path)) or Image(
-                    root_id=item.root_id, rel_path=item.rel_path
+            for fail in failed:
+                image = existing.get((fail.root_id, fail.rel_path)) or Image(
+                    root_id=fail.root_id, rel_path=fail.rel_path
                 )
                 vectors_changed |= image.embedding is not None
-                image.size_bytes, image.mtime_ns, image.fingerprint = (
-                    item.size_bytes,
-                    item.mtime_ns,
-                    item.fingerprint,
-                )
-                image.width = image.height = image.taken_at = image.camera = image.model_id = (
-                    image.embedding
-                ) = None
-                image.status, image.error, image.indexed_at = "failed", item.reason, _now()
+                image.size_bytes, image.mtime_ns = fail.size_bytes, fail.mtime_ns
+                image.fingerprint = fail.fingerprint
+                image.width = image.height = None
+                image.taken_at = image.camera = image.model_id = image.embedding = None
+                image.status, image.error, image.indexed_at = "failed", fail.reason, _now()
                 session.add(image)
             if vectors_changed:
                 self._bump_generation(session)
@@ -259,7 +261,7 @@ class Store:
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                vectors = np.stack([_vector(r[1]) for r in rows])
                 yield ids, vectors
 
     def embeddings_by_ids(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -270,7 +272,7 @@ class Store:
                     Image.id.in_(ids), Image.embedding.is_not(None)
                 )
             )
-            return {i: np.frombuffer(e, dtype=np.float32).copy() for i, e in rows}
+            return {i: _vector(e).copy() for i, e in rows}
 
     def image_by_id(self, image_id: int) -> ImageRow | None:
         rows = self.images_by_ids([image_id])
@@ -362,7 +364,7 @@ class Store:
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                vectors = np.stack([_vector(r[1]) for r in rows])
                 yield EmbeddingChunk(ids, vectors, (rows[-1][2].isoformat(), int(rows[-1][0])))
 
     def image_ids_where(
@@ -407,7 +409,7 @@ class Store:
                 .where(Image.status == "ok", Image.fingerprint.in_(shared))
                 .order_by(Image.fingerprint, Image.id)
             ).all()
-        groups: dict[str, list[int]] = {}
+        groups: dict[str | None, list[int]] = {}
         for fingerprint, image_id in rows:
             groups.setdefault(fingerprint, []).append(image_id)
         return list(groups.values())

@@ -112,16 +112,13 @@ class SyntheticSource:
             index = rng.randrange(len(self.pool_specs))
             spec = self.pool_specs[index]
             return (
-                self._pooled(index),
+                Image.fromarray(self.pool_images[index]),
                 synthetic.caption_scene(spec, rng, self.max_words),
                 _truths(spec),
             )
         return self._render(
             synthetic.sample_scene(rng, max_objects=self.max_objects), rng.random(), rng
         )
-
-    def _pooled(self, index: int) -> Image.Image:
-        return Image.fromarray(self.pool_images[index])
 
     def sample_batch(
         self, rng: random.Random, n: int, step: int = 0
@@ -149,7 +146,8 @@ class SyntheticSource:
         if self.pool_images is not None:
             index = rng.randrange(self.pool_singles)
             spec = self.pool_specs[index]
-            return self._pooled(index), synthetic.short_caption(spec.objects[0], rng), _truths(spec)
+            image = Image.fromarray(self.pool_images[index])
+            return image, synthetic.short_caption(spec.objects[0], rng), _truths(spec)
         spec = synthetic.single_object_scene(rng)
         image, _, truths = self._render(spec, rng.random(), rng)
         return image, synthetic.short_caption(spec.objects[0], rng), truths

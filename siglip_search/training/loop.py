@@ -192,7 +192,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.data == "synthetic"
         else CaptionFolderSource(cfg.data, threads=cfg.threads)
     )
-    if rank == 0 and getattr(source, "skipped", None):
+    if rank == 0 and isinstance(source, CaptionFolderSource) and source.skipped:
         _report_skipped(cfg, source)
     # a resumed run loads its weights
     if cfg.lock_text_steps and not (cfg.out_dir / STATE_FILE).is_file():

@@ -62,8 +62,9 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
             f"{out} holds a run with another tokenizer than {cfg.tokenizer}: resume without "
             "--tokenizer or with the same file, or pick a new --out"
         )
-    if spiece is not None or cfg.tokenizer:
-        vocab_size = SiglipTokenizer(spiece or cfg.tokenizer).vocab_size
+    tokenizer_file = spiece or cfg.tokenizer
+    if tokenizer_file:
+        vocab_size = SiglipTokenizer(tokenizer_file).vocab_size
         cfg.model_config["text_config"]["vocab_size"] = vocab_size
     if previous is not None:
         _check_same_options(previous, cfg)

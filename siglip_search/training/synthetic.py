@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import sentencepiece as spm
@@ -456,7 +456,7 @@ def canonicalise_caption(text: str) -> str:
 # A table of trainer options grouped as the spiece.model layout reads: kept out of the formatter.
 # fmt: off
 # SigLIP's spiece.model layout: unigram, 0 <pad>, 1 </s>, 2 <unk>, no BOS, NFKC, dummy prefix.
-SIGLIP_SPM_ARGS = {
+SIGLIP_SPM_ARGS: dict[str, Any] = {
     "model_type": "unigram", "pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1,
     "character_coverage": 1.0, "normalization_rule_name": "nmt_nfkc", "add_dummy_prefix": True,
     "hard_vocab_limit": False, "num_threads": 1, "shuffle_input_sentence": False,
