@@ -1,19 +1,26 @@
-"""Shared fixtures: tiny real SigLIP checkpoints; never touch the network."""
+"""Shared fixtures: tiny real SigLIP checkpoints; never touch the network.
+
+pytest puts this folder on sys.path (it is no package), so the helper modules beside the tests
+import by name. Those that define fixtures are loaded as plugins: a test names `embedder`,
+`library` or `demo_library` as an argument and gets it, without importing it.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+# Before anything imports huggingface_hub or transformers, which read these once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 from checkpoints import make_tiny_checkpoint  # noqa: E402
+
+# indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library.
+pytest_plugins = ["indexer_fixtures", "search_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 

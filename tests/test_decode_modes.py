@@ -21,8 +21,6 @@ from indexer.jobs import index_paths
 from indexer.library import library_status
 from siglip_search.image_processor import SiglipImageProcessor
 
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
-
 
 def _grey(path) -> np.ndarray:
     pixels = np.asarray(decode_image(path).image)

@@ -6,10 +6,8 @@ import json
 import math
 import shutil
 
-import indexer_fixtures
 import numpy as np
 import pytest
-import search_fixtures
 from PIL import Image
 from search_fixtures import SAMPLES, index_folder, needs_demo
 
@@ -17,8 +15,6 @@ from indexer.duplicates import DEFAULT_THRESHOLD, _UnionFind, find_duplicates
 from indexer.library import open_library
 from siglip_search.cli import main
 
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
-demo_embedder = search_fixtures.demo_embedder
 SAMPLE_NAMES = sorted(p.name for p in SAMPLES.glob("*.jpg"))[:8] if SAMPLES.is_dir() else []
 
 

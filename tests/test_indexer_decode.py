@@ -6,7 +6,6 @@ import os
 import signal
 from contextlib import contextmanager
 
-import indexer_fixtures
 import numpy as np
 import pytest
 from indexer_fixtures import draw_photo, jpeg_bytes, png_header_only, save_jpeg_with_exif
@@ -18,8 +17,6 @@ from indexer.jobs import _Preparer, _Work, index_paths
 from indexer.scan import fingerprint_file, scan_folder
 from indexer.search import Searcher
 from indexer.tags import tag_image
-
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 
 
 def _left_red_right_blue(w: int = 200, h: int = 100) -> Image.Image:

@@ -8,14 +8,11 @@ import os
 import re
 import shutil
 
-import indexer_fixtures
 from indexer_fixtures import make_photo_folder, run_cli_where_permissions_apply
 
 from indexer.jobs import index_paths
 from indexer.library import open_library
 from siglip_search.cli import main
-
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
 
 
 def _rows(lib) -> dict[str, tuple[int, str, bytes | None]]:

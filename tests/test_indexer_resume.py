@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import indexer_fixtures
 import numpy as np
 from indexer_fixtures import db_rows, draw_photo
 
@@ -18,7 +17,6 @@ from indexer.jobs import index_paths
 from indexer.library import library_status, lock_library, open_library
 from indexer.search import Searcher
 
-embedder = indexer_fixtures.embedder
 REPO = Path(__file__).resolve().parents[1]
 # The real CLI in a real process; each batch made slower so the kill lands mid-run.
 SLOW_CLI = """

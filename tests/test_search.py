@@ -7,13 +7,12 @@ import os
 from datetime import date
 from pathlib import Path
 
-import indexer_fixtures
 import numpy as np
 import pytest
-import search_fixtures
 from indexer_fixtures import draw_photo, make_photo_folder
 from search_fixtures import (
     DEMO_COLOURS,
+    CountingEmbedder,
     index_folder,
     make_dated_folders,
     needs_demo,
@@ -25,10 +24,6 @@ from indexer.errors import QueryError, SearchOptionError
 from indexer.query import QueryTerm, file_terms, parse_query
 from indexer.search import Searcher
 from siglip_search.cli import main
-
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
-demo_embedder, demo_library = search_fixtures.demo_embedder, search_fixtures.demo_library
-CountingEmbedder = search_fixtures.CountingEmbedder
 
 
 @pytest.fixture

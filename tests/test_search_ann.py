@@ -3,7 +3,6 @@ photos and filters must give the same answers as exact search."""
 
 from __future__ import annotations
 
-import indexer_fixtures
 import numpy as np
 import pytest
 
@@ -13,7 +12,6 @@ from indexer.search import Searcher
 from indexer.store import EmbeddedImage
 from indexer.vectors import AnnIndex, VectorIndex
 
-embedder = indexer_fixtures.embedder
 N = 300
 
 

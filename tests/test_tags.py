@@ -6,12 +6,10 @@ import json
 import os
 import random
 
-import indexer_fixtures
 import numpy as np
 import pytest
-import search_fixtures
 from indexer_fixtures import draw_photo
-from search_fixtures import DEMO_COLOURS, index_folder, needs_demo
+from search_fixtures import DEMO_COLOURS, CountingEmbedder, index_folder, needs_demo
 
 from indexer import tags
 from indexer.errors import VocabularyError
@@ -27,9 +25,6 @@ from siglip_search import pipeline
 from siglip_search.cli import main
 from siglip_search.training import synthetic
 
-embedder, library = indexer_fixtures.embedder, indexer_fixtures.library
-demo_embedder = search_fixtures.demo_embedder
-CountingEmbedder = search_fixtures.CountingEmbedder
 LABELS = ["a dog", "a cat", "the beach", "a red circle", "mountains"]
 TEMPLATE = "This is a photo of {}."
 
