@@ -1,6 +1,6 @@
 """Load test of a running web UI (not a test): N concurrent gradio_client clients x M text queries.
 
-    siglip-search demo --no-serve && siglip-search serve --library ~/.local/share/siglip-search/demo-library &
+    siglip-search demo &  # builds the demo library, then serves it on port 7860
     python benchmarks/load_test.py http://127.0.0.1:7860/ --clients 8 --queries 25
 
 Each client is its own gradio_client.Client (own connection and session), as a browser tab would be.

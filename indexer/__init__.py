@@ -17,13 +17,12 @@ from .errors import (
 from .jobs import RunSummary, index_paths
 from .library import (
     Library,
-    LibraryStatus,
     default_library_dir,
-    library_status,
     lock_library,
     open_library,
 )
 from .search import Hit, Searcher, SearchPage
+from .status import LibraryStatus, library_status
 from .store import ImageRow, TagRecord
 from .vectors import AnnIndex, VectorIndex
 

@@ -1,5 +1,10 @@
 """The indexing job: scan the targets (targets.py), diff against the store, embed what is new or
-changed, write per batch."""
+changed, write per batch.
+
+Above ~400 lines, kept whole: the run's stages (diff, moves, decode threads, embed and write) share
+the private _Work and _Prepared and count into one RunSummary; which folders a run scans already
+lives in targets.py.
+"""
 
 from __future__ import annotations
 

@@ -11,10 +11,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from .errors import (
     ModelMismatchError,
     ModelNotRecordedError,
 )
-from .scan import check_utf8_path, is_root_online
+from .scan import check_utf8_path
 from .store import Store, open_store
 from .vectors import (
     ANN_MIN_TRAIN,
@@ -242,96 +241,6 @@ class Library:
         return int(identity["dim"])
 
 
-@dataclass(frozen=True)
-class RootStatus:
-    path: str
-    online: bool  # False: missing, or empty while photos are stored for it (an unmounted disk)
-    images: int
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    started_at: str | None  # ISO 8601, UTC
-    finished_at: str | None
-    status: str  # ok, running, or interrupted (a run stopped by Ctrl-C or kill -9)
-    roots: list[str]
-    added: int
-    updated: int
-    moved: int
-    removed: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class FailedFile:
-    path: str
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class LibraryStatus:
-    """What `siglip-search status` and the web app's Library tab show."""
-
-    library: str
-    images: int  # indexed, with an embedding
-    failed_count: int
-    tags: int
-    model: str | None  # None until a first folder is indexed
-    mode: str | None
-    model_identity: dict[str, Any] | None
-    roots: tuple[RootStatus, ...]
-    last_run: RunStatus | None
-    failed: tuple[FailedFile, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object `siglip-search status --json` prints, keys in this order."""
-        out = asdict(self)
-        out["roots"], out["failed"] = list(out["roots"]), list(out["failed"])
-        return out
-
-
-def library_status(library: Library) -> LibraryStatus:
-    """What `siglip-search status` shows; reads only the database and the disk."""
-    store = library.store
-    counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
-    roots = tuple(
-        RootStatus(r.path, is_root_online(r.path, per_root.get(r.id, 0)), per_root.get(r.id, 0))
-        for r in store.roots()
-    )
-    run = store.last_run()
-    last_run = None
-    if run is not None:
-        # A run still marked running whose indexer holds no lock was stopped (Ctrl-C, kill -9).
-        status = (
-            "interrupted"
-            if run.status == "running" and not _indexer_running(library)
-            else run.status
-        )
-        last_run = RunStatus(
-            started_at=_utc_iso(run.started_at),
-            finished_at=_utc_iso(run.finished_at),
-            status=status,
-            roots=run.roots,
-            added=run.added,
-            updated=run.updated,
-            moved=run.moved,
-            removed=run.removed,
-            failed=run.failed,
-        )
-    return LibraryStatus(
-        library=str(library.path),
-        images=counts.images,
-        failed_count=counts.failed,
-        tags=counts.tags,
-        model=identity.get("model_id") if identity else None,
-        mode=library.model_mode(),
-        model_identity=identity,
-        roots=roots,
-        last_run=last_run,
-        failed=tuple(FailedFile(r.path, r.error) for r in store.failures()),
-    )
-
-
 def open_library(path: str | os.PathLike | None = None, *, create: bool = True) -> Library:
     """Open the library at `path` (default: default_library_dir()); create it when allowed."""
     folder = Path(path).expanduser() if path is not None else default_library_dir()
@@ -386,7 +295,7 @@ def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _indexer_running(library: Library) -> bool:
+def indexer_running(library: Library) -> bool:
     """Whether a process holds the library's writer lock now (asks without taking it)."""
     try:
         fd = os.open(library.lock_path, os.O_RDONLY)
@@ -404,10 +313,6 @@ def _indexer_running(library: Library) -> bool:
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
-
-
-def _utc_iso(moment: datetime | None) -> str | None:
-    return moment.replace(tzinfo=timezone.utc).isoformat(timespec="seconds") if moment else None
 
 
 def _vector_mode(mode: str) -> str:

@@ -17,9 +17,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import InputError, SiglipSearchError
+from .prog import PROG
 from .resources import DEMO_MODEL, EVAL_SET
 
-PROG = "siglip-search"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -84,6 +84,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
+    # Imported when run: training imports torch (seconds), which no other command's parsing needs.
     from .training.loop import train
     from .training.options import TrainConfig
 
@@ -126,6 +127,7 @@ def _add_eval(sub) -> None:
 
 
 def _print_eval(model, data: Path, json_output: bool, mode: str = "fp32") -> int:
+    # Imported when run, as for train: the embedder imports torch.
     from .embedder import Embedder
     from .training.evaluate import evaluate
 

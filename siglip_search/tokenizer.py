@@ -2,6 +2,10 @@
 
 Canonicalisation is big_vision's prompt_engineering.canonicalize_text: lower-case, delete ASCII
 punctuation, collapse whitespace. Sequences end with </s>, which is also the pad token.
+
+Above ~400 lines as one class: transformers' SiglipTokenizer API method for method (tokenize,
+encode, __call__ with its padding and truncation options, decode, save and load), addressed by
+those names by callers and by the id-for-id tests against transformers.
 """
 
 from __future__ import annotations

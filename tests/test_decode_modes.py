@@ -18,7 +18,7 @@ from PIL import Image, ImageCms
 from indexer.decode import decode_image
 from indexer.errors import DecodeError
 from indexer.jobs import index_paths
-from indexer.library import library_status
+from indexer.status import library_status
 from siglip_search.image_processor import SiglipImageProcessor
 
 

@@ -24,8 +24,9 @@ from indexer_fixtures import (
 from indexer.decode import MISSING_DECODERS
 from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
-from indexer.library import RootStatus, library_status, lock_library, open_library
+from indexer.library import lock_library, open_library
 from indexer.search import Searcher
+from indexer.status import RootStatus, library_status
 from indexer.vectors import sidecar_path
 from siglip_search.cli import main
 

@@ -14,8 +14,9 @@ import numpy as np
 from indexer_fixtures import db_rows, draw_photo
 
 from indexer.jobs import index_paths
-from indexer.library import library_status, lock_library, open_library
+from indexer.library import lock_library, open_library
 from indexer.search import Searcher
+from indexer.status import library_status
 
 REPO = Path(__file__).resolve().parents[1]
 # The real CLI in a real process; each batch made slower so the kill lands mid-run.

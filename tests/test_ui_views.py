@@ -14,8 +14,8 @@ from PIL import Image
 
 from indexer.export import ExportReport
 from indexer.export.xmp import SidecarChange
-from indexer.library import FailedFile, LibraryStatus, RootStatus, RunStatus
 from indexer.search import Hit
+from indexer.status import FailedFile, LibraryStatus, RootStatus, RunStatus
 from ui import views
 from ui.options import parse_auth
 from ui.thumbnails import PREVIEW_PX, THUMB_PX, Thumbnails

@@ -46,6 +46,8 @@ def _demo_libraries_home() -> Path:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    # Imported when run: every siglip-search command loads this module, and the server imports
+    # Gradio (about 10 s on a 2-core machine) and the indexer with FAISS.
     from .server import launch
     from .state import load_state
 
@@ -67,6 +69,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    # Imported when run, as for serve: the demo imports the indexer with FAISS (about 1 s).
     from .demo import build_demo_library
 
     library_dir = Path(args.library).expanduser() if args.library else default_demo_library()

@@ -16,6 +16,8 @@ from PIL import Image
 from indexer.errors import ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
+from indexer.tags import tag_library
+from indexer.vocabulary import load_vocabulary
 from siglip_search.errors import SiglipSearchError
 from siglip_search.resources import DEMO_MODEL, SAMPLES
 
@@ -77,9 +79,6 @@ def _demo_embedder(library, samples: Path, model: Path):
 
 
 def _tag(library, embedder, vocabulary: str | os.PathLike | None, progress: bool) -> str:
-    from indexer.tags import tag_library
-    from indexer.vocabulary import load_vocabulary
-
     return tag_library(library, embedder, load_vocabulary(vocabulary), progress=progress).line()
 
 

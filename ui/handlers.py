@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import gradio as gr
 from PIL import Image
 
+from indexer import tags
 from indexer.decode import decode_image
 from indexer.errors import DecodeError
+from indexer.export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from indexer.jobs import index_paths
-from indexer.library import library_status, lock_library
+from indexer.library import lock_library
 from indexer.query import file_terms
+from indexer.status import library_status
 from indexer.vocabulary import Vocabulary, VocabularyTag
+from indexer.vocabulary import load_vocabulary as read_vocabulary
 from siglip_search.errors import SiglipSearchError
 
 from . import views
@@ -199,9 +203,8 @@ def select_hit(state: AppState, hits: list[dict] | None, evt: gr.SelectData) -> 
 
 def image_tags(state: AppState, image_id: int) -> list[tuple[str, float]]:
     """The library's machine tags of one photo, best first."""
-    from indexer.tags import image_tags
-
-    return [(t.tag, t.score) for t in image_tags(require_library(state), [image_id])[image_id]]
+    found = tags.image_tags(require_library(state), [image_id])[image_id]
+    return [(t.tag, t.score) for t in found]
 
 
 # --- uploads ------------------------------------------------------------------------------------
@@ -228,8 +231,6 @@ def tag_image(
     state: AppState, image_file: str | None, labels_text: str, use_vocabulary: bool
 ) -> tuple:
     """Sigmoid probability of each typed label (and of each vocabulary tag when asked)."""
-    from indexer import tags
-
     image = open_upload(state, image_file, what="tag")
     labels = views.parse_labels(labels_text)
     if not labels and not use_vocabulary:
@@ -252,9 +253,7 @@ def tag_image(
 
 
 def load_vocabulary(state: AppState) -> Vocabulary:
-    from indexer.vocabulary import load_vocabulary
-
-    return load_vocabulary(state.vocabulary)
+    return read_vocabulary(state.vocabulary)
 
 
 def _embedder(state: AppState) -> Embedder:
@@ -347,8 +346,6 @@ def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progre
 @page_errors
 def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
     """Tag every new or changed photo from its stored embedding (indexer.tags.tag_library)."""
-    from indexer import tags
-
     library = require_library(state)
     prob = views.parse_probability(threshold)
     with _one_job(state), lock_library(library):
@@ -369,8 +366,6 @@ def export_tags(
 ) -> tuple:
     """XMP sidecars beside the photos (with a dry-run preview), or a CSV / JSON Lines download:
     the same functions as `siglip-search export`."""
-    from indexer.export import export_library_xmp, library_tag_rows, tables
-
     library = require_library(state)
     fmt = EXPORT_FORMATS.get(format_name, format_name)
     prob = views.parse_probability(threshold) or None
@@ -398,8 +393,6 @@ def export_tags(
 @page_errors
 def undo_export(state: AppState, dry_run: bool) -> tuple:
     """Remove exactly the keywords earlier XMP exports added (`siglip-search export --undo`)."""
-    from indexer.export import undo_library_xmp
-
     library = require_library(state)
     with _one_job(state), lock_library(library):
         report = undo_library_xmp(library, dry_run)

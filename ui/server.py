@@ -21,6 +21,7 @@ from indexer.decode import DEFAULT_MAX_PIXELS
 from indexer.library import DB_NAME, INDEX_NAME, LOCK_NAME
 from siglip_search.cli import PROG
 
+from .app import CSS, build_app
 from .options import ServeOptions
 from .state import AppState
 from .views import FormError
@@ -59,8 +60,6 @@ def security_settings(state: AppState, options: ServeOptions) -> dict:
 def launch(state: AppState, options: ServeOptions, *, block: bool = True) -> tuple[gr.Blocks, str]:
     """Build and start the page; returns (app, local URL). With block=False the server runs in
     a background thread until app.close() (what the tests use)."""
-    from .app import CSS, build_app
-
     # Pillow refuses larger images at open(); the indexer's decode applies the same cap.
     Image.MAX_IMAGE_PIXELS = state.max_pixels or DEFAULT_MAX_PIXELS
     settings = security_settings(state, options)
@@ -74,9 +73,7 @@ def launch(state: AppState, options: ServeOptions, *, block: bool = True) -> tup
         server_port=options.port,
         share=False,
         auth=options.auth,
-        auth_message="siglip-search: this library is protected by a password."
-        if options.auth
-        else None,
+        auth_message=f"{PROG}: this library is protected by a password." if options.auth else None,
         prevent_thread_lock=True,
         show_error=False,  # only our gr.Error messages reach the page, never exception text
         quiet=options.quiet,

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from indexer.errors import LibraryNotFoundError, ModelNotRecordedError
 from indexer.library import DB_NAME, Library, open_library
+from indexer.search import Searcher
 
 from .thumbnails import Thumbnails, thumbnail_dir
 
 if TYPE_CHECKING:
-    from indexer.search import Searcher
     from siglip_search.embedder import Embedder
 
 
@@ -75,15 +75,13 @@ def load_state(
 def load_model(state: AppState) -> None:
     """Load the model once: the library's recorded one, or `state.model` for a library that has
     none yet; then a searcher over the library once it holds vectors."""
-    from indexer.search import Searcher  # imports torch
-
     library = state.library
     recorded = library if library is not None and library.model_identity() is not None else None
     if state.embedder is None:
         if recorded is not None:
             state.embedder = recorded.load_embedder()
         elif state.model is not None:
-            from siglip_search.embedder import Embedder
+            from siglip_search.embedder import Embedder  # imports torch: only to load a model
 
             state.embedder = Embedder.from_pretrained(state.model)
         else:

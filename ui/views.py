@@ -2,6 +2,9 @@
 
 Nothing here touches Gradio, the library or the model, so every function is testable on plain data.
 Bad form input raises FormError, which the page shows as a message (never a traceback).
+
+A little over ~400 lines, kept whole: short functions, one per thing the page shows, that share the
+escaping helpers at the bottom, which must be the same wherever a file name reaches markdown.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from siglip_search.errors import SiglipSearchError
 if TYPE_CHECKING:  # for type hints only: the page's views need none of their code
     from indexer.export import ExportReport
     from indexer.jobs import RunSummary
-    from indexer.library import LibraryStatus
     from indexer.search import Hit
+    from indexer.status import LibraryStatus
 
 # a tagging request with more labels is a mistake (or an attack), not a photo question
 MAX_LABELS = 64

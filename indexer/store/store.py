@@ -1,4 +1,8 @@
-"""The Store: typed access to one library database, every public method one transaction."""
+"""The Store: typed access to one library database, every public method one transaction.
+
+Above ~400 lines as one class: its methods share the session factory and return the typed rows of
+rows.py; the tables and migrations (schema.py) and opening the database (connect.py) live apart.
+"""
 
 from __future__ import annotations
 

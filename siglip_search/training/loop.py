@@ -24,6 +24,7 @@ from ..errors import CheckpointError, InputError
 from ..image_processor import SiglipImageProcessor
 from ..loss import distributed_sigmoid_loss, sigmoid_loss
 from ..model import SiglipModel
+from ..prog import PROG
 from ..tokenizer import SiglipTokenizer
 from . import synthetic
 from .data import CaptionFolderSource, StepBatches, SyntheticSource
@@ -278,7 +279,7 @@ def _report_skipped(cfg: TrainConfig, source: CaptionFolderSource) -> None:
     )
     first = ", ".join(name for name, _ in source.skipped[:3])
     print(
-        f"siglip-search: skipped {len(source.skipped)} of {len(source.skipped) + len(source.pairs)} "
+        f"{PROG}: skipped {len(source.skipped)} of {len(source.skipped) + len(source.pairs)} "
         f"image-caption pairs that cannot be used ({first}{', ...' if len(source.skipped) > 3 else ''}; "
         f"reasons in {cfg.out_dir / SKIPPED_FILE})",
         file=sys.stderr,

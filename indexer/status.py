@@ -1,0 +1,105 @@
+"""What `siglip-search status` and the web app's Library tab show: LibraryStatus, read from the
+database and the disk (library_status), and its JSON form for `status --json`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .library import Library, indexer_running
+from .scan import is_root_online
+
+
+@dataclass(frozen=True)
+class RootStatus:
+    path: str
+    online: bool  # False: missing, or empty while photos are stored for it (an unmounted disk)
+    images: int
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    started_at: str | None  # ISO 8601, UTC
+    finished_at: str | None
+    status: str  # ok, running, or interrupted (a run stopped by Ctrl-C or kill -9)
+    roots: list[str]
+    added: int
+    updated: int
+    moved: int
+    removed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """What `siglip-search status` and the web app's Library tab show."""
+
+    library: str
+    images: int  # indexed, with an embedding
+    failed_count: int
+    tags: int
+    model: str | None  # None until a first folder is indexed
+    mode: str | None
+    model_identity: dict[str, Any] | None
+    roots: tuple[RootStatus, ...]
+    last_run: RunStatus | None
+    failed: tuple[FailedFile, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object `siglip-search status --json` prints, keys in this order."""
+        out = asdict(self)
+        out["roots"], out["failed"] = list(out["roots"]), list(out["failed"])
+        return out
+
+
+def library_status(library: Library) -> LibraryStatus:
+    """What `siglip-search status` shows; reads only the database and the disk."""
+    store = library.store
+    counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
+    roots = tuple(
+        RootStatus(r.path, is_root_online(r.path, per_root.get(r.id, 0)), per_root.get(r.id, 0))
+        for r in store.roots()
+    )
+    run = store.last_run()
+    last_run = None
+    if run is not None:
+        # A run still marked running whose indexer holds no lock was stopped (Ctrl-C, kill -9).
+        status = (
+            "interrupted"
+            if run.status == "running" and not indexer_running(library)
+            else run.status
+        )
+        last_run = RunStatus(
+            started_at=_utc_iso(run.started_at),
+            finished_at=_utc_iso(run.finished_at),
+            status=status,
+            roots=run.roots,
+            added=run.added,
+            updated=run.updated,
+            moved=run.moved,
+            removed=run.removed,
+            failed=run.failed,
+        )
+    return LibraryStatus(
+        library=str(library.path),
+        images=counts.images,
+        failed_count=counts.failed,
+        tags=counts.tags,
+        model=identity.get("model_id") if identity else None,
+        mode=library.model_mode(),
+        model_identity=identity,
+        roots=roots,
+        last_run=last_run,
+        failed=tuple(FailedFile(r.path, r.error) for r in store.failures()),
+    )
+
+
+def _utc_iso(moment: datetime | None) -> str | None:
+    return moment.replace(tzinfo=timezone.utc).isoformat(timespec="seconds") if moment else None
