@@ -18,11 +18,13 @@ from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 from .errors import CheckpointError, InputError
 from .hub import resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
+from .inference import fp32_tower
 from .model import SiglipModel
+from .modes import AUTO, MODES, family, pick_modes
 from .parallel import RowParallel
-from .quantized import int8_towers
+from .quantized import int8_tower
 
-MODES = ("fp32", "int8", "bf16", "compile")
+__all__ = ["MODES", "Embedder"]
 
 
 class Embedder:
@@ -37,9 +39,10 @@ class Embedder:
         mode: str = "fp32",
         weights_sha256: str = "",
     ) -> None:
-        if mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode == "int8" and model.device.type != "cpu":
+        """`mode`: one of modes.MODES, or "auto" for the fastest whose vectors are interchangeable
+        with fp32 on this hardware (modes.pick_modes); `picked` says what it runs for each kind."""
+        self.picked = pick_modes(mode, model.device.type)
+        if "int8" in (self.picked.image_mode, self.picked.text_mode) and model.device.type != "cpu":
             raise InputError(
                 f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}"
             )
@@ -47,7 +50,11 @@ class Embedder:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.model_id = model_id
-        self.mode = mode
+        self.mode = mode  # as asked: "auto" or a mode
+        self.image_mode, self.text_mode = self.picked.image_mode, self.picked.text_mode
+        self.family = family(self.image_mode)  # the family of the vectors a library stores
+        if family(self.text_mode) != self.family:
+            raise InputError(f"{self.picked.describe()}: text and image vectors would not match")
         self.weights_sha256 = weights_sha256
         self.dim = int(model.config.vision_config.hidden_size)
         if model.config.text_config.projection_size != self.dim:
@@ -63,9 +70,13 @@ class Embedder:
         self.text_length = int(
             min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
         )
-        self._text_features, self._image_features = _prepare(model, mode)
+        self._text_features = _text_features(model, self.text_mode)
+        self._image_features = _image_features(model, self.image_mode)
         # Batches split across cores (see parallel.py); compiled functions and GPUs keep whole batches.
-        on_cpu = self.model.device.type == "cpu" and mode != "compile"
+        on_cpu = self.model.device.type == "cpu" and "compile" not in (
+            self.image_mode,
+            self.text_mode,
+        )
         self._rows = RowParallel(torch.get_num_threads() if on_cpu else 1)
 
     @classmethod
@@ -112,7 +123,8 @@ class Embedder:
             raise InputError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixels.shape)}")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _unit_rows(self._rows(self._in_mode(self._image_features), pixels))
+        features = self._in_mode(self._image_features, self.image_mode)
+        return _unit_rows(self._rows(features, pixels))
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
         if not images:
@@ -132,15 +144,20 @@ class Embedder:
             max_length=self.text_length,
             return_tensors="pt",
         )["input_ids"]
-        return _unit_rows(self._rows(self._in_mode(self._text_features), ids.to(self.model.device)))
+        features = self._in_mode(self._text_features, self.text_mode)
+        return _unit_rows(self._rows(features, ids.to(self.model.device)))
+
+    def describe_mode(self) -> str:
+        """What runs, for progress lines: "auto: int8 images, fp32 texts, AVX2 CPU ..." or "fp32"."""
+        return f"auto: {self.picked.describe()}" if self.mode == AUTO else self.mode
 
     def _in_mode(
-        self, features: Callable[[torch.Tensor], torch.Tensor]
+        self, features: Callable[[torch.Tensor], torch.Tensor], mode: str
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """features(rows) under inference mode and the mode's autocast, which are per thread."""
 
         def run(rows: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), _autocast(self.mode):
+            with torch.inference_mode(), _autocast(mode):
                 return features(rows)
 
         return run
@@ -157,21 +174,29 @@ def _autocast(mode: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
-    """The mode's (input_ids -> text features, pixel_values -> image features) functions."""
-    text, vision = model.text_model, model.vision_model
+def _text_features(model: SiglipModel, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """input_ids -> text features, in `mode` (fp32 and int8 run inference copies of the tower)."""
+    tower = model.text_model
     if mode == "int8":
-        text, vision = int8_towers(text, vision)
-    text_features = text.pooled_output
+        tower = int8_tower(tower)
+    elif mode == "fp32" and model.device.type == "cpu":
+        tower = fp32_tower(tower)
+    features = tower.pooled_output
+    return torch.compile(features, dynamic=True) if mode == "compile" else features
 
-    def image_features(pixel_values: torch.Tensor) -> torch.Tensor:
-        return vision(pixel_values).pooler_output
 
-    if mode == "compile":
-        return torch.compile(text_features, dynamic=True), torch.compile(
-            image_features, dynamic=True
-        )
-    return text_features, image_features
+def _image_features(model: SiglipModel, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pixel_values -> image features, in `mode`."""
+    tower = model.vision_model
+    if mode == "int8":
+        tower = int8_tower(tower)
+    elif mode == "fp32" and model.device.type == "cpu":
+        tower = fp32_tower(tower)
+
+    def features(pixel_values: torch.Tensor) -> torch.Tensor:
+        return tower(pixel_values).pooler_output
+
+    return torch.compile(features, dynamic=True) if mode == "compile" else features
 
 
 # The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m

@@ -11,7 +11,6 @@ Where oneDNN's int8 ops are missing, `int8_towers` falls back to torch's quantiz
 
 from __future__ import annotations
 
-import copy
 import functools
 import warnings
 from typing import TypeVar
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .inference import FusedEncoderLayer, convert_layers
 from .layers import SiglipEncoderLayer, SiglipMLP
 
 ACTIVATION_LEVELS = 127  # 7-bit activations: see the module docstring
@@ -116,72 +116,59 @@ def onednn_int8_available() -> bool:
     )
 
 
-class Int8EncoderLayer(nn.Module):
-    """SiglipEncoderLayer with int8 matmuls, q/k/v in one of them, residual adds fused into the matmuls
-    and exact-erf GELU (layers.fast_activation, oneDNN's GELU post-op) fused into fc1. Same forward
-    methods."""
+class Int8EncoderLayer(FusedEncoderLayer):
+    """SiglipEncoderLayer with int8 matmuls, q/k/v in one of them (one activation quantization for
+    three), residual adds fused into the matmuls and exact-erf GELU (layers.fast_activation, oneDNN's
+    GELU post-op) fused into fc1."""
 
     def __init__(self, layer: SiglipEncoderLayer):
-        super().__init__()
-        attention, mlp = layer.self_attn, layer.mlp
-        self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
-        self.layer_norm1, self.layer_norm2 = layer.layer_norm1, layer.layer_norm2
-        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        super().__init__(layer, Int8Linear.from_linear)
+        projections = (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
         self.qkv_proj = Int8Linear(
             torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
         )
-        self.out_proj = Int8Linear.from_linear(attention.out_proj)
-        self.fc1, self.fc2 = Int8Linear.from_linear(mlp.fc1), Int8Linear.from_linear(mlp.fc2)
+        self.fc1 = Int8Linear.from_linear(layer.mlp.fc1)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self._block(x, attention_mask, last_position=False)
-
-    def forward_last_position(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """forward(x)[:, -1:], as SiglipEncoderLayer.forward_last_position."""
-        return self._block(x, attention_mask, last_position=True)
-
-    def _block(
-        self, x: torch.Tensor, attention_mask: torch.Tensor | None, last_position: bool
-    ) -> torch.Tensor:
-        B, T, D = x.shape
-        qkv = self.qkv_proj(self.layer_norm1(x)).view(B, T, 3, self.num_heads, self.head_dim)
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = h.shape
+        qkv = self.qkv_proj(h).view(B, T, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, nh, T, hd)
-        if last_position:  # q for every position costs less than a second matmul call
-            q, x = q[:, :, -1:], x[:, -1:]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, nh, Tq, hd)
-        x = self.out_proj(y.transpose(1, 2).reshape(B, -1, D), residual=x)
-        return self.fc2(self.fc1(self.layer_norm2(x), gelu=True), residual=x)
+        return q, k, v
+
+    def mlp_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc1(h, gelu=True)
 
 
 def int8_towers(text: TextTower, vision: VisionTower) -> tuple[TextTower, VisionTower]:
     """int8 copies of the two towers (the originals are left as they are), for inference only."""
+    return int8_tower(text), int8_tower(vision)
+
+
+def int8_tower(tower: Tower) -> Tower:
+    """An int8 copy of one tower (the original is left as it is), for inference only."""
     if not onednn_int8_available():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            text = torch.ao.quantization.quantize_dynamic(text, {nn.Linear}, dtype=torch.qint8)
-            vision = torch.ao.quantization.quantize_dynamic(vision, {nn.Linear}, dtype=torch.qint8)
+            tower = torch.ao.quantization.quantize_dynamic(tower, {nn.Linear}, dtype=torch.qint8)
     else:
-        text, vision = _int8_copy(text), _int8_copy(vision)
-    for module in (*text.modules(), *vision.modules()):
+        tower = _int8_copy(tower)
+    for module in tower.modules():
         if isinstance(module, SiglipMLP):
             module.use_fast_activation()
-    return text, vision
+    return tower
 
 
 def _int8_copy(tower: Tower) -> Tower:
     # Parameters are shared, not copied: the converted layers read them once, the rest stay as they are.
-    tower = copy.deepcopy(tower, memo={id(p): p for p in tower.parameters()})
-    _convert(tower)
+    tower = convert_layers(tower, Int8EncoderLayer)
+    _convert_linears(tower)
     return tower
 
 
-def _convert(module: nn.Module) -> None:
+def _convert_linears(module: nn.Module) -> None:
+    """Every other Linear (the heads') as an Int8Linear."""
     for name, child in module.named_children():
-        if isinstance(child, SiglipEncoderLayer):
-            setattr(module, name, Int8EncoderLayer(child))
-        elif type(child) is nn.Linear:
+        if type(child) is nn.Linear:
             setattr(module, name, Int8Linear.from_linear(child))
         else:
-            _convert(child)
+            _convert_linears(child)
