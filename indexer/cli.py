@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from siglip_search.cli import PROG
+from siglip_search.cli import PROG, add_mode_argument
 
 from .decode import MISSING_DECODERS
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
@@ -120,7 +120,7 @@ def search_command(args: argparse.Namespace) -> int:
         "date_to": args.date_to,
     }
     with open_library(args.library, create=False) as library:
-        searcher = Searcher(library)
+        searcher = Searcher(library, mode=args.mode)
         terms = parse_query(args.query) if args.query else []
         if args.image:
             if not Path(args.image).is_file():
@@ -144,7 +144,7 @@ def tag_command(args: argparse.Namespace) -> int:
     vocabulary = load_vocabulary(args.vocabulary)
     with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
-            embedder = library.load_embedder()
+            embedder = library.load_embedder(mode=args.mode)
             summary = tag_library(
                 library,
                 embedder,
@@ -316,9 +316,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--model", metavar="ID_OR_PATH", help="model for a new library (default: the recorded one)"
     )
-    index.add_argument(
-        "--mode", default=None, help="fp32 (default), int8, bf16 or compile; fixed per library"
-    )
+    add_mode_argument(index)
     index.add_argument("--batch-size", type=_positive_int, default=32, metavar="N")
     index.add_argument(
         "--workers", type=_positive_int, default=None, metavar="N", help="decode threads"
@@ -404,6 +402,7 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}'
     )
+    add_mode_argument(search)
     search.set_defaults(func=search_command, interrupted=INTERRUPTED)
 
 
@@ -436,6 +435,7 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
         help="at most N tags a photo (default: 10)",
     )
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
+    add_mode_argument(tag)
     tag.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish"
     )

@@ -67,6 +67,7 @@ class RunSummary:
     # absolute; folder links leaving their root
     outside_links: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    mode: str = ""  # what embedded the images: Embedder.describe_mode()
 
     def counts(self) -> RunCounts:
         return {
@@ -88,7 +89,8 @@ class RunSummary:
     def line(self) -> str:
         return (
             f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
-            f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s)"
+            f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s"
+            + (f"; mode {self.mode})" if self.mode else ")")
         )
 
 
@@ -140,11 +142,11 @@ def index_paths(
     paths = list(paths)
     for path in paths:
         check_utf8_path(path)  # before anything is written
-    library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
+    library.ensure_model(embedder)
     store = library.store
     targets = resolve_targets(store, paths)
     run_id = store.start_run(sorted({t.folder for t in targets}))
-    summary = RunSummary()
+    summary = RunSummary(mode=embedder.describe_mode())
     workers = workers or min(8, os.cpu_count() or 1)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -395,8 +397,10 @@ def _embed_and_write(
     done = 0
     if on_progress is not None:
         on_progress(done, total)
+    # The bar names the mode images are embedded in (the summary line says why: auto's pick).
+    desc = f"indexing ({embedder.image_mode})"
     with tqdm(
-        total=total, unit="img", desc="indexing", file=sys.stderr, disable=not show, smoothing=0.1
+        total=total, unit="img", desc=desc, file=sys.stderr, disable=not show, smoothing=0.1
     ) as bar:
         ready: list[_Prepared] = []
         failed: list[FailedImage] = []

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from siglip_search.modes import AUTO, family, pick_modes
+
 from .errors import (
     IndexFileError,
     LibraryLockedError,
@@ -48,7 +50,9 @@ ANN_MIN_VECTORS = 50_000
 # The approximate index keeps tombstones for deleted or re-embedded images; past this share of
 # dead entries it is rebuilt from the database.
 ANN_REBUILD_FRACTION = 0.25
-IDENTITY_KEY, MODE_KEY = "model_identity", "model_mode"
+# The model, the mode the latest run embedded images in, and that mode's family (siglip_search.modes):
+# any mode of the family may add to the library or search it.
+IDENTITY_KEY, MODE_KEY, FAMILY_KEY = "model_identity", "model_mode", "model_mode_family"
 
 
 def default_library_dir() -> Path:
@@ -93,7 +97,15 @@ class Library:
         return json.loads(text) if text else None
 
     def model_mode(self) -> str | None:
+        """The mode the library's latest images were embedded in (None before the first)."""
         return self.store.get_meta(MODE_KEY)
+
+    def mode_family(self) -> str | None:
+        """The family of the library's vectors; a library from before families were recorded has
+        its mode's."""
+        recorded = self.store.get_meta(FAMILY_KEY)
+        mode = self.model_mode()
+        return recorded or (family(mode) if mode else None)
 
     def load_embedder(
         self,
@@ -102,7 +114,11 @@ class Library:
         mode: str | None = None,
         device: str = "cpu",
     ) -> Embedder:
-        """The recorded model (or `model`, which must be the same one); imports torch."""
+        """The recorded model (or `model`, which must be the same one) in `mode`; imports torch.
+
+        `mode` None or "auto" picks this machine's fastest mode whose vectors are of the library's
+        family (for a new library: interchangeable with fp32); another mode must be of that family.
+        """
         from siglip_search.embedder import Embedder
 
         recorded = self.model_identity()
@@ -115,20 +131,25 @@ class Library:
                 f"library {self.path} has no model yet; index photos into it first: "
                 f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
             )
-        mode = mode or self.model_mode() or "fp32"
+        mode = mode or AUTO
+        stored, recorded_mode = self.mode_family(), self.model_mode()
+        if mode == AUTO and stored and recorded_mode:
+            if family(pick_modes(AUTO, device).image_mode) != stored:
+                mode = recorded_mode  # this machine's pick makes other vectors: keep the library's
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
-            self.check_model(embedder.identity(), mode)
+            self.check_model(embedder.identity(), embedder.image_mode)
         return embedder
 
     def check_model(self, identity: dict, mode: str = "fp32") -> None:
-        """ModelMismatchError unless `identity` (and mode) produce the vectors already stored."""
+        """ModelMismatchError unless `identity` in `mode` (the mode images are embedded in) makes
+        vectors interchangeable with those already stored."""
         recorded = self.model_identity()
         if recorded is None:
             return
         differing = _identity_differences(recorded, identity)
         recorded_mode = self.model_mode() or "fp32"
-        if _vector_mode(mode) != _vector_mode(recorded_mode):
+        if family(mode) != (self.mode_family() or "fp32"):
             differing.append("mode")
         if differing:
             raise ModelMismatchError(
@@ -139,16 +160,19 @@ class Library:
                 "or use another --library"
             )
 
-    def ensure_model(self, embedder: Embedder, mode: str = "fp32") -> None:
-        """Record the embedder as the library's model on first use; refuse another one later."""
+    def ensure_model(self, embedder: Embedder) -> None:
+        """Record the embedder as the library's model, and the mode it embeds images in, on first
+        use; refuse another model or an incompatible mode later (a compatible mode is recorded)."""
         identity, recorded = embedder.identity(), self.model_identity()
         if recorded is not None:
-            self.check_model(identity, mode)
+            self.check_model(identity, embedder.image_mode)
         if recorded is None or recorded.get("model_id") != identity.get("model_id"):
             # New library, or the same weights found at a new place (the old one may be gone).
             self.store.set_meta(IDENTITY_KEY, json.dumps(identity, sort_keys=True))
-        if recorded is None:
-            self.store.set_meta(MODE_KEY, _vector_mode(mode))
+        if self.model_mode() != embedder.image_mode:
+            self.store.set_meta(MODE_KEY, embedder.image_mode)
+        if self.store.get_meta(FAMILY_KEY) is None:
+            self.store.set_meta(FAMILY_KEY, embedder.family)
 
     # --- vectors ----------------------------------------------------------------------------
     def vector_index(self) -> VectorIndex | AnnIndex:
@@ -313,10 +337,6 @@ def indexer_running(library: Library) -> bool:
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
-
-
-def _vector_mode(mode: str) -> str:
-    return "fp32" if mode == "compile" else mode  # torch.compile runs the same fp32 math
 
 
 def _identity_differences(recorded: dict, current: dict) -> list[str]:

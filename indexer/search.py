@@ -63,11 +63,18 @@ class Searcher:
     costs only the vector search. Safe to share between threads (e.g. a web UI's workers)."""
 
     def __init__(
-        self, library: Library, embedder: Embedder | None = None, cache_size: int = 256
+        self,
+        library: Library,
+        embedder: Embedder | None = None,
+        cache_size: int = 256,
+        mode: str | None = None,
     ) -> None:
+        """`mode` is the one the library's model is loaded in when no embedder is given (None:
+        auto, see Library.load_embedder)."""
         self.library = library
+        self._mode = mode
         if embedder is not None:
-            library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
+            library.check_model(embedder.identity(), embedder.image_mode)
         self._embedder = embedder
         self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
@@ -77,7 +84,7 @@ class Searcher:
         """The library's recorded model, loaded on first use and kept."""
         with self._lock:
             if self._embedder is None:
-                self._embedder = self.library.load_embedder()
+                self._embedder = self.library.load_embedder(mode=self._mode)
             return self._embedder
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray:

@@ -214,7 +214,7 @@ def tag_library(
         raise SearchOptionError(
             f"threshold must be above 0 and below 1 and cap at least 1, got {threshold}, {cap}"
         )
-    library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
+    library.check_model(embedder.identity(), embedder.image_mode)
     settings = {
         "vocabulary": vocabulary.version,
         "templates": list(templates),

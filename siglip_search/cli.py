@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import InputError, SiglipSearchError
+from .modes import AUTO, CHOICES
 from .prog import PROG
 from .resources import DEMO_MODEL, EVAL_SET
 
@@ -115,18 +116,29 @@ def _read_model_config(path: Path) -> dict:
         raise InputError(f"cannot read --config {path}: {exc}") from None
 
 
+def add_mode_argument(parser: argparse.ArgumentParser) -> None:
+    """--mode for every command that embeds (eval here; index, search, tag, serve and demo)."""
+    parser.add_argument(
+        "--mode",
+        choices=CHOICES,
+        default=AUTO,
+        help="auto (default): the fastest mode whose vectors are interchangeable with fp32 on this "
+        "machine, e.g. int8 images on x86 CPUs with AVX2; or fp32, int8, bf16, compile",
+    )
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval", help="zero-shot accuracy, recall@k and tagging P/R on a held-out synthetic set"
     )
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
     p.add_argument("--data", type=Path, default=EVAL_SET, help="folder with captions.jsonl")
-    p.add_argument("--mode", default="fp32", help="fp32, int8, bf16 or compile")
+    add_mode_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode))
 
 
-def _print_eval(model, data: Path, json_output: bool, mode: str = "fp32") -> int:
+def _print_eval(model, data: Path, json_output: bool, mode: str = AUTO) -> int:
     # Imported when run, as for train: the embedder imports torch.
     from .embedder import Embedder
     from .training.evaluate import evaluate

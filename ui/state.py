@@ -29,6 +29,7 @@ class AppState:
     embedder: Embedder | None = None
     searcher: Searcher | None = None
     model: str | None = None  # the model for a library that has none yet
+    mode: str = "auto"  # what the model runs in (siglip_search.modes)
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
     # no indexing, tagging or export from the page (search and tag-an-image only)
@@ -49,6 +50,7 @@ def load_state(
     max_pixels: int | None = None,
     vocabulary: str | None = None,
     read_only: bool = False,
+    mode: str = "auto",
 ) -> AppState:
     """Open the library (if there is one yet) and load its model now, so the first query is fast.
 
@@ -62,6 +64,7 @@ def load_state(
         max_pixels=max_pixels,
         vocabulary=vocabulary,
         read_only=read_only,
+        mode=mode,
     )
     if (folder / DB_NAME).is_file():
         state.library = open_library(folder, create=False)
@@ -79,11 +82,11 @@ def load_model(state: AppState) -> None:
     recorded = library if library is not None and library.model_identity() is not None else None
     if state.embedder is None:
         if recorded is not None:
-            state.embedder = recorded.load_embedder()
+            state.embedder = recorded.load_embedder(mode=state.mode)
         elif state.model is not None:
             from siglip_search.embedder import Embedder  # imports torch: only to load a model
 
-            state.embedder = Embedder.from_pretrained(state.model)
+            state.embedder = Embedder.from_pretrained(state.model, mode=state.mode)
         else:
             raise ModelNotRecordedError(
                 f"the library at {state.library_dir} has no model yet; start the server with "
