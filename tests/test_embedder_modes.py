@@ -6,10 +6,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from siglip_search.embedder import Embedder
 from siglip_search.errors import InputError
+from siglip_search.inference import gelu_tanh_
+from siglip_search.modes import family, pick_modes
 
 TEXTS = [
     "a red circle",
@@ -66,3 +70,56 @@ def test_int8_mode_off_the_cpu_is_refused_in_one_line(tiny_checkpoint):
         InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"
     ):
         Embedder(elsewhere, cpu.tokenizer, cpu.image_processor, "meta", mode="int8")
+
+
+AVX2 = frozenset({"avx2", "fma", "f16c"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "int8_kernels", "images", "texts"),
+    [
+        (AVX2, True, "int8", "fp32"),  # this project's CPU: int8 measured about 2x fp32
+        (AVX2 | {"avx512f", "avx512_vnni"}, True, "int8", "fp32"),
+        (AVX2 | {"avx512_vnni", "avx512_bf16"}, True, "int8", "bf16"),
+        (AVX2 | {"amx_tile", "amx_int8", "amx_bf16"}, True, "int8", "bf16"),
+        (AVX2 | {"avx512_bf16"}, False, "bf16", "bf16"),  # no oneDNN int8 in this torch
+        (AVX2, False, "fp32", "fp32"),
+        (frozenset({"sse4_2"}), True, "fp32", "fp32"),  # int8 without AVX2 is not faster
+        (frozenset(), False, "fp32", "fp32"),  # flags unreadable
+    ],
+)
+def test_auto_picks_the_fastest_interchangeable_mode_from_the_cpu_flags(
+    flags, int8_kernels, images, texts
+):
+    picked = pick_modes("auto", "cpu", flags, int8_kernels)
+    assert (picked.image_mode, picked.text_mode) == (images, texts)
+    # whatever it picks, its vectors are of fp32's family: a library mixes them freely
+    assert family(picked.image_mode) == family(picked.text_mode) == family("fp32")
+
+
+def test_a_named_mode_is_run_as_asked_and_an_unknown_one_is_refused_in_one_line():
+    assert pick_modes("bf16", "cpu", AVX2, True).image_mode == "bf16"
+    assert pick_modes("auto", "cuda", AVX2, True).image_mode == "fp32"  # int8 is CPU-only
+    with pytest.raises(InputError, match="unknown mode 'fp8'; choose one of auto, fp32, int8"):
+        pick_modes("fp8")
+
+
+def test_auto_runs_what_it_picked_here_and_its_vectors_stay_close_to_fp32(tiny_checkpoint):
+    fp32 = Embedder.from_pretrained(tiny_checkpoint)
+    auto = Embedder(fp32.model, fp32.tokenizer, fp32.image_processor, "tiny", mode="auto")
+    here = pick_modes("auto")
+    assert (auto.image_mode, auto.text_mode) == (here.image_mode, here.text_mode)
+    assert auto.describe_mode().startswith(f"auto: {here.image_mode}")
+    images = _images()
+    cosines = (auto.embed_images(images) * fp32.embed_images(images)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    texts = auto.embed_texts(TEXTS)
+    if auto.text_mode == "fp32":  # texts are never int8: the same vectors as fp32 mode's
+        np.testing.assert_array_equal(texts, fp32.embed_texts(TEXTS))
+
+
+def test_the_in_place_tanh_gelu_is_torchs_tanh_gelu():
+    x = torch.linspace(-12, 12, 20001)
+    expected = F.gelu(x.double(), approximate="tanh")
+    assert (gelu_tanh_(x.clone()).double() - expected).abs().max() < 2e-6
+    assert (F.gelu(x.double()) - expected).abs().max() > 1e-4  # the erf form would be caught

@@ -419,3 +419,32 @@ def test_output_attentions_match_transformers_eager(hf_dir, ours):
             input_ids=enc["input_ids"], output_attentions=True
         ).text_model_output.attentions
         assert_close(text_alone.attentions[1], joint[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu_pytorch_tanh", "gelu"])
+def test_the_embedders_fused_fp32_towers_match_transformers(tmp_path, hidden_act):
+    # The embedder's fp32 runs inference copies (siglip_search/inference.py: residuals summed inside
+    # the matmuls, tanh GELU as x * sigmoid(2u)); they must stay within the parity tolerance.
+    from siglip_search.inference import fp32_tower
+
+    act = {"hidden_act": hidden_act}
+    directory = make_hf_checkpoint(tmp_path / "ckpt", seed=7, text=act, vision=act)
+    mine, ref = (
+        ss.SiglipModel.from_pretrained(directory),
+        tf.SiglipModel.from_pretrained(directory).eval(),
+    )
+    ids = torch.randint(3, 300, (3, 16), generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(3, 3, 38, 38, generator=torch.Generator().manual_seed(1))
+    text, vision = fp32_tower(mine.text_model), fp32_tower(mine.vision_model)
+    with torch.no_grad():
+        assert_close(text.pooled_output(ids), ref.get_text_features(input_ids=ids).pooler_output)
+        assert_close(
+            vision(pixels).pooler_output,
+            ref.get_image_features(pixel_values=pixels).pooler_output,
+        )
+        # the copies share the model's parameters and leave its own forward as it was
+        assert text.encoder.layers[0].fc1.weight is mine.text_model.encoder.layers[0].mlp.fc1.weight
+        assert_close(
+            mine.vision_model(pixels).pooler_output,
+            ref.get_image_features(pixel_values=pixels).pooler_output,
+        )
