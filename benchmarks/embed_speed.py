@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         help="one thread, timed in per-thread CPU seconds (stable on a busy machine)",
     )
     parser.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed turns (default 10, --quick 3)"
+    )
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in CHOICES]
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     if "fp32" not in modes:
         modes.insert(0, "fp32")  # the cosine reference
     warmup, repeats = (1, 3) if args.quick else (2, 10)
+    repeats = args.repeats or repeats
     threads = 1 if args.cpu_time else os.cpu_count() or 1
     torch.set_num_threads(threads)
     clock = time.thread_time if args.cpu_time else time.perf_counter

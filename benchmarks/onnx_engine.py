@@ -10,6 +10,7 @@ without VNNI need: their u8 x s8 multiply-adds saturate in 16 bits, and the defa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def export_towers(checkpoint: Path, out: Path, image_size: int, text_length: int
     import transformers
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # The exporter and the quantizer log advice (torchvision absent, "consider pre-processing") that
+    # would bury the table.
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     model = transformers.SiglipModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     towers = (
