@@ -97,7 +97,7 @@ def pick_modes(
         int8_kernels = onednn_int8_available()
     bf16 = bool(flags & BF16_FLAGS)
     # Never int8 for texts: their int8 vectors measured a minimum cosine of 0.9993 on base-sized
-    # weights but 0.9986 on the demo model (0.9955 on short texts), below 0.999.
+    # weights but 0.9986 on the demo model, below 0.999.
     text_mode = "bf16" if bf16 else "fp32"
     if int8_kernels and flags & INT8_DOT_FLAGS:
         return Picked("int8", text_mode, "CPU with int8 dot products (VNNI/AMX)")
