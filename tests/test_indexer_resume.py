@@ -58,6 +58,9 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         "--workers",
         "2",
         "--no-progress",
+        # fp32, as the uninterrupted run below: the test compares embedding bytes
+        "--mode",
+        "fp32",
     ]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -94,7 +97,8 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
 
     # The dead process's lock is gone with it; run again to completion (no --model: recorded).
     rerun = subprocess.run(
-        [sys.executable, "-m", "siglip_search", *args[:4], "--batch-size", "4", "--no-progress"],
+        [sys.executable, "-m", "siglip_search", *args[:4], *args[-2:], "--batch-size", "4"]
+        + ["--no-progress"],
         cwd=REPO,
         env=env,
         capture_output=True,
