@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -15,18 +17,33 @@ import torch
 from .atomic import write_atomic
 from .auto import AutoTokenizer
 from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from .devices import (
+    AUTO,
+    CPU_BATCH_SIZE,
+    check_dtype,
+    describe_device,
+    grow_batch_size,
+    host_array,
+    is_out_of_memory,
+    resolve_device,
+    to_device,
+)
 from .errors import CheckpointError, InputError
 from .hub import resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
 from .model import SiglipModel
+from .modes import HALF_PRECISION, MODES, check_mode, default_mode
 from .parallel import RowParallel
 from .quantized import int8_towers
 
-MODES = ("fp32", "int8", "bf16", "compile")
+__all__ = ["MODES", "Embedder"]
+
+Tower = TypeVar("Tower", bound=torch.nn.Module)
 
 
 class Embedder:
-    """A loaded SigLIP model plus its tokenizer and image processor, in inference mode."""
+    """A loaded SigLIP model plus its tokenizer and image processor, in inference mode, on one
+    device (`device`: None keeps the model where it is) in one mode (siglip_search/modes.py)."""
 
     def __init__(
         self,
@@ -36,13 +53,17 @@ class Embedder:
         model_id: str,
         mode: str = "fp32",
         weights_sha256: str = "",
+        *,
+        device: str | torch.device | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if mode == "int8" and model.device.type != "cpu":
+        check_mode(mode)
+        self.device = resolve_device(device) or model.device
+        if mode == "int8" and self.device.type != "cpu":
             raise InputError(
-                f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}"
+                f"mode 'int8' runs on the CPU only; use fp16, bf16 or fp32 on {self.device}"
             )
+        if mode in HALF_PRECISION:
+            check_dtype(self.device, getattr(torch, HALF_PRECISION[mode]), mode)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -63,17 +84,39 @@ class Embedder:
         self.text_length = int(
             min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
         )
-        self._text_features, self._image_features = _prepare(model, mode)
+        self._text_features, self._image_features = _prepare(model, mode, self.device)
         # Batches split across cores (see parallel.py); compiled functions and GPUs keep whole batches.
-        on_cpu = self.model.device.type == "cpu" and mode != "compile"
+        on_cpu = self.device.type == "cpu" and mode != "compile"
         self._rows = RowParallel(torch.get_num_threads() if on_cpu else 1)
+        self._batch_size: int | None = None
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu"
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        mode: str | None = None,
+        device: str | torch.device | None = AUTO,
     ) -> Embedder:
+        """Load a checkpoint onto `device` ('auto': CUDA, then MPS, then the CPU) in `mode`
+        (None: fp16 on a GPU, fp32 on the CPU)."""
+        target = resolve_device(device) or torch.device("cpu")  # before any weights are read
+        mode = mode or default_mode(target.type)
+        check_mode(mode)
+        if mode == "int8" and target.type != "cpu":
+            if device != AUTO:
+                raise InputError(
+                    f"mode 'int8' runs on the CPU only; use fp16, bf16 or fp32 on {target}"
+                )
+            target = torch.device("cpu")  # auto: the one device that runs int8
         directory = resolve_checkpoint_dir(name_or_path)
-        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32, device=device)
+        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32)
+        if mode in HALF_PRECISION:
+            # Cast here, on the CPU, rather than copy in _prepare: the fp32 towers are not needed.
+            # logit_scale and logit_bias stay fp32: exp(t) in fp16 would move every probability.
+            dtype = getattr(torch, HALF_PRECISION[mode])
+            model.text_model.to(dtype)
+            model.vision_model.to(dtype)
         local = Path(name_or_path).expanduser()
         model_id = str(local.resolve()) if local.is_dir() else str(name_or_path)
         return cls(
@@ -83,7 +126,12 @@ class Embedder:
             model_id,
             mode,
             _weights_sha256(directory),
+            device=target,
         )
+
+    def describe(self) -> str:
+        """Where and how this embedder computes, for progress lines: 'cuda:0 (NVIDIA H200), fp16'."""
+        return f"{describe_device(self.device)}, {self.mode}"
 
     def identity(self) -> dict[str, Any]:
         """What decides the vectors: equal identities give interchangeable embeddings."""
@@ -106,13 +154,18 @@ class Embedder:
     def preprocess_image(self, image: Any) -> np.ndarray:
         return self.image_processor.preprocess_one(image)
 
+    def pixel_array(self, batch_size: int) -> np.ndarray:
+        """A (batch_size, 3, H, W) float32 array to fill with preprocessed images for embed_pixels:
+        pinned on a CUDA GPU, so the copy to it does not stop the host."""
+        return host_array((batch_size, 3, *self.image_size), self.device)
+
     def embed_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
-        pixels = torch.as_tensor(pixel_values, dtype=torch.float32, device=self.model.device)
+        pixels = to_device(pixel_values, self.device)
         if pixels.ndim != 4:
             raise InputError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixels.shape)}")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _unit_rows(self._rows(self._in_mode(self._image_features), pixels))
+        return self._unit_rows(self._rows(self._in_mode(self._image_features), pixels.float()))
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
         if not images:
@@ -132,36 +185,70 @@ class Embedder:
             max_length=self.text_length,
             return_tensors="pt",
         )["input_ids"]
-        return _unit_rows(self._rows(self._in_mode(self._text_features), ids.to(self.model.device)))
+        return self._unit_rows(
+            self._rows(self._in_mode(self._text_features), to_device(ids, self.device))
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Images per batch that suit the device: CPU_BATCH_SIZE on the CPU; on a GPU the batch is
+        doubled from 32 while images/s grows and memory lasts (measured once, on first use)."""
+        if self._batch_size is None:
+            if self.device.type == "cpu":
+                self._batch_size = CPU_BATCH_SIZE
+            else:
+                self._batch_size = grow_batch_size(self._images_per_s)
+        return self._batch_size
+
+    def _images_per_s(self, batch_size: int) -> float:
+        """Images/s of the model on one batch of blank images (after a warm-up batch)."""
+        pixels = self.pixel_array(batch_size)
+        pixels.fill(0.0)
+        try:
+            self.embed_pixels(pixels)
+            start = time.perf_counter()
+            self.embed_pixels(pixels)
+            return batch_size / (time.perf_counter() - start)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
 
     def _in_mode(
         self, features: Callable[[torch.Tensor], torch.Tensor]
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """features(rows) under inference mode and the mode's autocast, which are per thread."""
+        """features(rows) under inference mode, which is per thread."""
 
         def run(rows: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), _autocast(self.mode):
+            with torch.inference_mode():
                 return features(rows)
 
         return run
 
+    def _unit_rows(self, features: torch.Tensor) -> np.ndarray:
+        features = features.float()
+        if not bool(torch.isfinite(features).all()):
+            # fp16 tops out at 65504: a model whose activations grow past it gives inf, then NaN.
+            raise InputError(
+                f"{self.model_id} gave non-finite features in mode {self.mode!r} on "
+                f"{self.device}; use mode 'bf16' or 'fp32'"
+            )
+        return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
 
-def _unit_rows(features: torch.Tensor) -> np.ndarray:
-    features = features.float()
-    return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
 
-
-def _autocast(mode: str):
-    if mode == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
-    """The mode's (input_ids -> text features, pixel_values -> image features) functions."""
+def _prepare(model: SiglipModel, mode: str, device: torch.device) -> tuple[Callable, Callable]:
+    """The mode's (input_ids -> text features, pixel_values -> image features) functions, on
+    `device`. fp32 moves the model there, as transformers' pipelines move a model they are given;
+    a half mode casts copies of the towers (none when they are in its dtype already), int8 makes
+    int8 copies (quantized.py): the model given stays as it is."""
     text, vision = model.text_model, model.vision_model
     if mode == "int8":
         text, vision = int8_towers(text, vision)
+    elif mode in HALF_PRECISION:
+        dtype = getattr(torch, HALF_PRECISION[mode])
+        text, vision = _in_dtype(text, dtype, device), _in_dtype(vision, dtype, device)
+    else:
+        model.to(device)
     text_features = text.pooled_output
 
     def image_features(pixel_values: torch.Tensor) -> torch.Tensor:
@@ -172,6 +259,13 @@ def _prepare(model: SiglipModel, mode: str) -> tuple[Callable, Callable]:
             image_features, dynamic=True
         )
     return text_features, image_features
+
+
+def _in_dtype(tower: Tower, dtype: torch.dtype, device: torch.device) -> Tower:
+    """`tower` in `dtype` on `device`: itself when its weights are in dtype already, else a copy."""
+    if any(p.dtype != dtype for p in tower.parameters()):
+        tower = copy.deepcopy(tower).to(dtype)
+    return tower.to(device)
 
 
 # The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m
