@@ -17,6 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from siglip_search.modes import (
+    INTERCHANGEABLE_COSINE,
+    family_modes,
+    mode_for_library,
+    vector_family,
+)
+
 from .errors import (
     IndexFileError,
     LibraryLockedError,
@@ -100,9 +107,12 @@ class Library:
         model: str | os.PathLike | None = None,
         *,
         mode: str | None = None,
-        device: str = "cpu",
+        device: str | None = "auto",
     ) -> Embedder:
-        """The recorded model (or `model`, which must be the same one); imports torch."""
+        """The recorded model (or `model`, which must be the same one) on `device` ('auto': CUDA,
+        then MPS, then the CPU), in `mode` (None: the device's default mode, when the library's
+        vector family has it, else the mode the library was built in); imports torch."""
+        from siglip_search.devices import AUTO, resolve_device
         from siglip_search.embedder import Embedder
 
         recorded = self.model_identity()
@@ -115,28 +125,48 @@ class Library:
                 f"library {self.path} has no model yet; index photos into it first: "
                 f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
             )
-        mode = mode or self.model_mode() or "fp32"
+        target = resolve_device(device)  # before anything is read
+        device_type = target.type if target is not None else "cpu"
+        built_in = self.model_mode() if recorded is not None else None
+        mode = mode or mode_for_library(built_in, device_type)
+        if built_in is not None:
+            self._check_mode(mode)
+        if built_in == "int8" and mode == "int8" and device_type != "cpu" and device != AUTO:
+            raise ModelMismatchError(
+                f"library {self.path} was built in mode int8, which runs on the CPU only: use "
+                "--device cpu (or auto), or another --library"
+            )
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
             self.check_model(embedder.identity(), mode)
         return embedder
 
     def check_model(self, identity: dict, mode: str = "fp32") -> None:
-        """ModelMismatchError unless `identity` (and mode) produce the vectors already stored."""
+        """ModelMismatchError unless `identity` is the recorded model and `mode` is in the vector
+        family of the mode the library was built in (siglip_search/modes.py)."""
         recorded = self.model_identity()
         if recorded is None:
             return
         differing = _identity_differences(recorded, identity)
-        recorded_mode = self.model_mode() or "fp32"
-        if _vector_mode(mode) != _vector_mode(recorded_mode):
-            differing.append("mode")
         if differing:
+            recorded_mode = self.model_mode() or "fp32"
             raise ModelMismatchError(
                 f"library {self.path} was built with model {recorded.get('model_id')} "
                 f"({_describe(recorded, recorded_mode)}), not {identity.get('model_id')} "
                 f"({_describe(identity, mode)}); they differ in {', '.join(differing)}. "
                 "Vectors of two models cannot be mixed: leave out --model to use the recorded one, "
                 "or use another --library"
+            )
+        self._check_mode(mode)
+
+    def _check_mode(self, mode: str) -> None:
+        """ModelMismatchError when `mode`'s vectors are not interchangeable with the library's."""
+        built_in = self.model_mode() or "fp32"
+        if vector_family(mode) != vector_family(built_in):
+            raise ModelMismatchError(
+                f"library {self.path} was built in mode {built_in}, whose vectors differ from mode "
+                f"{mode}'s by more than cosine {INTERCHANGEABLE_COSINE} allows; it takes modes "
+                f"{', '.join(family_modes(built_in))} (leave out --mode), or use another --library"
             )
 
     def ensure_model(self, embedder: Embedder, mode: str = "fp32") -> None:
@@ -148,7 +178,7 @@ class Library:
             # New library, or the same weights found at a new place (the old one may be gone).
             self.store.set_meta(IDENTITY_KEY, json.dumps(identity, sort_keys=True))
         if recorded is None:
-            self.store.set_meta(MODE_KEY, _vector_mode(mode))
+            self.store.set_meta(MODE_KEY, mode)  # the mode it was built in; its family decides
 
     # --- vectors ----------------------------------------------------------------------------
     def vector_index(self) -> VectorIndex | AnnIndex:
@@ -313,10 +343,6 @@ def indexer_running(library: Library) -> bool:
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
-
-
-def _vector_mode(mode: str) -> str:
-    return "fp32" if mode == "compile" else mode  # torch.compile runs the same fp32 math
 
 
 def _identity_differences(recorded: dict, current: dict) -> list[str]:
