@@ -13,7 +13,8 @@ from PIL import Image
 
 from indexer.decode import decode_image, parse_exif_datetime
 from indexer.errors import DecodeError, NotRegularFileError
-from indexer.jobs import _Preparer, _Work, index_paths
+from indexer.jobs import index_paths
+from indexer.prepare import Preparer, Work
 from indexer.scan import fingerprint_file, scan_folder
 from indexer.search import Searcher
 from indexer.tags import tag_image
@@ -193,7 +194,7 @@ def test_a_photo_replaced_by_a_fifo_after_the_scan_is_a_failure_not_a_hang(tmp_p
             fingerprint_file(path)
         with pytest.raises(DecodeError, match=r"not a regular file \(a FIFO\)"):
             decode_image(path)
-        prepared = _Preparer(embedder, None)(_Work(1, scanned))
+        prepared = Preparer(embedder.image_processor, embedder.image_size, None)(Work(1, scanned))
     assert prepared.error == "not a regular file (a FIFO)" and prepared.pixels is None
 
 
