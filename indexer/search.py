@@ -63,12 +63,20 @@ class Searcher:
     costs only the vector search. Safe to share between threads (e.g. a web UI's workers)."""
 
     def __init__(
-        self, library: Library, embedder: Embedder | None = None, cache_size: int = 256
+        self,
+        library: Library,
+        embedder: Embedder | None = None,
+        cache_size: int = 256,
+        *,
+        device: str = "auto",
     ) -> None:
+        """`embedder` (checked against the library), or the library's recorded model loaded on
+        `device` at the first query that needs it ('auto': CUDA, then MPS, then the CPU)."""
         self.library = library
         if embedder is not None:
             library.check_model(embedder.identity(), getattr(embedder, "mode", "fp32"))
         self._embedder = embedder
+        self.device = device
         self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
 
@@ -77,7 +85,7 @@ class Searcher:
         """The library's recorded model, loaded on first use and kept."""
         with self._lock:
             if self._embedder is None:
-                self._embedder = self.library.load_embedder()
+                self._embedder = self.library.load_embedder(device=self.device)
             return self._embedder
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray:

@@ -78,7 +78,7 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
     summary = index(library, [photos], counting)
     assert (summary.added, summary.failed, summary.removed) == (10, 0, 0)
     assert re.fullmatch(
-        r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s\)",
+        r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s; cpu, fp32\)",
         summary.line(),
     )
     rows = by_path(library)
@@ -233,7 +233,7 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(
         and "Traceback" not in err
     )
     assert main(["index", str(photos), "--mode", "int8", *lib]) == 2  # int8 vectors differ too
-    assert "differ in mode" in capsys.readouterr().err
+    assert "built in mode fp32, whose vectors differ from mode int8's" in capsys.readouterr().err
     assert main(["index", str(photos), *lib]) == 0  # no --model: the recorded one
     assert "added 0, updated 0" in capsys.readouterr().out
     assert db_rows(library.path) == before
@@ -481,7 +481,8 @@ def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(
     monkeypatch.setattr("sys.stderr", terminal)
     index(library, [photos], embedder, progress=True)
     bar = terminal.getvalue().replace("\r", "\n").strip().splitlines()[-1]
-    assert re.search(r"indexing: 100%.* 9/9 .*img/s.*failed=1", bar), bar
+    # The bar says where the model runs: --device auto is the CPU on a machine without a GPU.
+    assert re.search(r"indexing on cpu, fp32: 100%.* 9/9 .*img/s.*failed=1", bar), bar
 
     piped = io.StringIO()  # not a terminal: no bar (logs stay clean)
     monkeypatch.setattr("sys.stderr", piped)

@@ -31,6 +31,7 @@ class AppState:
     model: str | None = None  # the model for a library that has none yet
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
+    device: str = "auto"  # where the model runs (siglip_search.devices)
     # no indexing, tagging or export from the page (search and tag-an-image only)
     read_only: bool = False
     job_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,11 +50,16 @@ def load_state(
     max_pixels: int | None = None,
     vocabulary: str | None = None,
     read_only: bool = False,
+    device: str = "auto",
 ) -> AppState:
-    """Open the library (if there is one yet) and load its model now, so the first query is fast.
+    """Open the library (if there is one yet) and load its model now, on `device`, so the first
+    query is fast.
 
     Without a library, the page still opens: its Library tab indexes a first folder with `model`.
     """
+    from siglip_search.devices import resolve_device
+
+    resolve_device(device)  # a device this machine lacks is refused now, not at the first query
     folder = Path(library_dir).expanduser().resolve()
     state = AppState(
         folder,
@@ -62,6 +68,7 @@ def load_state(
         max_pixels=max_pixels,
         vocabulary=vocabulary,
         read_only=read_only,
+        device=device,
     )
     if (folder / DB_NAME).is_file():
         state.library = open_library(folder, create=False)
@@ -79,11 +86,11 @@ def load_model(state: AppState) -> None:
     recorded = library if library is not None and library.model_identity() is not None else None
     if state.embedder is None:
         if recorded is not None:
-            state.embedder = recorded.load_embedder()
+            state.embedder = recorded.load_embedder(device=state.device)
         elif state.model is not None:
             from siglip_search.embedder import Embedder  # imports torch: only to load a model
 
-            state.embedder = Embedder.from_pretrained(state.model)
+            state.embedder = Embedder.from_pretrained(state.model, device=state.device)
         else:
             raise ModelNotRecordedError(
                 f"the library at {state.library_dir} has no model yet; start the server with "
