@@ -6,8 +6,8 @@ thread commits each batch while the next one embeds.
     decode pool --(prefetch: ordered, bounded)--> batches --> model (main thread) --> writer thread
 
 An exception in a decode worker, the model or the writer ends the run with that exception after
-the batches committed before it (a worker process that dies is BrokenProcessPool): nothing waits
-for a worker that will not answer, and the photos still queued are dropped, not decoded.
+the batches committed before it (a worker process that died is DecodeWorkerError, one line):
+nothing waits for a worker that will not answer, and the photos still queued are not decoded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .batches import Batch, RunSummary, commit_batch, iter_batches
+from .errors import DecodeWorkerError
 from .prepare import Preparer, Work
 from .store import Store
 
@@ -58,21 +65,39 @@ def decode_pool(workers: int, kind: str = "threads") -> Executor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
-def prefetch(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+def prefetch(
+    pool: Executor,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    window: int,
+    describe: Callable[[T], str] = str,
+) -> Iterator[R]:
     """fn over items in the pool, results in order, at most `window` items in flight: memory
-    stays flat however many items. fn's exception is raised here, at its item; the items still
-    queued behind it are cancelled."""
-    pending: deque[Future[R]] = deque()
+    stays flat however many items. fn's exception is raised here, at its item; a worker process
+    that died is DecodeWorkerError naming describe(item). The items queued behind are cancelled."""
+    pending: deque[tuple[T, Future[R]]] = deque()
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            try:
+                pending.append((item, pool.submit(fn, item)))
+            except BrokenExecutor:
+                pending.append((item, Future()))  # named below if nothing is before it
+                raise
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield _next_result(pending)
         while pending:
-            yield pending.popleft().result()
+            yield _next_result(pending)
+    except BrokenExecutor:
+        raise DecodeWorkerError(describe(pending[0][0])) from None
     finally:
-        for future in pending:
+        for _, future in pending:
             future.cancel()
+
+
+def _next_result(pending: deque[tuple[T, Future[R]]]) -> R:
+    result = pending[0][1].result()
+    pending.popleft()
+    return result
 
 
 def embed_and_commit(
@@ -91,7 +116,8 @@ def embed_and_commit(
     """Prepare `work` in `pool`, embed it batch by batch and commit each batch, in order."""
     preparer = Preparer(embedder.image_processor, embedder.image_size, max_pixels)
     # One batch ahead of the one embedding, and two photos a worker besides.
-    prepared = prefetch(pool, preparer, work, window=batch_size + 2 * workers)
+    window = batch_size + 2 * workers
+    prepared = prefetch(pool, preparer, work, window, describe=lambda w: w.file.path)
     pixels = embedder.pixel_array(batch_size)  # reused: each batch is copied in before it embeds
     bar = _Progress(len(work), summary, progress, on_progress, f"indexing on {summary.device}")
     with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as writer:

@@ -38,18 +38,28 @@ embedder, other_embedder, library = (
 
 
 class CountingEmbedder:
-    """The real embedder, counting the images it is asked to preprocess (= decode + embed)."""
+    """The real embedder, counting the images its image processor preprocesses (= decoded and
+    embedded): the indexer's decode workers preprocess with embedder.image_processor."""
 
     def __init__(self, real) -> None:
         self._real = real
         self.preprocessed: list[int] = []
+        self.image_processor = _CountingProcessor(real.image_processor, self.preprocessed)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def preprocess_image(self, image):
-        self.preprocessed.append(1)
-        return self._real.preprocess_image(image)
+
+class _CountingProcessor:
+    def __init__(self, real, counts: list[int]) -> None:
+        self._real, self._counts = real, counts
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def preprocess_one(self, image):
+        self._counts.append(1)
+        return self._real.preprocess_one(image)
 
 
 def index(library, folders, embedder, **kw):
@@ -77,6 +87,7 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
 
     summary = index(library, [photos], counting)
     assert (summary.added, summary.failed, summary.removed) == (10, 0, 0)
+    assert len(counting.preprocessed) == 10
     assert re.fullmatch(
         r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s; cpu, fp32\)",
         summary.line(),
