@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .decode import decode_image, to_rgb
+from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .query import QueryTerm, parse_query
@@ -103,8 +103,8 @@ class Searcher:
         embedder = self.embedder
         if isinstance(image, Image.Image):
             try:
-                # transparency onto white, 16-bit scaled: as the indexer decodes
-                rgb = to_rgb(image)
+                # transparency onto white, 16-bit scaled, reduced: as the indexer decodes
+                rgb = reduce_for_model(to_rgb(image), embedder.image_size)
             except DecodeError as exc:
                 raise QueryError(f"cannot use this image as a query: {exc.reason}") from None
             return embedder.embed_images([rgb])[0]
