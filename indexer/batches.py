@@ -78,12 +78,15 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ready) + len(self.failed) + len(self.touched)
 
-    def pixels(self, out: np.ndarray) -> np.ndarray:
-        """The ready photos' pixels stacked into `out` (batch_size, 3, H, W), the rows after them
-        zero. Every batch keeps one shape, so a photo gets bit-identical vectors however a run was
-        cut into batches (kill -9 and resume = one clean run)."""
+    def take_pixels(self, out: np.ndarray) -> np.ndarray:
+        """The ready photos' pixels moved into `out` (batch_size, 3, H, W), the rows after them
+        zero: each photo's own array is dropped, so a batch is held once. Every batch keeps one
+        shape, so a photo gets bit-identical vectors however a run was cut into batches (kill -9
+        and resume = one clean run)."""
         for row, prepared in enumerate(self.ready):
-            out[row] = prepared.decoded_parts()[1]
+            if prepared.pixels is None:
+                raise AssertionError(f"{prepared.work.file.rel_path} has no pixels to embed")
+            out[row], prepared.pixels = prepared.pixels, None
         out[len(self.ready) :] = 0.0
         return out
 
@@ -117,7 +120,7 @@ def commit_batch(
     embedded = []
     for prepared, vector in zip(batch.ready, vectors, strict=True):
         w, f = prepared.work, prepared.work.file
-        fingerprint, _, (width, height, taken_at, camera) = prepared.decoded_parts()
+        fingerprint, (width, height, taken_at, camera) = prepared.row_parts()
         embedded.append(
             EmbeddedImage(
                 w.root_id,

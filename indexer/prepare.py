@@ -42,11 +42,11 @@ class Prepared:
     # back), so the row keeps its vector.
     same_row: FileState | None = None
 
-    def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, str | None, str | None]]:
-        """(fingerprint, pixels, decoded) of a file that decoded: what the write step embeds."""
-        if self.fingerprint is None or self.pixels is None or self.decoded is None:
-            raise AssertionError(f"{self.work.file.rel_path} has no decoded pixels to embed")
-        return self.fingerprint, self.pixels, self.decoded
+    def row_parts(self) -> tuple[str, tuple[int, int, str | None, str | None]]:
+        """(fingerprint, decoded) of a file that decoded: what its row keeps."""
+        if self.fingerprint is None or self.decoded is None:
+            raise AssertionError(f"{self.work.file.rel_path} was not decoded")
+        return self.fingerprint, self.decoded
 
 
 class Preparer:
