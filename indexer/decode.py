@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import stat
@@ -76,7 +77,9 @@ _ORIENTATION = 0x0112
 class DecodedImage:
     """An RGB image ready for the embedder's preprocessing, and what the file says about itself."""
 
-    image: Image.Image  # mode "RGB", EXIF orientation applied, possibly reduced by draft()
+    image: (
+        Image.Image
+    )  # mode "RGB", EXIF orientation applied, maybe reduced (draft, reduce_for_model)
     width: int  # full-resolution size after orientation, not the drafted size
     height: int
     taken_at: str | None  # EXIF DateTimeOriginal as ISO 8601, no time zone
@@ -94,6 +97,8 @@ def decode_image(
     target_size is the model's (height, width). JPEGs much larger than it are decoded at
     1/2, 1/4 or 1/8 scale with draft(), never below twice the target, so the final resize
     still has the detail an antialiased downscale needs while decoding 4-16x fewer pixels.
+    Other formats, whose Pillow decoders offer no reduced decoding, are reduced right after
+    decoding by reduce_for_model.
     """
     # A max_pixels given is the only limit (Pillow's is raised to it); by default Pillow's stays.
     lift = _pillow_pixel_limit(max_pixels) if max_pixels else contextlib.nullcontext()
@@ -208,7 +213,24 @@ def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -
     if exif is not None and exif.get(_ORIENTATION) in (5, 6, 7, 8):
         width, height = height, width
     taken_at, camera = _metadata(exif)
-    return DecodedImage(to_rgb(image), width, height, taken_at, camera)
+    return DecodedImage(
+        reduce_for_model(to_rgb(image), target_size), width, height, taken_at, camera
+    )
+
+
+def reduce_for_model(image: Image.Image, target_size: tuple[int, int] | None) -> Image.Image:
+    """`image` averaged over k x k boxes (Image.reduce) by the largest whole k that divides both
+    sides and leaves each at least twice the target's larger side (draft()'s rule), or `image`
+    itself (no target, or no such k). Pillow's own resize(reducing_gap=...) reduces so before a
+    resample; a k that divides both sides keeps the geometry exact (a partial box at the edge
+    moved the photo's last column by up to half a pixel: 0.14 against 0.02 of the normalised pixel
+    range). The bicubic resize to the model's input then reads 4-100x fewer pixels."""
+    if target_size is None:
+        return image
+    largest = min(image.width, image.height) // (2 * max(target_size))
+    common = math.gcd(image.width, image.height)
+    factor = next((k for k in range(largest, 1, -1) if common % k == 0), 1)
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:

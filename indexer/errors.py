@@ -92,6 +92,17 @@ class NotRegularFileError(OSError):
         self.reason = reason
 
 
+class DecodeWorkerError(IndexerError):
+    """A decode worker process died (killed, or a decoder crashed) while preparing a photo."""
+
+    def __init__(self, item: str) -> None:
+        super().__init__(
+            f"a decode worker process died while preparing {item} or a photo queued after it "
+            "(killed, or an image decoder crashed); the batches committed before it are kept: run "
+            "the same command again to resume"
+        )
+
+
 class QueryError(IndexerError, ValueError):
     """A search query that is empty, malformed, or names an image file that does not exist."""
 

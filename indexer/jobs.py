@@ -1,124 +1,29 @@
-"""The indexing job: scan the targets (targets.py), diff against the store, embed what is new or
-changed, write per batch.
-
-Above ~400 lines, kept whole: the run's stages (diff, moves, decode threads, embed and write) share
-the private _Work and _Prepared and count into one RunSummary; which folders a run scans already
-lives in targets.py.
-"""
+"""The indexing job: scan the targets (targets.py), diff against the store (failures, moves and
+removals applied at once), then embed what is new or changed. Embedding runs in the local
+pipeline (pipeline.py), and every batch is committed by batches.commit_batch."""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tqdm import tqdm
-
-from siglip_search.errors import InputError
-
-from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
-from .errors import DecodeError, NotRegularFileError
+from .batches import RunCounts, RunSummary
+from .decode import DEFAULT_MAX_PIXELS, refused_pixel_count
 from .library import Library
-from .scan import (
-    ScannedFile,
-    check_utf8_path,
-    fingerprint_file,
-    is_root_online,
-    scan_folder,
-)
-from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, Store
+from .pipeline import decode_pool, default_workers, embed_and_commit
+from .prepare import Work
+from .scan import check_utf8_path, fingerprint_file, is_root_online, scan_folder
+from .store import FailedImage, FileState, FileUpdate, Store
 from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
 
 if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class RunCounts(TypedDict):
-    """A run's counts as the runs table keeps them (Store.finish_run's keyword arguments)."""
-
-    added: int
-    updated: int
-    moved: int
-    removed: int
-    failed: int
-
-
-@dataclass
-class RunSummary:
-    added: int = 0
-    updated: int = 0  # changed files, re-embedded
-    moved: int = 0  # moved or renamed: vector kept
-    removed: int = 0
-    failed: int = 0  # files that failed in this run
-    unchanged: int = 0
-    offline_roots: list[str] = field(default_factory=list)
-    unreadable_dirs: list[str] = field(default_factory=list)  # absolute; their rows are kept
-    # suffix -> photos this Python cannot read
-    undecodable: Counter[str] = field(default_factory=Counter)
-    # absolute; folder links leaving their root
-    outside_links: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    mode: str = ""  # what embedded the images: Embedder.describe_mode()
-
-    def counts(self) -> RunCounts:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "moved": self.moved,
-            "removed": self.removed,
-            "failed": self.failed,
-        }
-
-    @property
-    def embedded(self) -> int:
-        return self.added + self.updated
-
-    @property
-    def images_per_s(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        return (
-            f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
-            f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s"
-            + (f"; mode {self.mode})" if self.mode else ")")
-        )
-
-
-@dataclass
-class _Work:
-    root_id: int
-    file: ScannedFile
-    old: FileState | None = None  # the stored row at the same path, for changed files
-    fingerprint: str | None = None
-
-
-@dataclass
-class _Prepared:
-    work: _Work
-    fingerprint: str | None = None
-    pixels: np.ndarray | None = None  # (3, H, W) float32
-    # width, height, taken_at, camera
-    decoded: tuple[int, int, str | None, str | None] | None = None
-    error: str | None = None
-    # The stored row whose content this file still has: only the stat changed (touched, copied
-    # back), so the row keeps its vector.
-    same_row: FileState | None = None
-
-    def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, str | None, str | None]]:
-        """(fingerprint, pixels, decoded) of a file that decoded: what the write step embeds."""
-        if self.fingerprint is None or self.pixels is None or self.decoded is None:
-            raise AssertionError(f"{self.work.file.rel_path} has no decoded pixels to embed")
-        return self.fingerprint, self.pixels, self.decoded
+__all__ = ["RunCounts", "RunSummary", "index_paths"]
 
 
 def index_paths(
@@ -126,17 +31,20 @@ def index_paths(
     paths: Iterable[str | os.PathLike],
     embedder: Embedder,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
+    pool: str = "threads",
     progress: bool = True,
     max_pixels: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
 
-    The caller holds lock_library(). Each batch is its own transaction, so a killed job loses at
-    most the batch in flight and the next run picks up where it stopped. `on_progress(done, total)`
-    is called after each committed batch (files to embed only; the web UI's progress bar).
+    `batch_size` None takes the embedder's (32 on the CPU, measured on a GPU); `workers` decode
+    threads (or processes, with pool="processes"), None: one per core. The caller holds
+    lock_library(). Each batch is its own transaction, so a killed job loses at most the batch in
+    flight and the next run picks up where it stopped. `on_progress(done, total)` is called after
+    each committed batch (files to embed only; the web UI's progress bar).
     """
     started = time.monotonic()
     paths = list(paths)
@@ -146,15 +54,22 @@ def index_paths(
     store = library.store
     targets = resolve_targets(store, paths)
     run_id = store.start_run(sorted({t.folder for t in targets}))
-    summary = RunSummary(mode=embedder.describe_mode())
-    workers = workers or min(8, os.cpu_count() or 1)
+    summary = RunSummary(device=embedder.describe())
+    workers = workers or default_workers()
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-            work = _diff(store, targets, summary, pool, max_pixels)
-            prepare = _Preparer(embedder, max_pixels)
-            results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
-            _embed_and_write(
-                store, embedder, results, len(work), batch_size, summary, progress, on_progress
+        with decode_pool(workers, pool) as executor:
+            work = _diff(store, targets, summary, executor, max_pixels)
+            embed_and_commit(
+                store,
+                embedder,
+                work,
+                executor,
+                batch_size=batch_size or embedder.batch_size,
+                workers=workers,
+                max_pixels=max_pixels,
+                summary=summary,
+                progress=progress,
+                on_progress=on_progress,
             )
     except KeyboardInterrupt:
         # the counts of what was committed so far
@@ -171,15 +86,15 @@ def _diff(
     store: Store,
     targets: list[Target],
     summary: RunSummary,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     max_pixels: int | None = None,
-) -> list[_Work]:
+) -> list[Work]:
     """Classify every file; apply failures, moves and removals now; return what to embed."""
-    new: list[_Work] = []
-    changed: list[_Work] = []
+    new: list[Work] = []
+    changed: list[Work] = []
     failed: list[FailedImage] = []
     vanished: list[tuple[int, FileState]] = []
-    elsewhere: list[_Work] = []  # move candidates only: see _moved_out_of
+    elsewhere: list[Work] = []  # move candidates only: see _moved_out_of
     per_root = store.images_per_root()
     roots = store.roots()
     for target in targets:
@@ -206,7 +121,7 @@ def _diff(
                     and old.status == "failed"
                     and _may_pass_now(old.error, max_pixels)
                 ):
-                    changed.append(_Work(target.root.id, f, old))
+                    changed.append(Work(target.root.id, f, old))
                     continue
                 if f.error is None or old.error == f.error:
                     summary.unchanged += 1
@@ -216,9 +131,9 @@ def _diff(
                     FailedImage(target.root.id, f.rel_path, f.size_bytes, f.mtime_ns, f.error)
                 )
             elif old is None:
-                new.append(_Work(target.root.id, f))
+                new.append(Work(target.root.id, f))
             else:
-                changed.append(_Work(target.root.id, f, old))
+                changed.append(Work(target.root.id, f, old))
         gone = [s for s in states.values() if not _protected(s.rel_path, scan.unreadable_dirs)]
         vanished += [(target.root.id, s) for s in gone]
         if target.prefix and any(s.status == "ok" for s in gone):
@@ -241,7 +156,7 @@ def _diff(
 
 def _moved_out_of(
     store: Store, target: Target, gone: list[FileState], nested: list[str]
-) -> list[_Work]:
+) -> list[Work]:
     """A folder indexed on its own, inside a root, lost photos: they may have moved elsewhere in the
     root (a photo refiled from `inbox/` to `2024/`), where this run does not look. The files of the
     rest of the root that are not indexed and have the size of a lost photo are offered as move
@@ -250,7 +165,7 @@ def _moved_out_of(
     sizes = {s.size_bytes for s in gone if s.status == "ok"}
     known = store.file_states(target.root.id, "")
     return [
-        _Work(target.root.id, f)
+        Work(target.root.id, f)
         for f in scan_folder(target.root.path).files
         if f.error is None
         and f.size_bytes in sizes
@@ -280,12 +195,12 @@ def _protected(rel_path: str, unreadable_dirs: list[str]) -> bool:
 
 def _apply_moves(
     store: Store,
-    new: list[_Work],
+    new: list[Work],
     vanished: list[tuple[int, FileState]],
     summary: RunSummary,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
     adoptable: Sequence[tuple[int, FileState]] = (),
-) -> list[_Work]:
+) -> list[Work]:
     """Pair vanished rows, then `adoptable` ones (kept when unmatched), with new files of equal
     fingerprint: a move keeps its row, vector and tags. Only new files whose size matches such a row
     are fingerprinted here (size is cheap)."""
@@ -326,168 +241,3 @@ def _try_fingerprint(path: str) -> str | None:
         return fingerprint_file(path)
     except OSError:
         return None  # the decode step records why it cannot be read
-
-
-class _Preparer:
-    """Runs in decode threads: fingerprint, decode, preprocess. Bad files become reasons."""
-
-    def __init__(self, embedder: Embedder, max_pixels: int | None) -> None:
-        self.embedder = embedder
-        self.max_pixels = max_pixels
-
-    def __call__(self, work: _Work) -> _Prepared:
-        result = _Prepared(work)
-        try:
-            result.fingerprint = work.fingerprint or fingerprint_file(work.file.path)
-        except PermissionError:
-            result.error = "permission denied"
-            return result
-        except NotRegularFileError as exc:  # replaced by a FIFO or a folder since the scan
-            result.error = exc.reason
-            return result
-        except OSError as exc:
-            result.error = f"cannot read file ({exc.strerror or exc})"
-            return result
-        if (
-            work.old is not None
-            and work.old.status == "ok"
-            and work.old.fingerprint == result.fingerprint
-        ):
-            result.same_row = work.old
-            return result
-        try:
-            decoded = decode_image(
-                work.file.path, target_size=self.embedder.image_size, max_pixels=self.max_pixels
-            )
-            result.pixels = self.embedder.preprocess_image(decoded.image)
-        except DecodeError as exc:
-            result.error = exc.reason
-            return result
-        except InputError as exc:
-            result.error = f"cannot preprocess ({exc})"
-            return result
-        result.decoded = (decoded.width, decoded.height, decoded.taken_at, decoded.camera)
-        return result
-
-
-def _bounded_map(
-    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int
-) -> Iterator[R]:
-    """pool.map in order, with at most `window` items in flight: memory stays flat however many."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _embed_and_write(
-    store: Store,
-    embedder: Embedder,
-    results: Iterator[_Prepared],
-    total: int,
-    batch_size: int,
-    summary: RunSummary,
-    progress: bool,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> None:
-    show = progress and sys.stderr.isatty()
-    done = 0
-    if on_progress is not None:
-        on_progress(done, total)
-    # The bar names the mode images are embedded in (the summary line says why: auto's pick).
-    desc = f"indexing ({embedder.image_mode})"
-    with tqdm(
-        total=total, unit="img", desc=desc, file=sys.stderr, disable=not show, smoothing=0.1
-    ) as bar:
-        ready: list[_Prepared] = []
-        failed: list[FailedImage] = []
-        touched: list[FileUpdate] = []
-        for item in results:
-            w, f = item.work, item.work.file
-            if item.error is not None:
-                failed.append(
-                    FailedImage(
-                        w.root_id,
-                        f.rel_path,
-                        f.size_bytes,
-                        f.mtime_ns,
-                        item.error,
-                        item.fingerprint,
-                    )
-                )
-            elif item.same_row is not None:
-                touched.append(
-                    FileUpdate(item.same_row.id, w.root_id, f.rel_path, f.size_bytes, f.mtime_ns)
-                )
-            else:
-                ready.append(item)
-            if len(ready) >= batch_size or len(failed) + len(touched) >= batch_size:
-                _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
-                _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
-                done += len(ready) + len(failed) + len(touched)
-                ready, failed, touched = [], [], []
-                if on_progress is not None:
-                    on_progress(done, total)
-        _write_batch(store, embedder, ready, failed, touched, batch_size, summary)
-        _advance(bar, len(ready) + len(failed) + len(touched), summary.failed)
-        if on_progress is not None:
-            on_progress(total, total)
-
-
-def _advance(bar: tqdm, files_done: int, failed: int) -> None:
-    bar.set_postfix(failed=failed, refresh=False)
-    bar.update(files_done)
-
-
-def _write_batch(
-    store: Store,
-    embedder: Embedder,
-    ready: list[_Prepared],
-    failed: list[FailedImage],
-    touched: list[FileUpdate],
-    batch_size: int,
-    summary: RunSummary,
-) -> None:
-    """Embed one batch and commit it with the batch's failures in one transaction."""
-    embedded = []
-    if ready:
-        parts = [r.decoded_parts() for r in ready]
-        pixels = np.stack([p for _, p, _ in parts])  # (B, 3, H, W)
-        if len(ready) < batch_size:
-            # Pad the last batch to the usual shape: the same file then gets bit-identical
-            # vectors however a run was cut into batches (kill -9 and resume = one clean run).
-            pixels = np.concatenate(
-                [pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)]
-            )
-        vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
-        for r, (fingerprint, _, decoded), vector in zip(ready, parts, vectors, strict=True):
-            w, f = r.work, r.work.file
-            width, height, taken_at, camera = decoded
-            embedded.append(
-                EmbeddedImage(
-                    w.root_id,
-                    f.rel_path,
-                    f.size_bytes,
-                    f.mtime_ns,
-                    fingerprint,
-                    width,
-                    height,
-                    taken_at,
-                    camera,
-                    embedder.model_id,
-                    vector,
-                )
-            )
-            if w.old is None:
-                summary.added += 1
-            else:
-                summary.updated += 1
-    if embedded or failed:
-        store.write_batch(embedded, failed)
-    if touched:
-        store.update_locations(touched)
-    summary.failed += len(failed)
-    summary.unchanged += len(touched)

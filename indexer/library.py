@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from siglip_search.modes import AUTO, family, pick_modes
+from siglip_search.modes import AUTO as AUTO_MODE
+from siglip_search.modes import (
+    INTERCHANGEABLE_COSINE,
+    family,
+    family_modes,
+    pick_modes,
+    vector_family,
+)
 
 from .errors import (
     IndexFileError,
@@ -112,13 +119,15 @@ class Library:
         model: str | os.PathLike | None = None,
         *,
         mode: str | None = None,
-        device: str = "cpu",
+        device: str | None = "auto",
     ) -> Embedder:
-        """The recorded model (or `model`, which must be the same one) in `mode`; imports torch.
+        """The recorded model (or `model`, which must be the same one) on `device` ('auto': CUDA,
+        then MPS, then the CPU) in `mode`; imports torch.
 
-        `mode` None or "auto" picks this machine's fastest mode whose vectors are of the library's
-        family (for a new library: interchangeable with fp32); another mode must be of that family.
-        """
+        `mode` None or "auto" picks the device's fastest mode whose vectors are of the library's
+        family (for a new library: interchangeable with fp32), else the mode the library's images
+        were last embedded in; another mode must be of the library's family."""
+        from siglip_search.devices import AUTO, resolve_device
         from siglip_search.embedder import Embedder
 
         recorded = self.model_identity()
@@ -131,33 +140,51 @@ class Library:
                 f"library {self.path} has no model yet; index photos into it first: "
                 f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
             )
-        mode = mode or AUTO
+        target = resolve_device(device)  # before anything is read
+        device_type = target.type if target is not None else "cpu"
+        mode = mode or AUTO_MODE
         stored, recorded_mode = self.mode_family(), self.model_mode()
-        if mode == AUTO and stored and recorded_mode:
-            if family(pick_modes(AUTO, device).image_mode) != stored:
-                mode = recorded_mode  # this machine's pick makes other vectors: keep the library's
+        if recorded is not None and mode == AUTO_MODE and stored and recorded_mode:
+            if family(pick_modes(AUTO_MODE, device_type).image_mode) != stored:
+                mode = recorded_mode  # this device's pick makes other vectors: keep the library's
+        if recorded is not None and mode != AUTO_MODE:
+            self._check_mode(mode)
+        if mode == "int8" and device_type != "cpu" and device != AUTO:
+            raise ModelMismatchError(
+                f"library {self.path} was built in mode int8, which runs on the CPU only: use "
+                "--device cpu (or auto), or another --library"
+            )
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
             self.check_model(embedder.identity(), embedder.image_mode)
         return embedder
 
     def check_model(self, identity: dict, mode: str = "fp32") -> None:
-        """ModelMismatchError unless `identity` in `mode` (the mode images are embedded in) makes
-        vectors interchangeable with those already stored."""
+        """ModelMismatchError unless `identity` is the recorded model and `mode` (the mode images
+        are embedded in) is of the library's vector family (siglip_search/modes.py)."""
         recorded = self.model_identity()
         if recorded is None:
             return
         differing = _identity_differences(recorded, identity)
-        recorded_mode = self.model_mode() or "fp32"
-        if family(mode) != (self.mode_family() or "fp32"):
-            differing.append("mode")
         if differing:
+            recorded_mode = self.model_mode() or "fp32"
             raise ModelMismatchError(
                 f"library {self.path} was built with model {recorded.get('model_id')} "
                 f"({_describe(recorded, recorded_mode)}), not {identity.get('model_id')} "
                 f"({_describe(identity, mode)}); they differ in {', '.join(differing)}. "
                 "Vectors of two models cannot be mixed: leave out --model to use the recorded one, "
                 "or use another --library"
+            )
+        self._check_mode(mode)
+
+    def _check_mode(self, mode: str) -> None:
+        """ModelMismatchError when `mode`'s vectors are not interchangeable with the library's."""
+        built_in = self.model_mode() or "fp32"
+        if vector_family(mode) != (self.mode_family() or "fp32"):
+            raise ModelMismatchError(
+                f"library {self.path} was built in mode {built_in}, whose vectors differ from mode "
+                f"{mode}'s by more than cosine {INTERCHANGEABLE_COSINE} allows; it takes modes "
+                f"{', '.join(family_modes(built_in))} (leave out --mode), or use another --library"
             )
 
     def ensure_model(self, embedder: Embedder) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .decode import decode_image, to_rgb
+from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .query import QueryTerm, parse_query
@@ -68,14 +68,18 @@ class Searcher:
         embedder: Embedder | None = None,
         cache_size: int = 256,
         mode: str | None = None,
+        *,
+        device: str = "auto",
     ) -> None:
-        """`mode` is the one the library's model is loaded in when no embedder is given (None:
-        auto, see Library.load_embedder)."""
+        """`embedder` (checked against the library), or the library's recorded model loaded on
+        `device` ('auto': CUDA, then MPS, then the CPU) in `mode` (None: auto, see
+        Library.load_embedder) at the first query that needs it."""
         self.library = library
         self._mode = mode
         if embedder is not None:
             library.check_model(embedder.identity(), embedder.image_mode)
         self._embedder = embedder
+        self.device = device
         self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
 
@@ -84,7 +88,7 @@ class Searcher:
         """The library's recorded model, loaded on first use and kept."""
         with self._lock:
             if self._embedder is None:
-                self._embedder = self.library.load_embedder(mode=self._mode)
+                self._embedder = self.library.load_embedder(mode=self._mode, device=self.device)
             return self._embedder
 
     def probability(self, cosine: np.ndarray | float) -> np.ndarray:
@@ -102,8 +106,8 @@ class Searcher:
         embedder = self.embedder
         if isinstance(image, Image.Image):
             try:
-                # transparency onto white, 16-bit scaled: as the indexer decodes
-                rgb = to_rgb(image)
+                # transparency onto white, 16-bit scaled, reduced: as the indexer decodes
+                rgb = reduce_for_model(to_rgb(image), embedder.image_size)
             except DecodeError as exc:
                 raise QueryError(f"cannot use this image as a query: {exc.reason}") from None
             return embedder.embed_images([rgb])[0]

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .decode import decode_image, to_rgb
+from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
 from .store import MACHINE_TAG_SOURCE
@@ -177,12 +177,13 @@ def tag_image(
         raise QueryError("give at least one label to score")
     if isinstance(image, (str, os.PathLike)):
         try:
-            image = decode_image(image).image
+            image = decode_image(image, target_size=embedder.image_size).image
         except DecodeError as exc:
             raise QueryError(f"cannot tag {image}: {exc.reason}") from None
     vectors = embed_prompt_ensembles(embedder, [tag_prompts(t, templates) for t in vocabulary.tags])
     try:
-        rgb = to_rgb(image)  # transparency onto white, 16-bit scaled: as the indexer decodes
+        # transparency onto white, 16-bit scaled, reduced: as the indexer decodes
+        rgb = reduce_for_model(to_rgb(image), embedder.image_size)
     except DecodeError as exc:
         raise QueryError(f"cannot tag this image: {exc.reason}") from None
     probs = np.asarray(embedder.probability(embedder.embed_images([rgb]) @ vectors.T))[0]

@@ -21,6 +21,7 @@ from .config import (
     load_tower_config,
     read_config_json,
 )
+from .devices import resolve_device
 from .errors import CheckpointError, InputError
 from .hub import resolve_checkpoint_dir
 
@@ -150,21 +151,6 @@ def _floating_dtype(dtype) -> torch.dtype:
             f"torch_dtype must be 'auto', a floating-point torch dtype or its name ('float32', 'float16', "
             f"'bfloat16'), got {dtype!r}"
         )
-    return resolved
-
-
-def resolve_device(device) -> torch.device | None:
-    """The target device, checked before any weights are read (torch's own errors name no remedy)."""
-    if device is None or device == "auto":
-        return None
-    try:
-        resolved = torch.device(device)
-        torch.empty(0, device=resolved)
-    except (RuntimeError, AssertionError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(
-            f"device {device!r} cannot be used on this machine ({reason}); use device='cpu'"
-        ) from None
     return resolved
 
 

@@ -116,14 +116,25 @@ def _read_model_config(path: Path) -> dict:
         raise InputError(f"cannot read --config {path}: {exc}") from None
 
 
-def add_mode_argument(parser: argparse.ArgumentParser) -> None:
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """--device, for every command that runs the model."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (default: a CUDA GPU, else Apple's MPS, else the CPU), "
+        "cpu, cuda, cuda:N or mps",
+    )
+
+
+def add_mode_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
     """--mode for every command that embeds (eval here; index, search, tag, serve and demo)."""
     parser.add_argument(
         "--mode",
         choices=CHOICES,
         default=AUTO,
-        help="auto (default): the fastest mode whose vectors are interchangeable with fp32 on this "
-        "machine, e.g. int8 images on x86 CPUs with AVX2; or fp32, int8, bf16, compile",
+        help="auto (default): the fastest mode whose vectors are interchangeable with fp32 on "
+        "this device (fp16 on a GPU; on the CPU e.g. int8 images with AVX2); or fp32, fp16, bf16, "
+        f"int8 (the CPU only), compile{what}",
     )
 
 
@@ -134,16 +145,19 @@ def _add_eval(sub) -> None:
     p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint directory or hub id")
     p.add_argument("--data", type=Path, default=EVAL_SET, help="folder with captions.jsonl")
     add_mode_argument(p)
+    add_device_argument(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode))
+    p.set_defaults(func=lambda a: _print_eval(a.model, a.data, a.json, a.mode, a.device))
 
 
-def _print_eval(model, data: Path, json_output: bool, mode: str = AUTO) -> int:
+def _print_eval(
+    model, data: Path, json_output: bool, mode: str | None = None, device: str = "auto"
+) -> int:
     # Imported when run, as for train: the embedder imports torch.
     from .embedder import Embedder
     from .training.evaluate import evaluate
 
-    report = evaluate(Embedder.from_pretrained(model, mode=mode), Path(data))
+    report = evaluate(Embedder.from_pretrained(model, mode=mode, device=device), Path(data))
     if json_output:
         print(json.dumps(report, indent=2))
     else:

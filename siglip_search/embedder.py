@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -15,20 +17,36 @@ import torch
 from .atomic import write_atomic
 from .auto import AutoTokenizer
 from .checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from .devices import (
+    AUTO,
+    CPU_BATCH_SIZE,
+    check_dtype,
+    describe_device,
+    grow_batch_size,
+    host_array,
+    is_out_of_memory,
+    resolve_device,
+    to_device,
+)
 from .errors import CheckpointError, InputError
 from .hub import resolve_checkpoint_dir
 from .image_processor import SiglipImageProcessor
 from .inference import fp32_tower
 from .model import SiglipModel
-from .modes import AUTO, MODES, family, pick_modes
+from .modes import AUTO as AUTO_MODE
+from .modes import HALF_PRECISION, MODES, check_mode, pick_modes, vector_family
 from .parallel import RowParallel
 from .quantized import int8_tower
 
 __all__ = ["MODES", "Embedder"]
 
+Tower = TypeVar("Tower", bound=torch.nn.Module)
+
 
 class Embedder:
-    """A loaded SigLIP model plus its tokenizer and image processor, in inference mode."""
+    """A loaded SigLIP model plus its tokenizer and image processor, in inference mode, on one
+    device (`device`: None keeps the model where it is) in one mode per kind of input
+    (siglip_search/modes.py: `auto` picks the fastest mode of fp32's vector family here)."""
 
     def __init__(
         self,
@@ -38,23 +56,26 @@ class Embedder:
         model_id: str,
         mode: str = "fp32",
         weights_sha256: str = "",
+        *,
+        device: str | torch.device | None = None,
     ) -> None:
-        """`mode`: one of modes.MODES, or "auto" for the fastest whose vectors are interchangeable
-        with fp32 on this hardware (modes.pick_modes); `picked` says what it runs for each kind."""
-        self.picked = pick_modes(mode, model.device.type)
-        if "int8" in (self.picked.image_mode, self.picked.text_mode) and model.device.type != "cpu":
-            raise InputError(
-                f"mode 'int8' runs on the CPU only; use fp32 or bf16 on {model.device}"
-            )
+        check_mode(mode)
+        self.device = resolve_device(device) or model.device
+        self.picked = pick_modes(mode, self.device.type)
+        self.mode = mode
+        self.image_mode, self.text_mode = self.picked.image_mode, self.picked.text_mode
+        for kind_mode in (self.image_mode, self.text_mode):
+            if kind_mode == "int8" and self.device.type != "cpu":
+                raise InputError(
+                    f"mode 'int8' runs on the CPU only; use fp16, bf16 or fp32 on {self.device}"
+                )
+            if kind_mode in HALF_PRECISION:
+                check_dtype(self.device, getattr(torch, HALF_PRECISION[kind_mode]), kind_mode)
+        self.family = vector_family(self.image_mode)  # the family of the vectors a library stores
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.model_id = model_id
-        self.mode = mode  # as asked: "auto" or a mode
-        self.image_mode, self.text_mode = self.picked.image_mode, self.picked.text_mode
-        self.family = family(self.image_mode)  # the family of the vectors a library stores
-        if family(self.text_mode) != self.family:
-            raise InputError(f"{self.picked.describe()}: text and image vectors would not match")
         self.weights_sha256 = weights_sha256
         self.dim = int(model.config.vision_config.hidden_size)
         if model.config.text_config.projection_size != self.dim:
@@ -70,21 +91,44 @@ class Embedder:
         self.text_length = int(
             min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
         )
-        self._text_features = _text_features(model, self.text_mode)
-        self._image_features = _image_features(model, self.image_mode)
+        if self.device.type != "cpu" and all(
+            m in ("fp32", "compile") for m in (self.image_mode, self.text_mode)
+        ):
+            model.to(self.device)  # as transformers' pipelines move a model they are given
+        self._text_features = _text_features(model, self.text_mode, self.device)
+        self._image_features = _image_features(model, self.image_mode, self.device)
         # Batches split across cores (see parallel.py); compiled functions and GPUs keep whole batches.
-        on_cpu = self.model.device.type == "cpu" and "compile" not in (
-            self.image_mode,
-            self.text_mode,
-        )
+        on_cpu = self.device.type == "cpu" and "compile" not in (self.image_mode, self.text_mode)
         self._rows = RowParallel(torch.get_num_threads() if on_cpu else 1)
+        self._batch_size: int | None = None
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, *, mode: str = "fp32", device: str = "cpu"
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        mode: str | None = None,
+        device: str | torch.device | None = AUTO,
     ) -> Embedder:
+        """Load a checkpoint onto `device` ('auto': CUDA, then MPS, then the CPU) in `mode`
+        (None or 'auto': the fastest mode of fp32's vector family on that device)."""
+        target = resolve_device(device) or torch.device("cpu")  # before any weights are read
+        mode = check_mode(mode or AUTO_MODE)
+        if mode == "int8" and target.type != "cpu":
+            if device != AUTO:
+                raise InputError(
+                    f"mode 'int8' runs on the CPU only; use fp16, bf16 or fp32 on {target}"
+                )
+            target = torch.device("cpu")  # auto: the one device that runs int8
         directory = resolve_checkpoint_dir(name_or_path)
-        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32, device=device)
+        model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32)
+        picked = pick_modes(mode, target.type)
+        if target.type != "cpu" and picked.image_mode == picked.text_mode in HALF_PRECISION:
+            # Cast here, on the CPU, rather than copy later: the fp32 towers are not needed.
+            # logit_scale and logit_bias stay fp32: exp(t) in fp16 would move every probability.
+            dtype = getattr(torch, HALF_PRECISION[picked.image_mode])
+            model.text_model.to(dtype)
+            model.vision_model.to(dtype)
         local = Path(name_or_path).expanduser()
         model_id = str(local.resolve()) if local.is_dir() else str(name_or_path)
         return cls(
@@ -94,7 +138,17 @@ class Embedder:
             model_id,
             mode,
             _weights_sha256(directory),
+            device=target,
         )
+
+    def describe(self) -> str:
+        """Where and how this embedder computes, for progress lines:
+        'cuda:0 (NVIDIA H200), fp16' or 'cpu, auto: int8 images, fp32 texts, AVX2 CPU ...'."""
+        return f"{describe_device(self.device)}, {self.describe_mode()}"
+
+    def describe_mode(self) -> str:
+        """What runs: "auto: int8 images, fp32 texts, AVX2 CPU ..." or "fp32"."""
+        return f"auto: {self.picked.describe()}" if self.mode == AUTO_MODE else self.mode
 
     def identity(self) -> dict[str, Any]:
         """What decides the vectors: equal identities give interchangeable embeddings."""
@@ -117,14 +171,19 @@ class Embedder:
     def preprocess_image(self, image: Any) -> np.ndarray:
         return self.image_processor.preprocess_one(image)
 
+    def pixel_array(self, batch_size: int) -> np.ndarray:
+        """A (batch_size, 3, H, W) float32 array to fill with preprocessed images for embed_pixels:
+        pinned on a CUDA GPU, so the copy to it does not stop the host."""
+        return host_array((batch_size, 3, *self.image_size), self.device)
+
     def embed_pixels(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
-        pixels = torch.as_tensor(pixel_values, dtype=torch.float32, device=self.model.device)
+        pixels = to_device(pixel_values, self.device)
         if pixels.ndim != 4:
             raise InputError(f"pixel_values must be (N, 3, H, W), got shape {tuple(pixels.shape)}")
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         features = self._in_mode(self._image_features, self.image_mode)
-        return _unit_rows(self._rows(features, pixels))
+        return self._unit_rows(self._rows(features, pixels.float()), self.image_mode)
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
         if not images:
@@ -145,58 +204,96 @@ class Embedder:
             return_tensors="pt",
         )["input_ids"]
         features = self._in_mode(self._text_features, self.text_mode)
-        return _unit_rows(self._rows(features, ids.to(self.model.device)))
+        return self._unit_rows(self._rows(features, to_device(ids, self.device)), self.text_mode)
 
-    def describe_mode(self) -> str:
-        """What runs, for progress lines: "auto: int8 images, fp32 texts, AVX2 CPU ..." or "fp32"."""
-        return f"auto: {self.picked.describe()}" if self.mode == AUTO else self.mode
+    @property
+    def batch_size(self) -> int:
+        """Images per batch that suit the device: CPU_BATCH_SIZE on the CPU; on a GPU the batch is
+        doubled from 32 while images/s grows and memory lasts (measured once, on first use)."""
+        if self._batch_size is None:
+            if self.device.type == "cpu":
+                self._batch_size = CPU_BATCH_SIZE
+            else:
+                self._batch_size = grow_batch_size(self._images_per_s)
+        return self._batch_size
+
+    def _images_per_s(self, batch_size: int, repeats: int = 3) -> float:
+        """Images/s of the model on a batch of blank images (after a warm-up batch)."""
+        pixels = self.pixel_array(batch_size)
+        pixels.fill(0.0)
+        try:
+            self.embed_pixels(pixels)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                self.embed_pixels(pixels)
+            return repeats * batch_size / (time.perf_counter() - start)
+        except RuntimeError as exc:
+            if is_out_of_memory(exc) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
 
     def _in_mode(
         self, features: Callable[[torch.Tensor], torch.Tensor], mode: str
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """features(rows) under inference mode and the mode's autocast, which are per thread."""
+        """features(rows) under inference mode and, for bf16 on the CPU, autocast: both per thread."""
+        cpu_bf16 = mode == "bf16" and self.device.type == "cpu"
 
         def run(rows: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), _autocast(mode):
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=cpu_bf16):
                 return features(rows)
 
         return run
 
+    def _unit_rows(self, features: torch.Tensor, mode: str) -> np.ndarray:
+        features = features.float()
+        if not bool(torch.isfinite(features).all()):
+            # fp16 tops out at 65504: a model whose activations grow past it gives inf, then NaN.
+            raise InputError(
+                f"{self.model_id} gave non-finite features in mode {mode!r} on "
+                f"{self.device}; use mode 'bf16' or 'fp32'"
+            )
+        return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
 
-def _unit_rows(features: torch.Tensor) -> np.ndarray:
-    features = features.float()
-    return (features / features.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
 
-
-def _autocast(mode: str):
-    if mode == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _text_features(model: SiglipModel, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """input_ids -> text features, in `mode` (fp32 and int8 run inference copies of the tower)."""
-    tower = model.text_model
+def _tower(tower: Tower, mode: str, device: torch.device) -> Tower:
+    """`tower` ready to run `mode` on `device`. On the CPU fp32 runs the fused inference copy
+    (inference.py) and int8 an int8 copy (quantized.py); bf16 on the CPU runs the tower as it is
+    under autocast; fp16 and bf16 elsewhere cast a copy of the tower (none when its weights are in
+    that dtype already). The model given stays as it is, apart from being moved to `device`."""
     if mode == "int8":
-        tower = int8_tower(tower)
-    elif mode == "fp32" and model.device.type == "cpu":
-        tower = fp32_tower(tower)
-    features = tower.pooled_output
+        return int8_tower(tower)
+    if mode == "fp32" and device.type == "cpu":
+        return fp32_tower(tower)
+    if mode in HALF_PRECISION and not (mode == "bf16" and device.type == "cpu"):
+        return _in_dtype(tower, getattr(torch, HALF_PRECISION[mode]), device)
+    return tower.to(device)
+
+
+def _text_features(
+    model: SiglipModel, mode: str, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """input_ids -> text features, in `mode` on `device`."""
+    features = _tower(model.text_model, mode, device).pooled_output
     return torch.compile(features, dynamic=True) if mode == "compile" else features
 
 
-def _image_features(model: SiglipModel, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """pixel_values -> image features, in `mode`."""
-    tower = model.vision_model
-    if mode == "int8":
-        tower = int8_tower(tower)
-    elif mode == "fp32" and model.device.type == "cpu":
-        tower = fp32_tower(tower)
+def _image_features(
+    model: SiglipModel, mode: str, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pixel_values -> image features, in `mode` on `device`."""
+    tower = _tower(model.vision_model, mode, device)
 
     def features(pixel_values: torch.Tensor) -> torch.Tensor:
         return tower(pixel_values).pooler_output
 
     return torch.compile(features, dynamic=True) if mode == "compile" else features
+
+
+def _in_dtype(tower: Tower, dtype: torch.dtype, device: torch.device) -> Tower:
+    """`tower` in `dtype` on `device`: itself when its weights are in dtype already, else a copy."""
+    if any(p.dtype != dtype for p in tower.parameters()):
+        tower = copy.deepcopy(tower).to(dtype)
+    return tower.to(device)
 
 
 # The weights' sha256, cached by each file's path, size, mtime_ns and inode: hashing a 3.5 GB so400m

@@ -1,10 +1,15 @@
-"""Embedding modes: which ones give interchangeable vectors, and which ones `auto` runs on this machine.
+"""Embedding modes: which ones give interchangeable vectors, and which one `auto` runs here.
 
-The one place for both rules. A mode's *family* names the vectors it makes: modes of one family give
-vectors a library can mix (a measured minimum cosine to fp32 of at least 0.999 on photo-like images;
-figures in docs/performance.md), so a library indexed in one mode is searched in another mode of its
-family without re-indexing. `auto` picks, for images and for texts apart, the fastest mode whose
-vectors are interchangeable with fp32 on this hardware.
+The one place for both rules. A mode's *vector family* names the vectors it makes. A mode is in
+fp32's family when, on every model and input measured, each vector stayed within cosine
+INTERCHANGEABLE_COSINE of fp32's vector of the same photo or text (MEASURED_MIN_COSINE); a mode that
+fell below it anywhere is a family of its own. A library records the mode it was built in and
+accepts every mode of that family, on any device: a library indexed on a GPU in fp16 is searched on
+a laptop's CPU in fp32, and the reverse; other families are refused in one line.
+
+`auto` picks, for images and for texts apart, the fastest mode of fp32's family on this hardware:
+fp16 on a GPU; on the CPU int8 images where oneDNN's int8 kernels run (AVX2, faster still with VNNI
+or AMX), bf16 where the CPU computes in bf16 (AVX512-BF16, AMX), else fp32.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ from pathlib import Path
 from .errors import InputError
 
 AUTO = "auto"
-MODES = ("fp32", "int8", "bf16", "compile")  # what an Embedder runs; `auto` resolves to these
+MODES = ("fp32", "fp16", "bf16", "int8", "compile")  # what an Embedder runs; auto resolves to one
 CHOICES = (AUTO, *MODES)
+INTERCHANGEABLE_COSINE = 0.999
 
-# Measured minimum cosines to fp32 on photo-like images (benchmarks/embed_speed.py, base-sized
-# weights; the demo model in brackets): int8 0.9997 (0.9998), bf16 0.99997 (0.99998); compile runs
-# the fp32 arithmetic. All are interchangeable with fp32, so all share its family. A mode whose
-# vectors are not gets a family of its own here, and libraries keep the two apart.
-FAMILIES = {"fp32": "fp32", "compile": "fp32", "int8": "fp32", "bf16": "fp32"}
+# The lowest cosine between a mode's vector and fp32's on the CPU, photo by photo and text by text,
+# as (images, texts), measured on this project's CPU (torch 2.13): the demo model on data/samples'
+# 300 photos and 128 vocabulary prompts; random google/siglip-base-patch16-224-shaped weights on 32
+# of those photos and the same prompts. fp16 casts the towers' weights, as on a GPU; bf16 on the CPU
+# computes under autocast; fp32 on a GPU and `compile` run the fp32 arithmetic.
+# Rerun: python benchmarks/mode_cosines.py
+MEASURED_MIN_COSINE: dict[str, dict[str, tuple[float, float]]] = {
+    "fp16": {"demo": (0.999999, 0.999999), "base": (0.999998, 0.999997)},
+    "bf16": {"demo": (0.99989, 0.99995), "base": (0.99997, 0.99995)},
+    "int8": {"demo": (0.99863, 0.99909), "base": (0.99973, 0.99976)},
+}
+FP32_ARITHMETIC = ("fp32", "compile")  # the fp32 arithmetic, up to the order of float additions
+
+HALF_PRECISION = {"fp16": "float16", "bf16": "bfloat16"}  # the torch dtype of each half mode
+GPU_DEFAULT_MODE = "fp16"  # on CUDA and MPS; bf16 on request where the GPU has it
 
 # CPU flags (Linux names) of the int8 dot-product instructions, and of bf16 arithmetic.
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -45,17 +61,41 @@ class Picked:
 
 
 def check_mode(mode: str) -> str:
-    """`mode`, or InputError naming the choices."""
+    """`mode` (a mode or auto), or InputError naming the choices."""
     if mode not in CHOICES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(CHOICES)}")
     return mode
 
 
-def family(mode: str) -> str:
-    """The family of a concrete mode's vectors (also of a mode an older library recorded)."""
-    if mode not in FAMILIES:
+def vector_family(mode: str) -> str:
+    """'fp32' for every mode whose image vectors are interchangeable with fp32's, else the mode
+    itself. (A mode's text vectors that are not run in fp32 instead: texts_interchangeable.)"""
+    if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    return FAMILIES[mode]
+    if mode in FP32_ARITHMETIC:
+        return "fp32"
+    images = min(images for images, _ in MEASURED_MIN_COSINE[mode].values())
+    return "fp32" if images >= INTERCHANGEABLE_COSINE else mode
+
+
+family = vector_family
+
+
+def texts_interchangeable(mode: str) -> bool:
+    """Whether `mode`'s text vectors, too, stayed within INTERCHANGEABLE_COSINE of fp32's."""
+    if mode in FP32_ARITHMETIC:
+        return True
+    return min(texts for _, texts in MEASURED_MIN_COSINE[mode].values()) >= INTERCHANGEABLE_COSINE
+
+
+def family_modes(mode: str) -> list[str]:
+    """The modes whose vectors may share a library with `mode`'s."""
+    return [m for m in MODES if vector_family(m) == vector_family(mode)]
+
+
+def default_mode(device_type: str) -> str:
+    """fp16 on a GPU (CUDA, MPS), fp32 on the CPU: what a plain mode means without auto's probe."""
+    return GPU_DEFAULT_MODE if device_type in ("cuda", "mps") else "fp32"
 
 
 @functools.cache
@@ -78,16 +118,17 @@ def pick_modes(
     flags: frozenset[str] | None = None,
     int8_kernels: bool | None = None,
 ) -> Picked:
-    """What `mode` runs on `device`: itself when it is a mode, this hardware's choice for auto.
-
-    auto on the CPU: images in int8 where oneDNN's int8 matmuls run on AVX2 or better (VNNI or AMX
-    make them faster still); else bf16 where the CPU computes in bf16 (AVX512-BF16, AMX); else fp32.
-    Texts in bf16 where the CPU has it, else fp32.
-    `flags` and `int8_kernels` default to this machine's.
-    """
+    """What `mode` runs on a device of type `device`: itself when it is a mode, this hardware's
+    choice for auto (only modes of fp32's family). `flags` and `int8_kernels` default to this
+    machine's."""
     check_mode(mode)
     if mode != AUTO:
-        return Picked(mode, mode, "as asked")
+        if texts_interchangeable(mode):
+            return Picked(mode, mode, "as asked")
+        # Its text vectors fell below INTERCHANGEABLE_COSINE: texts in fp32, one query at a time.
+        return Picked(mode, "fp32", "as asked; texts in fp32, whose vectors it matches")
+    if device in ("cuda", "mps"):
+        return Picked(GPU_DEFAULT_MODE, GPU_DEFAULT_MODE, f"half precision on {device}")
     if device != "cpu":
         return Picked("fp32", "fp32", f"on {device}")
     flags = cpu_flags() if flags is None else flags
@@ -95,14 +136,15 @@ def pick_modes(
         from .quantized import onednn_int8_available
 
         int8_kernels = onednn_int8_available()
-    bf16 = bool(flags & BF16_FLAGS)
-    # Never int8 for texts: their int8 vectors measured a minimum cosine of 0.9993 on base-sized
-    # weights but 0.9986 on the demo model, below 0.999.
-    text_mode = "bf16" if bf16 else "fp32"
-    if int8_kernels and flags & INT8_DOT_FLAGS:
-        return Picked("int8", text_mode, "CPU with int8 dot products (VNNI/AMX)")
-    if int8_kernels and "avx2" in flags:
-        return Picked("int8", text_mode, "AVX2 CPU without VNNI: int8 about 2x fp32")
+    bf16 = bool(flags & BF16_FLAGS) and vector_family("bf16") == "fp32"
+    text_mode = "bf16" if bf16 and texts_interchangeable("bf16") else "fp32"
+    if vector_family("int8") == "fp32":
+        # Texts never in int8 unless measured interchangeable (they fell below 0.999 on the demo).
+        int8_text = "int8" if texts_interchangeable("int8") else text_mode
+        if int8_kernels and flags & INT8_DOT_FLAGS:
+            return Picked("int8", int8_text, "CPU with int8 dot products (VNNI/AMX)")
+        if int8_kernels and "avx2" in flags:
+            return Picked("int8", int8_text, "AVX2 CPU without VNNI: int8 about 2x fp32")
     if bf16:
-        return Picked("bf16", "bf16", "CPU with bf16 arithmetic")
+        return Picked("bf16", text_mode, "CPU with bf16 arithmetic")
     return Picked("fp32", "fp32", "no faster interchangeable mode on this CPU")

@@ -16,6 +16,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The suite runs on the CPU everywhere: `--device auto` would take a GPU where there is one, and
+# the tests compare vectors bit for bit. Before torch is imported, which reads it once.
+# SIGLIP_SEARCH_TEST_GPU=1 leaves the GPUs visible, for the tests that skip without one.
+if not os.environ.get("SIGLIP_SEARCH_TEST_GPU"):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 from checkpoints import make_tiny_checkpoint  # noqa: E402
 

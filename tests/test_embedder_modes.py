@@ -67,7 +67,7 @@ def test_int8_mode_off_the_cpu_is_refused_in_one_line(tiny_checkpoint):
     # any device that is not the CPU; no GPU is needed to check this
     elsewhere = cpu.model.to("meta")
     with pytest.raises(
-        InputError, match="mode 'int8' runs on the CPU only; use fp32 or bf16 on meta"
+        InputError, match="mode 'int8' runs on the CPU only; use fp16, bf16 or fp32 on meta"
     ):
         Embedder(elsewhere, cpu.tokenizer, cpu.image_processor, "meta", mode="int8")
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from indexer.decode import decode_image, parse_exif_datetime
 from indexer.errors import DecodeError, NotRegularFileError
-from indexer.jobs import _Preparer, _Work, index_paths
+from indexer.jobs import index_paths
+from indexer.prepare import Preparer, Work
 from indexer.scan import fingerprint_file, scan_folder
 from indexer.search import Searcher
 from indexer.tags import tag_image
@@ -54,11 +55,54 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_full_size(tmp_pa
     full = decode_image(path)
     drafted = decode_image(path, target_size=(38, 38))
     assert full.image.size == (2000, 1500)
-    # 1/8 scale is the most draft() does; never below twice the target on either side.
-    assert drafted.image.size == (250, 188)
+    # 1/8 scale is the most draft() does (250 x 188), then halved by reduce_for_model: never
+    # below twice the target on either side.
+    assert drafted.image.size == (125, 94)
     assert (drafted.width, drafted.height) == (2000, 1500)
     small = decode_image(path, target_size=(1024, 1024))
     assert small.image.size == (2000, 1500)  # not much larger than 2x target: full decode
+
+
+def test_a_large_png_is_reduced_by_a_whole_factor_of_both_sides_and_stays_close(tmp_path, embedder):
+    # PNG (like WebP, TIFF, GIF) has no reduced decoding in Pillow: the decoded image is averaged
+    # over k x k boxes, k dividing both sides, before the model's bicubic resize.
+    draw_photo(1, (1200, 900)).save(tmp_path / "big.png")
+    reduced = decode_image(tmp_path / "big.png", target_size=(38, 38))
+    full = decode_image(tmp_path / "big.png")
+    assert reduced.image.size == (120, 90)  # k = 10: 300 = gcd(1200, 900), 90 >= 2 * 38
+    assert (reduced.width, reduced.height) == (1200, 900) and full.image.size == (1200, 900)
+    pixels = [embedder.preprocess_image(d.image) for d in (reduced, full)]
+    assert np.abs(pixels[0] - pixels[1]).max() <= 0.05  # of the normalised range [-1, 1]
+    vectors = embedder.embed_pixels(np.stack(pixels))
+    assert float(vectors[0] @ vectors[1]) >= 0.999
+    # No whole factor divides 1201 and 900: decoded as it is, rather than moved by a partial box.
+    draw_photo(1, (1201, 900)).save(tmp_path / "odd.png")
+    assert decode_image(tmp_path / "odd.png", target_size=(38, 38)).image.size == (1201, 900)
+
+
+def test_a_large_transparent_png_queried_as_a_pil_image_matches_its_indexed_vector(
+    tmp_path, library, embedder
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rgba = draw_photo(3, (1200, 900)).convert("RGBA")
+    alpha = np.zeros(rgba.size[::-1], np.uint8)
+    alpha[200:700, 300:900] = 255
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(photos / "logo.png")
+    draw_photo(4, (1200, 900)).save(photos / "other.png")
+    index_paths(library, [str(photos)], embedder, batch_size=4, workers=2, progress=False)
+    searcher = Searcher(library, embedder)
+    with Image.open(photos / "logo.png") as im:
+        first = searcher.search_image(im, k=1).hits[0]
+        query = searcher.embed_image(im)
+        from_pil = tag_image(embedder, im, ["red", "blue", "a cat"])
+    assert first.rel_path == "logo.png"
+    # Reduced as the indexer reduced the file: the same vector up to float rounding (1e-7), where
+    # the full-size image's vector is 4e-4 away in some components.
+    np.testing.assert_allclose(query, searcher.stored_embedding(first.id), atol=1e-5)
+    from_file = tag_image(embedder, photos / "logo.png", ["red", "blue", "a cat"])
+    assert [t.score for t in from_pil] == pytest.approx([t.score for t in from_file], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -193,7 +237,7 @@ def test_a_photo_replaced_by_a_fifo_after_the_scan_is_a_failure_not_a_hang(tmp_p
             fingerprint_file(path)
         with pytest.raises(DecodeError, match=r"not a regular file \(a FIFO\)"):
             decode_image(path)
-        prepared = _Preparer(embedder, None)(_Work(1, scanned))
+        prepared = Preparer(embedder.image_processor, embedder.image_size, None)(Work(1, scanned))
     assert prepared.error == "not a regular file (a FIFO)" and prepared.pixels is None
 
 

@@ -38,18 +38,28 @@ embedder, other_embedder, library = (
 
 
 class CountingEmbedder:
-    """The real embedder, counting the images it is asked to preprocess (= decode + embed)."""
+    """The real embedder, counting the images its image processor preprocesses (= decoded and
+    embedded): the indexer's decode workers preprocess with embedder.image_processor."""
 
     def __init__(self, real) -> None:
         self._real = real
         self.preprocessed: list[int] = []
+        self.image_processor = _CountingProcessor(real.image_processor, self.preprocessed)
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def preprocess_image(self, image):
-        self.preprocessed.append(1)
-        return self._real.preprocess_image(image)
+
+class _CountingProcessor:
+    def __init__(self, real, counts: list[int]) -> None:
+        self._real, self._counts = real, counts
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def preprocess_one(self, image):
+        self._counts.append(1)
+        return self._real.preprocess_one(image)
 
 
 def index(library, folders, embedder, **kw):
@@ -77,8 +87,9 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
 
     summary = index(library, [photos], counting)
     assert (summary.added, summary.failed, summary.removed) == (10, 0, 0)
+    assert len(counting.preprocessed) == 10
     assert re.fullmatch(
-        r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s; mode fp32\)",
+        r"added 10, updated 0, moved 0, removed 0, failed 0 \(\d+\.\d s, \d+\.\d img/s; cpu, fp32\)",
         summary.line(),
     )
     rows = by_path(library)
@@ -232,6 +243,8 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(
         and err.count("\n") == 1
         and "Traceback" not in err
     )
+    assert main(["index", str(photos), "--mode", "int8", *lib]) == 2  # int8 vectors differ too
+    assert "built in mode fp32, whose vectors differ from mode int8's" in capsys.readouterr().err
     assert main(["index", str(photos), *lib]) == 0  # no --model: the recorded one
     assert "added 0, updated 0" in capsys.readouterr().out
     assert db_rows(library.path) == before
@@ -479,7 +492,8 @@ def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(
     monkeypatch.setattr("sys.stderr", terminal)
     index(library, [photos], embedder, progress=True)
     bar = terminal.getvalue().replace("\r", "\n").strip().splitlines()[-1]
-    assert re.search(r"indexing \(fp32\): 100%.* 9/9 .*img/s.*failed=1", bar), bar
+    # The bar says where the model runs: --device auto is the CPU on a machine without a GPU.
+    assert re.search(r"indexing on cpu, fp32: 100%.* 9/9 .*img/s.*failed=1", bar), bar
 
     piped = io.StringIO()  # not a terminal: no bar (logs stay clean)
     monkeypatch.setattr("sys.stderr", piped)

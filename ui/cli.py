@@ -11,7 +11,7 @@ from pathlib import Path
 
 from indexer.cli import add_library_argument
 from indexer.library import default_library_dir
-from siglip_search.cli import PROG, add_mode_argument
+from siglip_search.cli import PROG, add_device_argument, add_mode_argument
 from siglip_search.resources import DEMO_MODEL, SAMPLES
 
 from .options import (
@@ -59,6 +59,7 @@ def serve_command(args: argparse.Namespace) -> int:
         vocabulary=args.vocabulary,
         read_only=args.read_only,
         mode=args.mode,
+        device=args.device,
     )
     try:
         launch(state, options)
@@ -75,7 +76,9 @@ def demo_command(args: argparse.Namespace) -> int:
 
     library_dir = Path(args.library).expanduser() if args.library else default_demo_library()
     print(f"{PROG}: building the demo library in {library_dir} ...", file=sys.stderr, flush=True)
-    line = build_demo_library(library_dir, progress=not args.no_progress, mode=args.mode)
+    line = build_demo_library(
+        library_dir, progress=not args.no_progress, mode=args.mode, device=args.device
+    )
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
     if args.no_serve:
         return 0
@@ -96,6 +99,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
 
 def _server_arguments(parser: argparse.ArgumentParser, port: int = DEFAULT_PORT) -> None:
     add_mode_argument(parser)
+    add_device_argument(parser)
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,

@@ -40,9 +40,10 @@ def build_demo_library(
     vocabulary: str | os.PathLike | None = None,
     progress: bool = True,
     mode: str = "auto",
+    device: str = "auto",
 ) -> str:
-    """Index (or refresh) `samples` into `library_dir` with `model`, tag it with `vocabulary`
-    (default: the bundled one), make thumbnails. Returns a one-line summary."""
+    """Index (or refresh) `samples` into `library_dir` with `model` on `device`, tag it with
+    `vocabulary` (default: the bundled one), make thumbnails. Returns a one-line summary."""
     for needed, what in ((samples, "sample photos"), (model, "demo model")):
         if not needed.is_dir():
             raise DemoMissingError(
@@ -51,14 +52,14 @@ def build_demo_library(
     with open_library(library_dir, create=True) as library:
         with lock_library(library, wait_s=30), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            embedder = _demo_embedder(library, samples, model, mode)
+            embedder = _demo_embedder(library, samples, model, mode, device)
             summary = index_paths(library, [samples], embedder, progress=progress)
             tagged = _tag(library, embedder, vocabulary, progress)
         _make_thumbnails(library)
         return f"demo library {library.path}: {summary.line()}" + (f"; {tagged}" if tagged else "")
 
 
-def _demo_embedder(library, samples: Path, model: Path, mode: str):
+def _demo_embedder(library, samples: Path, model: Path, mode: str = "auto", device: str = "auto"):
     """The demo model, for a library that holds only the sample photos and only its vectors. The demo
     adds the samples and re-tags every photo with its vocabulary: another library (`--library` naming
     the user's own) would gain 300 pictures of shapes and lose its tags."""
@@ -70,7 +71,7 @@ def _demo_embedder(library, samples: Path, model: Path, mode: str):
             "would mix its sample photos into and re-tag; leave out --library or pick an empty folder"
         )
     try:
-        return library.load_embedder(model, mode=mode)
+        return library.load_embedder(model, mode=mode, device=device)
     except ModelMismatchError:
         recorded = (library.model_identity() or {}).get("model_id")
         raise DemoLibraryError(

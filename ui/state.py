@@ -32,6 +32,7 @@ class AppState:
     mode: str = "auto"  # what the model runs in (siglip_search.modes)
     max_pixels: int | None = None
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
+    device: str = "auto"  # where the model runs (siglip_search.devices)
     # no indexing, tagging or export from the page (search and tag-an-image only)
     read_only: bool = False
     job_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,11 +52,16 @@ def load_state(
     vocabulary: str | None = None,
     read_only: bool = False,
     mode: str = "auto",
+    device: str = "auto",
 ) -> AppState:
-    """Open the library (if there is one yet) and load its model now, so the first query is fast.
+    """Open the library (if there is one yet) and load its model now, on `device`, so the first
+    query is fast.
 
     Without a library, the page still opens: its Library tab indexes a first folder with `model`.
     """
+    from siglip_search.devices import resolve_device
+
+    resolve_device(device)  # a device this machine lacks is refused now, not at the first query
     folder = Path(library_dir).expanduser().resolve()
     state = AppState(
         folder,
@@ -65,6 +71,7 @@ def load_state(
         vocabulary=vocabulary,
         read_only=read_only,
         mode=mode,
+        device=device,
     )
     if (folder / DB_NAME).is_file():
         state.library = open_library(folder, create=False)
@@ -82,11 +89,13 @@ def load_model(state: AppState) -> None:
     recorded = library if library is not None and library.model_identity() is not None else None
     if state.embedder is None:
         if recorded is not None:
-            state.embedder = recorded.load_embedder(mode=state.mode)
+            state.embedder = recorded.load_embedder(mode=state.mode, device=state.device)
         elif state.model is not None:
             from siglip_search.embedder import Embedder  # imports torch: only to load a model
 
-            state.embedder = Embedder.from_pretrained(state.model, mode=state.mode)
+            state.embedder = Embedder.from_pretrained(
+                state.model, mode=state.mode, device=state.device
+            )
         else:
             raise ModelNotRecordedError(
                 f"the library at {state.library_dir} has no model yet; start the server with "

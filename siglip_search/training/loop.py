@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path, write_atomic
 from ..config import SiglipConfig
+from ..devices import resolve_device
 from ..errors import CheckpointError, InputError
 from ..image_processor import SiglipImageProcessor
 from ..loss import distributed_sigmoid_loss, sigmoid_loss
@@ -200,8 +201,9 @@ def train(cfg: TrainConfig) -> Path:
         whiten_text_start(model, tokenizer, _whitening_captions(cfg, source))
     optimizer = _optimizer(model, cfg)
     start = _resume(model, optimizer, cfg)
-    model.to(cfg.device).train()
-    _move_optimizer_state(optimizer, cfg.device)
+    device = resolve_device(cfg.device) or torch.device("cpu")  # "auto": CUDA, MPS, else the CPU
+    model.to(device).train()
+    _move_optimizer_state(optimizer, device)
 
     if cfg.pool_size and isinstance(source, SyntheticSource):
         source.prerender(
@@ -237,7 +239,7 @@ def train(cfg: TrainConfig) -> Path:
             _lock_text(model, locked)
             # DDP registers the parameters that need gradients when it is built: rebuild on unlock.
             ddp = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-        pixels, ids, positives = pixels.to(cfg.device), ids.to(cfg.device), positives.to(cfg.device)
+        pixels, ids, positives = pixels.to(device), ids.to(device), positives.to(device)
         loss = _loss(ddp, model, pixels, ids, positives, distributed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -301,7 +303,7 @@ def _whitening_captions(
     return synthetic.caption_corpus(cfg.seed, 3000) + short
 
 
-def _move_optimizer_state(optimizer, device: str) -> None:
+def _move_optimizer_state(optimizer, device: torch.device) -> None:
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and key != "step":

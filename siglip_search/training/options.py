@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import resolve_device
 from ..config import SiglipConfig
+from ..devices import resolve_device
 from ..errors import InputError
 
 # The demo model: 96 px with 32 px patches (3 x 3 tokens), so that each of the five object positions
