@@ -20,8 +20,8 @@ import numpy as np
 from siglip_search.modes import AUTO as AUTO_MODE
 from siglip_search.modes import (
     INTERCHANGEABLE_COSINE,
+    MODES,
     family,
-    family_modes,
     pick_modes,
     vector_family,
 )
@@ -179,12 +179,13 @@ class Library:
 
     def _check_mode(self, mode: str) -> None:
         """ModelMismatchError when `mode`'s vectors are not interchangeable with the library's."""
-        built_in = self.model_mode() or "fp32"
-        if vector_family(mode) != (self.mode_family() or "fp32"):
+        built_in, stored = self.model_mode() or "fp32", self.mode_family() or "fp32"
+        if vector_family(mode) != stored:
+            takes = [m for m in MODES if vector_family(m) == stored] or [built_in]
             raise ModelMismatchError(
                 f"library {self.path} was built in mode {built_in}, whose vectors differ from mode "
                 f"{mode}'s by more than cosine {INTERCHANGEABLE_COSINE} allows; it takes modes "
-                f"{', '.join(family_modes(built_in))} (leave out --mode), or use another --library"
+                f"{', '.join(takes)} (leave out --mode), or use another --library"
             )
 
     def ensure_model(self, embedder: Embedder) -> None:

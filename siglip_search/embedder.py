@@ -34,7 +34,7 @@ from .image_processor import SiglipImageProcessor
 from .inference import fp32_tower
 from .model import SiglipModel
 from .modes import AUTO as AUTO_MODE
-from .modes import HALF_PRECISION, MODES, check_mode, pick_modes, vector_family
+from .modes import HALF_PRECISION, MODES, check_mode, default_mode, pick_modes, vector_family
 from .parallel import RowParallel
 from .quantized import int8_tower
 
@@ -110,10 +110,11 @@ class Embedder:
         mode: str | None = None,
         device: str | torch.device | None = AUTO,
     ) -> Embedder:
-        """Load a checkpoint onto `device` ('auto': CUDA, then MPS, then the CPU) in `mode`
-        (None or 'auto': the fastest mode of fp32's vector family on that device)."""
+        """Load a checkpoint onto `device` ('auto': CUDA, then MPS, then the CPU) in `mode` (None:
+        fp16 on a GPU, fp32 on the CPU; 'auto': the fastest mode of fp32's vector family there, as
+        the commands do)."""
         target = resolve_device(device) or torch.device("cpu")  # before any weights are read
-        mode = check_mode(mode or AUTO_MODE)
+        mode = check_mode(mode or default_mode(target.type))
         if mode == "int8" and target.type != "cpu":
             if device != AUTO:
                 raise InputError(
@@ -123,7 +124,9 @@ class Embedder:
         directory = resolve_checkpoint_dir(name_or_path)
         model = SiglipModel.from_pretrained(directory, torch_dtype=torch.float32)
         picked = pick_modes(mode, target.type)
-        if target.type != "cpu" and picked.image_mode == picked.text_mode in HALF_PRECISION:
+        if picked.image_mode == picked.text_mode in HALF_PRECISION and not (
+            picked.image_mode == "bf16" and target.type == "cpu"  # autocast there: fp32 weights
+        ):
             # Cast here, on the CPU, rather than copy later: the fp32 towers are not needed.
             # logit_scale and logit_bias stay fp32: exp(t) in fp16 would move every probability.
             dtype = getattr(torch, HALF_PRECISION[picked.image_mode])

@@ -20,6 +20,7 @@ from siglip_search.devices import (
 )
 from siglip_search.embedder import Embedder
 from siglip_search.errors import InputError
+from siglip_search.modes import pick_modes
 
 # Devices no machine running this suite has: CUDA is hidden from the tests (conftest.py), a ninth
 # GPU is rare, and the names are not devices at all.
@@ -99,7 +100,10 @@ def test_index_and_search_with_device_auto_run_on_the_cpu_here_and_say_so(
     library = ["--library", str(tmp_path / "library"), "--device", "auto"]
     assert main(["index", str(tmp_path / "photos"), *library, "--model", str(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
-    assert f"added {len(photos)}, updated 0" in out and out.rstrip().endswith("; cpu, fp32)")
+    picked = pick_modes("auto", "cpu").describe()  # --mode auto, the default, on this CPU
+    assert f"added {len(photos)}, updated 0" in out and out.rstrip().endswith(
+        f"; cpu, auto: {picked})"
+    )
     query = next(path for path in photos.values() if path.suffix == ".png")
     assert main(["search", "--image", str(query), *library, "-k", "1"]) == 0
     assert capsys.readouterr().out.startswith(f"{query}\t")

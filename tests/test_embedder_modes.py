@@ -32,13 +32,13 @@ def test_int8_embeddings_stay_within_cosine_0_99_of_fp32(tiny_checkpoint):
     fp32 = Embedder.from_pretrained(tiny_checkpoint)
     int8 = Embedder.from_pretrained(tiny_checkpoint, mode="int8")
     images, texts = _images(), TEXTS
-    for a, b in (
-        (fp32.embed_images(images), int8.embed_images(images)),
-        (fp32.embed_texts(texts), int8.embed_texts(texts)),
-    ):
-        cosines = (a * b).sum(axis=1)
-        assert cosines.min() >= 0.99, cosines
-        assert not np.array_equal(a, b), "int8 mode gave bit-identical vectors: it did not quantize"
+    a, b = fp32.embed_images(images), int8.embed_images(images)
+    assert (a * b).sum(axis=1).min() >= 0.99, (a * b).sum(axis=1)
+    assert not np.array_equal(a, b), "int8 mode gave bit-identical vectors: it did not quantize"
+    # Texts in int8 fell below cosine 0.999 on the demo model (modes.MEASURED_MIN_COSINE): --mode
+    # int8 embeds them in fp32, so a query's vector is fp32's exactly.
+    assert int8.text_mode == "fp32"
+    np.testing.assert_allclose(int8.embed_texts(texts), fp32.embed_texts(texts), atol=1e-6)
 
 
 def test_a_fast_mode_leaves_the_exact_model_untouched(tiny_checkpoint):
@@ -99,8 +99,10 @@ def test_auto_picks_the_fastest_interchangeable_mode_from_the_cpu_flags(
 
 def test_a_named_mode_is_run_as_asked_and_an_unknown_one_is_refused_in_one_line():
     assert pick_modes("bf16", "cpu", AVX2, True).image_mode == "bf16"
-    assert pick_modes("auto", "cuda", AVX2, True).image_mode == "fp32"  # int8 is CPU-only
-    with pytest.raises(InputError, match="unknown mode 'fp8'; choose one of auto, fp32, int8"):
+    assert pick_modes("auto", "cuda", AVX2, True).image_mode == "fp16"  # int8 is CPU-only
+    with pytest.raises(
+        InputError, match="unknown mode 'fp8'; choose one of auto, fp32, fp16, bf16, int8, compile"
+    ):
         pick_modes("fp8")
 
 

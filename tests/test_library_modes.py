@@ -27,7 +27,7 @@ def test_indexing_by_default_says_and_records_the_mode_auto_picked(
     args = ["index", str(photos), "--library", str(library_dir), "--model", str(tiny_checkpoint)]
     assert main([*args, "--no-progress"]) == 0
     picked = pick_modes("auto")
-    assert f"; mode auto: {picked.describe()})" in capsys.readouterr().out
+    assert f"; cpu, auto: {picked.describe()})" in capsys.readouterr().out
     assert main(["status", "--library", str(library_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mode"] == picked.image_mode
     with open_library(library_dir, create=False) as library:
@@ -74,8 +74,10 @@ def test_a_library_of_another_family_is_refused_in_one_line_and_left_as_it_was(
     capsys.readouterr()
     assert main(["index", str(photos), "--mode", "fp32", *lib]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "they differ in mode" in err and "mode fp8" in err
+    assert (
+        err.count("\n") == 1 and "built in mode fp8, whose vectors differ from mode fp32's" in err
+    )
     assert main(["search", "a photo", "--mode", "int8", "--library", str(library_dir)]) == 2
-    assert "they differ in mode" in capsys.readouterr().err
+    assert "whose vectors differ from mode int8's" in capsys.readouterr().err
     with open_library(library_dir, create=False) as library:
         assert (library.model_mode(), library.mode_family()) == ("fp8", "fp8")
