@@ -18,9 +18,10 @@ from .rows import (
     RootRow,
     RunRow,
     TagRecord,
+    TagRejectionRow,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from .store import GENERATION_KEY, MACHINE_TAG_SOURCE, Store
+from .store import GENERATION_KEY, MACHINE_TAG_SOURCE, REJECTION_SOURCES, Store
 
 __all__ = [
     "open_store",
@@ -30,6 +31,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "GENERATION_KEY",
     "MACHINE_TAG_SOURCE",
+    "REJECTION_SOURCES",
     "Counts",
     "EmbeddedImage",
     "EmbeddingChunk",
@@ -40,4 +42,5 @@ __all__ = [
     "RootRow",
     "RunRow",
     "TagRecord",
+    "TagRejectionRow",
 ]

@@ -94,6 +94,18 @@ class Counts:
     failed: int
     roots: int
     tags: int
+    rejected_tags: int = 0  # (photo, tag) pairs the user rejected
+
+
+@dataclass(frozen=True)
+class TagRejectionRow:
+    """A machine tag the user rejected for one photo (Store.reject_tags)."""
+
+    image_id: int
+    path: str  # the photo's absolute path
+    tag: str  # as `tag` stores it: "animal|dog"
+    source: str  # "sidecar": removed in a photo manager, found by `export`; "user": rejected in this app
+    rejected_at: datetime  # UTC
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LibraryReadOnlyError, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Base(DeclarativeBase):
@@ -72,6 +72,23 @@ class Tag(Base):
     vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
 
 
+class TagRejection(Base):
+    """A machine tag the user rejected for one photo: `tag` never proposes it again, `export` never
+    writes it again."""
+
+    __tablename__ = "tag_rejections"
+    __table_args__ = (sa.UniqueConstraint("image_id", "tag"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    tag: Mapped[str] = mapped_column(
+        sa.Text
+    )  # the machine tag's name as stored in tags ("animal|dog")
+    source: Mapped[str] = mapped_column(sa.String(16))  # "sidecar" | "user" (REJECTION_SOURCES)
+    rejected_at: Mapped[datetime] = mapped_column(sa.DateTime)
+
+
 class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -91,8 +108,15 @@ def _add_tags_table(conn: sa.Connection) -> None:
     Base.metadata.tables[Tag.__tablename__].create(conn, checkfirst=True)
 
 
+def _add_tag_rejections_table(conn: sa.Connection) -> None:
+    Base.metadata.tables[TagRejection.__tablename__].create(conn, checkfirst=True)
+
+
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _add_tags_table}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _add_tags_table,
+    2: _add_tag_rejections_table,
+}
 
 
 def is_read_only(engine: sa.Engine) -> bool:

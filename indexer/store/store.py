@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from typing import cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -26,11 +27,15 @@ from .rows import (
     RootRow,
     RunRow,
     TagRecord,
+    TagRejectionRow,
 )
-from .schema import Image, Meta, Root, Run, Tag, is_read_only
+from .schema import Image, Meta, Root, Run, Tag, TagRejection, is_read_only
 
 GENERATION_KEY = "vectors_generation"
 MACHINE_TAG_SOURCE = "zero-shot"
+# Where a rejection comes from: a keyword the user deleted in a photo manager, which `export` found
+# missing from the sidecar; or a tag rejected in this app.
+REJECTION_SOURCES = ("sidecar", "user")
 
 
 def _run_roots(text: str | None) -> list[str]:
@@ -134,6 +139,11 @@ class Store:
             ids = list(session.scalars(sa.select(Image.id).where(Image.root_id == root_id)))
             for start in range(0, len(ids), 500):
                 session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
+                session.execute(
+                    sa.delete(TagRejection).where(
+                        TagRejection.image_id.in_(ids[start : start + 500])
+                    )
+                )
             session.execute(sa.delete(Image).where(Image.root_id == root_id))
             session.execute(sa.delete(Root).where(Root.id == root_id))
             if ids:
@@ -232,6 +242,11 @@ class Store:
         with self._session.begin() as session:
             for start in range(0, len(ids), 500):
                 session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
+                session.execute(
+                    sa.delete(TagRejection).where(
+                        TagRejection.image_id.in_(ids[start : start + 500])
+                    )
+                )
                 session.execute(sa.delete(Image).where(Image.id.in_(ids[start : start + 500])))
             self._bump_generation(session)
         return len(ids)
@@ -322,7 +337,8 @@ class Store:
             )
             roots = session.scalar(sa.select(sa.func.count()).select_from(Root)) or 0
             tags = session.scalar(sa.select(sa.func.count()).select_from(Tag)) or 0
-        return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags)
+            rejected = session.scalar(sa.select(sa.func.count()).select_from(TagRejection)) or 0
+        return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags, rejected)
 
     def images_per_root(self) -> dict[int, int]:
         with self._session() as session:
@@ -427,27 +443,33 @@ class Store:
         meta: dict[str, str] | None = None,
     ) -> int:
         """Replace the machine tags of these images (an empty list clears them), and set `meta`
-        keys, in one transaction (so an interrupted tagger resumes where it stopped). Returns the
-        number of tags written."""
+        keys, in one transaction (so an interrupted tagger resumes where it stopped). Tags the user
+        rejected for a photo (reject_tags) are left out. Returns the number of tags written."""
         ids = list(tags)
-        rows = [
-            {
-                "image_id": i,
-                "tag": tag,
-                "score": float(score),
-                "source": MACHINE_TAG_SOURCE,
-                "model": model,
-                "vocabulary_version": vocabulary_version,
-            }
-            for i, found in tags.items()
-            for tag, score in found
-        ]
         with self._session.begin() as session:
+            rejected: set[tuple[int, str]] = set()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 session.execute(
                     sa.delete(Tag).where(Tag.image_id.in_(chunk), Tag.source == MACHINE_TAG_SOURCE)
                 )
+                query = sa.select(TagRejection.image_id, TagRejection.tag).where(
+                    TagRejection.image_id.in_(chunk)
+                )
+                rejected.update((int(i), t) for i, t in session.execute(query))
+            rows = [
+                {
+                    "image_id": i,
+                    "tag": tag,
+                    "score": float(score),
+                    "source": MACHINE_TAG_SOURCE,
+                    "model": model,
+                    "vocabulary_version": vocabulary_version,
+                }
+                for i, found in tags.items()
+                for tag, score in found
+                if (int(i), tag) not in rejected
+            ]
             if rows:
                 session.execute(sa.insert(Tag), rows)
             for key, value in (meta or {}).items():
@@ -485,6 +507,106 @@ class Store:
                     tag.model,
                     tag.vocabulary_version,
                 )
+
+    # --- tags the user rejected -------------------------------------------------------------
+    def reject_tags(self, rejections: Iterable[tuple[int, str]], source: str = "sidecar") -> int:
+        """Record that the user rejected these machine tags of these photos ((image id, tag name as
+        stored, e.g. "animal|dog")) and drop those machine tags, in one transaction: `tag` never
+        proposes them again and `export` never writes them again; the photos' other tags stay. A
+        pair already rejected keeps its first record; ids no longer in the library are ignored.
+        `source`: one of REJECTION_SOURCES. Returns how many rejections are new."""
+        if source not in REJECTION_SOURCES:
+            raise ValueError(
+                f"source must be one of {', '.join(REJECTION_SOURCES)}, got {source!r}"
+            )
+        wanted = sorted({(int(i), str(t)) for i, t in rejections})
+        ids = sorted({i for i, _ in wanted})
+        new: list[tuple[int, str]] = []
+        with self._session.begin() as session:
+            known: set[tuple[int, str]] = set()
+            present: set[int] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                query = sa.select(TagRejection.image_id, TagRejection.tag).where(
+                    TagRejection.image_id.in_(chunk)
+                )
+                known.update((int(i), t) for i, t in session.execute(query))
+                present.update(session.scalars(sa.select(Image.id).where(Image.id.in_(chunk))))
+            new = [(i, t) for i, t in wanted if i in present and (i, t) not in known]
+            if new:
+                now = _now()
+                session.execute(
+                    sa.insert(TagRejection),
+                    [
+                        {"image_id": i, "tag": t, "source": source, "rejected_at": now}
+                        for i, t in new
+                    ],
+                )
+            for image_id, tag in wanted:
+                session.execute(
+                    sa.delete(Tag).where(
+                        Tag.image_id == image_id, Tag.tag == tag, Tag.source == MACHINE_TAG_SOURCE
+                    )
+                )
+        return len(new)
+
+    def rejected_tags(self, image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
+        """Image id -> the tag names the user rejected for it: every photo with a rejection, or only
+        these photos (those without one are left out)."""
+        found: dict[int, set[str]] = {}
+        for row in self.iter_rejections(image_ids):
+            found.setdefault(row.image_id, set()).add(row.tag)
+        return found
+
+    def iter_rejections(self, image_ids: Iterable[int] | None = None) -> Iterator[TagRejectionRow]:
+        """Every rejection, or those of these photos, with the photo's path; by path, then tag."""
+        query = (
+            sa.select(TagRejection, Image.rel_path, Root.path)
+            .join(Image, TagRejection.image_id == Image.id)
+            .join(Root)
+        )
+        selections: list[sa.Select] = [query]
+        if image_ids is not None:
+            ids = sorted({int(i) for i in image_ids})
+            selections = [
+                query.where(TagRejection.image_id.in_(ids[s : s + 500]))
+                for s in range(0, len(ids), 500)
+            ]
+        rows: list[TagRejectionRow] = []
+        with self._session() as session:
+            for selection in selections:
+                for rejection, rel_path, root_path in session.execute(selection):
+                    path = os.path.join(root_path, *rel_path.split("/"))
+                    rows.append(
+                        TagRejectionRow(
+                            rejection.image_id,
+                            path,
+                            rejection.tag,
+                            rejection.source,
+                            rejection.rejected_at,
+                        )
+                    )
+        yield from sorted(rows, key=lambda r: (r.path, r.tag))
+
+    def clear_rejections(
+        self, image_ids: Iterable[int] | None = None, tags: Iterable[str] | None = None
+    ) -> int:
+        """Forget rejections: all of them, or those of these photos and/or these tag names; a later
+        `tag --all` may then propose those tags again. Returns how many were forgotten."""
+        ids = None if image_ids is None else sorted({int(i) for i in image_ids})
+        chunks = [None] if ids is None else [ids[s : s + 500] for s in range(0, len(ids), 500)]
+        names = None if tags is None else sorted({str(t) for t in tags})
+        forgotten = 0
+        with self._session.begin() as session:
+            for chunk in chunks:
+                query = sa.delete(TagRejection)
+                if chunk is not None:
+                    query = query.where(TagRejection.image_id.in_(chunk))
+                if names is not None:
+                    query = query.where(TagRejection.tag.in_(names))
+                result = cast("sa.CursorResult[tuple[()]]", session.execute(query))
+                forgotten += int(result.rowcount or 0)
+        return forgotten
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, roots: list[str]) -> int:
