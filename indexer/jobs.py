@@ -24,6 +24,7 @@ from siglip_search.errors import InputError
 
 from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
 from .errors import DecodeError, NotRegularFileError
+from .exif import PhotoMetadata
 from .library import Library
 from .scan import (
     ScannedFile,
@@ -105,14 +106,14 @@ class _Prepared:
     work: _Work
     fingerprint: str | None = None
     pixels: np.ndarray | None = None  # (3, H, W) float32
-    # width, height, taken_at, camera
-    decoded: tuple[int, int, str | None, str | None] | None = None
+    # full-resolution width, height (upright) and what the file says about itself
+    decoded: tuple[int, int, PhotoMetadata] | None = None
     error: str | None = None
     # The stored row whose content this file still has: only the stat changed (touched, copied
     # back), so the row keeps its vector.
     same_row: FileState | None = None
 
-    def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, str | None, str | None]]:
+    def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, PhotoMetadata]]:
         """(fingerprint, pixels, decoded) of a file that decoded: what the write step embeds."""
         if self.fingerprint is None or self.pixels is None or self.decoded is None:
             raise AssertionError(f"{self.work.file.rel_path} has no decoded pixels to embed")
@@ -364,7 +365,7 @@ class _Preparer:
         except InputError as exc:
             result.error = f"cannot preprocess ({exc})"
             return result
-        result.decoded = (decoded.width, decoded.height, decoded.taken_at, decoded.camera)
+        result.decoded = (decoded.width, decoded.height, decoded.metadata())
         return result
 
 
@@ -461,7 +462,7 @@ def _write_batch(
         vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
         for r, (fingerprint, _, decoded), vector in zip(ready, parts, vectors, strict=True):
             w, f = r.work, r.work.file
-            width, height, taken_at, camera = decoded
+            width, height, m = decoded
             embedded.append(
                 EmbeddedImage(
                     w.root_id,
@@ -471,10 +472,13 @@ def _write_batch(
                     fingerprint,
                     width,
                     height,
-                    taken_at,
-                    camera,
+                    m.taken_at,
+                    m.camera,
                     embedder.model_id,
                     vector,
+                    m.lens,
+                    m.latitude,
+                    m.longitude,
                 )
             )
             if w.old is None:

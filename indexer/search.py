@@ -44,6 +44,9 @@ class Hit:
     width: int | None
     height: int | None
     camera: str | None
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -355,4 +358,7 @@ def _hit(row: Any, cosine: float, prob: float) -> Hit:
         row.width,
         row.height,
         row.camera,
+        row.lens,
+        row.latitude,
+        row.longitude,
     )

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import indexer_fixtures
@@ -549,33 +551,52 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
     assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files
 
 
-@pytest.mark.skipif(".heic" not in MISSING_DECODERS, reason="this Python decodes HEIC")
-def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(
-    tmp_path, tiny_checkpoint, capsys
-):
+# A Python without pillow-heif and rawpy (installed with --no-deps, or a distribution's packages):
+# the child hides both before anything imports them.
+_WITHOUT_DECODERS = """
+import sys
+sys.modules["pillow_heif"] = sys.modules["rawpy"] = None
+from siglip_search.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_path, tiny_checkpoint):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     for name in ("IMG_1.HEIC", "IMG_2.heic"):
-        # an iPhone photo, to this Python unreadable
-        (photos / name).write_bytes(b"\0\0\0\x18ftypheic")
+        (photos / name).write_bytes(
+            b"\0\0\0\x18ftypheic"
+        )  # an iPhone photo, to this Python unreadable
+    (photos / "IMG_3.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00")
 
-    assert (
-        main(
-            [
-                "index",
-                str(photos),
-                "--library",
-                str(tmp_path / "lib"),
-                "--model",
-                str(tiny_checkpoint),
-                "--no-progress",
-            ]
-        )
-        == 0
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WITHOUT_DECODERS,
+            "index",
+            str(photos),
+            "--library",
+            str(tmp_path / "lib"),
+            "--model",
+            str(tiny_checkpoint),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
-    err = capsys.readouterr().err
-    assert "2 .heic photos skipped" in err and "pillow-heif" in err
+    assert child.returncode == 0, child.stderr
+    assert (
+        "2 .heic photos skipped: this Python cannot decode them (pip install pillow-heif)"
+        in child.stderr
+    )
+    assert (
+        "1 .cr2 photos skipped: this Python cannot decode them (pip install rawpy)" in child.stderr
+    )
+    assert MISSING_DECODERS == {}  # this Python, with the dependencies installed, decodes them all
 
 
 def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsys):

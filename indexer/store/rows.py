@@ -32,6 +32,9 @@ class ImageRow:
     status: str
     error: str | None
     model_id: str | None
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
     @property
     def path(self) -> str:
@@ -65,6 +68,9 @@ class EmbeddedImage:
     camera: str | None
     model_id: str
     embedding: np.ndarray  # (dim,) float32
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LibraryReadOnlyError, SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Base(DeclarativeBase):
@@ -51,6 +51,9 @@ class Image(Base):
     height: Mapped[int | None] = mapped_column(sa.Integer)
     taken_at: Mapped[str | None] = mapped_column(sa.String(32))  # EXIF DateTimeOriginal, ISO 8601
     camera: Mapped[str | None] = mapped_column(sa.Text)
+    lens: Mapped[str | None] = mapped_column(sa.Text)  # EXIF LensModel (RAW: LibRaw's lens name)
+    latitude: Mapped[float | None] = mapped_column(sa.Float)  # EXIF GPS, decimal degrees
+    longitude: Mapped[float | None] = mapped_column(sa.Float)
     status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
     error: Mapped[str | None] = mapped_column(sa.Text)
     model_id: Mapped[str | None] = mapped_column(sa.Text)
@@ -112,10 +115,19 @@ def _add_tag_rejections_table(conn: sa.Connection) -> None:
     Base.metadata.tables[TagRejection.__tablename__].create(conn, checkfirst=True)
 
 
+def _add_lens_and_position(conn: sa.Connection) -> None:
+    """Photos indexed before have none (None) until their file changes or they are indexed again."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns("images")}
+    for name, kind in (("lens", "TEXT"), ("latitude", "FLOAT"), ("longitude", "FLOAT")):
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN {name} {kind}"))
+
+
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: _add_tags_table,
     2: _add_tag_rejections_table,
+    3: _add_lens_and_position,
 }
 
 

@@ -72,6 +72,9 @@ def _image_row(image: Image, root_path: str) -> ImageRow:
         image.status,
         image.error,
         image.model_id,
+        image.lens,
+        image.latitude,
+        image.longitude,
     )
 
 
@@ -174,6 +177,11 @@ class Store:
                     item.taken_at,
                     item.camera,
                 )
+                image.lens, image.latitude, image.longitude = (
+                    item.lens,
+                    item.latitude,
+                    item.longitude,
+                )
                 image.status, image.error, image.model_id = "ok", None, item.model_id
                 image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
                 image.indexed_at = _now()
@@ -197,6 +205,7 @@ class Store:
                 image.fingerprint = fail.fingerprint
                 image.width = image.height = None
                 image.taken_at = image.camera = image.model_id = image.embedding = None
+                image.lens = image.latitude = image.longitude = None
                 image.status, image.error, image.indexed_at = "failed", fail.reason, _now()
                 session.add(image)
             if vectors_changed:
