@@ -22,7 +22,7 @@ from siglip_search.cli import PROG
 from .decode import MISSING_DECODERS
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
-from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
+from .export import SIDECAR_NAMINGS, export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from .jobs import index_paths
 from .library import LIBRARY_ENV, default_library_dir, lock_library, open_library
 from .names import shown
@@ -145,6 +145,7 @@ def tag_command(args: argparse.Namespace) -> int:
     with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder()
+            cleared = library.store.clear_rejections() if args.clear_rejections else 0
             summary = tag_library(
                 library,
                 embedder,
@@ -152,8 +153,10 @@ def tag_command(args: argparse.Namespace) -> int:
                 args.threshold,
                 args.cap or DEFAULT_CAP,
                 progress=not args.no_progress,
-                retag_all=args.all,
+                retag_all=args.all or bool(cleared),
             )
+    if args.clear_rejections:
+        print(f"forgot {cleared} rejected tags; every photo was tagged again")
     print(summary.line())
     return 0
 
@@ -214,7 +217,21 @@ def export_command(args: argparse.Namespace) -> int:
                     return _print_report(
                         undo_library_xmp(library, args.dry_run), args.dry_run, undo=True
                     )
-                report = export_library_xmp(library, root_tag, args.threshold, args.dry_run)
+                report = export_library_xmp(
+                    library,
+                    root_tag,
+                    args.threshold,
+                    args.dry_run,
+                    naming=args.sidecar_name,
+                    ancestors=not args.no_ancestors,
+                )
+                for photo, tag_path in report.rejected:
+                    verb = "would record" if args.dry_run else "recorded"
+                    print(
+                        f"{PROG}: {shown(str(photo))}: you removed {'|'.join(tag_path)!r} from its "
+                        f"sidecar; {verb} as rejected, not written again",
+                        file=sys.stderr,
+                    )
                 return _print_report(report, args.dry_run, undo=False)
         rows = library_tag_rows(library, args.threshold)
     if args.dry_run:
@@ -229,7 +246,7 @@ def export_command(args: argparse.Namespace) -> int:
     elif args.format == "jsonl":
         tables.write_jsonl(rows, args.out)
     else:
-        tables.write_exiftool_csv(rows, args.out, root_tag)
+        tables.write_exiftool_csv(rows, args.out, root_tag, ancestors=not args.no_ancestors)
     return 0
 
 
@@ -437,6 +454,11 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     )
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
     tag.add_argument(
+        "--clear-rejections",
+        action="store_true",
+        help="forget the tags you rejected (removed in a photo manager) and re-tag every photo",
+    )
+    tag.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish"
     )
     tag.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -491,6 +513,18 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument(
         "--undo", action="store_true", help="remove the keywords earlier XMP exports added"
+    )
+    export.add_argument(
+        "--sidecar-name",
+        choices=SIDECAR_NAMINGS,
+        default="auto",
+        help="auto (default): an existing sidecar's name, else IMG.xmp for RAW files (Lightroom, "
+        "Capture One) and IMG.jpg.xmp for the rest (digiKam, darktable, Immich)",
+    )
+    export.add_argument(
+        "--no-ancestors",
+        action="store_true",
+        help="write each tag alone, not also its parents (no bare AI keyword on every photo)",
     )
     export.set_defaults(func=export_command, interrupted=INTERRUPTED)
 

@@ -45,6 +45,7 @@ class LibraryStatus:
     images: int  # indexed, with an embedding
     failed_count: int
     tags: int
+    rejected_tags: int  # (photo, tag) pairs the user rejected: never tagged or exported again
     model: str | None  # None until a first folder is indexed
     mode: str | None
     model_identity: dict[str, Any] | None
@@ -92,6 +93,7 @@ def library_status(library: Library) -> LibraryStatus:
         images=counts.images,
         failed_count=counts.failed,
         tags=counts.tags,
+        rejected_tags=counts.rejected_tags,
         model=identity.get("model_id") if identity else None,
         mode=library.model_mode(),
         model_identity=identity,

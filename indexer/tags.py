@@ -64,11 +64,16 @@ class TagSummary:
     cap: int
     retagged_all: bool
     seconds: float = 0.0
+    rejected_held_back: int = 0  # tags that passed but that the user had rejected for that photo
 
     def line(self) -> str:
         scope = "all photos" if self.retagged_all else "new or changed photos"
+        held = (
+            f", {self.rejected_held_back} you rejected left out" if self.rejected_held_back else ""
+        )
         return (
-            f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, {self.tags_written} tags "
+            f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, "
+            f"{self.tags_written} tags{held} "
             f"(threshold {self.threshold:g}, cap {self.cap}, vocabulary {self.vocabulary_version}; "
             f"{self.seconds:.1f} s)"
         )
@@ -251,9 +256,11 @@ def tag_library(
                 **settings,
                 "vocabulary_source": vocabulary.source,
             }
-            summary.tags_written += library.store.replace_machine_tags(
+            written = library.store.replace_machine_tags(
                 found, embedder.model_id, vocabulary.version, meta={TAGGER_META: json.dumps(state)}
             )
+            summary.tags_written += written
+            summary.rejected_held_back += sum(len(tags) for tags in found.values()) - written
             summary.tagged += len(chunk.ids)
             bar.update(len(chunk.ids))
     # an empty library still records what it was tagged with

@@ -185,18 +185,55 @@ def test_photo_without_sidecar_gets_name_ext_xmp_with_the_standard_wrapper(tmp_p
 
 
 def test_jpeg_and_raw_with_one_base_name_never_share_a_sidecar(tmp_path):
+    """A RAW+JPEG pair: IMG_1.xmp is the RAW's (what Lightroom and Capture One read for it), the
+    JPEG gets IMG_1.jpg.xmp; each holds its own photo's tags, whatever the order they are written in."""
     jpeg, raw = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
 
     export_xmp([(jpeg, ["animal|dog"]), (raw, ["scene|beach"])], tmp_path / "export.json")
 
-    assert not (tmp_path / "IMG_1.xmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["IMG_1.jpg.xmp", "IMG_1.xmp"]
     assert keywords(tmp_path / "IMG_1.jpg.xmp")["digiKam:TagsList"] == ["AI/animal/dog"]
-    assert keywords(tmp_path / "IMG_1.cr2.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    assert keywords(tmp_path / "IMG_1.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    for naming in (
+        "photo.xmp",
+        "auto",
+    ):  # asked for photo.xmp, the JPEG still never takes the RAW's
+        assert sidecar_path_for(jpeg, naming=naming) == tmp_path / "IMG_1.jpg.xmp"
+        assert sidecar_path_for(raw, naming=naming) == tmp_path / "IMG_1.xmp"
+    assert sidecar_path_for(raw, naming="photo.ext.xmp") == tmp_path / "IMG_1.cr2.xmp"
+    other_raw = make_photo(
+        tmp_path, "IMG_1.dng"
+    )  # two RAW files of one name: neither takes IMG_1.xmp
+    assert sidecar_path_for(raw, naming="photo.xmp") == tmp_path / "IMG_1.cr2.xmp"
+    assert sidecar_path_for(other_raw) == tmp_path / "IMG_1.dng.xmp"
+
+
+def test_sidecar_names_for_each_photo_manager(tmp_path):
+    """auto: a lone RAW gets IMG.xmp (Lightroom, Capture One), DNG and JPEG get IMG.ext.xmp (digiKam,
+    darktable, Immich; Adobe reads their embedded XMP); an existing sidecar keeps its name."""
+    lone_raw, dng, jpeg = (make_photo(tmp_path, n) for n in ("A.NEF", "B.dng", "C.jpg"))
+    assert [sidecar_path_for(p).name for p in (lone_raw, dng, jpeg)] == [
+        "A.xmp",
+        "B.dng.xmp",
+        "C.jpg.xmp",
+    ]
+    assert [sidecar_path_for(p, naming="photo.xmp").name for p in (lone_raw, dng, jpeg)] == [
+        "A.xmp",
+        "B.xmp",
+        "C.xmp",
+    ]
+    (tmp_path / "A.NEF.xmp").write_text(
+        DIGIKAM_SIDECAR, encoding="utf-8"
+    )  # darktable's, already there
+    (tmp_path / "C.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    assert [sidecar_path_for(p).name for p in (lone_raw, jpeg)] == ["A.NEF.xmp", "C.xmp"]
+    with pytest.raises(ValueError, match="sidecar naming must be one of"):
+        sidecar_path_for(jpeg, naming="IMG.xmp")
 
 
 def test_shared_base_name_sidecar_is_left_alone_when_jpeg_and_raw_coexist(tmp_path):
     jpeg, _ = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
-    shared = tmp_path / "IMG_1.xmp"
+    shared = tmp_path / "IMG_1.xmp"  # the RAW's (Lightroom's), never the JPEG's
     shared.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
 
     assert sidecar_path_for(jpeg) == tmp_path / "IMG_1.jpg.xmp"

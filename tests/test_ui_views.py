@@ -193,6 +193,7 @@ STATUS = LibraryStatus(
     images=1234,
     failed_count=2,
     tags=56,
+    rejected_tags=3,
     model="google/siglip-base-patch16-224",
     mode="fp32",
     model_identity={"dim": 768},

@@ -31,6 +31,9 @@ class ExportReport:
     unchanged: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
     missing: list[Path] = field(default_factory=list)  # undo: recorded sidecars that are gone
+    # (photo, tag path) an earlier export wrote that the user removed from the sidecar since: not
+    # written again (export_library_xmp records them as rejected in the library)
+    rejected: list[tuple[Path, tuple[str, ...]]] = field(default_factory=list)
 
 
 def export_xmp(
@@ -41,6 +44,9 @@ def export_xmp(
     *,
     every_photo: bool = False,
     photo_keys: Mapping[Path, str | None] | None = None,
+    naming: str = "auto",
+    ancestors: bool = True,
+    on_rejected: Callable[[list[tuple[Path, tuple[str, ...]]]], None] | None = None,
 ) -> ExportReport:
     """Make each photo's sidecar hold its machine tags, and record in the manifest what was added.
 
@@ -54,6 +60,9 @@ def export_xmp(
     Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is
     skipped and reported. The manifest records each batch before its sidecars are written, so an
     interrupted export can still be undone; entries whose write failed are rolled back.
+    naming: which sidecar a photo gets (sidecars.sidecar_path_for); ancestors: see keyword_values.
+    on_rejected(pairs): called with each batch's (photo, tag path) pairs the user removed since an
+    earlier export, before that batch's manifest and sidecars are written (not in a dry run).
     """
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
@@ -73,16 +82,24 @@ def export_xmp(
     saved = False
     try:
         for batch in _batches(jobs):
-            plans = _plan_batch(batch, report, records.get)
+            plans = _plan_batch(batch, report, records.get, naming, ancestors)
+            rejected = [(p.change.photo or p.change.path, tag) for p in plans for tag in p.rejected]
+            report.rejected += rejected
             if dry_run:
-                report.planned += [p.change for p in plans]
+                report.planned += [p.change for p in plans if p.data is not None or p.delete]
+                report.unchanged += [
+                    p.change.path for p in plans if p.data is None and not p.delete
+                ]
                 continue
+            if rejected and on_rejected is not None:
+                on_rejected(rejected)
             for plan in plans:
                 path = plan.change.path
                 pending[path] = records.get(path)
-                record = merged_record(
-                    record_without(records.get(path), plan.change.removed), plan.change
+                kept = record_without(
+                    record_without(records.get(path), plan.user_removed), plan.change.removed
                 )
+                record = merged_record(kept, plan.change)
                 if record.photo is not None:
                     record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
                 if plan.delete or not (record.added or record.mirrored):
@@ -99,7 +116,10 @@ def export_xmp(
                     _restore(records, plan.change.path, pending[plan.change.path])
                     report.skipped.append(_skip(exc, plan.change.path))
                 else:
-                    report.written.append(plan.change)
+                    if plan.data is not None or plan.delete:
+                        report.written.append(plan.change)
+                    else:  # only the record changed: the user had removed some of our keywords
+                        report.unchanged.append(plan.change.path)
                 del pending[plan.change.path]
     finally:
         if saved:  # roll back entries whose sidecar was never written (an exception stopped us)
@@ -210,6 +230,8 @@ def _plan_batch(
     batch: list[tuple[Path, list[tuple[str, ...]]]],
     report: ExportReport,
     previous: Callable[[Path], SidecarChange | None],
+    naming: str = "auto",
+    ancestors: bool = True,
 ) -> list[SidecarPlan]:
     listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
     plans: list[SidecarPlan] = []
@@ -218,11 +240,18 @@ def _plan_batch(
         try:
             if photo.parent not in listings:
                 listings[photo.parent] = set(os.listdir(photo.parent))
-            plan = plan_keyword_sync(photo, tag_paths, previous, listings[photo.parent])
+            plan = plan_keyword_sync(
+                photo,
+                tag_paths,
+                previous,
+                listings[photo.parent],
+                naming=naming,
+                ancestors=ancestors,
+            )
         except (SidecarError, OSError) as exc:
             report.skipped.append(_skip(exc, photo))
             continue
-        if plan.data is None and not plan.delete:
+        if plan.data is None and not plan.delete and not plan.user_removed:
             report.unchanged.append(plan.change.path)
         elif plan.change.path in sidecars:  # two photos, one sidecar: only reachable with odd names
             report.skipped.append(
