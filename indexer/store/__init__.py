@@ -2,10 +2,12 @@
 embeddings, tags, runs.
 
 Rooms: schema.py (the tables and their migrations), rows.py (the typed rows handed in and out),
-store.py (the Store: one transaction per method), connect.py (open_store: the SQLite URL, pragmas
-and typed errors).
+the Store (one transaction per method) in parts: store.py (images, embeddings, filters) on
+roots.py (roots and runs), tags.py (machine tags and rejections) and base.py (session, meta);
+connect.py (open_store: the SQLite URL, pragmas and typed errors).
 """
 
+from .base import GENERATION_KEY
 from .connect import open_store
 from .rows import (
     Counts,
@@ -21,7 +23,8 @@ from .rows import (
     TagRejectionRow,
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from .store import GENERATION_KEY, MACHINE_TAG_SOURCE, REJECTION_SOURCES, Store
+from .store import Store
+from .tags import MACHINE_TAG_SOURCE, REJECTION_SOURCES
 
 __all__ = [
     "open_store",

@@ -1,21 +1,18 @@
-"""The Store: typed access to one library database, every public method one transaction.
-
-Above ~400 lines as one class: its methods share the session factory and return the typed rows of
-rows.py; the tables and migrations (schema.py) and opening the database (connect.py) live apart.
-"""
+"""The Store: typed access to one library database, every public method one transaction. This
+module holds the images (writes, reads, embeddings, filters); the Store's other parts are its bases:
+roots and runs (roots.py), tags and rejections (tags.py), the session and meta table (base.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
-from typing import cast
+from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from .base import now_utc
+from .roots import RootStore
 from .rows import (
     Counts,
     EmbeddedImage,
@@ -24,36 +21,15 @@ from .rows import (
     FileState,
     FileUpdate,
     ImageRow,
-    RootRow,
-    RunRow,
-    TagRecord,
-    TagRejectionRow,
 )
-from .schema import Image, Meta, Root, Run, Tag, TagRejection, is_read_only
-
-GENERATION_KEY = "vectors_generation"
-MACHINE_TAG_SOURCE = "zero-shot"
-# Where a rejection comes from: a keyword the user deleted in a photo manager, which `export` found
-# missing from the sidecar; or a tag rejected in this app.
-REJECTION_SOURCES = ("sidecar", "user")
-
-
-def _run_roots(text: str | None) -> list[str]:
-    """The folders of a run: a JSON list, as a folder name may hold a newline. Runs recorded before
-    that wrote one folder a line; an absolute path never starts with "[", so the two cannot be confused."""
-    if not text:
-        return []
-    return json.loads(text) if text.startswith("[") else text.splitlines()
+from .schema import Image, Root, Tag, TagRejection
+from .tags import MACHINE_TAG_SOURCE, TagStore
 
 
 def _vector(blob: bytes | None) -> np.ndarray:
     """A stored embedding (dim,) float32, read-only; callers select only rows that have one."""
     assert blob is not None
     return np.frombuffer(blob, dtype=np.float32)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _image_row(image: Image, root_path: str) -> ImageRow:
@@ -78,80 +54,8 @@ def _image_row(image: Image, root_path: str) -> ImageRow:
     )
 
 
-class Store:
+class Store(RootStore, TagStore):
     """Typed access to one library database; every public method is one transaction."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.read_only = is_read_only(engine)  # opened with mode=ro: every write would fail
-        self._session = sessionmaker(engine, expire_on_commit=False)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    # --- meta -------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        with self._session() as session:
-            return session.scalar(sa.select(Meta.value).where(Meta.key == key))
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._session.begin() as session:
-            session.merge(Meta(key=key, value=value))
-
-    def vectors_generation(self) -> int:
-        """Bumped in every transaction that changes the set of stored embeddings."""
-        return int(self.get_meta(GENERATION_KEY) or 0)
-
-    def _bump_generation(self, session: Session) -> None:
-        row = session.get(Meta, GENERATION_KEY)
-        if row is None:
-            session.add(Meta(key=GENERATION_KEY, value="1"))
-        else:
-            row.value = str(int(row.value) + 1)
-
-    # --- roots ------------------------------------------------------------------------------
-    def add_root(self, path: str) -> RootRow:
-        with self._session.begin() as session:
-            root = session.scalar(sa.select(Root).where(Root.path == path))
-            if root is None:
-                root = Root(path=path, added_at=_now())
-                session.add(root)
-                session.flush()
-            return RootRow(root.id, root.path, root.added_at)
-
-    def roots(self) -> list[RootRow]:
-        with self._session() as session:
-            return [
-                RootRow(r.id, r.path, r.added_at)
-                for r in session.scalars(sa.select(Root).order_by(Root.path))
-            ]
-
-    def merge_root(self, child: RootRow, parent: RootRow) -> None:
-        """`child` lies inside `parent`: re-home its images under `parent` and drop it."""
-        prefix = os.path.relpath(child.path, parent.path).replace(os.sep, "/")
-        with self._session.begin() as session:
-            for image in session.scalars(sa.select(Image).where(Image.root_id == child.id)):
-                image.root_id, image.rel_path = parent.id, f"{prefix}/{image.rel_path}"
-            session.flush()
-            session.execute(sa.delete(Root).where(Root.id == child.id))
-
-    def remove_root(self, root_id: int) -> int:
-        """Forget a root: its images, their vectors and tags go from the library (never the files).
-        Returns how many images it held."""
-        with self._session.begin() as session:
-            ids = list(session.scalars(sa.select(Image.id).where(Image.root_id == root_id)))
-            for start in range(0, len(ids), 500):
-                session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
-                session.execute(
-                    sa.delete(TagRejection).where(
-                        TagRejection.image_id.in_(ids[start : start + 500])
-                    )
-                )
-            session.execute(sa.delete(Image).where(Image.root_id == root_id))
-            session.execute(sa.delete(Root).where(Root.id == root_id))
-            if ids:
-                self._bump_generation(session)
-        return len(ids)
 
     # --- images: writes ---------------------------------------------------------------------
     def write_batch(
@@ -184,7 +88,7 @@ class Store:
                 )
                 image.status, image.error, image.model_id = "ok", None, item.model_id
                 image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
-                image.indexed_at = _now()
+                image.indexed_at = now_utc()
                 session.add(image)
             failed_keys = {(f.root_id, f.rel_path) for f in failed}
             stale = [
@@ -206,7 +110,7 @@ class Store:
                 image.width = image.height = None
                 image.taken_at = image.camera = image.model_id = image.embedding = None
                 image.lens = image.latitude = image.longitude = None
-                image.status, image.error, image.indexed_at = "failed", fail.reason, _now()
+                image.status, image.error, image.indexed_at = "failed", fail.reason, now_utc()
                 session.add(image)
             if vectors_changed:
                 self._bump_generation(session)
@@ -442,233 +346,3 @@ class Store:
         for fingerprint, image_id in rows:
             groups.setdefault(fingerprint, []).append(image_id)
         return list(groups.values())
-
-    # --- tags -------------------------------------------------------------------------------
-    def replace_machine_tags(
-        self,
-        tags: dict[int, list[tuple[str, float]]],
-        model: str,
-        vocabulary_version: str,
-        meta: dict[str, str] | None = None,
-    ) -> int:
-        """Replace the machine tags of these images (an empty list clears them), and set `meta`
-        keys, in one transaction (so an interrupted tagger resumes where it stopped). Tags the user
-        rejected for a photo (reject_tags) are left out. Returns the number of tags written."""
-        ids = list(tags)
-        with self._session.begin() as session:
-            rejected: set[tuple[int, str]] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                session.execute(
-                    sa.delete(Tag).where(Tag.image_id.in_(chunk), Tag.source == MACHINE_TAG_SOURCE)
-                )
-                query = sa.select(TagRejection.image_id, TagRejection.tag).where(
-                    TagRejection.image_id.in_(chunk)
-                )
-                rejected.update((int(i), t) for i, t in session.execute(query))
-            rows = [
-                {
-                    "image_id": i,
-                    "tag": tag,
-                    "score": float(score),
-                    "source": MACHINE_TAG_SOURCE,
-                    "model": model,
-                    "vocabulary_version": vocabulary_version,
-                }
-                for i, found in tags.items()
-                for tag, score in found
-                if (int(i), tag) not in rejected
-            ]
-            if rows:
-                session.execute(sa.insert(Tag), rows)
-            for key, value in (meta or {}).items():
-                session.merge(Meta(key=key, value=value))
-        return len(rows)
-
-    def iter_tags(
-        self,
-        source: str | None = MACHINE_TAG_SOURCE,
-        min_score: float | None = None,
-        image_ids: Iterable[int] | None = None,
-    ) -> Iterator[TagRecord]:
-        """Stored tags, by image path then best score first; optionally of one source, above a score."""
-        query = (
-            sa.select(Tag, Image.rel_path, Root.path)
-            .join(Image, Tag.image_id == Image.id)
-            .join(Root)
-        )
-        if source is not None:
-            query = query.where(Tag.source == source)
-        if min_score is not None:
-            query = query.where(Tag.score >= min_score)
-        if image_ids is not None:
-            query = query.where(Tag.image_id.in_([int(i) for i in image_ids]))
-        query = query.order_by(Root.path, Image.rel_path, Tag.score.desc(), Tag.tag)
-        with self._session() as session:
-            for tag, rel_path, root_path in session.execute(query):
-                path = os.path.join(root_path, *rel_path.split("/"))
-                yield TagRecord(
-                    tag.image_id,
-                    path,
-                    tag.tag,
-                    tag.score,
-                    tag.source,
-                    tag.model,
-                    tag.vocabulary_version,
-                )
-
-    # --- tags the user rejected -------------------------------------------------------------
-    def reject_tags(self, rejections: Iterable[tuple[int, str]], source: str = "sidecar") -> int:
-        """Record that the user rejected these machine tags of these photos ((image id, tag name as
-        stored, e.g. "animal|dog")) and drop those machine tags, in one transaction: `tag` never
-        proposes them again and `export` never writes them again; the photos' other tags stay. A
-        pair already rejected keeps its first record; ids no longer in the library are ignored.
-        `source`: one of REJECTION_SOURCES. Returns how many rejections are new."""
-        if source not in REJECTION_SOURCES:
-            raise ValueError(
-                f"source must be one of {', '.join(REJECTION_SOURCES)}, got {source!r}"
-            )
-        wanted = sorted({(int(i), str(t)) for i, t in rejections})
-        ids = sorted({i for i, _ in wanted})
-        new: list[tuple[int, str]] = []
-        with self._session.begin() as session:
-            known: set[tuple[int, str]] = set()
-            present: set[int] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                query = sa.select(TagRejection.image_id, TagRejection.tag).where(
-                    TagRejection.image_id.in_(chunk)
-                )
-                known.update((int(i), t) for i, t in session.execute(query))
-                present.update(session.scalars(sa.select(Image.id).where(Image.id.in_(chunk))))
-            new = [(i, t) for i, t in wanted if i in present and (i, t) not in known]
-            if new:
-                now = _now()
-                session.execute(
-                    sa.insert(TagRejection),
-                    [
-                        {"image_id": i, "tag": t, "source": source, "rejected_at": now}
-                        for i, t in new
-                    ],
-                )
-            for image_id, tag in wanted:
-                session.execute(
-                    sa.delete(Tag).where(
-                        Tag.image_id == image_id, Tag.tag == tag, Tag.source == MACHINE_TAG_SOURCE
-                    )
-                )
-        return len(new)
-
-    def rejected_tags(self, image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
-        """Image id -> the tag names the user rejected for it: every photo with a rejection, or only
-        these photos (those without one are left out)."""
-        found: dict[int, set[str]] = {}
-        for row in self.iter_rejections(image_ids):
-            found.setdefault(row.image_id, set()).add(row.tag)
-        return found
-
-    def iter_rejections(self, image_ids: Iterable[int] | None = None) -> Iterator[TagRejectionRow]:
-        """Every rejection, or those of these photos, with the photo's path; by path, then tag."""
-        query = (
-            sa.select(TagRejection, Image.rel_path, Root.path)
-            .join(Image, TagRejection.image_id == Image.id)
-            .join(Root)
-        )
-        selections: list[sa.Select] = [query]
-        if image_ids is not None:
-            ids = sorted({int(i) for i in image_ids})
-            selections = [
-                query.where(TagRejection.image_id.in_(ids[s : s + 500]))
-                for s in range(0, len(ids), 500)
-            ]
-        rows: list[TagRejectionRow] = []
-        with self._session() as session:
-            for selection in selections:
-                for rejection, rel_path, root_path in session.execute(selection):
-                    path = os.path.join(root_path, *rel_path.split("/"))
-                    rows.append(
-                        TagRejectionRow(
-                            rejection.image_id,
-                            path,
-                            rejection.tag,
-                            rejection.source,
-                            rejection.rejected_at,
-                        )
-                    )
-        yield from sorted(rows, key=lambda r: (r.path, r.tag))
-
-    def clear_rejections(
-        self, image_ids: Iterable[int] | None = None, tags: Iterable[str] | None = None
-    ) -> int:
-        """Forget rejections: all of them, or those of these photos and/or these tag names; a later
-        `tag --all` may then propose those tags again. Returns how many were forgotten."""
-        ids = None if image_ids is None else sorted({int(i) for i in image_ids})
-        chunks = [None] if ids is None else [ids[s : s + 500] for s in range(0, len(ids), 500)]
-        names = None if tags is None else sorted({str(t) for t in tags})
-        forgotten = 0
-        with self._session.begin() as session:
-            for chunk in chunks:
-                query = sa.delete(TagRejection)
-                if chunk is not None:
-                    query = query.where(TagRejection.image_id.in_(chunk))
-                if names is not None:
-                    query = query.where(TagRejection.tag.in_(names))
-                result = cast("sa.CursorResult[tuple[()]]", session.execute(query))
-                forgotten += int(result.rowcount or 0)
-        return forgotten
-
-    # --- runs -------------------------------------------------------------------------------
-    def start_run(self, roots: list[str]) -> int:
-        """Record a run; runs still 'running' were killed (the caller holds the lock)."""
-        with self._session.begin() as session:
-            session.execute(
-                sa.update(Run).where(Run.status == "running").values(status="interrupted")
-            )
-            run = Run(
-                started_at=_now(),
-                status="running",
-                roots=json.dumps(list(roots), ensure_ascii=False),
-            )
-            session.add(run)
-            session.flush()
-            return run.id
-
-    def finish_run(
-        self,
-        run_id: int,
-        *,
-        added: int,
-        updated: int,
-        moved: int,
-        removed: int,
-        failed: int,
-        status: str = "ok",
-    ) -> None:
-        with self._session.begin() as session:
-            run = session.get_one(Run, run_id)
-            run.finished_at, run.status = _now(), status
-            run.added, run.updated, run.moved, run.removed, run.failed = (
-                added,
-                updated,
-                moved,
-                removed,
-                failed,
-            )
-
-    def last_run(self) -> RunRow | None:
-        with self._session() as session:
-            run = session.scalar(sa.select(Run).order_by(Run.id.desc()).limit(1))
-            if run is None:
-                return None
-            return RunRow(
-                run.id,
-                run.started_at,
-                run.finished_at,
-                run.status,
-                _run_roots(run.roots),
-                run.added,
-                run.updated,
-                run.moved,
-                run.removed,
-                run.failed,
-            )
