@@ -29,7 +29,7 @@ from .names import shown
 from .query import QueryTerm, parse_query
 from .scan import check_utf8_path
 from .search import Searcher
-from .status import LibraryStatus, library_status
+from .status import LibraryStatus, library_status, passed_over_text
 from .tags import DEFAULT_CAP, tag_library
 from .vocabulary import load_vocabulary
 
@@ -56,6 +56,8 @@ def index_command(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 progress=not args.no_progress,
                 max_pixels=args.max_pixels,
+                exclude=args.exclude,
+                no_exclude=args.no_exclude,
             )
     for root in summary.offline_roots:
         print(
@@ -76,6 +78,9 @@ def index_command(args: argparse.Namespace) -> int:
             f"({MISSING_DECODERS[suffix]})",
             file=sys.stderr,
         )
+    left_out = passed_over_text(summary.passed_over, summary.hidden, summary.excluded)
+    if left_out:
+        print(f"{PROG}: not indexed: {left_out} (`status` lists them per folder)", file=sys.stderr)
     print(summary.line())
     return 0
 
@@ -289,11 +294,19 @@ def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
         + (f" (dim {identity['dim']}{mode})" if identity else "")
     )
     lines.append(f"images    {report.images} indexed, {report.failed_count} failed")
+    rejected = f", {report.rejected_tags} you rejected" if report.rejected_tags else ""
+    lines.append(f"tags      {report.tags} machine tags{rejected}")
     for i, root in enumerate(report.roots):
         state = "online " if root.online else "OFFLINE (missing or empty; images kept)"
         lines.append(
             f"{'roots' if i == 0 else '':9} {state} {shown(root.path)} ({root.images} images)"
         )
+        if root.exclude:
+            lines.append(f"{'':17} exclude {', '.join(shown(p) for p in root.exclude)}")
+        passed = root.passed_over
+        left_out = passed and passed_over_text(passed.suffixes, passed.hidden, passed.excluded)
+        if left_out:
+            lines.append(f"{'':17} {shown(left_out)}")
     run = report.last_run
     if run:
         lines.append(
@@ -354,6 +367,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="refuse larger images as decompression bombs (default: Pillow's limit)",
+    )
+    index.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out matching files and folders, remembered for the folder's root: a path from "
+        "the root such as '*/@eaDir/*', '*/.thumbnails/*', '*.lrdata/*' (repeatable)",
+    )
+    index.add_argument(
+        "--no-exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="forget an exclude pattern of the root (as `status` lists it; repeatable)",
     )
     index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 

@@ -28,13 +28,21 @@ from .exif import PhotoMetadata
 from .library import Library
 from .scan import (
     ScannedFile,
+    ScanResult,
     check_utf8_path,
     fingerprint_file,
     is_root_online,
     scan_folder,
 )
-from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, Store
-from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
+from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, PassedOver, Store
+from .targets import (
+    Target,
+    change_excludes,
+    drop_vanished_empty_roots,
+    nested_prefixes,
+    resolve_targets,
+    within,
+)
 
 if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
@@ -67,6 +75,10 @@ class RunSummary:
     undecodable: Counter[str] = field(default_factory=Counter)
     # absolute; folder links leaving their root
     outside_links: list[str] = field(default_factory=list)
+    # suffix ("" for none) -> files that are not photos this indexer reads
+    passed_over: Counter[str] = field(default_factory=Counter)
+    hidden: int = 0  # hidden or system files and folders
+    excluded: int = 0  # files and folders the roots' exclude patterns matched
     seconds: float = 0.0
 
     def counts(self) -> RunCounts:
@@ -130,8 +142,14 @@ def index_paths(
     progress: bool = True,
     max_pixels: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    exclude: Sequence[str] = (),
+    no_exclude: Sequence[str] = (),
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
+
+    `exclude` / `no_exclude`: patterns added to / removed from the scanned roots' stored exclude
+    patterns before the scan (scan.normalized_pattern); photos they now exclude leave the library
+    (the files stay).
 
     The caller holds lock_library(). Each batch is its own transaction, so a killed job loses at
     most the batch in flight and the next run picks up where it stopped. `on_progress(done, total)`
@@ -143,7 +161,7 @@ def index_paths(
         check_utf8_path(path)  # before anything is written
     library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
     store = library.store
-    targets = resolve_targets(store, paths)
+    targets = change_excludes(store, resolve_targets(store, paths), exclude, no_exclude)
     run_id = store.start_run(sorted({t.folder for t in targets}))
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
@@ -186,7 +204,8 @@ def _diff(
             summary.offline_roots.append(target.root.path)
             continue
         states = store.file_states(target.root.id, target.prefix)
-        scan = scan_folder(target.root.path, target.folder)
+        scan = scan_folder(target.root.path, target.folder, target.root.exclude)
+        _count_passed_over(store, target, scan, summary)
         summary.unreadable_dirs += [
             os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs
         ]
@@ -238,6 +257,18 @@ def _diff(
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
 
 
+def _count_passed_over(store: Store, target: Target, scan: ScanResult, summary: RunSummary) -> None:
+    """Count what the scan left out; a scan of a whole root also stores it for `status`."""
+    other = scan.other + scan.undecodable
+    summary.passed_over += scan.other
+    summary.hidden += scan.skipped
+    summary.excluded += scan.excluded
+    if not target.prefix:
+        store.set_passed_over(
+            target.root.id, PassedOver(dict(sorted(other.items())), scan.skipped, scan.excluded)
+        )
+
+
 def _moved_out_of(
     store: Store, target: Target, gone: list[FileState], nested: list[str]
 ) -> list[_Work]:
@@ -250,7 +281,7 @@ def _moved_out_of(
     known = store.file_states(target.root.id, "")
     return [
         _Work(target.root.id, f)
-        for f in scan_folder(target.root.path).files
+        for f in scan_folder(target.root.path, exclude=target.root.exclude).files
         if f.error is None
         and f.size_bytes in sizes
         and f.rel_path not in known

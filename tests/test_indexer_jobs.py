@@ -28,7 +28,7 @@ from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
 from indexer.search import Searcher
-from indexer.status import RootStatus, library_status
+from indexer.status import library_status
 from indexer.vectors import sidecar_path
 from siglip_search.cli import main
 
@@ -161,7 +161,18 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
     assert set(reasons) == {f"{photos}/{rel}" for rel in failing}
     for rel, reason in failing.items():
         assert reason in reasons[f"{photos}/{rel}"], (rel, reasons[f"{photos}/{rel}"])
-    assert report["roots"] == [{"path": str(photos), "online": True, "images": report["images"]}]
+    # Nothing is passed over silently: ._truncated.jpg, .DS_Store and @eaDir/, #recycle/,
+    # .thumbnails/ are counted as hidden or system files and folders.
+    passed_over = {"suffixes": {}, "hidden": 5, "excluded": 0}
+    assert report["roots"] == [
+        {
+            "path": str(photos),
+            "online": True,
+            "images": report["images"],
+            "exclude": [],
+            "passed_over": passed_over,
+        }
+    ]
     assert report["last_run"]["status"] == "ok" and report["last_run"]["failed"] == len(failing)
     indexed = {rel for rel, status, _ in db_rows(lib) if status == "ok"}
     assert indexed == {rel for rel, reason in expect.items() if reason is None}
@@ -175,7 +186,7 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
     assert main(["status", "--library", str(lib)]) == 0
     text = capsys.readouterr().out
     assert f"{photos}/truncated.jpg: truncated or corrupt image data" in text
-    assert "OFFLINE" not in text
+    assert "OFFLINE" not in text and "5 hidden or system" in text
 
     # Failures are not retried while the file is unchanged, except a permission denied (secret.jpg,
     # made only where permissions apply: not for root), which chmod may have fixed since; once
@@ -346,7 +357,7 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     captured = capsys.readouterr()
     assert f"root {photos} is offline" in captured.err and "removed 0" in captured.out
     report = library_status(library)
-    assert report.roots == (RootStatus(path=str(photos), online=False, images=8),)
+    assert [(r.path, r.online, r.images) for r in report.roots] == [(str(photos), False, 8)]
     assert report.images == 8
 
     photos.mkdir()  # an empty mount point looks the same: nothing is deleted

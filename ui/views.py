@@ -285,7 +285,8 @@ def status_markdown(report: LibraryStatus | None, max_failures: int = 20) -> str
     dim = f" · dim {identity['dim']}" if identity.get("dim") else ""
     mode = f" · {report.mode}" if report.mode else ""
     lines = [
-        f"**{report.images} photos** indexed · {report.failed_count} failed · {report.tags} tags",
+        f"**{report.images} photos** indexed · {report.failed_count} failed · {report.tags} tags"
+        + (f" · {report.rejected_tags} tags you rejected" if report.rejected_tags else ""),
         "",
         f"model: `{_escape_code(model)}`{dim}{mode}",
         "",
@@ -293,10 +294,20 @@ def status_markdown(report: LibraryStatus | None, max_failures: int = 20) -> str
         "",
     ]
     if report.roots:
-        lines += ["| folder | state | photos |", "|---|---|---|"]
+        from indexer.status import passed_over_text  # loaded with the report it describes
+
+        lines += ["| folder | state | photos | not indexed |", "|---|---|---|---|"]
         for root in report.roots:
             state = "online" if root.online else "**offline** (missing or empty; photos kept)"
-            lines.append(f"| `{_escape_cell(root.path)}` | {state} | {root.images} |")
+            passed = root.passed_over
+            left_out = (
+                passed_over_text(passed.suffixes, passed.hidden, passed.excluded) if passed else ""
+            )
+            exclude = "; exclude " + ", ".join(root.exclude) if root.exclude else ""
+            lines.append(
+                f"| `{_escape_cell(root.path)}` | {state} | {root.images} | "
+                f"{_escape_text_cell(left_out + exclude)} |"
+            )
         lines.append("")
     else:
         lines += ["No folders yet.", ""]
@@ -345,6 +356,10 @@ def index_summary_markdown(summary: RunSummary) -> str:
         f"- {count} {_escape(suffix)} photos skipped: the server cannot decode them"
         for suffix, count in sorted(summary.undecodable.items())
     ]
+    from indexer.status import passed_over_text  # loaded with the summary it describes
+
+    left_out = passed_over_text(summary.passed_over, summary.hidden, summary.excluded)
+    lines += [f"- not indexed: {_escape(left_out)}"] if left_out else []
     return "\n".join(lines)
 
 

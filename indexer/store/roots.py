@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 
 from .base import StoreBase, now_utc
-from .rows import RootRow, RunRow
+from .rows import PassedOver, RootRow, RunRow
 from .schema import Image, Root, Run, Tag, TagRejection
 
 
@@ -18,6 +18,20 @@ def _run_roots(text: str | None) -> list[str]:
     if not text:
         return []
     return json.loads(text) if text.startswith("[") else text.splitlines()
+
+
+def _root_row(root: Root) -> RootRow:
+    exclude = tuple(json.loads(root.exclude)) if root.exclude else ()
+    return RootRow(
+        root.id, root.path, root.added_at, exclude, PassedOver.from_json(root.passed_over)
+    )
+
+
+def _rehomed_patterns(patterns: tuple[str, ...], prefix: str) -> list[str]:
+    """A merged child root's exclude patterns, as patterns of its parent: one anchored at the
+    child's top (`/raw/*`) gets the child's place (`/2024/raw/*`); the others (`*/@eaDir/*`) match at
+    any depth and now apply to the whole parent."""
+    return [f"/{prefix}{p}" if p.startswith("/") else p for p in patterns]
 
 
 class RootStore(StoreBase):
@@ -31,21 +45,36 @@ class RootStore(StoreBase):
                 root = Root(path=path, added_at=now_utc())
                 session.add(root)
                 session.flush()
-            return RootRow(root.id, root.path, root.added_at)
+            return _root_row(root)
 
     def roots(self) -> list[RootRow]:
         with self._session() as session:
-            return [
-                RootRow(r.id, r.path, r.added_at)
-                for r in session.scalars(sa.select(Root).order_by(Root.path))
-            ]
+            return [_root_row(r) for r in session.scalars(sa.select(Root).order_by(Root.path))]
+
+    def set_root_exclude(self, root_id: int, patterns: list[str]) -> RootRow:
+        """Replace a root's exclude patterns (`index --exclude`), kept in the order given."""
+        with self._session.begin() as session:
+            root = session.get_one(Root, root_id)
+            unique = list(dict.fromkeys(patterns))
+            root.exclude = json.dumps(unique, ensure_ascii=False) if unique else None
+            return _root_row(root)
+
+    def set_passed_over(self, root_id: int, passed_over: PassedOver) -> None:
+        """What a scan of the whole root left out (replacing the last scan's)."""
+        with self._session.begin() as session:
+            session.get_one(Root, root_id).passed_over = passed_over.to_json()
 
     def merge_root(self, child: RootRow, parent: RootRow) -> None:
-        """`child` lies inside `parent`: re-home its images under `parent` and drop it."""
+        """`child` lies inside `parent`: re-home its images (and its exclude patterns) under
+        `parent` and drop it."""
         prefix = os.path.relpath(child.path, parent.path).replace(os.sep, "/")
         with self._session.begin() as session:
             for image in session.scalars(sa.select(Image).where(Image.root_id == child.id)):
                 image.root_id, image.rel_path = parent.id, f"{prefix}/{image.rel_path}"
+            outer = session.get_one(Root, parent.id)
+            patterns = [*_root_row(outer).exclude, *_rehomed_patterns(child.exclude, prefix)]
+            unique = list(dict.fromkeys(patterns))
+            outer.exclude = json.dumps(unique, ensure_ascii=False) if unique else None
             session.flush()
             session.execute(sa.delete(Root).where(Root.id == child.id))
 

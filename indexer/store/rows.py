@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """The files a scan of a whole root left out, and why (what `status` shows per root)."""
+
+    suffixes: dict[str, int] = field(default_factory=dict)  # ".mov" -> files; "" no extension
+    hidden: int = 0  # hidden or system files and folders (.DS_Store, @eaDir, .thumbnails/, ...)
+    excluded: int = 0  # files and folders matched by the root's exclude patterns
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"suffixes": self.suffixes, "hidden": self.hidden, "excluded": self.excluded},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PassedOver | None:
+        if not text:
+            return None
+        found = json.loads(text)
+        return cls(
+            {str(k): int(v) for k, v in found.get("suffixes", {}).items()},
+            int(found.get("hidden", 0)),
+            int(found.get("excluded", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -14,6 +42,8 @@ class RootRow:
     id: int
     path: str
     added_at: datetime
+    exclude: tuple[str, ...] = ()  # `index --exclude` patterns, as stored (scan.normalized_pattern)
+    passed_over: PassedOver | None = None  # None until a scan of the whole root finished
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LibraryReadOnlyError, SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Base(DeclarativeBase):
@@ -31,6 +31,10 @@ class Root(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     path: Mapped[str] = mapped_column(sa.Text, unique=True)  # absolute, resolved
     added_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    # `index --exclude` patterns, a JSON list (see scan.normalized_pattern); NULL: none
+    exclude: Mapped[str | None] = mapped_column(sa.Text)
+    # What the last scan of the whole root passed over, JSON (rows.PassedOver); NULL: not yet scanned
+    passed_over: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Image(Base):
@@ -115,12 +119,23 @@ def _add_tag_rejections_table(conn: sa.Connection) -> None:
     Base.metadata.tables[TagRejection.__tablename__].create(conn, checkfirst=True)
 
 
+def _add_columns(conn: sa.Connection, table: str, names: tuple[str, ...]) -> None:
+    """ALTER TABLE for columns a later version added (types as the ORM declares them); a column
+    already there is left alone."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table)}
+    for name in names:
+        if name not in present:
+            kind = Base.metadata.tables[table].c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
 def _add_lens_and_position(conn: sa.Connection) -> None:
     """Photos indexed before have none (None) until their file changes or they are indexed again."""
-    present = {column["name"] for column in sa.inspect(conn).get_columns("images")}
-    for name, kind in (("lens", "TEXT"), ("latitude", "FLOAT"), ("longitude", "FLOAT")):
-        if name not in present:
-            conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN {name} {kind}"))
+    _add_columns(conn, "images", ("lens", "latitude", "longitude"))
+
+
+def _add_root_exclude_and_passed_over(conn: sa.Connection) -> None:
+    _add_columns(conn, "roots", ("exclude", "passed_over"))
 
 
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
@@ -128,6 +143,7 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: _add_tags_table,
     2: _add_tag_rejections_table,
     3: _add_lens_and_position,
+    4: _add_root_exclude_and_passed_over,
 }
 
 
