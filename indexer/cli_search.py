@@ -36,6 +36,11 @@ def search_command(args: argparse.Namespace) -> int:
         "folder": args.folder,
         "date_from": args.date_from,
         "date_to": args.date_to,
+        "camera": args.camera,
+        "lens": args.lens,
+        "has_gps": args.has_gps,
+        "tag": args.tag,
+        "rejected": args.rejected,
     }
     with open_library(args.library, create=False) as library:
         searcher = Searcher(library)
@@ -48,7 +53,16 @@ def search_command(args: argparse.Namespace) -> int:
         page = searcher.search_vector(searcher.combine(terms), label=label, **options)
     if args.json:
         hits = [
-            {"path": str(h.path), "score": h.score, "cosine": h.cosine, "id": h.id}
+            {
+                "path": str(h.path),
+                "score": h.score,
+                "cosine": h.cosine,
+                "id": h.id,
+                "taken_at": h.taken_at,
+                "camera": h.camera,
+                "lens": h.lens,
+                "gps": None if h.latitude is None else [h.latitude, h.longitude],
+            }
             for h in page.hits
         ]
         print(json.dumps(hits, indent=1, ensure_ascii=False))
@@ -141,10 +155,42 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
         "--to", dest="date_to", metavar="DATE", help="taken on or before (YYYY[-MM[-DD]])"
     )
     search.add_argument(
+        "--camera", metavar="TEXT", help="only photos whose camera make or model holds TEXT"
+    )
+    search.add_argument("--lens", metavar="TEXT", help="only photos whose lens holds TEXT")
+    gps = search.add_mutually_exclusive_group()
+    gps.add_argument(
+        "--has-gps",
+        dest="has_gps",
+        action="store_const",
+        const=True,
+        help="only photos with a GPS position",
+    )
+    gps.add_argument(
+        "--no-gps",
+        dest="has_gps",
+        action="store_const",
+        const=False,
+        help="only photos without one",
+    )
+    search.add_argument(
+        "--tag", metavar="TAG", help="only photos with this machine tag (dog, or animal|dog)"
+    )
+    search.add_argument(
+        "--rejected",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="TAG",
+        help="only photos where you rejected TAG (any tag without TAG)",
+    )
+    search.add_argument(
         "--image", metavar="FILE", help="photos like this image (added to QUERY if both)"
     )
     search.add_argument(
-        "--json", action="store_true", help='a JSON list of {"path", "score", "cosine", "id"}'
+        "--json",
+        action="store_true",
+        help='a JSON list of {"path", "score", "cosine", "id", "taken_at", "camera", "lens", "gps"}',
     )
     search.set_defaults(func=search_command, interrupted=INTERRUPTED)
 

@@ -61,13 +61,22 @@ def test_hit_record_round_trips_through_session_state_as_a_dict():
 
 def test_details_show_path_date_size_camera_probability_and_tags():
     record = hit(
-        7, 0.61, taken_at="2021-07-14T18:03:09", width=4000, height=3000, camera="Canon EOS R5"
+        7,
+        0.61,
+        taken_at="2021-07-14T18:03:09",
+        width=4000,
+        height=3000,
+        camera="Canon EOS R5",
+        lens="RF24-105mm F4 L IS USM",
+        latitude=48.858370,
+        longitude=-2.294481,
     )
     text = views.hit_details_markdown(
         record, [("scene|beach", 0.83), ("animal|dog", 0.12), ("mine", float("nan"))]
     )
     assert "`/photos/2021/summer/beach.jpg`" in text
     assert "taken 2021-07-14 18:03" in text and "4000×3000" in text and "Canon EOS R5" in text
+    assert "RF24-105mm F4 L IS USM · GPS 48.85837, -2.29448" in text
     assert "61%" in text and "cosine 0.123" in text
     assert (
         "scene\\|beach (83%)" in text and "animal\\|dog (12%)" in text and text.endswith(", mine")

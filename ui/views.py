@@ -49,6 +49,9 @@ class HitRecord:
     height: int | None = None
     camera: str | None = None
     missing: bool = False  # the file was gone when the results were shown
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
     @classmethod
     def from_hit(cls, hit: Hit, missing: bool = False) -> HitRecord:
@@ -64,6 +67,9 @@ class HitRecord:
             height=hit.height,
             camera=hit.camera,
             missing=missing,
+            lens=hit.lens,
+            latitude=hit.latitude,
+            longitude=hit.longitude,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -158,6 +164,10 @@ def hit_details_markdown(hit: HitRecord, tags: Sequence[tuple[str, float]] = ())
         facts.append(f"{hit.width}×{hit.height}")
     if hit.camera:
         facts.append(_escape(hit.camera))
+    if hit.lens:
+        facts.append(_escape(hit.lens))
+    if hit.latitude is not None and hit.longitude is not None:
+        facts.append(f"GPS {hit.latitude:.5f}, {hit.longitude:.5f}")
     if facts:
         lines += [" · ".join(facts), ""]
     lines.append(f"probability **{format_probability(hit.score)}** (cosine {hit.cosine:.3f})")

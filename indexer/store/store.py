@@ -9,7 +9,7 @@ from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from .base import now_utc
 from .roots import RootStore
@@ -24,6 +24,12 @@ from .rows import (
 )
 from .schema import Image, Root, Tag, TagRejection
 from .tags import MACHINE_TAG_SOURCE, TagStore
+
+
+def _tag_named(column: InstrumentedAttribute[str], name: str) -> sa.ColumnElement[bool]:
+    """A stored tag name equal to `name`, or ending with it as its last part (`dog`: `animal|dog`)."""
+    name = name.strip()
+    return sa.or_(column == name, column.endswith("|" + name, autoescape=True))
 
 
 def _vector(blob: bytes | None) -> np.ndarray:
@@ -305,10 +311,18 @@ class Store(RootStore, TagStore):
         folders: list[tuple[int, str]] | None = None,
         taken_from: str | None = None,
         taken_before: str | None = None,
+        *,
+        camera: str | None = None,
+        lens: str | None = None,
+        has_gps: bool | None = None,
+        tag: str | None = None,
+        rejected: str | bool | None = None,
     ) -> np.ndarray:
         """Ids of indexed images under any of `folders` ((root id, rel prefix or "" for the whole
         root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a
-        date filter)."""
+        date filter); whose camera (make and model) or lens holds this text, case aside; with
+        (True) or without (False) a GPS position; with this machine tag; whose user rejected this
+        tag (True: any tag). A tag is its stored name (`animal|dog`) or its last part (`dog`)."""
         query = sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
         if folders is not None:
             clauses = [
@@ -325,8 +339,35 @@ class Store(RootStore, TagStore):
             query = query.where(Image.taken_at >= taken_from)
         if taken_before is not None:
             query = query.where(Image.taken_at < taken_before)
+        for column, text in ((Image.camera, camera), (Image.lens, lens)):
+            if text is not None:
+                query = query.where(column.icontains(text.strip(), autoescape=True))
+        if has_gps is not None:
+            located = sa.and_(Image.latitude.is_not(None), Image.longitude.is_not(None))
+            query = query.where(located if has_gps else sa.not_(located))
+        if tag is not None:
+            tagged = sa.select(Tag.image_id).where(_tag_named(Tag.tag, tag))
+            query = query.where(Image.id.in_(tagged))
+        if rejected is not None and rejected is not False:
+            refused = sa.select(TagRejection.image_id)
+            if isinstance(rejected, str):
+                refused = refused.where(_tag_named(TagRejection.tag, rejected))
+            query = query.where(Image.id.in_(refused))
         with self._session() as session:
             return np.fromiter(session.scalars(query.order_by(Image.id)), dtype=np.int64)
+
+    def metadata_values(self, column: str) -> list[tuple[str, int]]:
+        """The cameras ("camera") or lenses ("lens") of indexed photos, with how many photos each,
+        most photos first: the choices of a search filter."""
+        field = {"camera": Image.camera, "lens": Image.lens}[column]
+        query = (
+            sa.select(field, sa.func.count())
+            .where(Image.status == "ok", field.is_not(None))
+            .group_by(field)
+            .order_by(sa.func.count().desc(), field)
+        )
+        with self._session() as session:
+            return [(str(value), int(n)) for value, n in session.execute(query)]
 
     def fingerprint_groups(self) -> list[list[int]]:
         """Ids of indexed images sharing a content fingerprint (size + head/tail hash), per group."""
