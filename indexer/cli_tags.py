@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from datetime import timezone
 
 from siglip_search.cli import PROG
 
@@ -12,18 +14,22 @@ from .errors import ExportOptionError
 from .export import SIDECAR_NAMINGS, export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from .library import lock_library, open_library
 from .names import shown
-from .tags import DEFAULT_CAP, tag_library
+from .tags import DEFAULT_CAP, forget_rejections, tag_library
 from .vocabulary import load_vocabulary
 
 EXIT_PARTIAL = 1  # export: some sidecars were skipped (each reported on stderr)
 
 
 def tag_command(args: argparse.Namespace) -> int:
+    if args.rejections:
+        return _print_rejections(args)
     vocabulary = load_vocabulary(args.vocabulary)
     with open_library(args.library, create=False) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder()
-            cleared = library.store.clear_rejections() if args.clear_rejections else 0
+            clearing = args.clear_rejections is not None
+            tag = None if args.clear_rejections is True else args.clear_rejections
+            cleared = forget_rejections(library, tag) if clearing else 0
             summary = tag_library(
                 library,
                 embedder,
@@ -33,9 +39,38 @@ def tag_command(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 retag_all=args.all or bool(cleared),
             )
-    if args.clear_rejections:
-        print(f"forgot {cleared} rejected tags; every photo was tagged again")
+    if clearing:
+        again = "; every photo was tagged again" if cleared else ""
+        print(f"forgot {cleared} rejected tags{again}")
     print(summary.line())
+    return 0
+
+
+def _print_rejections(args: argparse.Namespace) -> int:
+    """`tag --rejections`: the tags the user rejected, a photo and tag a line (or --json)."""
+    with open_library(args.library, create=False) as library:
+        rows = list(library.store.iter_rejections())
+    if args.json:
+        document = [
+            {
+                "path": r.path,
+                "id": r.image_id,
+                "tag": r.tag,
+                "source": r.source,
+                "rejected_at": r.rejected_at.replace(tzinfo=timezone.utc).isoformat(),
+            }
+            for r in rows
+        ]
+        print(json.dumps(document, indent=1, ensure_ascii=False))
+        return 0
+    for r in rows:
+        where = "removed from its sidecar" if r.source == "sidecar" else "rejected in the app"
+        print(f"{shown(r.path)}\t{r.tag}\t{where} {r.rejected_at:%Y-%m-%d %H:%M} UTC")
+    print(
+        f"{len(rows)} rejected tags on {len({r.image_id for r in rows})} photos; "
+        "`tag --clear-rejections [TAG]` forgets them",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -152,10 +187,19 @@ def _add_tag(subparsers: argparse._SubParsersAction) -> None:
     )
     tag.add_argument("--all", action="store_true", help="re-tag every photo")
     tag.add_argument(
-        "--clear-rejections",
+        "--rejections",
         action="store_true",
-        help="forget the tags you rejected (removed in a photo manager) and re-tag every photo",
+        help="list the tags you rejected (removed in a photo manager, or in the web app); tag nothing",
     )
+    tag.add_argument(
+        "--clear-rejections",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="TAG",
+        help="forget the tags you rejected (only TAG, when given) and re-tag every photo",
+    )
+    tag.add_argument("--json", action="store_true", help="with --rejections: machine-readable")
     tag.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="wait for an indexer to finish"
     )

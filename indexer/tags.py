@@ -279,6 +279,21 @@ def image_tags(library: Library, image_ids: Sequence[int]) -> dict[int, list[Tag
     return found
 
 
+def forget_rejections(library: Library, tag: str | None = None) -> int:
+    """Forget the tags the user rejected: all, or those of one tag (`dog` or `animal|dog`: its
+    stored name or last part), on every photo. Returns how many were forgotten; a `tag --all` run
+    may then propose them again."""
+    if tag is None:
+        return library.store.clear_rejections()
+    name = tag.strip()
+    names = {
+        row.tag
+        for row in library.store.iter_rejections()
+        if row.tag == name or row.tag.endswith("|" + name)
+    }
+    return library.store.clear_rejections(tags=names) if names else 0
+
+
 def _model_key(embedder: Embedder) -> str:
     identity = embedder.identity()
     return str(identity.get("weights_sha256") or identity.get("model_id"))

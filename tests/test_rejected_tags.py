@@ -4,6 +4,7 @@ photo's other tags alone; `tag` never proposes it again; clearing the rejections
 
 from __future__ import annotations
 
+import json
 import re
 
 from indexer_fixtures import draw_photo
@@ -11,6 +12,7 @@ from indexer_fixtures import draw_photo
 from indexer.export import export_library_xmp, undo_library_xmp
 from indexer.jobs import index_paths
 from indexer.status import library_status
+from siglip_search.cli import main
 
 
 def _remove_keyword(sidecar, leaf: str) -> None:
@@ -82,3 +84,51 @@ def test_lightroom_removing_a_keyword_from_its_lists_only_counts_too(tmp_path, l
     assert library.store.rejected_tags() == {image_id: {"animal|dog"}}
     text = sidecar.read_text(encoding="utf-8")
     assert "AI/animal/dog" not in text and "AI|scene|beach" in text
+
+
+def test_tag_lists_the_rejections_and_forgets_those_of_one_tag_or_all(
+    tmp_path, library, embedder, capsys
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("a.jpg", "b.jpg")):
+        draw_photo(i).save(photos / name)
+    index_paths(library, [photos], embedder, progress=False)
+    ids = {r.rel_path: r.id for r in library.store.iter_images()}
+    library.store.reject_tags([(ids["a.jpg"], "animal|dog"), (ids["b.jpg"], "animal|dog")])
+    library.store.reject_tags([(ids["b.jpg"], "scene|beach")], source="user")
+    vocabulary = tmp_path / "vocabulary.txt"
+    vocabulary.write_text("animal|dog\nscene|beach\n", encoding="utf-8")
+    lib = ["--library", str(library.path)]
+
+    assert main(["tag", "--rejections", *lib]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [
+        [str(photos / "a.jpg"), "animal|dog"],
+        [str(photos / "b.jpg"), "animal|dog"],
+        [str(photos / "b.jpg"), "scene|beach"],
+    ]
+    assert "removed from its sidecar" in lines[0] and "rejected in the app" in lines[2]
+    assert "3 rejected tags on 2 photos" in err
+    assert main(["tag", "--rejections", "--json", *lib]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [(d["id"], d["tag"], d["source"]) for d in document] == [
+        (ids["a.jpg"], "animal|dog", "sidecar"),
+        (ids["b.jpg"], "animal|dog", "sidecar"),
+        (ids["b.jpg"], "scene|beach", "user"),
+    ]
+    assert document[0]["rejected_at"].endswith("+00:00")
+
+    # Forgetting one tag (named by its last part) leaves the others, and re-tags every photo.
+    common = ["--vocabulary", str(vocabulary), "--threshold", "0.0001", "--no-progress", *lib]
+    assert main(["tag", "--clear-rejections", "dog", *common]) == 0
+    out = capsys.readouterr().out
+    assert "forgot 2 rejected tags; every photo was tagged again" in out
+    assert "1 you rejected left out" in out  # b.jpg's beach
+    assert library.store.rejected_tags() == {ids["b.jpg"]: {"scene|beach"}}
+    tagged = {(r.image_id, r.tag) for r in library.store.iter_tags()}
+    assert (ids["a.jpg"], "animal|dog") in tagged and (ids["b.jpg"], "scene|beach") not in tagged
+    assert main(["tag", "--clear-rejections", *common]) == 0
+    assert "forgot 1 rejected tags" in capsys.readouterr().out
+    assert library.store.rejected_tags() == {}
