@@ -66,6 +66,11 @@ def index_command(args: argparse.Namespace) -> int:
             f"({MISSING_DECODERS[suffix]})",
             file=sys.stderr,
         )
+    if summary.facts_read:
+        print(
+            f"{PROG}: read the lens and GPS position of {summary.facts_read} photos indexed before",
+            file=sys.stderr,
+        )
     left_out = passed_over_text(summary.passed_over, summary.hidden, summary.excluded)
     if left_out:
         print(f"{PROG}: not indexed: {left_out} (`status` lists them per folder)", file=sys.stderr)

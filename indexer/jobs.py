@@ -26,6 +26,7 @@ from .decode import DEFAULT_MAX_PIXELS, decode_image, refused_pixel_count
 from .errors import DecodeError, NotRegularFileError
 from .exif import PhotoMetadata
 from .library import Library
+from .metadata import refresh_photo_facts
 from .scan import (
     ScannedFile,
     ScanResult,
@@ -79,6 +80,7 @@ class RunSummary:
     passed_over: Counter[str] = field(default_factory=Counter)
     hidden: int = 0  # hidden or system files and folders
     excluded: int = 0  # files and folders the roots' exclude patterns matched
+    facts_read: int = 0  # photos indexed before whose lens and GPS were read now (metadata.py)
     seconds: float = 0.0
 
     def counts(self) -> RunCounts:
@@ -173,6 +175,8 @@ def index_paths(
             _embed_and_write(
                 store, embedder, results, len(work), batch_size, summary, progress, on_progress
             )
+            online = {t.root.id for t in targets if t.root.path not in summary.offline_roots}
+            summary.facts_read = refresh_photo_facts(store, online, pool, progress)
     except KeyboardInterrupt:
         # the counts of what was committed so far
         store.finish_run(run_id, **summary.counts(), status="interrupted")

@@ -102,6 +102,34 @@ def decode_raw(f: BinaryIO, target_size: tuple[int, int] | None, max_pixels: int
         raw.close()
 
 
+def read_raw_metadata(f: BinaryIO) -> PhotoMetadata:
+    """Date, camera, lens and GPS position of an open RAW file, without decoding its pixels (the
+    file is read whole, as LibRaw parses it from memory); DecodeError for one LibRaw cannot read."""
+    if rawpy is None:
+        raise DecodeError(f"unsupported: this Python has no RAW decoder ({RAW_DECODER_REMEDY})")
+    data = f.read()
+    raw = rawpy.RawPy()
+    try:
+        raw.open_buffer(io.BytesIO(data))
+        return _metadata(raw, data, _thumb_exif(raw))
+    except (rawpy.LibRawError, rawpy.NotSupportedError) as exc:
+        raise DecodeError(f"not a RAW file LibRaw can read ({_reason(exc)})") from None
+    finally:
+        raw.close()
+
+
+def _thumb_exif(raw) -> Image.Exif | None:
+    """The EXIF of the embedded JPEG preview (where Fujifilm keeps it), if any."""
+    try:
+        thumb = raw.extract_thumb()
+        if thumb.format != rawpy.ThumbFormat.JPEG:
+            return None
+        with Image.open(io.BytesIO(thumb.data)) as preview:
+            return preview.getexif()
+    except (rawpy.LibRawError, rawpy.NotSupportedError, UnidentifiedImageError, *EXIF_ERRORS):
+        return None
+
+
 def _decode_opened(
     raw, data: bytes, target_size: tuple[int, int] | None, max_pixels: int
 ) -> RawPicture:

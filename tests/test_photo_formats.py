@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -216,3 +217,42 @@ def test_heic_and_avif_photos_are_indexed_upright_with_their_exif(tmp_path, libr
     assert (
         np.abs(np.asarray(decoded.image, dtype=np.float64) - reference).mean() < 8
     )  # the picture, upright
+
+
+def test_photos_indexed_before_lens_and_gps_were_stored_get_them_at_the_next_run(
+    tmp_path, library, embedder
+):
+    """A library indexed by an older version has no lens or position (the migration adds empty
+    columns): the next run reads them from the files' metadata, decoding and embedding nothing."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    indexer_fixtures.save_jpeg_with_exif(
+        photos / "a.jpg",
+        picture(),
+        make="Canon",
+        model="Canon EOS R5",
+        lens="RF50mm F1.8 STM",
+        gps=(48.8584, 2.2945),
+    )
+    write_dng(photos / "b.dng", picture(), preview_px=256, lens="Testlens 35mm F2", gps=(1.5, 2.5))
+    index_paths(library, [photos], embedder, progress=False)
+    before = {r.id: r for r in library.store.iter_images()}
+    vectors = library.store.embeddings_by_ids(before)
+    with sqlite3.connect(library.path / "library.db") as conn:  # as the migration leaves them
+        conn.execute(
+            "UPDATE images SET lens = NULL, latitude = NULL, longitude = NULL, metadata_version = NULL"
+        )
+    assert {r.lens for r in library.store.iter_images()} == {None}
+
+    summary = index_paths(library, [photos], embedder, progress=False)
+
+    assert (summary.facts_read, summary.embedded, summary.unchanged) == (2, 0, 2)
+    after = {r.id: r for r in library.store.iter_images()}
+    for image_id, row in before.items():
+        assert (after[image_id].lens, after[image_id].latitude) == (row.lens, row.latitude)
+        assert after[image_id].camera == row.camera and after[image_id].taken_at == row.taken_at
+    assert {r.lens for r in after.values()} == {"RF50mm F1.8 STM", "Testlens 35mm F2"}
+    assert all(
+        np.array_equal(v, library.store.embeddings_by_ids([i])[i]) for i, v in vectors.items()
+    )
+    assert index_paths(library, [photos], embedder, progress=False).facts_read == 0  # once

@@ -18,12 +18,13 @@ from .rows import (
     FileUpdate,
     ImageRow,
     PassedOver,
+    PhotoFacts,
     RootRow,
     RunRow,
     TagRecord,
     TagRejectionRow,
 )
-from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from .schema import METADATA_VERSION, MIGRATIONS, SCHEMA_VERSION, migrate
 from .store import Store
 from .tags import MACHINE_TAG_SOURCE, REJECTION_SOURCES
 
@@ -33,6 +34,7 @@ __all__ = [
     "migrate",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "METADATA_VERSION",
     "GENERATION_KEY",
     "MACHINE_TAG_SOURCE",
     "REJECTION_SOURCES",
@@ -44,6 +46,7 @@ __all__ = [
     "FileUpdate",
     "ImageRow",
     "PassedOver",
+    "PhotoFacts",
     "RootRow",
     "RunRow",
     "TagRecord",

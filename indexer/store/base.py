@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import TypeVar
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,12 @@ T = TypeVar("T")
 def now_utc() -> datetime:
     """Naive UTC, as every DateTime column holds it."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def stored_vector(blob: bytes | None) -> np.ndarray:
+    """A stored embedding (dim,) float32, read-only; callers select only rows that have one."""
+    assert blob is not None
+    return np.frombuffer(blob, dtype=np.float32)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -103,6 +103,18 @@ class EmbeddedImage:
     longitude: float | None = None
 
 
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What a photo file says about itself, read again for a row indexed before (set_photo_facts)."""
+
+    image_id: int
+    taken_at: str | None
+    camera: str | None
+    lens: str | None
+    latitude: float | None
+    longitude: float | None
+
+
 @dataclass
 class FailedImage:
     root_id: int

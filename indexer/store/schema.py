@@ -13,7 +13,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LibraryReadOnlyError, SchemaError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# Which of a photo's own facts the indexer reads (images.metadata_version): 1 = date taken, camera,
+# lens and GPS position. Rows read with fewer (NULL) are read again by the next `index` run.
+METADATA_VERSION = 1
 
 
 class Base(DeclarativeBase):
@@ -58,6 +61,8 @@ class Image(Base):
     lens: Mapped[str | None] = mapped_column(sa.Text)  # EXIF LensModel (RAW: LibRaw's lens name)
     latitude: Mapped[float | None] = mapped_column(sa.Float)  # EXIF GPS, decimal degrees
     longitude: Mapped[float | None] = mapped_column(sa.Float)
+    # METADATA_VERSION when the facts above were read; NULL: before lens and GPS were stored
+    metadata_version: Mapped[int | None] = mapped_column(sa.Integer)
     status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
     error: Mapped[str | None] = mapped_column(sa.Text)
     model_id: Mapped[str | None] = mapped_column(sa.Text)
@@ -138,12 +143,18 @@ def _add_root_exclude_and_passed_over(conn: sa.Connection) -> None:
     _add_columns(conn, "roots", ("exclude", "passed_over"))
 
 
+def _add_metadata_version(conn: sa.Connection) -> None:
+    """Rows indexed before get NULL: `index` reads their lens and GPS position once (metadata.py)."""
+    _add_columns(conn, "images", ("metadata_version",))
+
+
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
     1: _add_tags_table,
     2: _add_tag_rejections_table,
     3: _add_lens_and_position,
     4: _add_root_exclude_and_passed_over,
+    5: _add_metadata_version,
 }
 
 

@@ -5,37 +5,25 @@ roots and runs (roots.py), tags and rejections (tags.py), the session and meta t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
-from .base import now_utc
+from .base import now_utc, stored_vector
+from .queries import QueryStore
 from .roots import RootStore
 from .rows import (
     Counts,
     EmbeddedImage,
-    EmbeddingChunk,
     FailedImage,
     FileState,
     FileUpdate,
     ImageRow,
+    PhotoFacts,
 )
-from .schema import Image, Root, Tag, TagRejection
+from .schema import METADATA_VERSION, Image, Root, Tag, TagRejection
 from .tags import MACHINE_TAG_SOURCE, TagStore
-
-
-def _tag_named(column: InstrumentedAttribute[str], name: str) -> sa.ColumnElement[bool]:
-    """A stored tag name equal to `name`, or ending with it as its last part (`dog`: `animal|dog`)."""
-    name = name.strip()
-    return sa.or_(column == name, column.endswith("|" + name, autoescape=True))
-
-
-def _vector(blob: bytes | None) -> np.ndarray:
-    """A stored embedding (dim,) float32, read-only; callers select only rows that have one."""
-    assert blob is not None
-    return np.frombuffer(blob, dtype=np.float32)
 
 
 def _image_row(image: Image, root_path: str) -> ImageRow:
@@ -60,7 +48,7 @@ def _image_row(image: Image, root_path: str) -> ImageRow:
     )
 
 
-class Store(RootStore, TagStore):
+class Store(QueryStore, RootStore, TagStore):
     """Typed access to one library database; every public method is one transaction."""
 
     # --- images: writes ---------------------------------------------------------------------
@@ -92,6 +80,7 @@ class Store(RootStore, TagStore):
                     item.latitude,
                     item.longitude,
                 )
+                image.metadata_version = METADATA_VERSION
                 image.status, image.error, image.model_id = "ok", None, item.model_id
                 image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
                 image.indexed_at = now_utc()
@@ -115,7 +104,7 @@ class Store(RootStore, TagStore):
                 image.fingerprint = fail.fingerprint
                 image.width = image.height = None
                 image.taken_at = image.camera = image.model_id = image.embedding = None
-                image.lens = image.latitude = image.longitude = None
+                image.lens = image.latitude = image.longitude = image.metadata_version = None
                 image.status, image.error, image.indexed_at = "failed", fail.reason, now_utc()
                 session.add(image)
             if vectors_changed:
@@ -199,7 +188,7 @@ class Store(RootStore, TagStore):
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.stack([_vector(r[1]) for r in rows])
+                vectors = np.stack([stored_vector(r[1]) for r in rows])
                 yield ids, vectors
 
     def embeddings_by_ids(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -210,7 +199,7 @@ class Store(RootStore, TagStore):
                     Image.id.in_(ids), Image.embedding.is_not(None)
                 )
             )
-            return {i: _vector(e).copy() for i, e in rows}
+            return {i: stored_vector(e).copy() for i, e in rows}
 
     def image_by_id(self, image_id: int) -> ImageRow | None:
         rows = self.images_by_ids([image_id])
@@ -259,6 +248,40 @@ class Store(RootStore, TagStore):
             rejected = session.scalar(sa.select(sa.func.count()).select_from(TagRejection)) or 0
         return Counts(by_status.get("ok", 0), by_status.get("failed", 0), roots, tags, rejected)
 
+    def images_missing_facts(self, root_ids: Iterable[int]) -> list[ImageRow]:
+        """Indexed photos of these roots whose date, camera, lens and position were read by an
+        older version (metadata_version below METADATA_VERSION, or NULL), by id."""
+        query = (
+            sa.select(Image, Root.path)
+            .join(Root)
+            .where(
+                Image.status == "ok",
+                Image.root_id.in_(list(root_ids)),
+                sa.or_(Image.metadata_version.is_(None), Image.metadata_version < METADATA_VERSION),
+            )
+            .order_by(Image.id)
+        )
+        with self._session() as session:
+            return [_image_row(image, path) for image, path in session.execute(query)]
+
+    def set_photo_facts(self, facts: Iterable[PhotoFacts]) -> None:
+        """Store what photo files say about themselves, read again (metadata.py); the rows'
+        vectors and everything else stay."""
+        with self._session.begin() as session:
+            for f in facts:
+                session.execute(
+                    sa.update(Image)
+                    .where(Image.id == f.image_id)
+                    .values(
+                        taken_at=f.taken_at,
+                        camera=f.camera,
+                        lens=f.lens,
+                        latitude=f.latitude,
+                        longitude=f.longitude,
+                        metadata_version=METADATA_VERSION,
+                    )
+                )
+
     def images_per_root(self) -> dict[int, int]:
         with self._session() as session:
             query = (
@@ -267,123 +290,3 @@ class Store(RootStore, TagStore):
                 .group_by(Image.root_id)
             )
             return dict(session.execute(query).all())
-
-    # --- embeddings for search, tagging, duplicates -----------------------------------------
-    def embedding_count(self) -> int:
-        with self._session() as session:
-            query = (
-                sa.select(sa.func.count())
-                .select_from(Image)
-                .where(Image.status == "ok", Image.embedding.is_not(None))
-            )
-            return session.scalar(query) or 0
-
-    def embedding_ids(self) -> np.ndarray:
-        with self._session() as session:
-            rows = session.scalars(
-                sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
-            )
-            return np.fromiter(rows, dtype=np.int64)
-
-    def iter_embeddings_after(
-        self, after: tuple[str, int] | None = None, batch_size: int = 4096
-    ) -> Iterator[EmbeddingChunk]:
-        """Embeddings written after position `after` (all when None), oldest first: what an
-        incremental consumer (tagging, the approximate index) has not seen yet. Re-embedding a
-        changed file sets a new indexed_at, so it comes again."""
-        query = sa.select(Image.id, Image.embedding, Image.indexed_at).where(
-            Image.status == "ok", Image.embedding.is_not(None)
-        )
-        if after is not None:
-            at = datetime.fromisoformat(after[0])
-            query = query.where(
-                sa.or_(Image.indexed_at > at, sa.and_(Image.indexed_at == at, Image.id > after[1]))
-            )
-        query = query.order_by(Image.indexed_at, Image.id).execution_options(yield_per=batch_size)
-        with self._session() as session:
-            for rows in session.execute(query).partitions():
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.stack([_vector(r[1]) for r in rows])
-                yield EmbeddingChunk(ids, vectors, (rows[-1][2].isoformat(), int(rows[-1][0])))
-
-    def image_ids_where(
-        self,
-        folders: list[tuple[int, str]] | None = None,
-        taken_from: str | None = None,
-        taken_before: str | None = None,
-        *,
-        camera: str | None = None,
-        lens: str | None = None,
-        has_gps: bool | None = None,
-        tag: str | None = None,
-        rejected: str | bool | None = None,
-    ) -> np.ndarray:
-        """Ids of indexed images under any of `folders` ((root id, rel prefix or "" for the whole
-        root)) and taken in [taken_from, taken_before) (ISO 8601 strings; undated images fail a
-        date filter); whose camera (make and model) or lens holds this text, case aside; with
-        (True) or without (False) a GPS position; with this machine tag; whose user rejected this
-        tag (True: any tag). A tag is its stored name (`animal|dog`) or its last part (`dog`)."""
-        query = sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
-        if folders is not None:
-            clauses = [
-                sa.and_(
-                    Image.root_id == root_id,
-                    sa.func.substr(Image.rel_path, 1, len(prefix) + 1) == prefix + "/",
-                )
-                if prefix
-                else Image.root_id == root_id
-                for root_id, prefix in folders
-            ]
-            query = query.where(sa.or_(*clauses) if clauses else sa.false())
-        if taken_from is not None:
-            query = query.where(Image.taken_at >= taken_from)
-        if taken_before is not None:
-            query = query.where(Image.taken_at < taken_before)
-        for column, text in ((Image.camera, camera), (Image.lens, lens)):
-            if text is not None:
-                query = query.where(column.icontains(text.strip(), autoescape=True))
-        if has_gps is not None:
-            located = sa.and_(Image.latitude.is_not(None), Image.longitude.is_not(None))
-            query = query.where(located if has_gps else sa.not_(located))
-        if tag is not None:
-            tagged = sa.select(Tag.image_id).where(_tag_named(Tag.tag, tag))
-            query = query.where(Image.id.in_(tagged))
-        if rejected is not None and rejected is not False:
-            refused = sa.select(TagRejection.image_id)
-            if isinstance(rejected, str):
-                refused = refused.where(_tag_named(TagRejection.tag, rejected))
-            query = query.where(Image.id.in_(refused))
-        with self._session() as session:
-            return np.fromiter(session.scalars(query.order_by(Image.id)), dtype=np.int64)
-
-    def metadata_values(self, column: str) -> list[tuple[str, int]]:
-        """The cameras ("camera") or lenses ("lens") of indexed photos, with how many photos each,
-        most photos first: the choices of a search filter."""
-        field = {"camera": Image.camera, "lens": Image.lens}[column]
-        query = (
-            sa.select(field, sa.func.count())
-            .where(Image.status == "ok", field.is_not(None))
-            .group_by(field)
-            .order_by(sa.func.count().desc(), field)
-        )
-        with self._session() as session:
-            return [(str(value), int(n)) for value, n in session.execute(query)]
-
-    def fingerprint_groups(self) -> list[list[int]]:
-        """Ids of indexed images sharing a content fingerprint (size + head/tail hash), per group."""
-        with self._session() as session:
-            shared = (
-                sa.select(Image.fingerprint)
-                .where(Image.status == "ok", Image.fingerprint.is_not(None))
-                .group_by(Image.fingerprint)
-                .having(sa.func.count() > 1)
-            )
-            rows = session.execute(
-                sa.select(Image.fingerprint, Image.id)
-                .where(Image.status == "ok", Image.fingerprint.in_(shared))
-                .order_by(Image.fingerprint, Image.id)
-            ).all()
-        groups: dict[str | None, list[int]] = {}
-        for fingerprint, image_id in rows:
-            groups.setdefault(fingerprint, []).append(image_id)
-        return list(groups.values())
