@@ -194,16 +194,13 @@ def test_jpeg_and_raw_with_one_base_name_never_share_a_sidecar(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["IMG_1.jpg.xmp", "IMG_1.xmp"]
     assert keywords(tmp_path / "IMG_1.jpg.xmp")["digiKam:TagsList"] == ["AI/animal/dog"]
     assert keywords(tmp_path / "IMG_1.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
-    for naming in (
-        "photo.xmp",
-        "auto",
-    ):  # asked for photo.xmp, the JPEG still never takes the RAW's
+    # asked for photo.xmp, the JPEG still never takes the RAW's
+    for naming in ("photo.xmp", "auto"):
         assert sidecar_path_for(jpeg, naming=naming) == tmp_path / "IMG_1.jpg.xmp"
         assert sidecar_path_for(raw, naming=naming) == tmp_path / "IMG_1.xmp"
     assert sidecar_path_for(raw, naming="photo.ext.xmp") == tmp_path / "IMG_1.cr2.xmp"
-    other_raw = make_photo(
-        tmp_path, "IMG_1.dng"
-    )  # two RAW files of one name: neither takes IMG_1.xmp
+    # two RAW files of one name: neither takes IMG_1.xmp
+    other_raw = make_photo(tmp_path, "IMG_1.dng")
     assert sidecar_path_for(raw, naming="photo.xmp") == tmp_path / "IMG_1.cr2.xmp"
     assert sidecar_path_for(other_raw) == tmp_path / "IMG_1.dng.xmp"
 
@@ -222,9 +219,8 @@ def test_sidecar_names_for_each_photo_manager(tmp_path):
         "B.xmp",
         "C.xmp",
     ]
-    (tmp_path / "A.NEF.xmp").write_text(
-        DIGIKAM_SIDECAR, encoding="utf-8"
-    )  # darktable's, already there
+    # darktable's, already there
+    (tmp_path / "A.NEF.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
     (tmp_path / "C.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
     assert [sidecar_path_for(p).name for p in (lone_raw, jpeg)] == ["A.NEF.xmp", "C.xmp"]
     with pytest.raises(ValueError, match="sidecar naming must be one of"):

@@ -576,9 +576,8 @@ def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_pat
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     for name in ("IMG_1.HEIC", "IMG_2.heic"):
-        (photos / name).write_bytes(
-            b"\0\0\0\x18ftypheic"
-        )  # an iPhone photo, to this Python unreadable
+        # an iPhone photo, to this Python unreadable
+        (photos / name).write_bytes(b"\0\0\0\x18ftypheic")
     (photos / "IMG_3.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00")
 
     child = subprocess.run(

@@ -145,12 +145,8 @@ def test_raw_folders_are_indexed_with_date_camera_lens_and_position(tmp_path, li
     assert (summary.added, summary.failed) == (2, 0)
     rows = {Path(r.rel_path).name: r for r in library.store.iter_images()}
     first, second = rows["IMG_0001.dng"], rows["IMG_0002.DNG"]
-    assert (first.width, first.height, second.width, second.height) == (
-        256,
-        192,
-        256,
-        192,
-    )  # upright
+    upright = (256, 192, 256, 192)
+    assert (first.width, first.height, second.width, second.height) == upright
     assert first.taken_at == "2023-05-06T07:08:09" and first.camera == "Testcam X1"
     assert first.lens == "Testlens 35mm F2"
     assert first.latitude == pytest.approx(-33.8568, abs=1e-5) and first.longitude == pytest.approx(
@@ -209,14 +205,12 @@ def test_heic_and_avif_photos_are_indexed_upright_with_their_exif(tmp_path, libr
     assert (heic.width, heic.height, avif.width, avif.height) == (160, 120, 160, 120)
     assert heic.camera == "Apple iPhone 15 Pro" and heic.taken_at == "2024-08-01T12:30:00"
     assert heic.lens == "iPhone 15 Pro back camera 6.86mm f/1.78"
-    assert heic.latitude == pytest.approx(
-        59 + 19 / 60 + 45 / 3600
-    ) and heic.longitude == pytest.approx(18 + 4 / 60 + 6 / 3600)
+    assert heic.latitude == pytest.approx(59 + 19 / 60 + 45 / 3600)
+    assert heic.longitude == pytest.approx(18 + 4 / 60 + 6 / 3600)
     decoded = decode_image(photos / "IMG_0001.HEIC")
     reference = np.asarray(picture("0045_red-heart.jpg", (160, 120)), dtype=np.float64)
-    assert (
-        np.abs(np.asarray(decoded.image, dtype=np.float64) - reference).mean() < 8
-    )  # the picture, upright
+    # the picture, upright
+    assert np.abs(np.asarray(decoded.image, dtype=np.float64) - reference).mean() < 8
 
 
 def test_photos_indexed_before_lens_and_gps_were_stored_get_them_at_the_next_run(

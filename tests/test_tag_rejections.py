@@ -37,9 +37,8 @@ def _machine_tags(store) -> dict[int, list[str]]:
 def test_a_rejected_tag_leaves_the_photo_and_never_comes_back_while_its_other_tags_stay(tmp_path):
     store, (a, b, c) = _store_with_photos(tmp_path)
     assert store.reject_tags([(a, "animal|dog")], source="sidecar") == 1
-    assert (
-        store.reject_tags([(a, "animal|dog"), (b, "scene|beach")], source="user") == 1
-    )  # a's already known
+    # a's already known
+    assert store.reject_tags([(a, "animal|dog"), (b, "scene|beach")], source="user") == 1
     assert _machine_tags(store) == {
         a: ["scene|beach"],
         b: ["animal|dog"],

@@ -94,9 +94,8 @@ class TagRejection(Base):
     image_id: Mapped[int] = mapped_column(
         sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
     )
-    tag: Mapped[str] = mapped_column(
-        sa.Text
-    )  # the machine tag's name as stored in tags ("animal|dog")
+    # the machine tag's name as stored in tags ("animal|dog")
+    tag: Mapped[str] = mapped_column(sa.Text)
     source: Mapped[str] = mapped_column(sa.String(16))  # "sidecar" | "user" (REJECTION_SOURCES)
     rejected_at: Mapped[datetime] = mapped_column(sa.DateTime)
 
