@@ -227,6 +227,78 @@ def test_sidecar_names_for_each_photo_manager(tmp_path):
         sidecar_path_for(jpeg, naming="IMG.xmp")
 
 
+def test_switching_the_sidecar_name_moves_our_keywords_and_leaves_the_users_sidecar_as_it_was(
+    tmp_path,
+):
+    """Exported as IMG.ext.xmp (digiKam, darktable), then as IMG.xmp (Lightroom, Capture One): our
+    keywords move to the new sidecar, the old one is deleted if we created it, or gets back its
+    own bytes if it was the user's; undo then removes them from the new one. Nothing is duplicated."""
+    raw, jpeg = make_photo(tmp_path, "IMG_2.cr2"), make_photo(tmp_path, "C.jpg")
+    users = tmp_path / "C.jpg.xmp"
+    users.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    original = users.read_bytes()
+    manifest = tmp_path / "export.json"
+    items = [(raw, ["scene|beach"]), (jpeg, ["animal|cat"])]
+
+    export_xmp(items, manifest, naming="photo.ext.xmp")
+    assert keywords(tmp_path / "IMG_2.cr2.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    assert "AI|animal|cat" in keywords(users)["lr:hierarchicalSubject"]
+
+    report = export_xmp(items, manifest, naming="photo.xmp")
+
+    assert not (tmp_path / "IMG_2.cr2.xmp").exists()  # ours, now empty: deleted
+    assert keywords(tmp_path / "IMG_2.xmp")["lr:hierarchicalSubject"] == [
+        "AI",
+        "AI|scene",
+        "AI|scene|beach",
+    ]
+    assert users.read_bytes() == original  # the user's own sidecar, as it was before any export
+    assert keywords(tmp_path / "C.xmp")["dc:subject"] == ["AI", "animal", "cat"]
+    notes = [note for change in report.written for note in change.notes]
+    assert "keywords moved to IMG_2.xmp (--sidecar-name)" in notes
+    assert sorted(p.name for p in load_manifest(manifest)) == ["C.xmp", "IMG_2.xmp"]
+    # A second export with the same name changes nothing; undo leaves the user's sidecar alone.
+    again = export_xmp(items, manifest, naming="photo.xmp")
+    assert again.written == [] and len(again.unchanged) == 2
+    undo_xmp(manifest)
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["C.jpg.xmp"]
+    assert users.read_bytes() == original
+
+
+def test_auto_keeps_the_sidecar_it_wrote_when_another_tool_creates_one_later(tmp_path):
+    """A lone RAW got IMG_3.xmp (auto); darktable then writes IMG_3.cr2.xmp beside it: the next
+    auto export keeps writing to IMG_3.xmp and never touches darktable's file."""
+    raw = make_photo(tmp_path, "IMG_3.cr2")
+    manifest = tmp_path / "export.json"
+    export_xmp([(raw, ["scene|beach"])], manifest)
+    darktable = tmp_path / "IMG_3.cr2.xmp"
+    darktable.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+
+    report = export_xmp([(raw, ["scene|beach", "animal|dog"])], manifest)
+
+    assert [c.path.name for c in report.written] == ["IMG_3.xmp"]
+    assert "AI|animal|dog" in keywords(tmp_path / "IMG_3.xmp")["lr:hierarchicalSubject"]
+    assert darktable.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+def test_a_keyword_the_user_removed_before_the_name_switch_does_not_come_back(tmp_path):
+    jpeg = make_photo(tmp_path, "D.jpg")
+    manifest = tmp_path / "export.json"
+    items = [(jpeg, ["animal|dog", "scene|beach"])]
+    export_xmp(items, manifest)
+    old = tmp_path / "D.jpg.xmp"
+    text = old.read_text(encoding="utf-8")
+    for value in ("AI/animal/dog", "AI|animal|dog"):  # deleted in digiKam
+        text = text.replace(f"<rdf:li>{value}</rdf:li>", "")
+    old.write_text(text, encoding="utf-8")
+
+    report = export_xmp(items, manifest, naming="photo.xmp")
+
+    assert report.rejected == [(jpeg, ("AI", "animal", "dog"))]
+    assert not old.exists()
+    assert keywords(tmp_path / "D.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+
+
 def test_shared_base_name_sidecar_is_left_alone_when_jpeg_and_raw_coexist(tmp_path):
     jpeg, _ = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
     shared = tmp_path / "IMG_1.xmp"  # the RAW's (Lightroom's), never the JPEG's

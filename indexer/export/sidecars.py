@@ -44,6 +44,8 @@ class SidecarPlan:
     # again), and the values of theirs the sidecar no longer holds (to leave the manifest).
     rejected: list[tuple[str, ...]] = field(default_factory=list)
     user_removed: dict[str, list[str]] = field(default_factory=dict)
+    # All of ours leaves this sidecar (the photo's keywords moved to another one): its record goes.
+    leaves: bool = False
 
 
 def machine_tag_path(tag: str | Sequence[str], root_tag: str | None = ROOT_TAG) -> tuple[str, ...]:
@@ -158,17 +160,19 @@ def plan_keyword_sync(
     *,
     naming: str = "auto",
     ancestors: bool = True,
+    sidecar: Path | None = None,
 ) -> SidecarPlan:
     """Plan making the machine keywords of the photo's sidecar equal to `tag_paths`: add what is
     missing, and remove what an earlier export added (`previous(sidecar)`, its manifest record) that
     these tags no longer give. Keywords no export of ours added are never removed. A sidecar we
     created is deleted when nothing but the empty wrapper would remain. A tag the earlier export
     wrote that the user has removed from the sidecar since (xmp.removed_tags) is not written again:
-    the plan names it in `rejected`. `naming` and `ancestors`: see sidecar_path_for, keyword_values."""
+    the plan names it in `rejected`. `naming` and `ancestors`: see sidecar_path_for, keyword_values;
+    `sidecar`: the sidecar to use, already chosen by the caller."""
     photo = Path(photo)
     if not photo.is_file():
         raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
-    sidecar = sidecar_path_for(photo, folder_names, naming)
+    sidecar = sidecar or sidecar_path_for(photo, folder_names, naming)
     raw, before = _read_sidecar(sidecar, missing_ok=True)
     record = previous(sidecar) if before is not None else None
     rejected: list[tuple[str, ...]] = []
@@ -214,6 +218,20 @@ def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarC
         created=record.created and not any(wanted.values()),
         created_properties=[k for k in record.created_properties if not wanted.get(k)],
     )
+
+
+def plan_keyword_move_out(
+    sidecar: Path, record: SidecarChange, tag_paths: Sequence[tuple[str, ...]], to: Path
+) -> SidecarPlan:
+    """The photo's keywords now go to the sidecar `to` (the export's --sidecar-name changed): plan
+    removing from this one what earlier exports added (`record`), as an undo does, deleting it if
+    we created it and nothing else is left. A tag of `tag_paths` the user had removed from it is
+    named in `rejected`, so that it is not written into `to` either."""
+    raw, before = _read_sidecar(sidecar, missing_ok=False)
+    rejected = removed_tags(tag_paths, record, keyword_lists(raw, sidecar))
+    data, change = remove_keywords(raw, record, sidecar)
+    change.notes.append(f"keywords moved to {to.name} (--sidecar-name)")
+    return SidecarPlan(change, data, before, change.deleted, rejected, leaves=True)
 
 
 def plan_keyword_removal(sidecar: Path, record: SidecarChange) -> SidecarPlan:

@@ -15,6 +15,7 @@ from .sidecars import (
     SidecarPlan,
     commit_sidecar_plan,
     machine_tag_path,
+    plan_keyword_move_out,
     plan_keyword_removal,
     plan_keyword_sync,
     sidecar_path_for,
@@ -82,7 +83,7 @@ def export_xmp(
     saved = False
     try:
         for batch in _batches(jobs):
-            plans = _plan_batch(batch, report, records.get, naming, ancestors)
+            plans = _plan_batch(batch, report, records, naming, ancestors)
             rejected = [(p.change.photo or p.change.path, tag) for p in plans for tag in p.rejected]
             report.rejected += rejected
             if dry_run:
@@ -102,7 +103,7 @@ def export_xmp(
                 record = merged_record(kept, plan.change)
                 if record.photo is not None:
                     record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
-                if plan.delete or not (record.added or record.mirrored):
+                if plan.leaves or plan.delete or not (record.added or record.mirrored):
                     records.pop(path, None)  # nothing of ours left in it
                 else:
                     records[path] = record
@@ -229,38 +230,86 @@ def _batches(jobs: list, first: int = 64, largest: int = 4096) -> Iterator[list]
 def _plan_batch(
     batch: list[tuple[Path, list[tuple[str, ...]]]],
     report: ExportReport,
-    previous: Callable[[Path], SidecarChange | None],
+    records: Mapping[Path, SidecarChange],
     naming: str = "auto",
     ancestors: bool = True,
 ) -> list[SidecarPlan]:
     listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
     plans: list[SidecarPlan] = []
     sidecars: set[Path] = set()
+    photos = {photo for photo, _ in batch}
+    recorded: dict[Path, list[Path]] = {}  # photo -> its sidecars earlier exports wrote to
+    for path, record in records.items():
+        if record.photo in photos:
+            recorded.setdefault(record.photo, []).append(path)
     for photo, tag_paths in batch:
         try:
             if photo.parent not in listings:
                 listings[photo.parent] = set(os.listdir(photo.parent))
+            sidecar = _chosen_sidecar(photo, listings[photo.parent], naming, recorded)
+            moves = _move_out_plans(photo, sidecar, tag_paths, recorded, records, report)
+            gone = [tag for move in moves for tag in move.rejected]
             plan = plan_keyword_sync(
                 photo,
-                tag_paths,
-                previous,
+                [p for p in tag_paths if p not in gone],
+                records.get,
                 listings[photo.parent],
                 naming=naming,
                 ancestors=ancestors,
+                sidecar=sidecar,
             )
         except (SidecarError, OSError) as exc:
             report.skipped.append(_skip(exc, photo))
             continue
-        if plan.data is None and not plan.delete and not plan.user_removed:
-            report.unchanged.append(plan.change.path)
-        elif plan.change.path in sidecars:  # two photos, one sidecar: only reachable with odd names
-            report.skipped.append(
-                (plan.change.path, f"also the sidecar of another photo; {photo} skipped")
-            )
-        else:
-            plans.append(plan)
-            sidecars.add(plan.change.path)
+        plan.rejected += [tag for tag in dict.fromkeys(gone) if tag not in plan.rejected]
+        for move in moves:
+            move.rejected = []  # counted once, with the photo's own plan
+        for one in (*moves, plan):
+            if one.data is None and not one.delete and not one.user_removed and not one.leaves:
+                report.unchanged.append(one.change.path)
+            elif one.change.path in sidecars:  # two photos, one sidecar: only with odd names
+                report.skipped.append(
+                    (one.change.path, f"also the sidecar of another photo; {photo} skipped")
+                )
+            else:
+                plans.append(one)
+                sidecars.add(one.change.path)
     return plans
+
+
+def _chosen_sidecar(
+    photo: Path, listing: set[str], naming: str, recorded: Mapping[Path, list[Path]]
+) -> Path:
+    """The sidecar this export writes the photo's keywords to: with naming "auto", the one an
+    earlier export wrote them to while it exists (so a sidecar another tool creates later, such as
+    darktable's IMG_1.CR2.xmp beside our IMG_1.xmp, does not pull them away); else
+    sidecar_path_for's."""
+    chosen = sidecar_path_for(photo, listing, naming)
+    earlier = [p for p in recorded.get(photo, []) if os.path.lexists(p)]
+    if naming == "auto" and earlier and chosen not in earlier:
+        return sorted(earlier)[0]
+    return chosen
+
+
+def _move_out_plans(
+    photo: Path,
+    sidecar: Path,
+    tag_paths: list[tuple[str, ...]],
+    recorded: Mapping[Path, list[Path]],
+    records: Mapping[Path, SidecarChange],
+    report: ExportReport,
+) -> list[SidecarPlan]:
+    """Plans taking our keywords out of the photo's other recorded sidecars (the user switched
+    --sidecar-name): a sidecar that cannot be edited is reported and keeps them."""
+    moves = []
+    for path in recorded.get(photo, []):
+        if path == sidecar or not os.path.lexists(path):
+            continue  # a recorded sidecar gone since: undo reports it
+        try:
+            moves.append(plan_keyword_move_out(path, records[path], tag_paths, sidecar))
+        except (SidecarError, OSError) as exc:
+            report.skipped.append(_skip(exc, path))
+    return moves
 
 
 def _skip(exc: Exception, path: Path) -> tuple[Path, str]:
