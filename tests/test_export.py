@@ -473,6 +473,65 @@ def test_flat_keywords_stay_visible_to_readers_that_prefer_hierarchical_lists(tm
     assert sidecar.read_text(encoding="utf-8") == original
 
 
+# What darktable writes: its own hierarchy (`darktable|format|CR2`, `darktable|changed`) beside the
+# user's tags in lr:hierarchicalSubject, only the user's in dc:subject.
+DARKTABLE_SIDECAR = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/" '
+    'x:xmptk="XMP Core 4.4.0-Exiv2"><rdf:RDF xmlns:rdf="' + RDF + '">'
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmlns:darktable="http://darktable.sf.net/" '
+    'darktable:xmp_version="5">'
+    "<dc:subject><rdf:Seq><rdf:li>holiday</rdf:li></rdf:Seq></dc:subject>"
+    "<lr:hierarchicalSubject><rdf:Seq><rdf:li>darktable|format|CR2</rdf:li>"
+    "<rdf:li>darktable|changed</rdf:li><rdf:li>places|home</rdf:li><rdf:li>holiday</rdf:li>"
+    "</rdf:Seq></lr:hierarchicalSubject></rdf:Description></rdf:RDF></x:xmpmeta>\n"
+)
+
+
+def test_a_new_tagslist_copies_the_users_keywords_but_never_darktables_own(tmp_path):
+    """digiKam reads only the first keyword list it finds: the TagsList we create copies the user's
+    tags so digiKam still shows them, but darktable's bookkeeping hierarchy stays darktable's."""
+    photo = make_photo(tmp_path, "IMG_5.CR2")
+    sidecar = tmp_path / "IMG_5.CR2.xmp"
+    sidecar.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+
+    export_xmp([(photo, ["animal|dog"])], manifest)
+
+    tags = keywords(sidecar)
+    assert tags["digiKam:TagsList"] == ["places/home", "holiday", "AI/animal/dog"]
+    assert tags["lr:hierarchicalSubject"][:4] == [
+        "darktable|format|CR2",
+        "darktable|changed",
+        "places|home",
+        "holiday",
+    ]
+    undo_xmp(manifest)
+    assert sidecar.read_text(encoding="utf-8") == DARKTABLE_SIDECAR
+
+
+def test_without_ancestors_each_tag_is_written_alone(tmp_path):
+    """--no-ancestors: no bare `AI` (nor `animal`) keyword on every photo, which Lightroom would
+    list as keywords of their own; the whole path stays in the hierarchical lists."""
+    photo = make_photo(tmp_path, "IMG_6.jpg")
+    manifest = tmp_path / "export.json"
+
+    export_xmp([(photo, ["animal|dog", "scene|beach"])], manifest, ancestors=False)
+
+    tags = keywords(tmp_path / "IMG_6.jpg.xmp")
+    assert tags["dc:subject"] == ["dog", "beach"]
+    assert tags["lr:hierarchicalSubject"] == ["AI|animal|dog", "AI|scene|beach"]
+    assert tags["digiKam:TagsList"] == ["AI/animal/dog", "AI/scene/beach"]
+    # Exporting again with ancestors adds them; undo takes all of it back.
+    export_xmp([(photo, ["animal|dog"])], manifest)
+    assert keywords(tmp_path / "IMG_6.jpg.xmp")["dc:subject"] == ["dog", "AI", "animal"]
+    undo_xmp(manifest)
+    assert not (tmp_path / "IMG_6.jpg.xmp").exists()
+    out = tmp_path / "tags.csv"
+    write_exiftool_csv([TagRow(str(photo), "animal|dog", 0.9, "m")], out, ancestors=False)
+    assert out.read_text(encoding="utf-8").splitlines()[1] == f"{photo},dog,dog,AI|animal|dog"
+
+
 def test_other_keyword_lists_already_present_are_extended_in_their_own_syntax(tmp_path):
     photo = make_photo(tmp_path, "IMG_5.jpg")
     sidecar = tmp_path / "IMG_5.jpg.xmp"
