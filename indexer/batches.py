@@ -39,6 +39,11 @@ class RunSummary:
     undecodable: Counter[str] = field(default_factory=Counter)
     # absolute; folder links leaving their root
     outside_links: list[str] = field(default_factory=list)
+    # suffix ("" for none) -> files that are not photos this indexer reads
+    passed_over: Counter[str] = field(default_factory=Counter)
+    hidden: int = 0  # hidden or system files and folders
+    excluded: int = 0  # files and folders the roots' exclude patterns matched
+    facts_read: int = 0  # photos indexed before whose lens and GPS were read now (metadata.py)
     seconds: float = 0.0
     device: str = ""  # where and how the model ran: "cpu, fp32", "cuda:0 (NVIDIA H200), fp16"
 
@@ -120,7 +125,7 @@ def commit_batch(
     embedded = []
     for prepared, vector in zip(batch.ready, vectors, strict=True):
         w, f = prepared.work, prepared.work.file
-        fingerprint, (width, height, taken_at, camera) = prepared.row_parts()
+        fingerprint, (width, height, m) = prepared.row_parts()
         embedded.append(
             EmbeddedImage(
                 w.root_id,
@@ -130,10 +135,13 @@ def commit_batch(
                 fingerprint,
                 width,
                 height,
-                taken_at,
-                camera,
+                m.taken_at,
+                m.camera,
                 model_id,
                 vector,
+                m.lens,
+                m.latitude,
+                m.longitude,
             )
         )
     if embedded or batch.failed:

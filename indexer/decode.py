@@ -14,12 +14,13 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from .errors import DecodeError, NotRegularFileError
+from .exif import EXIF_ERRORS, ORIENTATION, PhotoMetadata, read_metadata
+from .raw import RAW_DECODER_REMEDY, RAW_EXTENSIONS, decode_raw, is_raw_name, rawpy
 
 # littleCMS, for Lab images (Pillow's ImageCms); Pillow wheels include it, some source builds do not.
 HAS_LITTLECMS = features.check_module("littlecms2")
@@ -27,13 +28,15 @@ HAS_LITTLECMS = features.check_module("littlecms2")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 if features.check("avif"):  # Pillow >= 11.2 built with libavif
     IMAGE_EXTENSIONS.add(".avif")
-try:  # optional extra: pip install siglip-search[heif]
+try:  # a dependency (iPhones write HEIC); a Python without it names the remedy (MISSING_DECODERS)
     from pillow_heif import register_heif_opener
 except ImportError:
     pass
 else:
     register_heif_opener()
     IMAGE_EXTENSIONS.update({".heic", ".heif"})
+if rawpy is not None:  # RAW files go to indexer.raw (LibRaw), by their extension
+    IMAGE_EXTENSIONS.update(RAW_EXTENSIONS)
 
 # Photo formats this Python cannot decode, and what would let it: the indexer counts and names them.
 MISSING_DECODERS = {
@@ -42,6 +45,7 @@ MISSING_DECODERS = {
         (".heic", "pip install pillow-heif"),
         (".heif", "pip install pillow-heif"),
         (".avif", "Pillow 11.2 or later, built with AVIF"),
+        *((suffix, RAW_DECODER_REMEDY) for suffix in sorted(RAW_EXTENSIONS)),
     )
     if suffix not in IMAGE_EXTENSIONS
 }
@@ -68,10 +72,6 @@ warnings.filterwarnings(
     module=r"PIL\.TiffImagePlugin",
 )
 
-_EXIF_IFD = 0x8769
-_MAKE, _MODEL, _DATETIME, _DATETIME_ORIGINAL = 0x010F, 0x0110, 0x0132, 0x9003
-_ORIENTATION = 0x0112
-
 
 @dataclass
 class DecodedImage:
@@ -84,6 +84,12 @@ class DecodedImage:
     height: int
     taken_at: str | None  # EXIF DateTimeOriginal as ISO 8601, no time zone
     camera: str | None  # EXIF Make + Model
+    lens: str | None = None  # EXIF LensModel (RAW files: LibRaw's lens name)
+    latitude: float | None = None  # EXIF GPS position, decimal degrees
+    longitude: float | None = None
+
+    def metadata(self) -> PhotoMetadata:
+        return PhotoMetadata(self.taken_at, self.camera, self.lens, self.latitude, self.longitude)
 
 
 def decode_image(
@@ -106,6 +112,8 @@ def decode_image(
         with open_regular_file(path) as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise DecodeError("empty file (0 bytes)")
+            if is_raw_name(os.fsdecode(path)):
+                return _decode_raw_file(f, target_size, max_pixels or DEFAULT_MAX_PIXELS)
             with lift:
                 return _decode_open_file(f, target_size, max_pixels or DEFAULT_MAX_PIXELS)
     except PermissionError:
@@ -210,12 +218,17 @@ def _decode_open_file(f, target_size: tuple[int, int] | None, max_pixels: int) -
         except PILLOW_ERRORS as exc:
             raise DecodeError(f"truncated or corrupt image data ({_short(exc)})") from None
         image = _apply_orientation(im, exif)
-    if exif is not None and exif.get(_ORIENTATION) in (5, 6, 7, 8):
+    if exif is not None and exif.get(ORIENTATION) in (5, 6, 7, 8):
         width, height = height, width
-    taken_at, camera = _metadata(exif)
-    return DecodedImage(
-        reduce_for_model(to_rgb(image), target_size), width, height, taken_at, camera
+    return _decoded(
+        reduce_for_model(to_rgb(image), target_size), width, height, read_metadata(exif)
     )
+
+
+def _decode_raw_file(f, target_size: tuple[int, int] | None, max_pixels: int) -> DecodedImage:
+    picture = decode_raw(f, target_size, max_pixels)
+    image = reduce_for_model(picture.image, target_size)
+    return _decoded(image, picture.width, picture.height, picture.metadata)
 
 
 def reduce_for_model(image: Image.Image, target_size: tuple[int, int] | None) -> Image.Image:
@@ -231,6 +244,19 @@ def reduce_for_model(image: Image.Image, target_size: tuple[int, int] | None) ->
     common = math.gcd(image.width, image.height)
     factor = next((k for k in range(largest, 1, -1) if common % k == 0), 1)
     return image.reduce(factor) if factor > 1 else image
+
+
+def _decoded(image: Image.Image, width: int, height: int, found: PhotoMetadata) -> DecodedImage:
+    return DecodedImage(
+        image,
+        width,
+        height,
+        found.taken_at,
+        found.camera,
+        found.lens,
+        found.latitude,
+        found.longitude,
+    )
 
 
 def _too_many_pixels(size: tuple[int, int], max_pixels: int) -> str:
@@ -262,16 +288,16 @@ def _claimed_size(f) -> tuple[int, int] | None:
 def _read_exif(im: Image.Image) -> Image.Exif | None:
     try:
         return im.getexif()
-    except PILLOW_ERRORS + (KeyError, TypeError):
+    except PILLOW_ERRORS + EXIF_ERRORS:
         return None  # unreadable EXIF is lost metadata, not a lost photo
 
 
 def _apply_orientation(im: Image.Image, exif: Image.Exif | None) -> Image.Image:
-    if exif is None or exif.get(_ORIENTATION, 1) == 1:
+    if exif is None or exif.get(ORIENTATION, 1) == 1:
         return im.copy()
     try:
         return ImageOps.exif_transpose(im)
-    except PILLOW_ERRORS + (KeyError, TypeError):
+    except PILLOW_ERRORS + EXIF_ERRORS:
         return im.copy()
 
 
@@ -329,41 +355,6 @@ def _lab_to_srgb(im: Image.Image) -> Image.Image:
             "unsupported colour mode LAB (this Pillow has no littleCMS to convert it)"
         )
     return im.convert("RGB")
-
-
-def _metadata(exif: Image.Exif | None) -> tuple[str | None, str | None]:
-    if exif is None:
-        return None, None
-    try:
-        taken = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
-    except PILLOW_ERRORS + (KeyError, TypeError):
-        taken = exif.get(_DATETIME)
-    make, model = _text(exif.get(_MAKE)), _text(exif.get(_MODEL))
-    if make and model and model.lower().startswith(make.lower()):
-        make = None  # "Canon" + "Canon EOS R5" -> "Canon EOS R5"
-    camera = " ".join(part for part in (make, model) if part) or None
-    return parse_exif_datetime(taken), camera
-
-
-def parse_exif_datetime(value: object) -> str | None:
-    """'2021:07:14 18:03:09' -> '2021-07-14T18:03:09'; None for blanks and garbage."""
-    text = _text(value)
-    if not text:
-        return None
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y:%m:%d"):
-        try:
-            return datetime.strptime(text[:19], fmt).isoformat()
-        except ValueError:
-            continue
-    return None
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
-    return value.replace("\x00", "").strip() or None
 
 
 def _short(exc: BaseException) -> str:

@@ -69,6 +69,11 @@ class FolderNotFoundError(IndexerError):
     """A folder given to `index` does not exist and is not a registered root."""
 
 
+class ExcludePatternError(IndexerError, ValueError):
+    """An `index --exclude` pattern that is empty or would leave out the whole root, or a
+    `--no-exclude` naming a pattern the root does not have."""
+
+
 class PathNameError(IndexerError):
     """A folder or library path whose name is not valid UTF-8: it cannot be stored as text or shown."""
 

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING
 from .batches import RunCounts, RunSummary
 from .decode import DEFAULT_MAX_PIXELS, refused_pixel_count
 from .library import Library
+from .metadata import refresh_photo_facts
 from .pipeline import decode_pool, default_workers, embed_and_commit
 from .prepare import Work
-from .scan import check_utf8_path, fingerprint_file, is_root_online, scan_folder
-from .store import FailedImage, FileState, FileUpdate, Store
-from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
+from .scan import ScanResult, check_utf8_path, fingerprint_file, is_root_online, scan_folder
+from .store import FailedImage, FileState, FileUpdate, PassedOver, Store
+from .targets import (
+    Target,
+    change_excludes,
+    drop_vanished_empty_roots,
+    nested_prefixes,
+    resolve_targets,
+    within,
+)
 
 if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
@@ -37,6 +45,8 @@ def index_paths(
     progress: bool = True,
     max_pixels: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    exclude: Sequence[str] = (),
+    no_exclude: Sequence[str] = (),
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
 
@@ -45,6 +55,10 @@ def index_paths(
     lock_library(). Each batch is its own transaction, so a killed job loses at most the batch in
     flight and the next run picks up where it stopped. `on_progress(done, total)` is called after
     each committed batch (files to embed only; the web UI's progress bar).
+
+    `exclude` / `no_exclude`: patterns added to / removed from the scanned roots' stored exclude
+    patterns before the scan (scan.normalized_pattern); photos they now exclude leave the library
+    (the files stay).
     """
     started = time.monotonic()
     paths = list(paths)
@@ -52,7 +66,7 @@ def index_paths(
         check_utf8_path(path)  # before anything is written
     library.ensure_model(embedder)
     store = library.store
-    targets = resolve_targets(store, paths)
+    targets = change_excludes(store, resolve_targets(store, paths), exclude, no_exclude)
     run_id = store.start_run(sorted({t.folder for t in targets}))
     summary = RunSummary(device=embedder.describe())
     workers = workers or default_workers()
@@ -71,6 +85,8 @@ def index_paths(
                 progress=progress,
                 on_progress=on_progress,
             )
+            online = {t.root.id for t in targets if t.root.path not in summary.offline_roots}
+            summary.facts_read = refresh_photo_facts(store, online, executor, progress)
     except KeyboardInterrupt:
         # the counts of what was committed so far
         store.finish_run(run_id, **summary.counts(), status="interrupted")
@@ -102,7 +118,8 @@ def _diff(
             summary.offline_roots.append(target.root.path)
             continue
         states = store.file_states(target.root.id, target.prefix)
-        scan = scan_folder(target.root.path, target.folder)
+        scan = scan_folder(target.root.path, target.folder, target.root.exclude)
+        _count_passed_over(store, target, scan, summary)
         summary.unreadable_dirs += [
             os.path.normpath(os.path.join(target.root.path, d)) for d in scan.unreadable_dirs
         ]
@@ -154,6 +171,18 @@ def _diff(
     return sorted(new + changed, key=lambda w: (w.root_id, w.file.rel_path))
 
 
+def _count_passed_over(store: Store, target: Target, scan: ScanResult, summary: RunSummary) -> None:
+    """Count what the scan left out; a scan of a whole root also stores it for `status`."""
+    other = scan.other + scan.undecodable
+    summary.passed_over += scan.other
+    summary.hidden += scan.skipped
+    summary.excluded += scan.excluded
+    if not target.prefix:
+        store.set_passed_over(
+            target.root.id, PassedOver(dict(sorted(other.items())), scan.skipped, scan.excluded)
+        )
+
+
 def _moved_out_of(
     store: Store, target: Target, gone: list[FileState], nested: list[str]
 ) -> list[Work]:
@@ -166,7 +195,7 @@ def _moved_out_of(
     known = store.file_states(target.root.id, "")
     return [
         Work(target.root.id, f)
-        for f in scan_folder(target.root.path).files
+        for f in scan_folder(target.root.path, exclude=target.root.exclude).files
         if f.error is None
         and f.size_bytes in sizes
         and f.rel_path not in known

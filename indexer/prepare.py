@@ -13,6 +13,7 @@ from siglip_search.image_processor import SiglipImageProcessor
 
 from .decode import decode_image
 from .errors import DecodeError, NotRegularFileError
+from .exif import PhotoMetadata
 from .scan import ScannedFile, fingerprint_file
 from .store import FileState
 
@@ -35,14 +36,14 @@ class Prepared:
     work: Work
     fingerprint: str | None = None
     pixels: np.ndarray | None = None  # (3, H, W) float32
-    # width, height, taken_at, camera
-    decoded: tuple[int, int, str | None, str | None] | None = None
+    # full-resolution width, height (upright) and what the file says about itself
+    decoded: tuple[int, int, PhotoMetadata] | None = None
     error: str | None = None
     # The stored row whose content this file still has: only the stat changed (touched, copied
     # back), so the row keeps its vector.
     same_row: FileState | None = None
 
-    def row_parts(self) -> tuple[str, tuple[int, int, str | None, str | None]]:
+    def row_parts(self) -> tuple[str, tuple[int, int, PhotoMetadata]]:
         """(fingerprint, decoded) of a file that decoded: what its row keeps."""
         if self.fingerprint is None or self.decoded is None:
             raise AssertionError(f"{self.work.file.rel_path} was not decoded")
@@ -91,5 +92,5 @@ class Preparer:
         except InputError as exc:
             result.error = f"cannot preprocess ({exc})"
             return result
-        result.decoded = (decoded.width, decoded.height, decoded.taken_at, decoded.camera)
+        result.decoded = (decoded.width, decoded.height, decoded.metadata())
         return result

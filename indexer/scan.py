@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import os
+import re
 import stat
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .decode import IMAGE_EXTENSIONS, MISSING_DECODERS, open_regular_file
-from .errors import PathNameError
+from .errors import ExcludePatternError, PathNameError
 
 # Files and folders that photo tools, NASes and operating systems leave next to photos.
 JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "@eaDir", "#recycle", "desktop.ini"})
@@ -44,6 +47,9 @@ class ScanResult:
     outside_links: list[str] = field(default_factory=list)  # rel paths, POSIX
     # suffix -> photos of MISSING_DECODERS
     undecodable: Counter[str] = field(default_factory=Counter)
+    # suffix ("" for none) -> files that are not photos this indexer reads (.mov, .xmp, .txt, ...)
+    other: Counter[str] = field(default_factory=Counter)
+    excluded: int = 0  # files and folders matched by an exclude pattern (a folder counts once)
 
 
 def is_image_name(name: str) -> bool:
@@ -75,14 +81,53 @@ def check_utf8_path(path: str | os.PathLike, what: str = "folder") -> None:
         ) from None
 
 
-def scan_folder(root: str, start: str | None = None) -> ScanResult:
-    """All image files under `start` (default: `root`), paths relative to `root`.
+def normalized_pattern(text: str) -> str:
+    """An `index --exclude` pattern as it is stored and matched. Patterns match a path from the
+    root, written with a leading `/` (`/2024/@eaDir/x.jpg`; a folder also as `/2024/@eaDir/`), with
+    fnmatch's `*`, `?` and `[...]`, `*` crossing `/`, case-sensitive. A pattern that starts with
+    neither `/` nor `*` matches at any depth: `@eaDir/*` is stored as `*/@eaDir/*`."""
+    pattern = text.strip()
+    if not pattern:
+        raise ExcludePatternError("an exclude pattern cannot be empty")
+    if os.sep != "/":
+        pattern = pattern.replace(os.sep, "/")
+    pattern = pattern if pattern.startswith(("/", "*")) else "*/" + pattern
+    if pattern.rstrip("*/") == "":
+        raise ExcludePatternError(
+            f"exclude pattern {text!r} would leave out the whole folder; "
+            "to stop indexing a folder, `forget` it"
+        )
+    return pattern
+
+
+class Excluder:
+    """Compiled exclude patterns (see normalized_pattern)."""
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns = tuple(patterns)
+        combined = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns)
+        self._regex = re.compile(combined) if combined else None
+
+    def __bool__(self) -> bool:
+        return self._regex is not None
+
+    def matches(self, rel_path: str, is_dir: bool) -> bool:
+        if self._regex is None:
+            return False
+        path = "/" + rel_path
+        return bool(self._regex.match(path) or (is_dir and self._regex.match(path + "/")))
+
+
+def scan_folder(root: str, start: str | None = None, exclude: Iterable[str] = ()) -> ScanResult:
+    """All image files under `start` (default: `root`), paths relative to `root`, less those that
+    `exclude` patterns match (normalized_pattern); what is left out is counted by kind.
 
     Iterative (no recursion limit on deep trees); folder symlinks are followed once per
     (st_dev, st_ino) so a link back to an ancestor cannot loop, and only when they lead to a folder
     inside the root (others are listed in `outside_links`); file symlinks are followed.
     """
     result = ScanResult()
+    excluder = Excluder(exclude)
     real_root = os.path.realpath(root)
     top = start or root
     seen: set[tuple[int, int]] = set()
@@ -105,7 +150,11 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
             continue
         subdirs = []
         for entry in children:
-            if _is_dir(entry):
+            is_dir = _is_dir(entry)
+            if excluder and excluder.matches(to_rel_path(root, entry.path), is_dir):
+                result.excluded += 1
+                continue
+            if is_dir:
                 if is_junk(entry.name, True):
                     result.skipped += 1
                     continue
@@ -126,6 +175,8 @@ def scan_folder(root: str, start: str | None = None) -> ScanResult:
                     result.files.append(scanned)
             elif (suffix := os.path.splitext(entry.name)[1].lower()) in MISSING_DECODERS:
                 result.undecodable[suffix] += 1
+            else:
+                result.other[suffix] += 1
         stack.extend(reversed(subdirs))  # visit in name order
     result.files = _one_per_path(result.files)
     return result

@@ -44,6 +44,9 @@ class Hit:
     width: int | None
     height: int | None
     camera: str | None
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,8 @@ class Searcher:
     # --- searches ---------------------------------------------------------------------------
     def search(self, query: str, **options: Any) -> SearchPage:
         """Text or combined query (see indexer.query). Options: k=20, min_score=0.0, offset=0,
-        sort="score"|"date", folder=None, date_from=None, date_to=None (inclusive)."""
+        sort="score"|"date", folder=None, date_from=None, date_to=None (inclusive), and the photo
+        filters camera, lens, has_gps, tag, rejected (PHOTO_FILTERS)."""
         return self.search_vector(self.query_vector(query), label=query, **options)
 
     def search_image(self, image: Image.Image | str | os.PathLike, **options: Any) -> SearchPage:
@@ -182,11 +186,13 @@ class Searcher:
         date_from: str | date | None = None,
         date_to: str | date | None = None,
         exclude: int | None = None,
+        **filters: Any,
     ) -> SearchPage:
-        """One page of the images nearest a unit query vector (dim,), filtered and sorted."""
+        """One page of the images nearest a unit query vector (dim,), filtered and sorted.
+        `filters`: camera, lens, has_gps, tag, rejected (see PHOTO_FILTERS)."""
         _check_options(k, min_score, offset, sort)
         k, offset = int(k), int(offset)  # numpy integers too
-        allowed = self._allowed(folder, date_from, date_to)
+        allowed = self._allowed(folder, date_from, date_to, _photo_filters(filters))
         index = self.library.vector_index()
         total = len(index) if allowed is None else len(allowed)
         wanted = offset + k + 1 + (exclude is not None)  # one more tells whether a next page exists
@@ -247,8 +253,10 @@ class Searcher:
         folder: str | os.PathLike | None,
         date_from: str | date | None,
         date_to: str | date | None,
+        filters: dict[str, Any] | None = None,
     ) -> np.ndarray | None:
-        if folder is None and date_from is None and date_to is None:
+        filters = filters or {}
+        if folder is None and date_from is None and date_to is None and not filters:
             return None
         taken_from = _date_bound(date_from, end=False) if date_from is not None else None
         taken_before = _date_bound(date_to, end=True) if date_to is not None else None
@@ -257,7 +265,7 @@ class Searcher:
                 f"the date range {date_from} .. {date_to} is empty; swap the dates?"
             )
         folders = self.resolve_folder(folder) if folder is not None else None
-        return self.library.store.image_ids_where(folders, taken_from, taken_before)
+        return self.library.store.image_ids_where(folders, taken_from, taken_before, **filters)
 
     def resolve_folder(self, folder: str | os.PathLike) -> list[tuple[int, str]]:
         """(root id, prefix) pairs for a folder given absolute, relative to the working directory
@@ -290,6 +298,36 @@ class Searcher:
             ):
                 return folders
         raise SearchOptionError(f"folder {folder} is not under a registered root (roots: {shown})")
+
+
+# Search options that filter by what a photo's file and tags say, passed to Store.image_ids_where:
+# camera and lens (text the camera's make and model, or the lens, holds, case aside), has_gps
+# (True: with a GPS position, False: without), tag (a machine tag, `dog` or `animal|dog`), rejected
+# (a tag the user rejected for the photo; True: any).
+PHOTO_FILTERS = ("camera", "lens", "has_gps", "tag", "rejected")
+
+
+def _photo_filters(given: dict[str, Any]) -> dict[str, Any]:
+    """The filters that are set (None and "" are not), checked; SearchOptionError names a wrong one."""
+    unknown = sorted(set(given) - set(PHOTO_FILTERS))
+    if unknown:
+        raise SearchOptionError(
+            f"unknown search option {unknown[0]!r}; the photo filters are {', '.join(PHOTO_FILTERS)}"
+        )
+    found: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if name == "has_gps" and not isinstance(value, (bool, np.bool_)):
+            raise SearchOptionError(f"has_gps is True, False or None, got {value!r}")
+        if name == "rejected" and not isinstance(value, (str, bool)):
+            raise SearchOptionError(f"rejected is a tag name or True, got {value!r}")
+        if name in ("camera", "lens", "tag") and not isinstance(value, str):
+            raise SearchOptionError(f"{name} is a text, got {value!r}")
+        if name == "rejected" and value is False:
+            continue
+        found[name] = bool(value) if name == "has_gps" else value
+    return found
 
 
 def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:
@@ -366,4 +404,7 @@ def _hit(row: Any, cosine: float, prob: float) -> Hit:
         row.width,
         row.height,
         row.camera,
+        row.lens,
+        row.latitude,
+        row.longitude,
     )

@@ -3,12 +3,15 @@ database and the disk (library_status), and its JSON form for `status --json`.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .decode import MISSING_DECODERS
 from .library import Library, indexer_running
 from .scan import is_root_online
+from .store import PassedOver
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,8 @@ class RootStatus:
     path: str
     online: bool  # False: missing, or empty while photos are stored for it (an unmounted disk)
     images: int
+    exclude: tuple[str, ...] = ()  # `index --exclude` patterns
+    passed_over: PassedOver | None = None  # what its last whole scan left out; None: not scanned
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class LibraryStatus:
     images: int  # indexed, with an embedding
     failed_count: int
     tags: int
+    rejected_tags: int  # (photo, tag) pairs the user rejected: never tagged or exported again
     model: str | None  # None until a first folder is indexed
     mode: str | None
     model_identity: dict[str, Any] | None
@@ -56,6 +62,8 @@ class LibraryStatus:
         """The JSON object `siglip-search status --json` prints, keys in this order."""
         out = asdict(self)
         out["roots"], out["failed"] = list(out["roots"]), list(out["failed"])
+        for root in out["roots"]:
+            root["exclude"] = list(root["exclude"])
         return out
 
 
@@ -64,7 +72,13 @@ def library_status(library: Library) -> LibraryStatus:
     store = library.store
     counts, per_root, identity = store.counts(), store.images_per_root(), library.model_identity()
     roots = tuple(
-        RootStatus(r.path, is_root_online(r.path, per_root.get(r.id, 0)), per_root.get(r.id, 0))
+        RootStatus(
+            r.path,
+            is_root_online(r.path, per_root.get(r.id, 0)),
+            per_root.get(r.id, 0),
+            r.exclude,
+            r.passed_over,
+        )
         for r in store.roots()
     )
     run = store.last_run()
@@ -92,6 +106,7 @@ def library_status(library: Library) -> LibraryStatus:
         images=counts.images,
         failed_count=counts.failed,
         tags=counts.tags,
+        rejected_tags=counts.rejected_tags,
         model=identity.get("model_id") if identity else None,
         mode=library.model_mode(),
         model_identity=identity,
@@ -103,3 +118,22 @@ def library_status(library: Library) -> LibraryStatus:
 
 def _utc_iso(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=timezone.utc).isoformat(timespec="seconds") if moment else None
+
+
+def passed_over_text(
+    suffixes: Mapping[str, int], hidden: int = 0, excluded: int = 0, most: int = 8
+) -> str:
+    """`skipped 12 .xyz, 3 .mov, 2 .heic (no decoder); 4 hidden or system; 2 excluded`, the most
+    frequent kinds first; "" when nothing was left out."""
+    kinds = sorted(suffixes.items(), key=lambda item: (-item[1], item[0]))
+    shown = [
+        f"{n} {suffix or '(no extension)'}"
+        + (" (no decoder)" if suffix in MISSING_DECODERS else "")
+        for suffix, n in kinds[:most]
+    ]
+    if len(kinds) > most:
+        shown.append(f"{sum(n for _, n in kinds[most:])} of {len(kinds) - most} other kinds")
+    parts = [f"skipped {', '.join(shown)}"] if shown else []
+    parts += [f"{hidden} hidden or system"] if hidden else []
+    parts += [f"{excluded} excluded"] if excluded else []
+    return "; ".join(parts)

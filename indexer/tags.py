@@ -64,11 +64,16 @@ class TagSummary:
     cap: int
     retagged_all: bool
     seconds: float = 0.0
+    rejected_held_back: int = 0  # tags that passed but that the user had rejected for that photo
 
     def line(self) -> str:
         scope = "all photos" if self.retagged_all else "new or changed photos"
+        held = (
+            f", {self.rejected_held_back} you rejected left out" if self.rejected_held_back else ""
+        )
         return (
-            f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, {self.tags_written} tags "
+            f"tagged {self.tagged} photos ({scope}), {self.unchanged} unchanged, "
+            f"{self.tags_written} tags{held} "
             f"(threshold {self.threshold:g}, cap {self.cap}, vocabulary {self.vocabulary_version}; "
             f"{self.seconds:.1f} s)"
         )
@@ -252,9 +257,11 @@ def tag_library(
                 **settings,
                 "vocabulary_source": vocabulary.source,
             }
-            summary.tags_written += library.store.replace_machine_tags(
+            written = library.store.replace_machine_tags(
                 found, embedder.model_id, vocabulary.version, meta={TAGGER_META: json.dumps(state)}
             )
+            summary.tags_written += written
+            summary.rejected_held_back += sum(len(tags) for tags in found.values()) - written
             summary.tagged += len(chunk.ids)
             bar.update(len(chunk.ids))
     # an empty library still records what it was tagged with
@@ -271,6 +278,21 @@ def image_tags(library: Library, image_ids: Sequence[int]) -> dict[int, list[Tag
     for record in library.store.iter_tags(MACHINE_TAG_SOURCE, image_ids=image_ids):
         found[record.image_id].append(TagScore(record.tag, float(record.score or 0.0)))
     return found
+
+
+def forget_rejections(library: Library, tag: str | None = None) -> int:
+    """Forget the tags the user rejected: all, or those of one tag (`dog` or `animal|dog`: its
+    stored name or last part), on every photo. Returns how many were forgotten; a `tag --all` run
+    may then propose them again."""
+    if tag is None:
+        return library.store.clear_rejections()
+    name = tag.strip()
+    names = {
+        row.tag
+        for row in library.store.iter_rejections()
+        if row.tag == name or row.tag.endswith("|" + name)
+    }
+    return library.store.clear_rejections(tags=names) if names else 0
 
 
 def _model_key(embedder: Embedder) -> str:

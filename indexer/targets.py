@@ -4,11 +4,12 @@ the registered roots inside it), sub-folders of a root, and the roots left with 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FolderNotFoundError
-from .scan import is_junk, is_root_online
+from .errors import ExcludePatternError, FolderNotFoundError
+from .scan import is_junk, is_root_online, normalized_pattern
 from .store import RootRow, Store
 
 
@@ -72,6 +73,7 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[Target
                 ):
                     store.merge_root(child, root)
             roots = store.roots()
+            root = next(r for r in roots if r.id == root.id)  # with the patterns it took over
         prefix = "" if folder == Path(root.path) else folder.relative_to(root.path).as_posix()
         targets.append(Target(root, str(folder), prefix))
     # A folder given twice, or inside another given folder of the same root, is scanned once;
@@ -81,6 +83,29 @@ def resolve_targets(store: Store, paths: list[str | os.PathLike]) -> list[Target
         if not any(u.root.id == t.root.id and within(t.prefix, u.prefix) for u in unique):
             unique.append(t)
     return unique
+
+
+def change_excludes(
+    store: Store, targets: list[Target], add: Sequence[str] = (), remove: Sequence[str] = ()
+) -> list[Target]:
+    """Add and remove exclude patterns of the roots these targets belong to (`index --exclude`,
+    `--no-exclude`: stored per root, so later runs, the web app's included, apply them too).
+    Returns the targets with their roots as now stored."""
+    added = [normalized_pattern(p) for p in add]
+    removed = [normalized_pattern(p) for p in remove]
+    if not added and not removed:
+        return targets
+    rows: dict[int, RootRow] = {}
+    for root in {t.root.id: t.root for t in targets}.values():
+        unknown = [p for p in removed if p not in root.exclude]
+        if unknown:
+            stored = ", ".join(root.exclude) or "none"
+            raise ExcludePatternError(
+                f"{root.path} has no exclude pattern {unknown[0]} (its patterns: {stored})"
+            )
+        patterns = [p for p in root.exclude if p not in removed] + added
+        rows[root.id] = store.set_root_exclude(root.id, patterns)
+    return [Target(rows[t.root.id], t.folder, t.prefix) for t in targets]
 
 
 def within(prefix: str, outer: str) -> bool:

@@ -9,6 +9,11 @@ if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '
 fi
 if [[ "${1:-}" == "--dev" ]]; then
     $PIP -e ".[dev]"
+    if ! command -v exiftool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        # The export tests check sidecars and DNG files with exiftool, as photographers would.
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl) >/dev/null \
+            || echo "setup: could not install exiftool; the tests that use it will be skipped" >&2
+    fi
     if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         # The UI tests drive a real headless browser; browsers cannot be downloaded by pip here.
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \

@@ -28,6 +28,7 @@ PALETTE = [
     (135, 45, 175),
 ]
 EXIF_IFD, MAKE, MODEL, ORIENTATION, DATETIME_ORIGINAL = 0x8769, 0x010F, 0x0110, 0x0112, 0x9003
+GPS_IFD, LENS_MODEL = 0x8825, 0xA434
 
 
 def draw_photo(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
@@ -58,7 +59,11 @@ def save_jpeg_with_exif(
     taken: str | None = None,
     make: str | None = None,
     model: str | None = None,
+    lens: str | None = None,
+    gps: tuple[float, float] | None = None,
 ) -> Path:
+    """A JPEG with the EXIF a camera writes: orientation, date, make and model, lens model, and a
+    GPS position (decimal degrees, written as degrees, minutes, seconds with N/S and E/W)."""
     exif = Image.Exif()
     exif[ORIENTATION] = orientation
     if make:
@@ -67,6 +72,17 @@ def save_jpeg_with_exif(
         exif[MODEL] = model
     if taken:
         exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] = taken
+    if lens:
+        exif.get_ifd(EXIF_IFD)[LENS_MODEL] = lens
+    if gps is not None:
+        position = exif.get_ifd(GPS_IFD)
+        for (ref_tag, value_tag), value, refs in zip(
+            ((1, 2), (3, 4)), gps, ("NS", "EW"), strict=True
+        ):
+            degrees, rest = divmod(abs(value) * 3600, 3600)
+            minutes, seconds = divmod(rest, 60)
+            position[ref_tag] = refs[value < 0]
+            position[value_tag] = (float(degrees), float(minutes), round(seconds, 4))
     im.save(path, "JPEG", quality=90, exif=exif)
     return path
 

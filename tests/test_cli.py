@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import indexer.cli
+import indexer.cli_search
 import ui.cli
 from siglip_search.cli import main
 
@@ -41,7 +42,7 @@ def test_a_reader_leaving_a_pipe_early_is_not_an_error(monkeypatch, capsys):
     def pipe_closed(args):
         raise BrokenPipeError
 
-    monkeypatch.setattr(indexer.cli, "search_command", pipe_closed)
+    monkeypatch.setattr(indexer.cli_search, "search_command", pipe_closed)
     monkeypatch.setattr("os.dup2", lambda fd, fd2: None)  # keep pytest's own stdout
     assert main(["search", "beach"]) == 0
     assert capsys.readouterr().err == ""

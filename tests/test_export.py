@@ -185,18 +185,123 @@ def test_photo_without_sidecar_gets_name_ext_xmp_with_the_standard_wrapper(tmp_p
 
 
 def test_jpeg_and_raw_with_one_base_name_never_share_a_sidecar(tmp_path):
+    """A RAW+JPEG pair: IMG_1.xmp is the RAW's (what Lightroom and Capture One read for it), the
+    JPEG gets IMG_1.jpg.xmp; each holds its own photo's tags, whatever the order they are written in."""
     jpeg, raw = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
 
     export_xmp([(jpeg, ["animal|dog"]), (raw, ["scene|beach"])], tmp_path / "export.json")
 
-    assert not (tmp_path / "IMG_1.xmp").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["IMG_1.jpg.xmp", "IMG_1.xmp"]
     assert keywords(tmp_path / "IMG_1.jpg.xmp")["digiKam:TagsList"] == ["AI/animal/dog"]
-    assert keywords(tmp_path / "IMG_1.cr2.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    assert keywords(tmp_path / "IMG_1.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    # asked for photo.xmp, the JPEG still never takes the RAW's
+    for naming in ("photo.xmp", "auto"):
+        assert sidecar_path_for(jpeg, naming=naming) == tmp_path / "IMG_1.jpg.xmp"
+        assert sidecar_path_for(raw, naming=naming) == tmp_path / "IMG_1.xmp"
+    assert sidecar_path_for(raw, naming="photo.ext.xmp") == tmp_path / "IMG_1.cr2.xmp"
+    # two RAW files of one name: neither takes IMG_1.xmp
+    other_raw = make_photo(tmp_path, "IMG_1.dng")
+    assert sidecar_path_for(raw, naming="photo.xmp") == tmp_path / "IMG_1.cr2.xmp"
+    assert sidecar_path_for(other_raw) == tmp_path / "IMG_1.dng.xmp"
+
+
+def test_sidecar_names_for_each_photo_manager(tmp_path):
+    """auto: a lone RAW gets IMG.xmp (Lightroom, Capture One), DNG and JPEG get IMG.ext.xmp (digiKam,
+    darktable, Immich; Adobe reads their embedded XMP); an existing sidecar keeps its name."""
+    lone_raw, dng, jpeg = (make_photo(tmp_path, n) for n in ("A.NEF", "B.dng", "C.jpg"))
+    assert [sidecar_path_for(p).name for p in (lone_raw, dng, jpeg)] == [
+        "A.xmp",
+        "B.dng.xmp",
+        "C.jpg.xmp",
+    ]
+    assert [sidecar_path_for(p, naming="photo.xmp").name for p in (lone_raw, dng, jpeg)] == [
+        "A.xmp",
+        "B.xmp",
+        "C.xmp",
+    ]
+    # darktable's, already there
+    (tmp_path / "A.NEF.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    (tmp_path / "C.xmp").write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    assert [sidecar_path_for(p).name for p in (lone_raw, jpeg)] == ["A.NEF.xmp", "C.xmp"]
+    with pytest.raises(ValueError, match="sidecar naming must be one of"):
+        sidecar_path_for(jpeg, naming="IMG.xmp")
+
+
+def test_switching_the_sidecar_name_moves_our_keywords_and_leaves_the_users_sidecar_as_it_was(
+    tmp_path,
+):
+    """Exported as IMG.ext.xmp (digiKam, darktable), then as IMG.xmp (Lightroom, Capture One): our
+    keywords move to the new sidecar, the old one is deleted if we created it, or gets back its
+    own bytes if it was the user's; undo then removes them from the new one. Nothing is duplicated."""
+    raw, jpeg = make_photo(tmp_path, "IMG_2.cr2"), make_photo(tmp_path, "C.jpg")
+    users = tmp_path / "C.jpg.xmp"
+    users.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+    original = users.read_bytes()
+    manifest = tmp_path / "export.json"
+    items = [(raw, ["scene|beach"]), (jpeg, ["animal|cat"])]
+
+    export_xmp(items, manifest, naming="photo.ext.xmp")
+    assert keywords(tmp_path / "IMG_2.cr2.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
+    assert "AI|animal|cat" in keywords(users)["lr:hierarchicalSubject"]
+
+    report = export_xmp(items, manifest, naming="photo.xmp")
+
+    assert not (tmp_path / "IMG_2.cr2.xmp").exists()  # ours, now empty: deleted
+    assert keywords(tmp_path / "IMG_2.xmp")["lr:hierarchicalSubject"] == [
+        "AI",
+        "AI|scene",
+        "AI|scene|beach",
+    ]
+    assert users.read_bytes() == original  # the user's own sidecar, as it was before any export
+    assert keywords(tmp_path / "C.xmp")["dc:subject"] == ["AI", "animal", "cat"]
+    notes = [note for change in report.written for note in change.notes]
+    assert "keywords moved to IMG_2.xmp (--sidecar-name)" in notes
+    assert sorted(p.name for p in load_manifest(manifest)) == ["C.xmp", "IMG_2.xmp"]
+    # A second export with the same name changes nothing; undo leaves the user's sidecar alone.
+    again = export_xmp(items, manifest, naming="photo.xmp")
+    assert again.written == [] and len(again.unchanged) == 2
+    undo_xmp(manifest)
+    assert sorted(p.name for p in tmp_path.glob("*.xmp")) == ["C.jpg.xmp"]
+    assert users.read_bytes() == original
+
+
+def test_auto_keeps_the_sidecar_it_wrote_when_another_tool_creates_one_later(tmp_path):
+    """A lone RAW got IMG_3.xmp (auto); darktable then writes IMG_3.cr2.xmp beside it: the next
+    auto export keeps writing to IMG_3.xmp and never touches darktable's file."""
+    raw = make_photo(tmp_path, "IMG_3.cr2")
+    manifest = tmp_path / "export.json"
+    export_xmp([(raw, ["scene|beach"])], manifest)
+    darktable = tmp_path / "IMG_3.cr2.xmp"
+    darktable.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
+
+    report = export_xmp([(raw, ["scene|beach", "animal|dog"])], manifest)
+
+    assert [c.path.name for c in report.written] == ["IMG_3.xmp"]
+    assert "AI|animal|dog" in keywords(tmp_path / "IMG_3.xmp")["lr:hierarchicalSubject"]
+    assert darktable.read_text(encoding="utf-8") == DIGIKAM_SIDECAR
+
+
+def test_a_keyword_the_user_removed_before_the_name_switch_does_not_come_back(tmp_path):
+    jpeg = make_photo(tmp_path, "D.jpg")
+    manifest = tmp_path / "export.json"
+    items = [(jpeg, ["animal|dog", "scene|beach"])]
+    export_xmp(items, manifest)
+    old = tmp_path / "D.jpg.xmp"
+    text = old.read_text(encoding="utf-8")
+    for value in ("AI/animal/dog", "AI|animal|dog"):  # deleted in digiKam
+        text = text.replace(f"<rdf:li>{value}</rdf:li>", "")
+    old.write_text(text, encoding="utf-8")
+
+    report = export_xmp(items, manifest, naming="photo.xmp")
+
+    assert report.rejected == [(jpeg, ("AI", "animal", "dog"))]
+    assert not old.exists()
+    assert keywords(tmp_path / "D.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
 
 
 def test_shared_base_name_sidecar_is_left_alone_when_jpeg_and_raw_coexist(tmp_path):
     jpeg, _ = make_photo(tmp_path, "IMG_1.jpg"), make_photo(tmp_path, "IMG_1.cr2")
-    shared = tmp_path / "IMG_1.xmp"
+    shared = tmp_path / "IMG_1.xmp"  # the RAW's (Lightroom's), never the JPEG's
     shared.write_text(DIGIKAM_SIDECAR, encoding="utf-8")
 
     assert sidecar_path_for(jpeg) == tmp_path / "IMG_1.jpg.xmp"
@@ -366,6 +471,65 @@ def test_flat_keywords_stay_visible_to_readers_that_prefer_hierarchical_lists(tm
 
     undo_xmp(manifest)
     assert sidecar.read_text(encoding="utf-8") == original
+
+
+# What darktable writes: its own hierarchy (`darktable|format|CR2`, `darktable|changed`) beside the
+# user's tags in lr:hierarchicalSubject, only the user's in dc:subject.
+DARKTABLE_SIDECAR = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/" '
+    'x:xmptk="XMP Core 4.4.0-Exiv2"><rdf:RDF xmlns:rdf="' + RDF + '">'
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmlns:darktable="http://darktable.sf.net/" '
+    'darktable:xmp_version="5">'
+    "<dc:subject><rdf:Seq><rdf:li>holiday</rdf:li></rdf:Seq></dc:subject>"
+    "<lr:hierarchicalSubject><rdf:Seq><rdf:li>darktable|format|CR2</rdf:li>"
+    "<rdf:li>darktable|changed</rdf:li><rdf:li>places|home</rdf:li><rdf:li>holiday</rdf:li>"
+    "</rdf:Seq></lr:hierarchicalSubject></rdf:Description></rdf:RDF></x:xmpmeta>\n"
+)
+
+
+def test_a_new_tagslist_copies_the_users_keywords_but_never_darktables_own(tmp_path):
+    """digiKam reads only the first keyword list it finds: the TagsList we create copies the user's
+    tags so digiKam still shows them, but darktable's bookkeeping hierarchy stays darktable's."""
+    photo = make_photo(tmp_path, "IMG_5.CR2")
+    sidecar = tmp_path / "IMG_5.CR2.xmp"
+    sidecar.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
+    manifest = tmp_path / "export.json"
+
+    export_xmp([(photo, ["animal|dog"])], manifest)
+
+    tags = keywords(sidecar)
+    assert tags["digiKam:TagsList"] == ["places/home", "holiday", "AI/animal/dog"]
+    assert tags["lr:hierarchicalSubject"][:4] == [
+        "darktable|format|CR2",
+        "darktable|changed",
+        "places|home",
+        "holiday",
+    ]
+    undo_xmp(manifest)
+    assert sidecar.read_text(encoding="utf-8") == DARKTABLE_SIDECAR
+
+
+def test_without_ancestors_each_tag_is_written_alone(tmp_path):
+    """--no-ancestors: no bare `AI` (nor `animal`) keyword on every photo, which Lightroom would
+    list as keywords of their own; the whole path stays in the hierarchical lists."""
+    photo = make_photo(tmp_path, "IMG_6.jpg")
+    manifest = tmp_path / "export.json"
+
+    export_xmp([(photo, ["animal|dog", "scene|beach"])], manifest, ancestors=False)
+
+    tags = keywords(tmp_path / "IMG_6.jpg.xmp")
+    assert tags["dc:subject"] == ["dog", "beach"]
+    assert tags["lr:hierarchicalSubject"] == ["AI|animal|dog", "AI|scene|beach"]
+    assert tags["digiKam:TagsList"] == ["AI/animal/dog", "AI/scene/beach"]
+    # Exporting again with ancestors adds them; undo takes all of it back.
+    export_xmp([(photo, ["animal|dog"])], manifest)
+    assert keywords(tmp_path / "IMG_6.jpg.xmp")["dc:subject"] == ["dog", "AI", "animal"]
+    undo_xmp(manifest)
+    assert not (tmp_path / "IMG_6.jpg.xmp").exists()
+    out = tmp_path / "tags.csv"
+    write_exiftool_csv([TagRow(str(photo), "animal|dog", 0.9, "m")], out, ancestors=False)
+    assert out.read_text(encoding="utf-8").splitlines()[1] == f"{photo},dog,dog,AI|animal|dog"
 
 
 def test_other_keyword_lists_already_present_are_extended_in_their_own_syntax(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 from indexer_fixtures import draw_photo, jpeg_bytes, png_header_only, save_jpeg_with_exif
 from PIL import Image
 
-from indexer.decode import decode_image, parse_exif_datetime
+from indexer.decode import decode_image
 from indexer.errors import DecodeError, NotRegularFileError
+from indexer.exif import parse_exif_datetime
 from indexer.jobs import index_paths
 from indexer.prepare import Preparer, Work
 from indexer.scan import fingerprint_file, scan_folder

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import indexer_fixtures
@@ -26,7 +28,7 @@ from indexer.errors import FolderNotFoundError, ModelMismatchError
 from indexer.jobs import index_paths
 from indexer.library import lock_library, open_library
 from indexer.search import Searcher
-from indexer.status import RootStatus, library_status
+from indexer.status import library_status
 from indexer.vectors import sidecar_path
 from siglip_search.cli import main
 
@@ -170,7 +172,18 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
     assert set(reasons) == {f"{photos}/{rel}" for rel in failing}
     for rel, reason in failing.items():
         assert reason in reasons[f"{photos}/{rel}"], (rel, reasons[f"{photos}/{rel}"])
-    assert report["roots"] == [{"path": str(photos), "online": True, "images": report["images"]}]
+    # Nothing is passed over silently: ._truncated.jpg, .DS_Store and @eaDir/, #recycle/,
+    # .thumbnails/ are counted as hidden or system files and folders.
+    passed_over = {"suffixes": {}, "hidden": 5, "excluded": 0}
+    assert report["roots"] == [
+        {
+            "path": str(photos),
+            "online": True,
+            "images": report["images"],
+            "exclude": [],
+            "passed_over": passed_over,
+        }
+    ]
     assert report["last_run"]["status"] == "ok" and report["last_run"]["failed"] == len(failing)
     indexed = {rel for rel, status, _ in db_rows(lib) if status == "ok"}
     assert indexed == {rel for rel, reason in expect.items() if reason is None}
@@ -184,7 +197,7 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
     assert main(["status", "--library", str(lib)]) == 0
     text = capsys.readouterr().out
     assert f"{photos}/truncated.jpg: truncated or corrupt image data" in text
-    assert "OFFLINE" not in text
+    assert "OFFLINE" not in text and "5 hidden or system" in text
 
     # Failures are not retried while the file is unchanged, except a permission denied (secret.jpg,
     # made only where permissions apply: not for root), which chmod may have fixed since; once
@@ -353,7 +366,7 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     captured = capsys.readouterr()
     assert f"root {photos} is offline" in captured.err and "removed 0" in captured.out
     report = library_status(library)
-    assert report.roots == (RootStatus(path=str(photos), online=False, images=8),)
+    assert [(r.path, r.online, r.images) for r in report.roots] == [(str(photos), False, 8)]
     assert report.images == 8
 
     photos.mkdir()  # an empty mount point looks the same: nothing is deleted
@@ -559,33 +572,51 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
     assert sorted(p.relative_to(gone) for p in gone.rglob("*") if p.is_file()) == files
 
 
-@pytest.mark.skipif(".heic" not in MISSING_DECODERS, reason="this Python decodes HEIC")
-def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(
-    tmp_path, tiny_checkpoint, capsys
-):
+# A Python without pillow-heif and rawpy (installed with --no-deps, or a distribution's packages):
+# the child hides both before anything imports them.
+_WITHOUT_DECODERS = """
+import sys
+sys.modules["pillow_heif"] = sys.modules["rawpy"] = None
+from siglip_search.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_path, tiny_checkpoint):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     for name in ("IMG_1.HEIC", "IMG_2.heic"):
         # an iPhone photo, to this Python unreadable
         (photos / name).write_bytes(b"\0\0\0\x18ftypheic")
+    (photos / "IMG_3.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00")
 
-    assert (
-        main(
-            [
-                "index",
-                str(photos),
-                "--library",
-                str(tmp_path / "lib"),
-                "--model",
-                str(tiny_checkpoint),
-                "--no-progress",
-            ]
-        )
-        == 0
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WITHOUT_DECODERS,
+            "index",
+            str(photos),
+            "--library",
+            str(tmp_path / "lib"),
+            "--model",
+            str(tiny_checkpoint),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
-    err = capsys.readouterr().err
-    assert "2 .heic photos skipped" in err and "pillow-heif" in err
+    assert child.returncode == 0, child.stderr
+    assert (
+        "2 .heic photos skipped: this Python cannot decode them (pip install pillow-heif)"
+        in child.stderr
+    )
+    assert (
+        "1 .cr2 photos skipped: this Python cannot decode them (pip install rawpy)" in child.stderr
+    )
+    assert MISSING_DECODERS == {}  # this Python, with the dependencies installed, decodes them all
 
 
 def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsys):

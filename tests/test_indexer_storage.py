@@ -207,8 +207,16 @@ def test_a_version_1_library_is_migrated_and_keeps_its_images(tmp_path):
     with sqlite3.connect(tmp_path / "library.db") as conn:
         conn.executescript(SCHEMA_V1)
     store = open_store(tmp_path / "library.db")
-    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
-    assert store.image_by_id(7).rel_path == "a.jpg"
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    image = store.image_by_id(7)
+    assert (
+        image.rel_path == "a.jpg" and (image.lens, image.latitude, image.longitude) == (None,) * 3
+    )
+    (root,) = store.roots()
+    assert (root.path, root.exclude, root.passed_over) == ("/photos", (), None)
+    # Its photo's lens and position were never read: the next `index` run reads them (metadata.py).
+    assert [r.id for r in store.images_missing_facts([root.id])] == [7]
+    assert store.reject_tags([(7, "beach")]) == 1 and store.counts().rejected_tags == 1
     ids, vectors = next(store.iter_embeddings())
     assert ids.tolist() == [7] and vectors.tolist() == [[1.0, 0.0, 0.0, 0.0]]
     with sqlite3.connect(tmp_path / "library.db") as conn:

@@ -369,7 +369,7 @@ def test_cli_search_prints_paths_and_scores_or_json(photos, library, embedder, c
     assert main(["search", "a sunny beach", *lib, "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["path"] for h in hits] == [line.split("\t")[0] for line in lines]
-    assert set(hits[0]) == {"path", "score", "cosine", "id"}
+    assert set(hits[0]) == {"path", "score", "cosine", "id", "taken_at", "camera", "lens", "gps"}
     assert hits[0]["score"] == pytest.approx(float(embedder.probability(hits[0]["cosine"])))
     assert main(["search", "--image", str(photos["2021/autumn.jpg"]), *lib, "-k", "1"]) == 0
     assert capsys.readouterr().out.split("\t")[0] == str(photos["2021/autumn.jpg"].resolve())

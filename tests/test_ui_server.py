@@ -142,6 +142,16 @@ def test_text_search_fills_a_gallery_of_thumbnails_captioned_with_probabilities(
             assert im.format == "JPEG" and max(im.size) <= 320
 
 
+def test_the_camera_and_gps_options_filter_and_old_clients_without_them_still_search(client):
+    """The options the page gained come last: a client passing the first seven still searches."""
+    assert len(search(client, "a red circle", count=3)[2]) == 3
+    args = ("a red circle", 0.0, 3, "", "", "", "best match")
+    hits = client.predict(*args, "no such camera", "", False, api_name="/search")[2]
+    assert hits == []
+    hits = client.predict(*args, "", "", True, api_name="/search")[2]
+    assert hits == []  # the generated photos have no GPS position
+
+
 @pytest.mark.skipif(
     not HAVE_DEMO, reason="needs the demo model and data/samples (meaningful ranking)"
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from PIL import Image
 
 from indexer.export import ExportReport
 from indexer.export.xmp import SidecarChange
+from indexer.jobs import RunSummary
 from indexer.search import Hit
 from indexer.status import FailedFile, LibraryStatus, RootStatus, RunStatus
+from indexer.store import PassedOver
 from ui import views
 from ui.options import parse_auth
 from ui.thumbnails import PREVIEW_PX, THUMB_PX, Thumbnails
@@ -58,13 +61,22 @@ def test_hit_record_round_trips_through_session_state_as_a_dict():
 
 def test_details_show_path_date_size_camera_probability_and_tags():
     record = hit(
-        7, 0.61, taken_at="2021-07-14T18:03:09", width=4000, height=3000, camera="Canon EOS R5"
+        7,
+        0.61,
+        taken_at="2021-07-14T18:03:09",
+        width=4000,
+        height=3000,
+        camera="Canon EOS R5",
+        lens="RF24-105mm F4 L IS USM",
+        latitude=48.858370,
+        longitude=-2.294481,
     )
     text = views.hit_details_markdown(
         record, [("scene|beach", 0.83), ("animal|dog", 0.12), ("mine", float("nan"))]
     )
     assert "`/photos/2021/summer/beach.jpg`" in text
     assert "taken 2021-07-14 18:03" in text and "4000×3000" in text and "Canon EOS R5" in text
+    assert "RF24-105mm F4 L IS USM · GPS 48.85837, -2.29448" in text
     assert "61%" in text and "cosine 0.123" in text
     assert (
         "scene\\|beach (83%)" in text and "animal\\|dog (12%)" in text and text.endswith(", mine")
@@ -193,11 +205,18 @@ STATUS = LibraryStatus(
     images=1234,
     failed_count=2,
     tags=56,
+    rejected_tags=3,
     model="google/siglip-base-patch16-224",
     mode="fp32",
     model_identity={"dim": 768},
     roots=(
-        RootStatus(path="/photos", online=True, images=1200),
+        RootStatus(
+            path="/photos",
+            online=True,
+            images=1200,
+            exclude=("*/@eaDir/*",),
+            passed_over=PassedOver({".mov": 3, ".xyz": 12}, hidden=2, excluded=1),
+        ),
         RootStatus(path="/mnt/usb|disk", online=False, images=34),
     ),
     last_run=RunStatus(
@@ -220,13 +239,28 @@ STATUS = LibraryStatus(
 
 def test_status_shows_photos_model_roots_online_offline_and_failures_with_reasons():
     text = views.status_markdown(STATUS)
-    assert "**1234 photos** indexed · 2 failed · 56 tags" in text
+    assert "**1234 photos** indexed · 2 failed · 56 tags · 3 tags you rejected" in text
     assert "google/siglip-base-patch16-224" in text and "dim 768" in text
     assert "| `/photos` | online | 1200 |" in text
+    # What the folder's last scan left out, and the patterns it excludes, in one cell.
+    assert (
+        "| skipped 12 .xyz, 3 .mov; 2 hidden or system; 1 excluded; exclude \\*/@eaDir/\\* |"
+        in text
+    )
     assert "`/mnt/usb\\|disk` | **offline**" in text
     assert "| `/photos/bad.jpg` | truncated or corrupt image data |" in text
     assert "not an image" in text
     assert "added 3" in text and "moved 1" in text
+
+
+def test_the_index_summary_says_what_was_not_indexed():
+    summary = RunSummary(added=2, passed_over=Counter({".mov": 3}), hidden=1, excluded=4)
+    text = views.index_summary_markdown(summary)
+    assert (
+        "Done: added 2" in text
+        and "- not indexed: skipped 3 .mov; 1 hidden or system; 4 excluded" in text
+    )
+    assert "not indexed" not in views.index_summary_markdown(RunSummary(added=2))
 
 
 def test_status_without_a_library_says_what_to_do():

@@ -136,6 +136,23 @@ def _search_tab(state: AppState) -> gr.Dropdown:
                     date_to = gr.Textbox(
                         label="Taken until", placeholder="e.g. 2022", min_width=100
                     )
+                with gr.Row():
+                    camera = gr.Dropdown(
+                        _metadata_choices(state, "camera"),
+                        value=None,
+                        allow_custom_value=True,
+                        label="Camera",
+                        info="make or model, or part of it",
+                        min_width=120,
+                    )
+                    lens = gr.Dropdown(
+                        _metadata_choices(state, "lens"),
+                        value=None,
+                        allow_custom_value=True,
+                        label="Lens",
+                        min_width=120,
+                    )
+                gps = gr.Checkbox(label="Only photos with a GPS position", value=False)
         with gr.Column(scale=3):
             summary = gr.Markdown(
                 "Type a query, or search with a picture.", elem_id="results-summary"
@@ -162,7 +179,7 @@ def _search_tab(state: AppState) -> gr.Dropdown:
     hits = gr.State([])
     # an API client may pass any indexed photo's id
     selected_id = gr.Number(visible=False, precision=0)
-    options = [min_score, count, folder, date_from, date_to, sort]
+    options = [min_score, count, folder, date_from, date_to, sort, camera, lens, gps]
     outputs = [gallery, summary, results_json, hits]
     query.submit(bind(handlers.search_text, state), [query, *options], outputs, api_name="search")
     image_button.click(
@@ -282,6 +299,13 @@ def _root_choices(state: AppState) -> list[str]:
     if state.library is None:
         return []
     return [root.path for root in state.library.store.roots()]
+
+
+def _metadata_choices(state: AppState, column: str) -> list[str]:
+    """The cameras or lenses of the library's photos, most photos first."""
+    if state.library is None:
+        return []
+    return [value for value, _ in state.library.store.metadata_values(column)]
 
 
 def _vocabulary_size(state: AppState) -> str:

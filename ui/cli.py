@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from indexer.cli import add_library_argument
+from indexer.cli_options import add_library_argument
 from indexer.library import default_library_dir
 from siglip_search.cli import PROG, add_device_argument, add_mode_argument
 from siglip_search.resources import DEMO_MODEL, SAMPLES

@@ -79,8 +79,11 @@ def page_errors(handler: F) -> F:
 # --- search -------------------------------------------------------------------------------------
 
 
-def _search_options(min_score, count, folder, date_from, date_to, sort) -> dict[str, Any]:
-    """Form values -> Searcher options; dates and folders are read (and refused) by the searcher."""
+def _search_options(
+    min_score, count, folder, date_from, date_to, sort, camera=None, lens=None, gps=False
+) -> dict[str, Any]:
+    """Form values -> Searcher options; dates and folders are read (and refused) by the searcher.
+    The camera, lens and GPS fields come last, so API clients of before keep working."""
     return {
         "k": views.parse_count(count),
         "min_score": views.parse_probability(min_score),
@@ -88,6 +91,9 @@ def _search_options(min_score, count, folder, date_from, date_to, sort) -> dict[
         "date_from": (date_from or "").strip() or None,
         "date_to": (date_to or "").strip() or None,
         "sort": SORTS.get(sort, sort if sort in SORTS.values() else "score"),
+        "camera": (camera or "").strip() or None,
+        "lens": (lens or "").strip() or None,
+        "has_gps": True if gps else None,
     }
 
 
@@ -136,10 +142,13 @@ def search_text(
     date_from: str,
     date_to: str,
     sort: str,
+    camera: str | None = None,
+    lens: str | None = None,
+    gps: bool = False,
 ) -> tuple:
     text = views.parse_query(query)
     refuse_file_terms(text)
-    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    options = _search_options(min_score, count, folder, date_from, date_to, sort, camera, lens, gps)
     page = require_searcher(state).search(text, **options)
     return _results(state, page, options, text)
 
@@ -154,9 +163,12 @@ def search_image(
     date_from: str,
     date_to: str,
     sort: str,
+    camera: str | None = None,
+    lens: str | None = None,
+    gps: bool = False,
 ) -> tuple:
     image = open_upload(state, image_file, what="search with")
-    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    options = _search_options(min_score, count, folder, date_from, date_to, sort, camera, lens, gps)
     page = require_searcher(state).search_image(image, **options)
     return _results(state, page, options, "your picture")
 
@@ -171,6 +183,9 @@ def more_like_this(
     date_from: str,
     date_to: str,
     sort: str,
+    camera: str | None = None,
+    lens: str | None = None,
+    gps: bool = False,
 ) -> tuple:
     """Photos like an indexed one (the selected result, or any id an API client names)."""
     if image_id is None:
@@ -179,7 +194,7 @@ def more_like_this(
     rows = require_library(state).store.images_by_ids([wanted])
     if not rows or rows[0].status != "ok":
         raise FormError(f"There is no indexed photo with id {wanted}; search again.")
-    options = _search_options(min_score, count, folder, date_from, date_to, sort)
+    options = _search_options(min_score, count, folder, date_from, date_to, sort, camera, lens, gps)
     page = require_searcher(state).more_like_this(rows[0].id, **options)
     return _results(state, page, options, f"photos like {Path(rows[0].rel_path).name}")
 

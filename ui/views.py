@@ -49,6 +49,9 @@ class HitRecord:
     height: int | None = None
     camera: str | None = None
     missing: bool = False  # the file was gone when the results were shown
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
     @classmethod
     def from_hit(cls, hit: Hit, missing: bool = False) -> HitRecord:
@@ -64,6 +67,9 @@ class HitRecord:
             height=hit.height,
             camera=hit.camera,
             missing=missing,
+            lens=hit.lens,
+            latitude=hit.latitude,
+            longitude=hit.longitude,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -158,6 +164,10 @@ def hit_details_markdown(hit: HitRecord, tags: Sequence[tuple[str, float]] = ())
         facts.append(f"{hit.width}×{hit.height}")
     if hit.camera:
         facts.append(_escape(hit.camera))
+    if hit.lens:
+        facts.append(_escape(hit.lens))
+    if hit.latitude is not None and hit.longitude is not None:
+        facts.append(f"GPS {hit.latitude:.5f}, {hit.longitude:.5f}")
     if facts:
         lines += [" · ".join(facts), ""]
     lines.append(f"probability **{format_probability(hit.score)}** (cosine {hit.cosine:.3f})")
@@ -285,7 +295,8 @@ def status_markdown(report: LibraryStatus | None, max_failures: int = 20) -> str
     dim = f" · dim {identity['dim']}" if identity.get("dim") else ""
     mode = f" · {report.mode}" if report.mode else ""
     lines = [
-        f"**{report.images} photos** indexed · {report.failed_count} failed · {report.tags} tags",
+        f"**{report.images} photos** indexed · {report.failed_count} failed · {report.tags} tags"
+        + (f" · {report.rejected_tags} tags you rejected" if report.rejected_tags else ""),
         "",
         f"model: `{_escape_code(model)}`{dim}{mode}",
         "",
@@ -293,10 +304,20 @@ def status_markdown(report: LibraryStatus | None, max_failures: int = 20) -> str
         "",
     ]
     if report.roots:
-        lines += ["| folder | state | photos |", "|---|---|---|"]
+        from indexer.status import passed_over_text  # loaded with the report it describes
+
+        lines += ["| folder | state | photos | not indexed |", "|---|---|---|---|"]
         for root in report.roots:
             state = "online" if root.online else "**offline** (missing or empty; photos kept)"
-            lines.append(f"| `{_escape_cell(root.path)}` | {state} | {root.images} |")
+            passed = root.passed_over
+            left_out = (
+                passed_over_text(passed.suffixes, passed.hidden, passed.excluded) if passed else ""
+            )
+            exclude = "; exclude " + ", ".join(root.exclude) if root.exclude else ""
+            lines.append(
+                f"| `{_escape_cell(root.path)}` | {state} | {root.images} | "
+                f"{_escape_text_cell(left_out + exclude)} |"
+            )
         lines.append("")
     else:
         lines += ["No folders yet.", ""]
@@ -345,6 +366,10 @@ def index_summary_markdown(summary: RunSummary) -> str:
         f"- {count} {_escape(suffix)} photos skipped: the server cannot decode them"
         for suffix, count in sorted(summary.undecodable.items())
     ]
+    from indexer.status import passed_over_text  # loaded with the summary it describes
+
+    left_out = passed_over_text(summary.passed_over, summary.hidden, summary.excluded)
+    lines += [f"- not indexed: {_escape(left_out)}"] if left_out else []
     return "\n".join(lines)
 
 

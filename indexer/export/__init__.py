@@ -12,6 +12,7 @@ from .library import EXPORT_MANIFEST_NAME, export_library_xmp, library_tag_rows,
 from .manifest import load_manifest
 from .sidecars import (
     ROOT_TAG,
+    SIDECAR_NAMINGS,
     SidecarPlan,
     commit_sidecar_plan,
     machine_tag_path,
@@ -31,6 +32,7 @@ __all__ = [
     "library_tag_rows",
     "undo_library_xmp",
     "ROOT_TAG",
+    "SIDECAR_NAMINGS",
     "ExportReport",
     "SidecarChange",
     "SidecarPlan",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..library import Library
 from ..store import MACHINE_TAG_SOURCE
-from .sidecars import ROOT_TAG
+from .sidecars import ROOT_TAG, machine_tag_path
 from .tables import TagRow
 from .xmp_export import ExportReport, export_xmp, undo_xmp
 
@@ -29,23 +29,41 @@ def export_library_xmp(
     root_tag: str | None = ROOT_TAG,
     min_score: float | None = None,
     dry_run: bool = False,
+    *,
+    naming: str = "auto",
+    ancestors: bool = True,
 ) -> ExportReport:
     """Make each photo's XMP sidecar hold its machine tags under `root_tag` (photos are never opened
     for writing): keywords earlier exports added that are no longer tags (re-tagged, another
-    threshold or root tag, photo left untagged) are removed, the user's own never. What was added
-    is recorded in the library's manifest for undo_library_xmp. The caller holds lock_library():
-    one export at a time per manifest."""
+    threshold or root tag, photo left untagged) are removed, the user's own never. A tag an earlier
+    export wrote that the user has removed from the sidecar since (in digiKam, darktable, Lightroom)
+    is recorded as rejected for that photo in the library (source "sidecar") and not written again;
+    the photo's other tags are written as usual. What was added is recorded in the library's
+    manifest for undo_library_xmp. `naming`: which sidecar each photo gets (sidecar_path_for);
+    `ancestors`: see keyword_values. The caller holds lock_library(): one export at a time."""
     items: dict[str, list[str]] = {}
     for record in library.store.iter_tags(MACHINE_TAG_SOURCE, min_score=min_score):
         items.setdefault(record.path, []).append(record.tag)
-    manifest = library.path / EXPORT_MANIFEST_NAME
+    photos = {Path(row.path): row for row in library.store.iter_images()}
+
+    def record_rejections(pairs: list[tuple[Path, tuple[str, ...]]]) -> None:
+        rejections = []
+        for photo, tag_path in pairs:
+            names = {machine_tag_path(t, root_tag): t for t in items.get(str(photo), [])}
+            if photo in photos and tag_path in names:
+                rejections.append((photos[photo].id, names[tag_path]))
+        library.store.reject_tags(rejections, source="sidecar")
+
     return export_xmp(
         [(Path(p), t) for p, t in items.items()],
-        manifest,
+        library.path / EXPORT_MANIFEST_NAME,
         root_tag,
         dry_run,
         every_photo=True,
-        photo_keys=_photo_keys(library),
+        photo_keys={path: row.fingerprint for path, row in photos.items()},
+        naming=naming,
+        ancestors=ancestors,
+        on_rejected=record_rejections,
     )
 
 

@@ -7,18 +7,29 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from siglip_search.atomic import fsync_directory, open_atomic
 
 from ..errors import SidecarError, TagNameError
+from ..raw import RAW_EXTENSIONS
 from .manifest import values_less
-from .xmp import NEW_SIDECAR, SidecarChange, add_keywords, keyword_values, remove_keywords
+from .xmp import (
+    NEW_SIDECAR,
+    SidecarChange,
+    add_keywords,
+    keyword_lists,
+    keyword_values,
+    remove_keywords,
+    removed_tags,
+)
 
 ROOT_TAG = "AI"
 # darktable histories reach a few hundred KiB; anything this big is not a sidecar we should edit.
 MAX_SIDECAR_BYTES = 32 << 20
+# --sidecar-name: see sidecar_path_for.
+SIDECAR_NAMINGS = ("auto", "photo.ext.xmp", "photo.xmp")
 
 
 @dataclass
@@ -29,6 +40,12 @@ class SidecarPlan:
     data: bytes | None  # None: nothing to write
     before: tuple[int, int, int] | None  # (inode, size, mtime_ns) when read; None: did not exist
     delete: bool = False
+    # Tags an earlier export wrote that the user has removed from the sidecar since (not written
+    # again), and the values of theirs the sidecar no longer holds (to leave the manifest).
+    rejected: list[tuple[str, ...]] = field(default_factory=list)
+    user_removed: dict[str, list[str]] = field(default_factory=dict)
+    # All of ours leaves this sidecar (the photo's keywords moved to another one): its record goes.
+    leaves: bool = False
 
 
 def machine_tag_path(tag: str | Sequence[str], root_tag: str | None = ROOT_TAG) -> tuple[str, ...]:
@@ -56,18 +73,37 @@ def _check_components(parts: Sequence[str], what: str) -> None:
             raise TagNameError(f"{what} contains a control character XMP cannot hold")
 
 
-def sidecar_path_for(photo: Path, folder_names: Collection[str] | None = None) -> Path:
-    """`IMG_1.jpg.xmp` if it exists; else `IMG_1.xmp` if it exists and no other file is `IMG_1.*`;
-    else `IMG_1.jpg.xmp` (to be created). `folder_names`: the folder's listing, if at hand."""
+def sidecar_path_for(
+    photo: Path, folder_names: Collection[str] | None = None, naming: str = "auto"
+) -> Path:
+    """The sidecar `photo` has or gets (`folder_names`: the folder's listing, if at hand). `naming`:
+    - "auto": an existing `IMG_1.jpg.xmp`; else an existing `IMG_1.xmp` that is this photo's; else a
+      new `IMG_1.xmp` for a RAW file other than DNG (what Lightroom Classic and Capture One read)
+      and `IMG_1.jpg.xmp` for any other photo (digiKam's, darktable's and Immich's name);
+    - "photo.ext.xmp": always `IMG_1.jpg.xmp`;
+    - "photo.xmp": `IMG_1.xmp` where it is this photo's, else `IMG_1.jpg.xmp`.
+    `IMG_1.xmp` is this photo's when no other photo is `IMG_1.*`, or when this is the one RAW file
+    of a RAW+JPEG pair (Lightroom's convention; the JPEG then gets `IMG_1.JPG.xmp`)."""
+    if naming not in SIDECAR_NAMINGS:
+        raise ValueError(
+            f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}"
+        )
     photo = Path(photo)
     names = set(os.listdir(photo.parent)) if folder_names is None else folder_names
-    full = _existing_xmp(names, photo.name)
-    if full is not None:
-        return photo.with_name(full)
-    base = _existing_xmp(names, photo.stem)
-    if base is not None and not _shares_base_name(names, photo):
-        return photo.with_name(base)
-    return photo.with_name(photo.name + ".xmp")
+    full = photo.with_name(_existing_xmp(names, photo.name) or photo.name + ".xmp")
+    if naming == "photo.ext.xmp" or not _owns_base_name(names, photo):
+        return full
+    base = photo.with_name(_existing_xmp(names, photo.stem) or photo.stem + ".xmp")
+    if naming == "photo.xmp" or base.name in names and full.name not in names:
+        return base
+    return base if full.name not in names and prefers_base_name(photo) else full
+
+
+def prefers_base_name(photo: Path) -> bool:
+    """RAW files other than DNG: Lightroom Classic and Capture One read `IMG_1.xmp` beside them. For
+    DNG, JPEG, TIFF and HEIC they read the XMP inside the file and no sidecar."""
+    suffix = Path(photo).suffix.lower()
+    return suffix in RAW_EXTENSIONS and suffix != ".dng"
 
 
 def _existing_xmp(names: Collection[str], stem: str) -> str | None:
@@ -94,16 +130,19 @@ COMPANION_SUFFIXES = {
 }
 
 
-def _shares_base_name(names: Collection[str], photo: Path) -> bool:
-    """Another photo or video `IMG_1.*` (a JPEG beside the raw, a Live Photo's movie) makes
-    `IMG_1.xmp` ambiguous: never ours to use. Companion files (COMPANION_SUFFIXES) do not count."""
+def _owns_base_name(names: Collection[str], photo: Path) -> bool:
+    """Whether `IMG_1.xmp` is this photo's: no other photo or video is `IMG_1.*` (a JPEG beside the
+    raw, a Live Photo's movie; companion files, COMPANION_SUFFIXES, do not count), or this is the one
+    RAW file among them (a RAW+JPEG pair: Lightroom's and Capture One's sidecar of the raw)."""
     base = photo.stem.casefold()
-    return any(
-        name != photo.name
+    others = [
+        Path(name).suffix.lower()
+        for name in names
+        if name != photo.name
         and Path(name).suffix.lower() not in COMPANION_SUFFIXES
         and Path(name).stem.casefold() == base
-        for name in names
-    )
+    ]
+    return not others or (prefers_base_name(photo) and not any(s in RAW_EXTENSIONS for s in others))
 
 
 def plan_keyword_merge(
@@ -118,18 +157,36 @@ def plan_keyword_sync(
     tag_paths: Sequence[tuple[str, ...]],
     previous: Callable[[Path], SidecarChange | None],
     folder_names: Collection[str] | None = None,
+    *,
+    naming: str = "auto",
+    ancestors: bool = True,
+    sidecar: Path | None = None,
 ) -> SidecarPlan:
     """Plan making the machine keywords of the photo's sidecar equal to `tag_paths`: add what is
     missing, and remove what an earlier export added (`previous(sidecar)`, its manifest record) that
     these tags no longer give. Keywords no export of ours added are never removed. A sidecar we
-    created is deleted when nothing but the empty wrapper would remain."""
+    created is deleted when nothing but the empty wrapper would remain. A tag the earlier export
+    wrote that the user has removed from the sidecar since (xmp.removed_tags) is not written again:
+    the plan names it in `rejected`. `naming` and `ancestors`: see sidecar_path_for, keyword_values;
+    `sidecar`: the sidecar to use, already chosen by the caller."""
     photo = Path(photo)
     if not photo.is_file():
         raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
-    sidecar = sidecar_path_for(photo, folder_names)
+    sidecar = sidecar or sidecar_path_for(photo, folder_names, naming)
     raw, before = _read_sidecar(sidecar, missing_ok=True)
-    wanted = keyword_values(tag_paths)
     record = previous(sidecar) if before is not None else None
+    rejected: list[tuple[str, ...]] = []
+    user_removed: dict[str, list[str]] = {}
+    if record is not None:
+        lists = keyword_lists(raw, sidecar)
+        rejected = removed_tags(tag_paths, record, lists)
+        user_removed = {
+            k: [v for v in vs if v not in lists.get(k, [])] for k, vs in record.added.items()
+        }
+        user_removed = {k: vs for k, vs in user_removed.items() if vs}
+        record = replace(record, added=values_less(record.added, user_removed))
+        tag_paths = [p for p in tag_paths if p not in rejected]
+    wanted = keyword_values(tag_paths, ancestors)
     stale = _stale_part(record, wanted) if record is not None else None
     removed: dict[str, list[str]] = {}
     notes: list[str] = []
@@ -138,13 +195,13 @@ def plan_keyword_sync(
         data, removal = remove_keywords(raw, stale, sidecar)
         if removal.deleted:
             removal.photo = photo
-            return SidecarPlan(removal, None, before, delete=True)
+            return SidecarPlan(removal, None, before, True, rejected, user_removed)
         removed, notes = removal.removed, removal.notes
     added_data, change = add_keywords(data if data is not None else raw, wanted, sidecar)
     data = added_data if added_data is not None else data
     change.photo, change.created = photo, before is None
     change.removed, change.notes = removed, [*notes, *change.notes]
-    return SidecarPlan(change, data, before)
+    return SidecarPlan(change, data, before, False, rejected, user_removed)
 
 
 def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarChange | None:
@@ -161,6 +218,20 @@ def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarC
         created=record.created and not any(wanted.values()),
         created_properties=[k for k in record.created_properties if not wanted.get(k)],
     )
+
+
+def plan_keyword_move_out(
+    sidecar: Path, record: SidecarChange, tag_paths: Sequence[tuple[str, ...]], to: Path
+) -> SidecarPlan:
+    """The photo's keywords now go to the sidecar `to` (the export's --sidecar-name changed): plan
+    removing from this one what earlier exports added (`record`), as an undo does, deleting it if
+    we created it and nothing else is left. A tag of `tag_paths` the user had removed from it is
+    named in `rejected`, so that it is not written into `to` either."""
+    raw, before = _read_sidecar(sidecar, missing_ok=False)
+    rejected = removed_tags(tag_paths, record, keyword_lists(raw, sidecar))
+    data, change = remove_keywords(raw, record, sidecar)
+    change.notes.append(f"keywords moved to {to.name} (--sidecar-name)")
+    return SidecarPlan(change, data, before, change.deleted, rejected, leaves=True)
 
 
 def plan_keyword_removal(sidecar: Path, record: SidecarChange) -> SidecarPlan:

@@ -75,7 +75,10 @@ def exiftool_tag_paths(
 
 
 def write_exiftool_csv(
-    rows: Iterable[TagRow], out: Path | str | None = None, root_tag: str | None = ROOT_TAG
+    rows: Iterable[TagRow],
+    out: Path | str | None = None,
+    root_tag: str | None = ROOT_TAG,
+    ancestors: bool = True,
 ) -> None:
     """One line per photo for exiftool: `SourceFile,Keywords,Subject,HierarchicalSubject`.
 
@@ -89,7 +92,7 @@ def write_exiftool_csv(
         writer = _CsvWriter(f)
         writer.writerow(("SourceFile", "Keywords", "Subject", "HierarchicalSubject"))
         for source, paths in tag_paths.items():
-            values = keyword_values(paths)
+            values = keyword_values(paths, ancestors)
             flat = EXIFTOOL_SEPARATOR.join(values["dc:subject"])
             writer.writerow(
                 (source, flat, flat, EXIFTOOL_SEPARATOR.join(values["lr:hierarchicalSubject"]))

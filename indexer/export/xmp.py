@@ -102,19 +102,73 @@ class SidecarChange:
         }
 
 
-def keyword_values(tag_paths: Iterable[tuple[str, ...]]) -> dict[str, list[str]]:
-    """The values each keyword property gets for these tag paths, in the form each manager reads."""
+# The lists that name a keyword by its whole path, and their separators: a tag gone from one of
+# them was removed by the user (digiKam, darktable and Lightroom rewrite these), see removed_tags.
+HIERARCHICAL_SEPARATORS = {
+    "lr:hierarchicalSubject": "|",
+    "digiKam:TagsList": "/",
+    "MicrosoftPhoto:LastKeywordXMP": "/",
+    "mediapro:CatalogSets": "|",
+}
+# Hierarchies other tools keep for themselves in the keyword lists (darktable's `darktable|format|JPG`,
+# `darktable|changed`): never copied into a list we create.
+FOREIGN_ROOTS = ("darktable",)
+
+
+def keyword_values(
+    tag_paths: Iterable[tuple[str, ...]], ancestors: bool = True
+) -> dict[str, list[str]]:
+    """The values each keyword property gets for these tag paths, in the form each manager reads.
+    ancestors=False: dc:subject gets only each tag's own name and lr:hierarchicalSubject only its whole
+    path, so a root like `AI` is not a keyword of every photo (Lightroom lists such ancestors as
+    keywords of their own)."""
     values: dict[str, list[str]] = {prop.key: [] for prop in KEYWORD_PROPERTIES}
     for path in tag_paths:
-        _extend_unique(values["dc:subject"], path)  # flat keywords: each path component
+        first = 1 if ancestors else len(path)
+        _extend_unique(values["dc:subject"], path if ancestors else path[-1:])  # flat keywords
         _extend_unique(
-            values["lr:hierarchicalSubject"], ["|".join(path[:i]) for i in range(1, len(path) + 1)]
+            values["lr:hierarchicalSubject"],
+            ["|".join(path[:i]) for i in range(first, len(path) + 1)],
         )
         # digiKam lists the assigned tags, not their ancestors (it creates those itself).
         _extend_unique(values["digiKam:TagsList"], ["/".join(path)])
         _extend_unique(values["MicrosoftPhoto:LastKeywordXMP"], ["/".join(path)])
         _extend_unique(values["mediapro:CatalogSets"], ["|".join(path)])
     return values
+
+
+def keyword_lists(raw: bytes, path: Path) -> dict[str, list[str]]:
+    """The keyword lists an XMP document holds, per property key; properties it lacks are left out.
+    Raises SidecarError (naming `path`) for a document we refuse to read."""
+    doc = _parse(raw, path)
+    lists = {}
+    for prop in KEYWORD_PROPERTIES:
+        _, container = _find_property(doc, prop)
+        if container is not None:
+            lists[prop.key] = [_text(c) for c in container.children if _is_item(c)]
+    return lists
+
+
+def removed_tags(
+    tag_paths: Iterable[tuple[str, ...]], record: SidecarChange, lists: dict[str, list[str]]
+) -> list[tuple[str, ...]]:
+    """The tag paths an earlier export wrote into this sidecar (`record`) that the user has removed
+    since: the tag's whole path is gone from a list that still exists and that the export wrote it
+    to, or from every list it was written to. dc:subject is not asked: it holds a tag's name alone,
+    which other tags and the user's own keywords may share."""
+    removed = []
+    for path in tag_paths:
+        written = [
+            (key, separator.join(path))
+            for key, separator in HIERARCHICAL_SEPARATORS.items()
+            if separator.join(path) in record.added.get(key, [])
+        ]
+        if not written:
+            continue
+        left = [(key, form) for key, form in written if form in lists.get(key, [])]
+        if not left or any(key in lists and form not in lists[key] for key, form in written):
+            removed.append(path)
+    return removed
 
 
 def add_keywords(
@@ -375,9 +429,14 @@ def _mirror_values(key: str, existing: dict[str, list[str]]) -> tuple[list[str],
     separator = "/" if key == "digiKam:TagsList" else "|"
     for source, source_separator in sources:
         if existing.get(source):
-            fits = [separator not in v or source_separator == separator for v in existing[source]]
-            kept = [v for v, ok in zip(existing[source], fits, strict=True) if ok]
-            left_out = [v for v, ok in zip(existing[source], fits, strict=True) if not ok]
+            own = [
+                v
+                for v in existing[source]
+                if v.split(source_separator or "|")[0] not in FOREIGN_ROOTS
+            ]
+            fits = [separator not in v or source_separator == separator for v in own]
+            kept = [v for v, ok in zip(own, fits, strict=True) if ok]
+            left_out = [v for v, ok in zip(own, fits, strict=True) if not ok]
             copies = [
                 v.replace(source_separator, separator) if source_separator else v for v in kept
             ]

@@ -15,6 +15,7 @@ from .sidecars import (
     SidecarPlan,
     commit_sidecar_plan,
     machine_tag_path,
+    plan_keyword_move_out,
     plan_keyword_removal,
     plan_keyword_sync,
     sidecar_path_for,
@@ -31,6 +32,9 @@ class ExportReport:
     unchanged: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
     missing: list[Path] = field(default_factory=list)  # undo: recorded sidecars that are gone
+    # (photo, tag path) an earlier export wrote that the user removed from the sidecar since: not
+    # written again (export_library_xmp records them as rejected in the library)
+    rejected: list[tuple[Path, tuple[str, ...]]] = field(default_factory=list)
 
 
 def export_xmp(
@@ -41,6 +45,9 @@ def export_xmp(
     *,
     every_photo: bool = False,
     photo_keys: Mapping[Path, str | None] | None = None,
+    naming: str = "auto",
+    ancestors: bool = True,
+    on_rejected: Callable[[list[tuple[Path, tuple[str, ...]]]], None] | None = None,
 ) -> ExportReport:
     """Make each photo's sidecar hold its machine tags, and record in the manifest what was added.
 
@@ -54,6 +61,9 @@ def export_xmp(
     Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is
     skipped and reported. The manifest records each batch before its sidecars are written, so an
     interrupted export can still be undone; entries whose write failed are rolled back.
+    naming: which sidecar a photo gets (sidecars.sidecar_path_for); ancestors: see keyword_values.
+    on_rejected(pairs): called with each batch's (photo, tag path) pairs the user removed since an
+    earlier export, before that batch's manifest and sidecars are written (not in a dry run).
     """
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
@@ -73,19 +83,27 @@ def export_xmp(
     saved = False
     try:
         for batch in _batches(jobs):
-            plans = _plan_batch(batch, report, records.get)
+            plans = _plan_batch(batch, report, records, naming, ancestors)
+            rejected = [(p.change.photo or p.change.path, tag) for p in plans for tag in p.rejected]
+            report.rejected += rejected
             if dry_run:
-                report.planned += [p.change for p in plans]
+                report.planned += [p.change for p in plans if p.data is not None or p.delete]
+                report.unchanged += [
+                    p.change.path for p in plans if p.data is None and not p.delete
+                ]
                 continue
+            if rejected and on_rejected is not None:
+                on_rejected(rejected)
             for plan in plans:
                 path = plan.change.path
                 pending[path] = records.get(path)
-                record = merged_record(
-                    record_without(records.get(path), plan.change.removed), plan.change
+                kept = record_without(
+                    record_without(records.get(path), plan.user_removed), plan.change.removed
                 )
+                record = merged_record(kept, plan.change)
                 if record.photo is not None:
                     record = replace(record, photo_key=keys.get(record.photo, record.photo_key))
-                if plan.delete or not (record.added or record.mirrored):
+                if plan.leaves or plan.delete or not (record.added or record.mirrored):
                     records.pop(path, None)  # nothing of ours left in it
                 else:
                     records[path] = record
@@ -99,7 +117,10 @@ def export_xmp(
                     _restore(records, plan.change.path, pending[plan.change.path])
                     report.skipped.append(_skip(exc, plan.change.path))
                 else:
-                    report.written.append(plan.change)
+                    if plan.data is not None or plan.delete:
+                        report.written.append(plan.change)
+                    else:  # only the record changed: the user had removed some of our keywords
+                        report.unchanged.append(plan.change.path)
                 del pending[plan.change.path]
     finally:
         if saved:  # roll back entries whose sidecar was never written (an exception stopped us)
@@ -209,29 +230,86 @@ def _batches(jobs: list, first: int = 64, largest: int = 4096) -> Iterator[list]
 def _plan_batch(
     batch: list[tuple[Path, list[tuple[str, ...]]]],
     report: ExportReport,
-    previous: Callable[[Path], SidecarChange | None],
+    records: Mapping[Path, SidecarChange],
+    naming: str = "auto",
+    ancestors: bool = True,
 ) -> list[SidecarPlan]:
     listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
     plans: list[SidecarPlan] = []
     sidecars: set[Path] = set()
+    photos = {photo for photo, _ in batch}
+    recorded: dict[Path, list[Path]] = {}  # photo -> its sidecars earlier exports wrote to
+    for path, record in records.items():
+        if record.photo in photos:
+            recorded.setdefault(record.photo, []).append(path)
     for photo, tag_paths in batch:
         try:
             if photo.parent not in listings:
                 listings[photo.parent] = set(os.listdir(photo.parent))
-            plan = plan_keyword_sync(photo, tag_paths, previous, listings[photo.parent])
+            sidecar = _chosen_sidecar(photo, listings[photo.parent], naming, recorded)
+            moves = _move_out_plans(photo, sidecar, tag_paths, recorded, records, report)
+            gone = [tag for move in moves for tag in move.rejected]
+            plan = plan_keyword_sync(
+                photo,
+                [p for p in tag_paths if p not in gone],
+                records.get,
+                listings[photo.parent],
+                naming=naming,
+                ancestors=ancestors,
+                sidecar=sidecar,
+            )
         except (SidecarError, OSError) as exc:
             report.skipped.append(_skip(exc, photo))
             continue
-        if plan.data is None and not plan.delete:
-            report.unchanged.append(plan.change.path)
-        elif plan.change.path in sidecars:  # two photos, one sidecar: only reachable with odd names
-            report.skipped.append(
-                (plan.change.path, f"also the sidecar of another photo; {photo} skipped")
-            )
-        else:
-            plans.append(plan)
-            sidecars.add(plan.change.path)
+        plan.rejected += [tag for tag in dict.fromkeys(gone) if tag not in plan.rejected]
+        for move in moves:
+            move.rejected = []  # counted once, with the photo's own plan
+        for one in (*moves, plan):
+            if one.data is None and not one.delete and not one.user_removed and not one.leaves:
+                report.unchanged.append(one.change.path)
+            elif one.change.path in sidecars:  # two photos, one sidecar: only with odd names
+                report.skipped.append(
+                    (one.change.path, f"also the sidecar of another photo; {photo} skipped")
+                )
+            else:
+                plans.append(one)
+                sidecars.add(one.change.path)
     return plans
+
+
+def _chosen_sidecar(
+    photo: Path, listing: set[str], naming: str, recorded: Mapping[Path, list[Path]]
+) -> Path:
+    """The sidecar this export writes the photo's keywords to: with naming "auto", the one an
+    earlier export wrote them to while it exists (so a sidecar another tool creates later, such as
+    darktable's IMG_1.CR2.xmp beside our IMG_1.xmp, does not pull them away); else
+    sidecar_path_for's."""
+    chosen = sidecar_path_for(photo, listing, naming)
+    earlier = [p for p in recorded.get(photo, []) if os.path.lexists(p)]
+    if naming == "auto" and earlier and chosen not in earlier:
+        return sorted(earlier)[0]
+    return chosen
+
+
+def _move_out_plans(
+    photo: Path,
+    sidecar: Path,
+    tag_paths: list[tuple[str, ...]],
+    recorded: Mapping[Path, list[Path]],
+    records: Mapping[Path, SidecarChange],
+    report: ExportReport,
+) -> list[SidecarPlan]:
+    """Plans taking our keywords out of the photo's other recorded sidecars (the user switched
+    --sidecar-name): a sidecar that cannot be edited is reported and keeps them."""
+    moves = []
+    for path in recorded.get(photo, []):
+        if path == sidecar or not os.path.lexists(path):
+            continue  # a recorded sidecar gone since: undo reports it
+        try:
+            moves.append(plan_keyword_move_out(path, records[path], tag_paths, sidecar))
+        except (SidecarError, OSError) as exc:
+            report.skipped.append(_skip(exc, path))
+    return moves
 
 
 def _skip(exc: Exception, path: Path) -> tuple[Path, str]:

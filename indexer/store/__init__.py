@@ -2,10 +2,12 @@
 embeddings, tags, runs.
 
 Rooms: schema.py (the tables and their migrations), rows.py (the typed rows handed in and out),
-store.py (the Store: one transaction per method), connect.py (open_store: the SQLite URL, pragmas
-and typed errors).
+the Store (one transaction per method) in parts: store.py (images, embeddings, filters) on
+roots.py (roots and runs), tags.py (machine tags and rejections) and base.py (session, meta);
+connect.py (open_store: the SQLite URL, pragmas and typed errors).
 """
 
+from .base import GENERATION_KEY
 from .connect import open_store
 from .rows import (
     Counts,
@@ -15,12 +17,16 @@ from .rows import (
     FileState,
     FileUpdate,
     ImageRow,
+    PassedOver,
+    PhotoFacts,
     RootRow,
     RunRow,
     TagRecord,
+    TagRejectionRow,
 )
-from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from .store import GENERATION_KEY, MACHINE_TAG_SOURCE, Store
+from .schema import METADATA_VERSION, MIGRATIONS, SCHEMA_VERSION, migrate
+from .store import Store
+from .tags import MACHINE_TAG_SOURCE, REJECTION_SOURCES
 
 __all__ = [
     "open_store",
@@ -28,8 +34,10 @@ __all__ = [
     "migrate",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "METADATA_VERSION",
     "GENERATION_KEY",
     "MACHINE_TAG_SOURCE",
+    "REJECTION_SOURCES",
     "Counts",
     "EmbeddedImage",
     "EmbeddingChunk",
@@ -37,7 +45,10 @@ __all__ = [
     "FileState",
     "FileUpdate",
     "ImageRow",
+    "PassedOver",
+    "PhotoFacts",
     "RootRow",
     "RunRow",
     "TagRecord",
+    "TagRejectionRow",
 ]

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """The files a scan of a whole root left out, and why (what `status` shows per root)."""
+
+    suffixes: dict[str, int] = field(default_factory=dict)  # ".mov" -> files; "" no extension
+    hidden: int = 0  # hidden or system files and folders (.DS_Store, @eaDir, .thumbnails/, ...)
+    excluded: int = 0  # files and folders matched by the root's exclude patterns
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"suffixes": self.suffixes, "hidden": self.hidden, "excluded": self.excluded},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PassedOver | None:
+        if not text:
+            return None
+        found = json.loads(text)
+        return cls(
+            {str(k): int(v) for k, v in found.get("suffixes", {}).items()},
+            int(found.get("hidden", 0)),
+            int(found.get("excluded", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -14,6 +42,8 @@ class RootRow:
     id: int
     path: str
     added_at: datetime
+    exclude: tuple[str, ...] = ()  # `index --exclude` patterns, as stored (scan.normalized_pattern)
+    passed_over: PassedOver | None = None  # None until a scan of the whole root finished
 
 
 @dataclass(frozen=True)
@@ -32,6 +62,9 @@ class ImageRow:
     status: str
     error: str | None
     model_id: str | None
+    lens: str | None = None
+    latitude: float | None = None  # GPS position, decimal degrees
+    longitude: float | None = None
 
     @property
     def path(self) -> str:
@@ -65,6 +98,21 @@ class EmbeddedImage:
     camera: str | None
     model_id: str
     embedding: np.ndarray  # (dim,) float32
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What a photo file says about itself, read again for a row indexed before (set_photo_facts)."""
+
+    image_id: int
+    taken_at: str | None
+    camera: str | None
+    lens: str | None
+    latitude: float | None
+    longitude: float | None
 
 
 @dataclass
@@ -94,6 +142,18 @@ class Counts:
     failed: int
     roots: int
     tags: int
+    rejected_tags: int = 0  # (photo, tag) pairs the user rejected
+
+
+@dataclass(frozen=True)
+class TagRejectionRow:
+    """A machine tag the user rejected for one photo (Store.reject_tags)."""
+
+    image_id: int
+    path: str  # the photo's absolute path
+    tag: str  # as `tag` stores it: "animal|dog"
+    source: str  # "sidecar": removed in a photo manager, found by `export`; "user": rejected in this app
+    rejected_at: datetime  # UTC
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..errors import LibraryReadOnlyError, SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 6
+# Which of a photo's own facts the indexer reads (images.metadata_version): 1 = date taken, camera,
+# lens and GPS position. Rows read with fewer (NULL) are read again by the next `index` run.
+METADATA_VERSION = 1
 
 
 class Base(DeclarativeBase):
@@ -31,6 +34,10 @@ class Root(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     path: Mapped[str] = mapped_column(sa.Text, unique=True)  # absolute, resolved
     added_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    # `index --exclude` patterns, a JSON list (see scan.normalized_pattern); NULL: none
+    exclude: Mapped[str | None] = mapped_column(sa.Text)
+    # What the last scan of the whole root passed over, JSON (rows.PassedOver); NULL: not yet scanned
+    passed_over: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Image(Base):
@@ -51,6 +58,11 @@ class Image(Base):
     height: Mapped[int | None] = mapped_column(sa.Integer)
     taken_at: Mapped[str | None] = mapped_column(sa.String(32))  # EXIF DateTimeOriginal, ISO 8601
     camera: Mapped[str | None] = mapped_column(sa.Text)
+    lens: Mapped[str | None] = mapped_column(sa.Text)  # EXIF LensModel (RAW: LibRaw's lens name)
+    latitude: Mapped[float | None] = mapped_column(sa.Float)  # EXIF GPS, decimal degrees
+    longitude: Mapped[float | None] = mapped_column(sa.Float)
+    # METADATA_VERSION when the facts above were read; NULL: before lens and GPS were stored
+    metadata_version: Mapped[int | None] = mapped_column(sa.Integer)
     status: Mapped[str] = mapped_column(sa.String(16))  # "ok" | "failed"
     error: Mapped[str | None] = mapped_column(sa.Text)
     model_id: Mapped[str | None] = mapped_column(sa.Text)
@@ -72,6 +84,22 @@ class Tag(Base):
     vocabulary_version: Mapped[str | None] = mapped_column(sa.String(64))
 
 
+class TagRejection(Base):
+    """A machine tag the user rejected for one photo: `tag` never proposes it again, `export` never
+    writes it again."""
+
+    __tablename__ = "tag_rejections"
+    __table_args__ = (sa.UniqueConstraint("image_id", "tag"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    # the machine tag's name as stored in tags ("animal|dog")
+    tag: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str] = mapped_column(sa.String(16))  # "sidecar" | "user" (REJECTION_SOURCES)
+    rejected_at: Mapped[datetime] = mapped_column(sa.DateTime)
+
+
 class Run(Base):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -91,8 +119,42 @@ def _add_tags_table(conn: sa.Connection) -> None:
     Base.metadata.tables[Tag.__tablename__].create(conn, checkfirst=True)
 
 
+def _add_tag_rejections_table(conn: sa.Connection) -> None:
+    Base.metadata.tables[TagRejection.__tablename__].create(conn, checkfirst=True)
+
+
+def _add_columns(conn: sa.Connection, table: str, names: tuple[str, ...]) -> None:
+    """ALTER TABLE for columns a later version added (types as the ORM declares them); a column
+    already there is left alone."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table)}
+    for name in names:
+        if name not in present:
+            kind = Base.metadata.tables[table].c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
+def _add_lens_and_position(conn: sa.Connection) -> None:
+    """Photos indexed before have none (None) until their file changes or they are indexed again."""
+    _add_columns(conn, "images", ("lens", "latitude", "longitude"))
+
+
+def _add_root_exclude_and_passed_over(conn: sa.Connection) -> None:
+    _add_columns(conn, "roots", ("exclude", "passed_over"))
+
+
+def _add_metadata_version(conn: sa.Connection) -> None:
+    """Rows indexed before get NULL: `index` reads their lens and GPS position once (metadata.py)."""
+    _add_columns(conn, "images", ("metadata_version",))
+
+
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _add_tags_table}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _add_tags_table,
+    2: _add_tag_rejections_table,
+    3: _add_lens_and_position,
+    4: _add_root_exclude_and_passed_over,
+    5: _add_metadata_version,
+}
 
 
 def is_read_only(engine: sa.Engine) -> bool:
