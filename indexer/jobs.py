@@ -32,7 +32,7 @@ from .scan import (
     is_root_online,
     scan_folder,
 )
-from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, Store
+from .store import ANALYZE_MIN_ROWS, EmbeddedImage, FailedImage, FileState, FileUpdate, Store
 from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
 
 if TYPE_CHECKING:
@@ -76,6 +76,11 @@ class RunSummary:
             "removed": self.removed,
             "failed": self.failed,
         }
+
+    @property
+    def written(self) -> int:
+        """Rows this run wrote or deleted."""
+        return self.added + self.updated + self.moved + self.removed + self.failed
 
     @property
     def embedded(self) -> int:
@@ -143,7 +148,10 @@ def index_paths(
     library.ensure_model(embedder, getattr(embedder, "mode", "fp32"))
     store = library.store
     targets = resolve_targets(store, paths)
-    run_id = store.start_run(sorted({t.folder for t in targets}))
+    # Without folders the caller locked the whole library (every root is scanned).
+    run_id = store.start_run(
+        sorted({t.folder for t in targets}), whole_library=library.single_writer or not paths
+    )
     summary = RunSummary()
     workers = workers or min(8, os.cpu_count() or 1)
     try:
@@ -159,6 +167,8 @@ def index_paths(
         store.finish_run(run_id, **summary.counts(), status="interrupted")
         raise
     store.finish_run(run_id, **summary.counts())
+    if summary.written >= ANALYZE_MIN_ROWS:
+        store.analyze()  # the planner's statistics of the rows just written (store.py)
     drop_vanished_empty_roots(store)
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
     summary.seconds = time.monotonic() - started

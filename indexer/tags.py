@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .decode import decode_image, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
-from .store import MACHINE_TAG_SOURCE
+from .store import ANALYZE_MIN_ROWS, MACHINE_TAG_SOURCE
 from .text_cache import TextEmbeddingCache
 from .vocabulary import Vocabulary, VocabularyTag
 
@@ -227,11 +227,7 @@ def tag_library(
         state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
     except ValueError:
         state = {}  # unreadable progress: tag everything again
-    after = (
-        tuple(state["after"])
-        if state.get("key") == key and state.get("after") and not retag_all
-        else None
-    )
+    after = _position(state.get("after")) if state.get("key") == key and not retag_all else None
     retagged_all = after is None
     tag_vectors = embed_vocabulary(embedder, vocabulary, templates, library)
     summary = TagSummary(
@@ -259,6 +255,8 @@ def tag_library(
     # an empty library still records what it was tagged with
     if retagged_all and summary.tagged == 0:
         library.store.set_meta(TAGGER_META, json.dumps({"key": key, "after": None, **settings}))
+    if summary.tags_written >= ANALYZE_MIN_ROWS:
+        library.store.analyze()
     summary.unchanged = library.store.embedding_count() - summary.tagged
     summary.seconds = time.monotonic() - started
     return summary
@@ -270,6 +268,14 @@ def image_tags(library: Library, image_ids: Sequence[int]) -> dict[int, list[Tag
     for record in library.store.iter_tags(MACHINE_TAG_SOURCE, image_ids=image_ids):
         found[record.image_id].append(TagScore(record.tag, float(record.score or 0.0)))
     return found
+
+
+def _position(saved: object) -> tuple[int, int] | None:
+    """Where the last run stopped: (generation, image id). Anything else (nothing yet, or an
+    (indexed_at, id) pair saved before generations) means all photos are tagged again."""
+    if isinstance(saved, list) and len(saved) == 2 and all(type(part) is int for part in saved):
+        return saved[0], saved[1]
+    return None
 
 
 def _model_key(embedder: Embedder) -> str:

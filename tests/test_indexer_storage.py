@@ -207,7 +207,7 @@ def test_a_version_1_library_is_migrated_and_keeps_its_images(tmp_path):
     with sqlite3.connect(tmp_path / "library.db") as conn:
         conn.executescript(SCHEMA_V1)
     store = open_store(tmp_path / "library.db")
-    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
     assert store.image_by_id(7).rel_path == "a.jpg"
     ids, vectors = next(store.iter_embeddings())
     assert ids.tolist() == [7] and vectors.tolist() == [[1.0, 0.0, 0.0, 0.0]]

@@ -19,8 +19,8 @@ from .rows import (
     RunRow,
     TagRecord,
 )
-from .schema import MIGRATIONS, SCHEMA_VERSION, migrate
-from .store import GENERATION_KEY, MACHINE_TAG_SOURCE, Store
+from .schema import MIGRATIONS, SCHEMA_VERSION, migrate, shown_url
+from .store import ANALYZE_MIN_ROWS, MACHINE_TAG_SOURCE, Store
 
 __all__ = [
     "open_store",
@@ -28,7 +28,8 @@ __all__ = [
     "migrate",
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "GENERATION_KEY",
+    "ANALYZE_MIN_ROWS",
+    "shown_url",
     "MACHINE_TAG_SOURCE",
     "Counts",
     "EmbeddedImage",
