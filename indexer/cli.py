@@ -24,12 +24,21 @@ from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
 from .export import export_library_xmp, library_tag_rows, tables, undo_library_xmp
 from .jobs import index_paths
-from .library import LIBRARY_ENV, default_library_dir, lock_library, open_library
+from .library import (
+    DATABASE_ENV,
+    LIBRARY_ENV,
+    Library,
+    default_database,
+    default_library_dir,
+    lock_library,
+    open_library,
+)
 from .names import shown
 from .query import QueryTerm, parse_query
 from .scan import check_utf8_path
 from .search import Searcher
 from .status import LibraryStatus, library_status
+from .store import RootRow
 from .tags import DEFAULT_CAP, tag_library
 from .vocabulary import load_vocabulary
 
@@ -45,8 +54,8 @@ def index_command(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for path in args.paths:
         check_utf8_path(path)  # before the library is created
-    with open_library(args.library) as library:
-        with lock_library(library, args.wait):
+    with open_library(args.library, database=args.database) as library:
+        with lock_library(library, args.wait, folders=args.paths or None, command="index"):
             embedder = library.load_embedder(args.model, mode=args.mode)
             summary = index_paths(
                 library,
@@ -81,24 +90,30 @@ def index_command(args: argparse.Namespace) -> int:
 
 
 def forget_command(args: argparse.Namespace) -> int:
-    folder = os.path.abspath(os.path.expanduser(args.folder))
-    with open_library(args.library, create=False) as library:
-        with lock_library(library):
-            roots = library.store.roots()
-            root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
-            if root is None:
-                known = ", ".join(r.path for r in roots) or "none"
-                raise FolderNotFoundError(
-                    f"{args.folder} is not a root of this library (its roots: {known})"
-                )
+    with open_library(args.library, create=False, database=args.database) as library:
+        # On a server only this folder is locked: other machines may go on indexing other roots.
+        with lock_library(
+            library, folders=[_find_root(library, args.folder).path], command="forget"
+        ):
+            root = _find_root(library, args.folder)  # again, now that nobody else may change it
             removed = library.store.remove_root(root.id)
             library.vector_index()  # rebuilds and saves vectors.faiss without them
     print(f"forgot {root.path}: {removed} photos left the library; no file was touched")
     return 0
 
 
+def _find_root(library: Library, given: str) -> RootRow:
+    folder = os.path.abspath(os.path.expanduser(given))
+    roots = library.store.roots()
+    root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
+    if root is None:
+        known = ", ".join(r.path for r in roots) or "none"
+        raise FolderNotFoundError(f"{given} is not a root of this library (its roots: {known})")
+    return root
+
+
 def status_command(args: argparse.Namespace) -> int:
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         report = library_status(library)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
@@ -119,7 +134,7 @@ def search_command(args: argparse.Namespace) -> int:
         "date_from": args.date_from,
         "date_to": args.date_to,
     }
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         searcher = Searcher(library)
         terms = parse_query(args.query) if args.query else []
         if args.image:
@@ -142,8 +157,8 @@ def search_command(args: argparse.Namespace) -> int:
 
 def tag_command(args: argparse.Namespace) -> int:
     vocabulary = load_vocabulary(args.vocabulary)
-    with open_library(args.library, create=False) as library:
-        with lock_library(library, args.wait):
+    with open_library(args.library, create=False, database=args.database) as library:
+        with lock_library(library, args.wait, command="tag"):
             embedder = library.load_embedder()
             summary = tag_library(
                 library,
@@ -159,7 +174,7 @@ def tag_command(args: argparse.Namespace) -> int:
 
 
 def duplicates_command(args: argparse.Namespace) -> int:
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         report = find_duplicates(
             library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         )
@@ -207,9 +222,9 @@ def export_command(args: argparse.Namespace) -> int:
             "--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos"
         )
     root_tag = args.root_tag or None
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         if args.undo or args.format == "xmp":
-            with lock_library(library):
+            with lock_library(library, command="export"):
                 if args.undo:
                     return _print_report(
                         undo_library_xmp(library, args.dry_run), args.dry_run, undo=True
@@ -265,6 +280,8 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
 
 def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
     lines = [f"library   {shown(report.library)}"]
+    if report.database:
+        lines = [f"library   {shown(report.database)}", f"local     {shown(report.library)}"]
     mode = f", {report.mode}" if report.mode else ""
     identity = report.model_identity or {}
     lines.append(
@@ -297,7 +314,15 @@ def add_library_argument(parser: argparse.ArgumentParser) -> None:
         "--library",
         metavar="DIR",
         default=None,
-        help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})",
+        help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()}); with --database, "
+        "the folder of this machine's own files",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=default_database(),
+        help="keep the library on a PostgreSQL server, e.g. postgresql://USER@HOST/DATABASE "
+        f"(default: ${DATABASE_ENV} if set, else an SQLite file in the library folder)",
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.errors import LibraryNotFoundError, ModelNotRecordedError
-from indexer.library import DB_NAME, Library, open_library
+from indexer.library import DB_NAME, Library, default_library_dir, open_library
 from indexer.search import Searcher
 
 from .thumbnails import Thumbnails, thumbnail_dir
@@ -33,6 +33,7 @@ class AppState:
     vocabulary: str | None = None  # a vocabulary file; None: the bundled one
     # no indexing, tagging or export from the page (search and tag-an-image only)
     read_only: bool = False
+    database: str | None = None  # the library's database on a server, if it is on one
     job_lock: threading.Lock = field(default_factory=threading.Lock)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -43,18 +44,31 @@ class AppState:
 
 
 def load_state(
-    library_dir: str | os.PathLike,
+    library_dir: str | os.PathLike | None,
     *,
     model: str | os.PathLike | None = None,
     max_pixels: int | None = None,
     vocabulary: str | None = None,
     read_only: bool = False,
+    database: str | None = None,
 ) -> AppState:
     """Open the library (if there is one yet) and load its model now, so the first query is fast.
 
     Without a library, the page still opens: its Library tab indexes a first folder with `model`.
+    A library on a database server (`database`) must exist already, unless `model` is given for
+    indexing from the page; `library_dir` is then the folder of this machine's own files.
     """
-    folder = Path(library_dir).expanduser().resolve()
+    library = None
+    if database:
+        # Only with a model to index with may the page set up a library in an empty database.
+        library = open_library(
+            library_dir, create=model is not None and not read_only, database=database
+        )
+        folder = library.path
+    else:
+        folder = Path(library_dir or default_library_dir()).expanduser().resolve()
+        if (folder / DB_NAME).is_file():
+            library = open_library(folder, create=False)
     state = AppState(
         folder,
         Thumbnails(thumbnail_dir(folder), max_pixels=max_pixels),
@@ -62,9 +76,10 @@ def load_state(
         max_pixels=max_pixels,
         vocabulary=vocabulary,
         read_only=read_only,
+        library=library,
+        database=database,
     )
-    if (folder / DB_NAME).is_file():
-        state.library = open_library(folder, create=False)
+    if state.library is not None:
         if state.library.model_identity() is not None:
             load_model(state)
     elif model is not None:
@@ -101,7 +116,7 @@ def require_library(state: AppState, *, create: bool = False) -> Library:
                 raise LibraryNotFoundError(
                     f"No library at {state.library_dir} yet. Index a folder in the Library tab first."
                 )
-            state.library = open_library(state.library_dir, create=True)
+            state.library = open_library(state.library_dir, create=True, database=state.database)
         return state.library
 
 
