@@ -126,9 +126,10 @@ def _add_tags_table(conn: sa.Connection) -> None:
 
 def _add_generations(conn: sa.Connection) -> None:
     """Version 2 counted vector changes in one `meta` row. The count carries over as the first
-    generation (so a saved FAISS file stays valid) and every stored row is stamped with it; the
+    generation (generations only ever grow) and every stored row is stamped with it; the
     positions incremental readers saved (the approximate index, the tagger) were (indexed_at, id)
-    and are read as "start over" from now on. The library also gets its id."""
+    and are read as "start over" from now on. The library also gets its id, which the FAISS
+    files do not name yet: they are rebuilt once."""
     counter = conn.execute(sa.select(Meta.value).where(Meta.key == "vectors_generation")).scalar()
     generation = int(counter or 0)
     Base.metadata.tables[Generation.__tablename__].create(conn, checkfirst=True)
