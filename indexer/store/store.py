@@ -1,7 +1,8 @@
 """The Store: typed access to one library database, every public method one transaction.
 
 Above ~400 lines as one class: its methods share the session factory and return the typed rows of
-rows.py; the tables and migrations (schema.py) and opening the database (connect.py) live apart.
+rows.py; the tables and migrations (schema.py), opening the database (connect.py), the vectors
+generation (generation.py), batched writes (bulk.py) and server locks (locks.py) live apart.
 """
 
 from __future__ import annotations
