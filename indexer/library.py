@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import (
+    DatabaseUnsupportedError,
     IndexFileError,
     LibraryFolderError,
     LibraryNotFoundError,
@@ -314,6 +315,11 @@ def open_library(
 
 
 def _open_server_library(path: str | os.PathLike | None, database: str, create: bool) -> Library:
+    if "://" not in database or database.startswith("sqlite"):
+        raise DatabaseUnsupportedError(
+            f"--database takes a server's URL (postgresql://USER@HOST/DATABASE), not {database!r}; "
+            "an SQLite library is a folder: give it with --library DIR"
+        )
     store = open_store(database, create=create)
     try:
         library_id = store.library_id() or "library"

@@ -234,6 +234,7 @@ def test_an_unreachable_database_is_one_line_naming_it_without_the_password(
         f"postgresql://{PASSWORD_ROLE}:hunter2@127.0.0.1:{port}/postgres": "password authentication failed",
         f"postgresql://postgres:hunter2@127.0.0.1:{port}/no_such_db": 'database "no_such_db" does not exist',
         "mysql://someone:hunter2@127.0.0.1/photos": "PostgreSQL server",
+        f"sqlite:///{tmp_path}/library.db": "an SQLite library is a folder",
     }
     for url, expected in cases.items():
         for args in (["status"], ["index", str(tmp_path)], ["search", "cat"]):
