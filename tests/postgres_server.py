@@ -64,6 +64,14 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    def restart(self) -> None:
+        """What a crash does: stop at once (-m immediate: no checkpoint, recovery at the start),
+        then start again with the same options (pg_ctl keeps them in postmaster.opts)."""
+        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate"]
+        subprocess.run(
+            [*self._as_postgres, *pg_ctl, "-w", "restart"], capture_output=True, check=True
+        )
+
     def stop(self) -> None:
         """Stop the server at once (no checkpoint: its data is thrown away) and remove its folder."""
         pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate"]

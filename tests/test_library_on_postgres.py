@@ -408,6 +408,38 @@ def test_a_writers_generation_becomes_visible_only_with_its_rows_and_in_order(
         slow.close()
 
 
+def test_after_a_server_crash_no_generation_number_is_drawn_again(tmp_path, embedder):
+    """An indexer's batches commit without waiting for the disk (as SQLite's WAL mode does), so a
+    crashed server may lose the last of them after readers saw them; the first generation drawn
+    after the restart skips far past the newest one kept, so no FAISS file of a lost generation
+    can ever match a later one."""
+    from postgres_server import server_binaries, start_server
+
+    from indexer.store.generation import RESTART_JUMP
+
+    server = start_server(server_binaries())  # its own: a restart drops every connection to it
+    try:
+        url = server.url(server.create_database())
+        with open_library(tmp_path / "library", database=url) as library:
+            with lock_library(library):
+                index_paths(library, [_photos(tmp_path / "photos", 4)], embedder, progress=False)
+            before = library.store.vectors_generation()
+        server.restart()
+        with open_library(tmp_path / "library", database=url) as library:
+            assert library.store.vectors_generation() == before  # durable commits survive
+            with lock_library(library):
+                index_paths(library, [_photos(tmp_path / "more", 4)], embedder, progress=False)
+            after = library.store.vectors_generation()
+            assert after > before + RESTART_JUMP
+            library.store.delete_images([next(library.store.iter_images()).id])
+            assert (
+                library.store.vectors_generation() == after + 1
+            )  # once per restart, not each time
+            assert len(library.vector_index()) == 7
+    finally:
+        server.stop()
+
+
 def test_a_run_that_wrote_many_rows_refreshes_the_planners_statistics(
     tmp_path, postgres_url, embedder, monkeypatch
 ):

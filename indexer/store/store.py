@@ -221,7 +221,7 @@ class Store:
                 else []
             )
             # The generation comes first: it takes the lock that orders commits (generation.py).
-            generation = next_generation(session) if embedded or stale else None
+            generation = next_generation(session, durable=False) if embedded or stale else None
             now = _now()
             if stale:  # a photo that no longer decodes keeps no machine tags of its old content
                 session.execute(
