@@ -57,6 +57,11 @@ class RunSummary:
         }
 
     @property
+    def written(self) -> int:
+        """Rows this run wrote or deleted."""
+        return self.added + self.updated + self.moved + self.removed + self.failed
+
+    @property
     def embedded(self) -> int:
         return self.added + self.updated
 

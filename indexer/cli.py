@@ -21,11 +21,12 @@ from .cli_tags import add_tag_commands
 from .decode import MISSING_DECODERS
 from .errors import FolderNotFoundError
 from .jobs import index_paths
-from .library import lock_library, open_library
+from .library import Library, lock_library, open_library
 from .names import shown
 from .pipeline import POOLS
 from .scan import check_utf8_path
 from .status import LibraryStatus, library_status, passed_over_text
+from .store import RootRow
 
 
 def index_command(args: argparse.Namespace) -> int:
@@ -34,8 +35,8 @@ def index_command(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for path in args.paths:
         check_utf8_path(path)  # before the library is created
-    with open_library(args.library) as library:
-        with lock_library(library, args.wait):
+    with open_library(args.library, database=args.database) as library:
+        with lock_library(library, args.wait, folders=args.paths or None, command="index"):
             embedder = library.load_embedder(args.model, mode=args.mode, device=args.device)
             summary = index_paths(
                 library,
@@ -81,24 +82,30 @@ def index_command(args: argparse.Namespace) -> int:
 
 
 def forget_command(args: argparse.Namespace) -> int:
-    folder = os.path.abspath(os.path.expanduser(args.folder))
-    with open_library(args.library, create=False) as library:
-        with lock_library(library):
-            roots = library.store.roots()
-            root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
-            if root is None:
-                known = ", ".join(r.path for r in roots) or "none"
-                raise FolderNotFoundError(
-                    f"{args.folder} is not a root of this library (its roots: {known})"
-                )
+    with open_library(args.library, create=False, database=args.database) as library:
+        # On a server only this folder is locked: other machines may go on indexing other roots.
+        with lock_library(
+            library, folders=[_find_root(library, args.folder).path], command="forget"
+        ):
+            root = _find_root(library, args.folder)  # again, now that nobody else may change it
             removed = library.store.remove_root(root.id)
             library.vector_index()  # rebuilds and saves vectors.faiss without them
     print(f"forgot {root.path}: {removed} photos left the library; no file was touched")
     return 0
 
 
+def _find_root(library: Library, given: str) -> RootRow:
+    folder = os.path.abspath(os.path.expanduser(given))
+    roots = library.store.roots()
+    root = next((r for r in roots if r.path in (folder, os.path.realpath(folder))), None)
+    if root is None:
+        known = ", ".join(r.path for r in roots) or "none"
+        raise FolderNotFoundError(f"{given} is not a root of this library (its roots: {known})")
+    return root
+
+
 def status_command(args: argparse.Namespace) -> int:
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         report = library_status(library)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
@@ -109,6 +116,8 @@ def status_command(args: argparse.Namespace) -> int:
 
 def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
     lines = [f"library   {shown(report.library)}"]
+    if report.database:
+        lines = [f"library   {shown(report.database)}", f"local     {shown(report.library)}"]
     mode = f", {report.mode}" if report.mode else ""
     identity = report.model_identity or {}
     lines.append(

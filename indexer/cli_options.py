@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .library import LIBRARY_ENV, default_library_dir
+from .library import DATABASE_ENV, LIBRARY_ENV, default_database, default_library_dir
 
 # What Ctrl-C prints for the library commands: indexing and tagging commit batch by batch, so the same
 # command run again resumes where the interrupted one stopped.
@@ -16,7 +16,15 @@ def add_library_argument(parser: argparse.ArgumentParser) -> None:
         "--library",
         metavar="DIR",
         default=None,
-        help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()})",
+        help=f"library folder (default: ${LIBRARY_ENV} or {default_library_dir()}); with --database, "
+        "the folder of this machine's own files",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        default=default_database(),
+        help="keep the library on a PostgreSQL server, e.g. postgresql://USER@HOST/DATABASE "
+        f"(default: ${DATABASE_ENV} if set, else an SQLite file in the library folder)",
     )
 
 

@@ -42,7 +42,7 @@ def search_command(args: argparse.Namespace) -> int:
         "tag": args.tag,
         "rejected": args.rejected,
     }
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         searcher = Searcher(library, mode=args.mode, device=args.device)
         terms = parse_query(args.query) if args.query else []
         if args.image:
@@ -73,7 +73,7 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def duplicates_command(args: argparse.Namespace) -> int:
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         report = find_duplicates(
             library, DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         )

@@ -24,8 +24,8 @@ def tag_command(args: argparse.Namespace) -> int:
     if args.rejections:
         return _print_rejections(args)
     vocabulary = load_vocabulary(args.vocabulary)
-    with open_library(args.library, create=False) as library:
-        with lock_library(library, args.wait):
+    with open_library(args.library, create=False, database=args.database) as library:
+        with lock_library(library, args.wait, command="tag"):
             embedder = library.load_embedder(mode=args.mode, device=args.device)
             clearing = args.clear_rejections is not None
             tag = None if args.clear_rejections is True else args.clear_rejections
@@ -48,7 +48,7 @@ def tag_command(args: argparse.Namespace) -> int:
 
 def _print_rejections(args: argparse.Namespace) -> int:
     """`tag --rejections`: the tags the user rejected, a photo and tag a line (or --json)."""
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         rows = list(library.store.iter_rejections())
     if args.json:
         document = [
@@ -82,9 +82,9 @@ def export_command(args: argparse.Namespace) -> int:
             "--out is for csv, jsonl and exiftool-csv; XMP sidecars go next to the photos"
         )
     root_tag = args.root_tag or None
-    with open_library(args.library, create=False) as library:
+    with open_library(args.library, create=False, database=args.database) as library:
         if args.undo or args.format == "xmp":
-            with lock_library(library):
+            with lock_library(library, command="export"):
                 if args.undo:
                     return _print_report(
                         undo_library_xmp(library, args.dry_run), args.dry_run, undo=True

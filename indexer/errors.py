@@ -20,8 +20,8 @@ class LibraryNotFoundError(IndexerError):
 class LibraryLockedError(IndexerError):
     """Another process holds the library's lock (it is being indexed)."""
 
-    def __init__(self, library: str, pid: int | None) -> None:
-        who = f"pid {pid}" if pid else "another process"
+    def __init__(self, library: str, pid: int | None, holder: str | None = None) -> None:
+        who = holder or (f"pid {pid}" if pid else "another process")
         super().__init__(
             f"library {library} is being indexed by {who}; "
             "wait for it to finish or pass --wait SECONDS to wait for it"
@@ -63,6 +63,20 @@ class LibraryReadOnlyError(IndexerError):
             "make the folder and its files writable, or use another --library"
         )
         self.library = library
+
+
+class DatabaseUnreachableError(IndexerError):
+    """The library's database server cannot be reached, or refused us (no such host, port,
+    database or role, a wrong password), or the connection broke during a job."""
+
+
+class DatabaseUnsupportedError(IndexerError):
+    """A --database URL for a database siglip-search does not keep libraries in, or whose driver
+    is not installed."""
+
+
+class LibraryFolderError(IndexerError):
+    """A library folder that cannot hold this machine's files of a library on a server."""
 
 
 class FolderNotFoundError(IndexerError):

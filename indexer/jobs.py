@@ -18,7 +18,7 @@ from .metadata import refresh_photo_facts
 from .pipeline import decode_pool, default_workers, embed_and_commit
 from .prepare import Work
 from .scan import ScanResult, check_utf8_path, fingerprint_file, is_root_online, scan_folder
-from .store import FailedImage, FileState, FileUpdate, PassedOver, Store
+from .store import ANALYZE_MIN_ROWS, FailedImage, FileState, FileUpdate, PassedOver, Store
 from .targets import (
     Target,
     change_excludes,
@@ -67,7 +67,10 @@ def index_paths(
     library.ensure_model(embedder)
     store = library.store
     targets = change_excludes(store, resolve_targets(store, paths), exclude, no_exclude)
-    run_id = store.start_run(sorted({t.folder for t in targets}))
+    # Without folders the caller locked the whole library (every root is scanned).
+    run_id = store.start_run(
+        sorted({t.folder for t in targets}), whole_library=library.single_writer or not paths
+    )
     summary = RunSummary(device=embedder.describe())
     workers = workers or default_workers()
     try:
@@ -92,6 +95,8 @@ def index_paths(
         store.finish_run(run_id, **summary.counts(), status="interrupted")
         raise
     store.finish_run(run_id, **summary.counts())
+    if summary.written >= ANALYZE_MIN_ROWS:
+        store.analyze()  # the planner's statistics of the rows just written (store.py)
     drop_vanished_empty_roots(store)
     library.vector_index()  # rebuilds and saves vectors.faiss if the vectors changed
     summary.seconds = time.monotonic() - started

@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +22,14 @@ from siglip_search.modes import (
 )
 
 from .errors import (
+    DatabaseUnsupportedError,
     IndexFileError,
-    LibraryLockedError,
+    LibraryFolderError,
     LibraryNotFoundError,
-    LibraryReadOnlyError,
     ModelMismatchError,
     ModelNotRecordedError,
 )
+from .locks import lock_library as lock_library  # where callers have always found it
 from .scan import check_utf8_path
 from .store import Store, open_store
 from .vectors import (
@@ -48,6 +44,7 @@ if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
 
 LIBRARY_ENV = "SIGLIP_SEARCH_LIBRARY"
+DATABASE_ENV = "SIGLIP_SEARCH_DATABASE_URL"
 DB_NAME, INDEX_NAME, LOCK_NAME = "library.db", "vectors.faiss", "library.lock"
 ANN_INDEX_NAME = "vectors-ann.faiss"
 # Exact search up to this many images, the approximate index above. Measured (768 dims, one query
@@ -66,13 +63,34 @@ def default_library_dir() -> Path:
     """$SIGLIP_SEARCH_LIBRARY, else $XDG_DATA_HOME/siglip-search/library (~/.local/share/...)."""
     if os.environ.get(LIBRARY_ENV):
         return Path(os.environ[LIBRARY_ENV]).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "siglip-search" / "library"
+    return _data_home() / "library"
+
+
+def default_database() -> str | None:
+    """$SIGLIP_SEARCH_DATABASE_URL, if set: the library's database on a server."""
+    return os.environ.get(DATABASE_ENV) or None
+
+
+def default_local_dir(library_id: str) -> Path:
+    """Where this machine keeps its own files of a library on a server, without --library:
+    $SIGLIP_SEARCH_LIBRARY, else $XDG_DATA_HOME/siglip-search/databases/<library id>."""
+    if os.environ.get(LIBRARY_ENV):
+        return Path(os.environ[LIBRARY_ENV]).expanduser()
+    return _data_home() / "databases" / library_id[:16]
+
+
+def _data_home() -> Path:
+    return (
+        Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "siglip-search"
+    )
 
 
 @dataclass
 class Library:
-    """An open library. Cheap to open; the FAISS index is loaded on first use (vector_index)."""
+    """An open library. Cheap to open; the FAISS index is loaded on first use (vector_index).
+
+    `path` is the library folder: it holds the SQLite database, or, for a library on a database
+    server, only what is this machine's own (the FAISS files, the export manifest)."""
 
     path: Path
     store: Store
@@ -80,6 +98,7 @@ class Library:
     ann_rebuild_fraction: float = ANN_REBUILD_FRACTION
     _index: VectorIndex | AnnIndex | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _library_id: str | None = field(default=None, repr=False)
 
     @property
     def index_path(self) -> Path:
@@ -91,6 +110,16 @@ class Library:
 
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def name(self) -> str:
+        """How messages name the library: its folder, or its database on a server."""
+        return self.store.name if self.store.on_server else str(self.path)
+
+    @property
+    def single_writer(self) -> bool:
+        """One lock for the whole library (SQLite): a run marked running that is not ours is dead."""
+        return not self.store.on_server
 
     def __enter__(self) -> Library:
         return self
@@ -192,15 +221,20 @@ class Library:
         """Record the embedder as the library's model, and the mode it embeds images in, on first
         use; refuse another model or an incompatible mode later (a compatible mode is recorded)."""
         identity, recorded = embedder.identity(), self.model_identity()
-        if recorded is not None:
-            self.check_model(identity, embedder.image_mode)
-        if recorded is None or recorded.get("model_id") != identity.get("model_id"):
-            # New library, or the same weights found at a new place (the old one may be gone).
+        if recorded is None:
+            # A new library. Two indexers may start it at once (from two machines, on a server):
+            # the first model and family recorded win, and the other is checked against them like
+            # any later one.
+            self.store.set_meta_once(FAMILY_KEY, embedder.family)
+            self.store.set_meta_once(MODE_KEY, embedder.image_mode)
+            text = self.store.set_meta_once(IDENTITY_KEY, json.dumps(identity, sort_keys=True))
+            recorded = json.loads(text)
+        self.check_model(identity, embedder.image_mode)
+        if recorded.get("model_id") != identity.get("model_id"):
+            # The same weights found at a new place (the old one may be gone).
             self.store.set_meta(IDENTITY_KEY, json.dumps(identity, sort_keys=True))
         if self.model_mode() != embedder.image_mode:
-            self.store.set_meta(MODE_KEY, embedder.image_mode)
-        if self.store.get_meta(FAMILY_KEY) is None:
-            self.store.set_meta(FAMILY_KEY, embedder.family)
+            self.store.set_meta(MODE_KEY, embedder.image_mode)  # the latest of its family
 
     # --- vectors ----------------------------------------------------------------------------
     def vector_index(self) -> VectorIndex | AnnIndex:
@@ -219,8 +253,12 @@ class Library:
     def _flat_index(self, generation: int) -> VectorIndex:
         try:
             index = VectorIndex.load(self.index_path)
-            if index.generation != generation or index.dim != self._dim():
-                raise IndexFileError("out of date")
+            if (
+                index.generation != generation
+                or index.dim != self._dim()
+                or index.library_id != self.library_id
+            ):
+                raise IndexFileError("out of date, or built from another database")
         except IndexFileError:
             index = self.rebuild_index()
         return index
@@ -238,7 +276,7 @@ class Library:
                 index = AnnIndex.load(self.ann_index_path)
             except IndexFileError:
                 index = None
-        if index is None or index.dim != self._dim():
+        if index is None or index.dim != self._dim() or index.library_id != self.library_id:
             return self.rebuild_ann_index()
         for chunk in self.store.iter_embeddings_after(index.synced_to):
             index.add(chunk.ids, chunk.vectors)
@@ -259,9 +297,8 @@ class Library:
             self.store.embeddings_by_ids(chosen[i : i + 500].tolist())
             for i in range(0, len(chosen), 500)
         ]
-        index = AnnIndex.train_new(
-            np.stack([v for part in sample for v in part.values()]), self._dim(), generation
-        )
+        vectors = np.stack([v for part in sample for v in part.values()])
+        index = AnnIndex.train_new(vectors, self._dim(), generation, self.library_id)
         for chunk in self.store.iter_embeddings_after(None):
             index.add(chunk.ids, chunk.vectors)
             index.synced_to = chunk.last
@@ -279,12 +316,22 @@ class Library:
         """Build from the database (the source of truth), retrying if a writer commits meanwhile."""
         for _ in range(5):
             generation = self.store.vectors_generation()
-            index = build_index(self.store.iter_embeddings(), self._dim(), generation)
+            index = build_index(
+                self.store.iter_embeddings(), self._dim(), generation, self.library_id
+            )
             if self.store.vectors_generation() == generation:
                 break
         if save:
             self._save_quietly(index, self.index_path)
         return index
+
+    @property
+    def library_id(self) -> str | None:
+        """The id made with the database: a FAISS file of this folder built from another database
+        (the folder reused, a database restored or re-created) is never taken for this one's."""
+        if self._library_id is None:
+            self._library_id = self.store.library_id()
+        return self._library_id
 
     def _dim(self) -> int:
         identity = self.model_identity()
@@ -293,8 +340,16 @@ class Library:
         return int(identity["dim"])
 
 
-def open_library(path: str | os.PathLike | None = None, *, create: bool = True) -> Library:
-    """Open the library at `path` (default: default_library_dir()); create it when allowed."""
+def open_library(
+    path: str | os.PathLike | None = None, *, create: bool = True, database: str | None = None
+) -> Library:
+    """Open the library at `path` (default: default_library_dir()); create it when allowed.
+
+    `database`, a URL such as postgresql://USER@HOST/DATABASE, puts the library on a database
+    server (the command line's --database, default $SIGLIP_SEARCH_DATABASE_URL); `path` then only
+    holds this machine's own files (default: default_local_dir())."""
+    if database:
+        return _open_server_library(path, database, create)
     folder = Path(path).expanduser() if path is not None else default_library_dir()
     folder = folder.resolve()
     # its path is stored, shown and handed to FAISS as text
@@ -313,58 +368,34 @@ def open_library(path: str | os.PathLike | None = None, *, create: bool = True) 
     return Library(folder, open_store(folder / DB_NAME))
 
 
-@contextmanager
-def lock_library(library: Library, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the library's writer lock. flock is released by the OS when the holder dies, so a
-    crashed indexer never leaves a stale lock behind. Only writers lock: a library this process
-    may not write raises LibraryReadOnlyError here, before any work starts."""
-    if library.store.read_only:
-        raise LibraryReadOnlyError(str(library.path), f"cannot write {DB_NAME}")
+def _open_server_library(path: str | os.PathLike | None, database: str, create: bool) -> Library:
+    if "://" not in database or database.startswith("sqlite"):
+        raise DatabaseUnsupportedError(
+            f"--database takes a server's URL (postgresql://USER@HOST/DATABASE), not {database!r}; "
+            "an SQLite library is a folder: give it with --library DIR"
+        )
+    store = open_store(database, create=create)
     try:
-        fd = os.open(library.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-        raise LibraryReadOnlyError(
-            str(library.path), f"cannot open {LOCK_NAME}: {exc.strerror}"
-        ) from None
-    try:
-        deadline = time.monotonic() + max(wait_s, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LibraryLockedError(str(library.path), _read_pid(fd)) from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def indexer_running(library: Library) -> bool:
-    """Whether a process holds the library's writer lock now (asks without taking it)."""
-    try:
-        fd = os.open(library.lock_path, os.O_RDONLY)
-    except OSError:
-        return False  # no lock file: nobody has ever indexed here
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _read_pid(fd: int) -> int | None:
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+        library_id = store.library_id() or "library"
+        folder = (
+            Path(path).expanduser() if path is not None else default_local_dir(library_id)
+        ).resolve()
+        check_utf8_path(folder, "library folder")
+        if (folder / DB_NAME).is_file():
+            raise LibraryFolderError(
+                f"{folder} holds an SQLite library ({DB_NAME}); the library in {store.name} keeps this "
+                "machine's files in a folder of its own: give --library another folder"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LibraryFolderError(
+                f"cannot create library folder {folder}: {exc.strerror}"
+            ) from None
+    except BaseException:
+        store.close()
+        raise
+    return Library(folder, store)
 
 
 def _identity_differences(recorded: dict, current: dict) -> list[str]:

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .decode import MISSING_DECODERS
-from .library import Library, indexer_running
+from .library import Library
+from .locks import indexer_running
 from .scan import is_root_online
 from .store import PassedOver
 
@@ -46,7 +47,7 @@ class FailedFile:
 class LibraryStatus:
     """What `siglip-search status` and the web app's Library tab show."""
 
-    library: str
+    library: str  # the library folder (on a server: this machine's own files of the library)
     images: int  # indexed, with an embedding
     failed_count: int
     tags: int
@@ -57,6 +58,7 @@ class LibraryStatus:
     roots: tuple[RootStatus, ...]
     last_run: RunStatus | None
     failed: tuple[FailedFile, ...]
+    database: str | None = None  # a library on a server: its URL, without the password
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object `siglip-search status --json` prints, keys in this order."""
@@ -103,6 +105,7 @@ def library_status(library: Library) -> LibraryStatus:
         )
     return LibraryStatus(
         library=str(library.path),
+        database=library.store.name if library.store.on_server else None,
         images=counts.images,
         failed_count=counts.failed,
         tags=counts.tags,

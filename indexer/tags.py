@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
-from .store import MACHINE_TAG_SOURCE
+from .store import ANALYZE_MIN_ROWS, MACHINE_TAG_SOURCE
 from .text_cache import TextEmbeddingCache
 from .vocabulary import Vocabulary, VocabularyTag
 
@@ -233,11 +233,7 @@ def tag_library(
         state = json.loads(library.store.get_meta(TAGGER_META) or "{}")
     except ValueError:
         state = {}  # unreadable progress: tag everything again
-    after = (
-        tuple(state["after"])
-        if state.get("key") == key and state.get("after") and not retag_all
-        else None
-    )
+    after = _position(state.get("after")) if state.get("key") == key and not retag_all else None
     retagged_all = after is None
     tag_vectors = embed_vocabulary(embedder, vocabulary, templates, library)
     summary = TagSummary(
@@ -267,6 +263,8 @@ def tag_library(
     # an empty library still records what it was tagged with
     if retagged_all and summary.tagged == 0:
         library.store.set_meta(TAGGER_META, json.dumps({"key": key, "after": None, **settings}))
+    if summary.tags_written >= ANALYZE_MIN_ROWS:
+        library.store.analyze()
     summary.unchanged = library.store.embedding_count() - summary.tagged
     summary.seconds = time.monotonic() - started
     return summary
@@ -293,6 +291,14 @@ def forget_rejections(library: Library, tag: str | None = None) -> int:
         if row.tag == name or row.tag.endswith("|" + name)
     }
     return library.store.clear_rejections(tags=names) if names else 0
+
+
+def _position(saved: object) -> tuple[int, int] | None:
+    """Where the last run stopped: (generation, image id). Anything else (nothing yet, or an
+    (indexed_at, id) pair saved before generations) means all photos are tagged again."""
+    if isinstance(saved, list) and len(saved) == 2 and all(type(part) is int for part in saved):
+        return saved[0], saved[1]
+    return None
 
 
 def _model_key(embedder: Embedder) -> str:

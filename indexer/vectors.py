@@ -29,10 +29,17 @@ class VectorIndex:
     remove_ids can drop a deleted image without renumbering anything.
     """
 
-    def __init__(self, dim: int, index: faiss.Index | None = None, generation: int = -1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        index: faiss.Index | None = None,
+        generation: int = -1,
+        library_id: str | None = None,
+    ) -> None:
         self.dim = dim
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.generation = generation  # the database's vectors_generation this index reflects
+        self.library_id = library_id  # the database it was built from (its id, made with it)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -86,6 +93,7 @@ class VectorIndex:
             "count": len(self),
             "max_id": int(ids.max()) if ids.size else 0,
             "generation": self.generation,
+            "library_id": self.library_id,
             "sha256": digest,
         }
         _write_sidecar(path, sidecar, mode)
@@ -106,7 +114,12 @@ class VectorIndex:
             raise IndexFileError(f"{path}: {exc}") from None
         if index.d != sidecar["dim"] or index.ntotal != sidecar["count"]:
             raise IndexFileError(f"{path}: size or dim differ from its sidecar")
-        return cls(index.d, index, generation=int(sidecar["generation"]))
+        return cls(
+            index.d,
+            index,
+            generation=int(sidecar["generation"]),
+            library_id=sidecar.get("library_id"),
+        )
 
 
 # Approximate search, chosen by benchmarks/search_speed.py: an exhaustive scan of 4-bit PQ
@@ -149,7 +162,8 @@ class AnnIndex:
         ids: np.ndarray,
         alive: np.ndarray,
         generation: int = -1,
-        synced_to: tuple[str, int] | None = None,
+        synced_to: tuple[int, int] | None = None,
+        library_id: str | None = None,
     ) -> None:
         self.dim = dim
         self.k_factor = ANN_K_FACTOR
@@ -157,10 +171,13 @@ class AnnIndex:
         self._ids = np.asarray(ids, dtype=np.int64)  # label -> image id
         self._alive = np.asarray(alive, dtype=bool)  # label -> not tombstoned
         self.generation = generation
-        self.synced_to = synced_to  # (indexed_at, id) of the newest stored vector added
+        self.synced_to = synced_to  # (generation, id) of the newest stored vector added
+        self.library_id = library_id  # the database it was built from
 
     @classmethod
-    def train_new(cls, sample: np.ndarray, dim: int, generation: int = -1) -> AnnIndex:
+    def train_new(
+        cls, sample: np.ndarray, dim: int, generation: int = -1, library_id: str | None = None
+    ) -> AnnIndex:
         """An empty index trained on `sample` (n, dim), at least ANN_MIN_TRAIN unit vectors."""
         sample = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1, dim)[:ANN_TRAIN_SIZE]
         if len(sample) < ANN_MIN_TRAIN:
@@ -174,7 +191,15 @@ class AnnIndex:
         first.train(sample)
         shards = [first] + [faiss.clone_index(first) for _ in range(ANN_SHARDS - 1)]
         empty = [np.zeros(0, np.int64) for _ in shards]
-        return cls(dim, shards, empty, np.zeros(0, np.int64), np.zeros(0, bool), generation)
+        return cls(
+            dim,
+            shards,
+            empty,
+            np.zeros(0, np.int64),
+            np.zeros(0, bool),
+            generation,
+            library_id=library_id,
+        )
 
     def __len__(self) -> int:
         return int(self._alive.sum())
@@ -310,6 +335,7 @@ class AnnIndex:
             "labels": len(self._ids),
             "generation": self.generation,
             "synced_to": self.synced_to,
+            "library_id": self.library_id,
             "sha256": digest,
         }
         _write_sidecar(path, sidecar)
@@ -337,15 +363,31 @@ class AnnIndex:
         if shards[0].d != sidecar["dim"] or not sizes_agree:
             raise IndexFileError(f"{path}: size or dim differ from its sidecar")
         synced_to = sidecar.get("synced_to")
-        synced_to = (str(synced_to[0]), int(synced_to[1])) if synced_to else None
-        return cls(shards[0].d, shards, labels, ids, alive, int(sidecar["generation"]), synced_to)
+        if synced_to and not all(isinstance(part, int) for part in synced_to):
+            raise IndexFileError(
+                f"{path}: synced to an (indexed_at, id) position, from before generations"
+            )
+        synced_to = (int(synced_to[0]), int(synced_to[1])) if synced_to else None
+        return cls(
+            shards[0].d,
+            shards,
+            labels,
+            ids,
+            alive,
+            int(sidecar["generation"]),
+            synced_to,
+            sidecar.get("library_id"),
+        )
 
 
 def build_index(
-    chunks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, generation: int
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    dim: int,
+    generation: int,
+    library_id: str | None = None,
 ) -> VectorIndex:
     """An index from streamed (ids, vectors) chunks, e.g. Store.iter_embeddings()."""
-    index = VectorIndex(dim, generation=generation)
+    index = VectorIndex(dim, generation=generation, library_id=library_id)
     for ids, vectors in chunks:
         index.add(ids, vectors)
     return index

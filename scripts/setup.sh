@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs siglip-search into the current Python from nothing. --dev adds the test tools.
+# Installs siglip-search into the current Python from nothing. --dev adds the test tools (and
+# PostgreSQL's server binaries, for the tests' throwaway server). A library on a PostgreSQL server
+# needs the `postgres` extra: pip install -e ".[postgres]".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip install --disable-pip-version-check -q"
@@ -18,6 +20,13 @@ if [[ "${1:-}" == "--dev" ]]; then
         # The UI tests drive a real headless browser; browsers cannot be downloaded by pip here.
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
             || echo "setup: could not install chromium; browser tests will be skipped" >&2
+    fi
+    if ! { command -v initdb || compgen -G "/usr/lib/postgresql/*/bin/initdb"; } >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
+        # The store and indexer tests also run on a throwaway PostgreSQL server they start themselves
+        # (tests/postgres_server.py) from Debian's server binaries.
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null \
+            || echo "setup: could not install postgresql; the PostgreSQL tests will be skipped" >&2
     fi
 else
     $PIP -e .

@@ -24,8 +24,9 @@ if not os.environ.get("SIGLIP_SEARCH_TEST_GPU"):
 
 from checkpoints import make_tiny_checkpoint  # noqa: E402
 
-# indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library.
-pytest_plugins = ["indexer_fixtures", "search_fixtures"]
+# indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library;
+# postgres_fixtures: database_url (each test on SQLite and on PostgreSQL), postgres_url, postgres_server.
+pytest_plugins = ["indexer_fixtures", "search_fixtures", "postgres_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 

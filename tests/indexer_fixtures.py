@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from indexer.library import open_library
+from indexer.library import Library, open_library
 
 PALETTE = [
     (220, 30, 30),
@@ -218,9 +218,31 @@ def permissions_are_enforced(folder: Path) -> bool:
         probe.unlink()
 
 
-def db_rows(library_dir: Path) -> list[tuple[str, str, bytes | None]]:
-    """(rel_path, status, embedding) of every image row, read with plain sqlite3."""
-    with sqlite3.connect(library_dir / "library.db") as conn:
+def db_rows(
+    library: Library | Path, database: str | None = None
+) -> list[tuple[str, str, bytes | None]]:
+    """(rel_path, status, embedding) of every image row, read with plain sqlite3 from the library
+    folder's file, or with plain SQL from `database` (a library on a server; for an open Library,
+    the database it is on)."""
+    if isinstance(library, Library):
+        if library.store.on_server:
+            database = library.store.engine.url.render_as_string(hide_password=False)
+        library = library.path
+    if database is not None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(database)
+        with engine.connect() as server:
+            found = server.execute(
+                sa.text("SELECT rel_path, status, embedding FROM images ORDER BY rel_path")
+            )
+            rows = [
+                (rel, status, None if vector is None else bytes(vector))
+                for rel, status, vector in found
+            ]
+        engine.dispose()
+        return rows
+    with sqlite3.connect(library / "library.db") as conn:
         return conn.execute(
             "SELECT rel_path, status, embedding FROM images ORDER BY rel_path"
         ).fetchall()
@@ -241,8 +263,9 @@ def other_embedder(other_tiny_checkpoint):
 
 
 @pytest.fixture
-def library(tmp_path):
-    lib = open_library(tmp_path / "library")
+def library(tmp_path, database_url):
+    """A new library: an SQLite file in tmp_path/library, or on the test server (database_url)."""
+    lib = open_library(tmp_path / "library", database=database_url)
     yield lib
     lib.close()
 

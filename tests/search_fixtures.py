@@ -47,9 +47,10 @@ def demo_embedder():
 
 
 @pytest.fixture(scope="session")
-def demo_library(tmp_path_factory, demo_embedder):
-    """The sample photos indexed with the demo model (the photos are only read)."""
-    library = open_library(tmp_path_factory.mktemp("demo-library"))
+def demo_library(tmp_path_factory, demo_embedder, session_database_url):
+    """The sample photos indexed with the demo model (the photos are only read), once per session
+    in an SQLite library and once on the test server."""
+    library = open_library(tmp_path_factory.mktemp("demo-library"), database=session_database_url)
     index_folder(library, SAMPLES, demo_embedder)
     yield library
     library.close()

@@ -161,7 +161,7 @@ def test_photo_too_big_is_a_failure_until_max_pixels_allows_it(
         (str(photos / "poster.png"), "decompression bomb (300x300 = 90000 pixels, limit 40000)")
     ]
     index_paths(library, [str(photos)], embedder, max_pixels=2_000_000_000, progress=False)
-    assert [(rel, status) for rel, status, _ in db_rows(library.path)] == [
+    assert [(rel, status) for rel, status, _ in db_rows(library)] == [
         ("poster.png", "ok"),
         ("small.png", "ok"),
     ]

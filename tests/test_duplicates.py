@@ -12,14 +12,14 @@ from PIL import Image
 from search_fixtures import SAMPLES, index_folder, needs_demo
 
 from indexer.duplicates import DEFAULT_THRESHOLD, _UnionFind, find_duplicates
-from indexer.library import open_library
+from indexer.library import DATABASE_ENV, open_library
 from siglip_search.cli import main
 
 SAMPLE_NAMES = sorted(p.name for p in SAMPLES.glob("*.jpg"))[:8] if SAMPLES.is_dir() else []
 
 
 @pytest.fixture(scope="module")
-def camera_roll(tmp_path_factory, demo_embedder):
+def camera_roll(tmp_path_factory, demo_embedder, session_database_url):
     """Eight different sample photos, a byte copy of one, a half-size copy of another, and three
     blank frames (black at two sizes, and a near-black one with sensor noise)."""
     folder = tmp_path_factory.mktemp("camera-roll")
@@ -36,7 +36,7 @@ def camera_roll(tmp_path_factory, demo_embedder):
     Image.new("RGB", (320, 240)).save(photos / "lens-cap.jpg", quality=90)
     noise = np.random.default_rng(0).normal(6, 2, (240, 320, 3))
     Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).save(photos / "pocket.png")
-    library = open_library(folder / "library")
+    library = open_library(folder / "library", database=session_database_url)
     index_folder(library, photos, demo_embedder)
     yield library, photos
     library.close()
@@ -69,7 +69,9 @@ def test_without_the_blank_guard_the_black_frames_would_be_grouped(camera_roll):
 
 
 @needs_demo
-def test_cli_duplicates_plain_and_json(camera_roll, capsys):
+def test_cli_duplicates_plain_and_json(camera_roll, capsys, monkeypatch, session_database_url):
+    if session_database_url:
+        monkeypatch.setenv(DATABASE_ENV, session_database_url)
     library, photos = camera_roll
     assert main(["duplicates", "--library", str(library.path), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -89,7 +91,7 @@ def test_cli_duplicates_plain_and_json(camera_roll, capsys):
 
 @needs_demo
 def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copies(
-    tmp_path, demo_embedder, capsys
+    tmp_path, demo_embedder, capsys, database_url
 ):
     """A photo, its backup copy and a half-size copy make one "near" group of 3 that says which two
     files are byte-identical; a smaller exact group is still listed before it."""
@@ -102,7 +104,7 @@ def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copie
         im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS).save(
             photos / "small.png"
         )
-    library = open_library(tmp_path / "library")
+    library = open_library(tmp_path / "library", database=database_url)
     index_folder(library, photos, demo_embedder)
     report = find_duplicates(library)
     library.close()
@@ -126,8 +128,8 @@ def test_exact_groups_come_first_and_a_near_group_names_its_byte_identical_copie
     ]
 
 
-def test_a_threshold_outside_minus_one_to_one_is_refused(tmp_path, capsys):
-    lib = open_library(tmp_path / "library")
+def test_a_threshold_outside_minus_one_to_one_is_refused(tmp_path, capsys, database_url):
+    lib = open_library(tmp_path / "library", database=database_url)
     lib.close()
     assert main(["duplicates", "--library", str(tmp_path / "library"), "--threshold", "1.5"]) == 2
     assert "between -1 and 1" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from indexer_fixtures import draw_photo, save_jpeg_with_exif
 
-from indexer.library import open_library
+from indexer.library import DATABASE_ENV, open_library
 from siglip_search.cli import main
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -57,9 +57,10 @@ MACHINE_KEYWORDS = {
 
 
 @pytest.fixture
-def tagged(tmp_path, tiny_checkpoint, capsys):
-    """Three photos indexed and tagged through the CLI; one has the user's own sidecar, one a
-    sidecar that is not XML. Returns (library dir, photos dir)."""
+def tagged(tmp_path, tiny_checkpoint, capsys, database_url):
+    """Three photos indexed and tagged through the CLI (into an SQLite library, or one on the test
+    server); one has the user's own sidecar, one a sidecar that is not XML. Returns (library dir,
+    photos dir)."""
     photos, lib = tmp_path / "photos", tmp_path / "library"
     photos.mkdir()
     save_jpeg_with_exif(photos / "a.jpg", draw_photo(1), taken="2020:05:01 10:00:00")
@@ -161,7 +162,7 @@ def test_xmp_export_and_undo_keep_the_users_sidecar_and_never_touch_the_photos(t
 
 def test_xmp_export_with_another_root_and_a_threshold(tagged, capsys):
     lib, photos = tagged
-    library = open_library(lib)
+    library = open_library(lib, database=os.environ.get(DATABASE_ENV))
     best = {}
     for record in library.store.iter_tags():
         best.setdefault(record.path, record)  # best score first
@@ -191,7 +192,7 @@ def test_xmp_export_with_another_root_and_a_threshold(tagged, capsys):
 
 def test_csv_jsonl_and_exiftool_exports_list_every_stored_tag(tagged, tmp_path, capsys):
     lib, photos = tagged
-    library = open_library(lib)
+    library = open_library(lib, database=os.environ.get(DATABASE_ENV))
     stored = {(r.path, r.tag): r for r in library.store.iter_tags()}
     library.close()
     assert len(stored) == 9
@@ -272,7 +273,7 @@ def test_an_out_file_that_cannot_be_written_is_one_line_naming_it(tagged, tmp_pa
 
 def test_exporting_again_at_a_higher_threshold_takes_back_the_weaker_tags(tagged, capsys):
     lib, photos = tagged
-    library = open_library(lib)
+    library = open_library(lib, database=os.environ.get(DATABASE_ENV))
     scores = {}
     for record in library.store.iter_tags():
         scores.setdefault(record.path, {})[record.tag] = record.score

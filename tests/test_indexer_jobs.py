@@ -152,7 +152,7 @@ def test_add_modify_delete_move_round_trip(tmp_path, library, embedder):
 
 
 def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
-    tmp_path, tiny_checkpoint, capsys
+    tmp_path, tiny_checkpoint, capsys, database_url
 ):
     photos, lib = tmp_path / "photos", tmp_path / "library"
     expect = make_bad_corpus(photos, tmp_path / "outside")
@@ -185,11 +185,11 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
         }
     ]
     assert report["last_run"]["status"] == "ok" and report["last_run"]["failed"] == len(failing)
-    indexed = {rel for rel, status, _ in db_rows(lib) if status == "ok"}
+    indexed = {rel for rel, status, _ in db_rows(lib, database_url) if status == "ok"}
     assert indexed == {rel for rel, reason in expect.items() if reason is None}
     assert not any(
         junk in rel
-        for rel, _, _ in db_rows(lib)
+        for rel, _, _ in db_rows(lib, database_url)
         for junk in ("._", "@eaDir", "#recycle", ".thumb", "back/")
     )
 
@@ -212,7 +212,9 @@ def test_broken_and_odd_files_are_indexed_or_reported_and_the_job_exits_0(
     draw_photo(30).save(photos / "truncated.jpg", "JPEG")
     assert main(["index", str(photos), *common]) == 0
     assert "updated 1" in capsys.readouterr().out
-    assert ("truncated.jpg", "ok") in {(rel, status) for rel, status, _ in db_rows(lib)}
+    assert ("truncated.jpg", "ok") in {
+        (rel, status) for rel, status, _ in db_rows(lib, database_url)
+    }
 
 
 def test_pixel_cap_option_records_big_images_as_bombs(tmp_path, library, embedder):
@@ -239,14 +241,14 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(
     photos = tmp_path / "photos"
     make_photo_folder(photos)
     index(library, [photos], embedder)
-    before = db_rows(library.path)
+    before = db_rows(library)
     with pytest.raises(
         ModelMismatchError, match=r"was built with model .*they differ in .*weights_sha256"
     ):
         index(library, [photos], other_embedder)
     with pytest.raises(ModelMismatchError, match="Vectors of two models cannot be mixed"):
         library.load_embedder(other_tiny_checkpoint)
-    assert db_rows(library.path) == before
+    assert db_rows(library) == before
 
     lib = ["--library", str(library.path), "--no-progress"]
     assert main(["index", str(photos), "--model", str(other_tiny_checkpoint), *lib]) == 2
@@ -258,7 +260,7 @@ def test_another_model_is_refused_and_the_recorded_one_is_reused(
     )
     assert main(["index", str(photos), *lib]) == 0  # no --model: the recorded one
     assert "added 0, updated 0" in capsys.readouterr().out
-    assert db_rows(library.path) == before
+    assert db_rows(library) == before
 
 
 def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(
@@ -268,14 +270,15 @@ def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(
     assert "--model ID_OR_PATH" in capsys.readouterr().err
     with pytest.raises(FolderNotFoundError, match="does not exist"):
         index(library, [tmp_path / "nope"], embedder)
-    assert main(["status", "--library", str(tmp_path / "nowhere")]) == 2
-    assert "no library at" in capsys.readouterr().err
+    if not library.store.on_server:  # on a server, any folder takes this machine's own files
+        assert main(["status", "--library", str(tmp_path / "nowhere")]) == 2
+        assert "no library at" in capsys.readouterr().err
 
 
-def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embedder):
+def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embedder, database_url):
     photos = tmp_path / "photos"
     files = make_photo_folder(photos)
-    library = open_library(tmp_path / "library")
+    library = open_library(tmp_path / "library", database=database_url)
     index(library, [photos], embedder)
     queries = np.stack(
         list(library.store.embeddings_by_ids(r.id for r in by_path(library).values()).values())
@@ -284,7 +287,7 @@ def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embed
     saved = library.index_path.read_bytes(), sidecar_path(library.index_path).read_bytes()
 
     def fresh_search():
-        reader = open_library(library.path, create=False)
+        reader = open_library(library.path, create=False, database=database_url)
         try:
             return nearest_ids(Searcher(reader, embedder), queries, k=3)
         finally:
@@ -306,12 +309,17 @@ def test_the_faiss_file_is_rebuilt_when_deleted_corrupt_or_stale(tmp_path, embed
     library.close()
 
 
-def test_a_searcher_that_stays_open_never_returns_a_photo_deleted_meanwhile(tmp_path, embedder):
+def test_a_searcher_that_stays_open_never_returns_a_photo_deleted_meanwhile(
+    tmp_path, embedder, database_url
+):
     photos = tmp_path / "photos"
     files = make_photo_folder(photos)
-    writer = open_library(tmp_path / "library")
+    writer = open_library(tmp_path / "library", database=database_url)
     index(writer, [photos], embedder)
-    reader = open_library(tmp_path / "library", create=False)
+    # Another machine, on a server: its own folder, its own FAISS file.
+    reader = open_library(
+        tmp_path / ("other" if database_url else "library"), create=False, database=database_url
+    )
     searcher = Searcher(reader, embedder)
     gone = by_path(reader)["dog.bmp"]
     query = reader.store.embeddings_by_ids([gone.id])[gone.id]
@@ -323,10 +331,12 @@ def test_a_searcher_that_stays_open_never_returns_a_photo_deleted_meanwhile(tmp_
     reader.close()
 
 
-def test_a_second_indexer_waits_then_says_who_holds_the_library(tmp_path, tiny_checkpoint, capsys):
+def test_a_second_indexer_waits_then_says_who_holds_the_library(
+    tmp_path, tiny_checkpoint, capsys, database_url
+):
     photos = tmp_path / "photos"
     make_photo_folder(photos)
-    library = open_library(tmp_path / "library")
+    library = open_library(tmp_path / "library", database=database_url)
     args = [
         "index",
         str(photos),
@@ -341,10 +351,8 @@ def test_a_second_indexer_waits_then_says_who_holds_the_library(tmp_path, tiny_c
         assert main([*args, "--wait", "0.5"]) == 2
         assert time.monotonic() - started >= 0.5
         err = capsys.readouterr().err
-        assert (
-            f"siglip-search: error: library {library.path} is being indexed by pid {os.getpid()}"
-            in err
-        )
+        assert f"siglip-search: error: library {library.name} is being indexed by " in err
+        assert f"pid {os.getpid()}" in err
         # readers are not locked out
         assert main(["status", "--library", str(library.path), "--json"]) == 0
         capsys.readouterr()
@@ -356,12 +364,12 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
     photos, away = tmp_path / "photos", tmp_path / "elsewhere"
     make_photo_folder(photos)
     index(library, [photos], embedder)
-    before = db_rows(library.path)
+    before = db_rows(library)
 
     photos.rename(away)  # the disk is unmounted
     summary = index(library, [], embedder)  # all registered roots
     assert summary.offline_roots == [str(photos)] and summary.removed == 0
-    assert db_rows(library.path) == before
+    assert db_rows(library) == before
     assert main(["index", str(photos), "--library", str(library.path), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert f"root {photos} is offline" in captured.err and "removed 0" in captured.out
@@ -371,7 +379,7 @@ def test_an_unplugged_root_is_offline_and_keeps_its_photos(tmp_path, library, em
 
     photos.mkdir()  # an empty mount point looks the same: nothing is deleted
     assert index(library, [photos], embedder).offline_roots == [str(photos)]
-    assert db_rows(library.path) == before
+    assert db_rows(library) == before
 
     photos.rmdir()
     away.rename(photos)  # plugged back in: online, nothing re-embedded
@@ -547,7 +555,7 @@ def test_an_unreadable_folder_keeps_its_photos(tmp_path, library, embedder):
 
 
 def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_only(
-    tmp_path, library, embedder, capsys
+    tmp_path, library, embedder, capsys, database_url
 ):
     disk, home = tmp_path / "usb", tmp_path / "home"
     make_photo_folder(disk)
@@ -564,7 +572,7 @@ def test_forgetting_a_disk_that_is_gone_for_good_removes_its_photos_from_search_
     assert main(["forget", str(disk), *lib]) == 0
 
     assert f"forgot {disk}: " in capsys.readouterr().out
-    with open_library(library.path, create=False) as reopened:
+    with open_library(library.path, create=False, database=database_url) as reopened:
         assert [r.path for r in reopened.store.roots()] == [str(home)]
         assert [row.rel_path for row in reopened.store.iter_images()] == ["kept.png"]
         assert len(reopened.vector_index()) == 1
@@ -619,9 +627,9 @@ def test_photos_nothing_here_can_decode_are_counted_and_the_remedy_named(tmp_pat
     assert MISSING_DECODERS == {}  # this Python, with the dependencies installed, decodes them all
 
 
-def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsys):
+def test_search_in_a_library_without_a_model_says_to_index_first(tmp_path, capsys, database_url):
     lib = tmp_path / "lib"
-    open_library(lib).close()
+    open_library(lib, database=database_url).close()
     assert main(["search", "a dog", "--library", str(lib)]) == 2
     err = capsys.readouterr().err
     assert "no model yet; index photos into it first: siglip-search index FOLDER" in err

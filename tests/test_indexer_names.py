@@ -48,7 +48,7 @@ def test_a_root_or_library_whose_name_is_not_utf8_is_refused_in_one_line_before_
 
 
 def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(
-    tmp_path, tiny_checkpoint, capsys
+    tmp_path, tiny_checkpoint, capsys, database_url
 ):
     photos, lib = tmp_path / "photos", tmp_path / "lib"
     photos.mkdir()
@@ -58,11 +58,11 @@ def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(
     draw_photo(3).save(photos / "other.jpg")
     assert main(_index(photos, lib, tiny_checkpoint)) == 0
     first = capsys.readouterr().out
-    rows = db_rows(lib)
+    rows = db_rows(lib, database_url)
     for _ in range(2):
         assert main(_index(photos, lib, tiny_checkpoint)) == 0
         assert "added 0, updated 0, moved 0, removed 0, failed 0" in capsys.readouterr().out
-        assert db_rows(lib) == rows
+        assert db_rows(lib, database_url) == rows
     assert "added 2, updated 0, moved 0, removed 0, failed 0" in first
     assert [(rel, status) for rel, status, _ in rows] == [
         ("caf\\xe9.jpg", "ok"),
@@ -71,7 +71,7 @@ def test_a_latin1_name_and_a_real_file_named_like_its_escape_never_flip(
 
 
 def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(
-    tmp_path, tiny_checkpoint, capsys
+    tmp_path, tiny_checkpoint, capsys, database_url
 ):
     root, lib = tmp_path / "new\nline", tmp_path / "lib"
     root.mkdir()
@@ -107,7 +107,7 @@ def test_newlines_and_terminal_escapes_in_names_stay_on_one_escaped_line(
 
 
 def test_tag_threshold_bounds_agree_between_the_cli_and_the_tagger(
-    tmp_path, tiny_checkpoint, capsys
+    tmp_path, tiny_checkpoint, capsys, database_url
 ):
     from indexer.errors import SearchOptionError
     from indexer.library import open_library
@@ -128,7 +128,7 @@ def test_tag_threshold_bounds_agree_between_the_cli_and_the_tagger(
         )
     assert main(["tag", "--threshold", "0.01", "--library", str(lib), "--no-progress"]) == 0
     with (
-        open_library(lib) as library,
+        open_library(lib, database=database_url) as library,
         pytest.raises(SearchOptionError, match="above 0 and below 1"),
     ):
         tag_library(library, library.load_embedder(), load_vocabulary(None), 0.0, progress=False)

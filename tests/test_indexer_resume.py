@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 from indexer_fixtures import db_rows, draw_photo
 
 from indexer.jobs import index_paths
@@ -30,17 +31,35 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _ok_rows(library_dir: Path) -> int:
+def _query(library_dir: Path, database: str | None, sql: str) -> list[tuple]:
+    """Rows of `sql` read with plain SQL (sqlite3, or SQLAlchemy on the server), [] before the
+    library's tables exist."""
+    if database is not None:
+        engine = sa.create_engine(database)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(sql))]
+        except sa.exc.ProgrammingError:
+            return []  # not created yet
+        finally:
+            engine.dispose()
     try:
         with sqlite3.connect(
             f"file:{library_dir / 'library.db'}?mode=ro", uri=True, timeout=5
         ) as conn:
-            return conn.execute("SELECT count(*) FROM images WHERE status = 'ok'").fetchone()[0]
+            return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:
-        return 0  # not created yet
+        return []  # not created yet
 
 
-def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint, embedder):
+def _ok_rows(library_dir: Path, database: str | None) -> int:
+    found = _query(library_dir, database, "SELECT count(*) FROM images WHERE status = 'ok'")
+    return found[0][0] if found else 0
+
+
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(
+    tmp_path, tiny_checkpoint, embedder, database_url
+):
     photos = tmp_path / "photos"
     for i in range(60):
         (photos / f"day{i % 3}").mkdir(parents=True, exist_ok=True)
@@ -72,12 +91,12 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     )
     try:
         deadline = time.monotonic() + 120
-        while _ok_rows(killed_lib) < 4:  # the first batch is committed
+        while _ok_rows(killed_lib, database_url) < 4:  # the first batch is committed
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "indexer made no progress"
             time.sleep(0.02)
         # Readers keep working while the indexer writes (WAL), before the kill.
-        reader = open_library(killed_lib, create=False)
+        reader = open_library(killed_lib, create=False, database=database_url)
         assert library_status(reader).images >= 4
         assert library_status(reader).last_run.status == "running"
         first = next(reader.store.iter_embeddings())[1][0]
@@ -89,13 +108,14 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    done_before_rerun = _ok_rows(killed_lib)
+    done_before_rerun = _ok_rows(killed_lib, database_url)
     assert 4 <= done_before_rerun < 60
     # nobody holds the lock: not running any more
-    with open_library(killed_lib, create=False) as stopped:
+    with open_library(killed_lib, create=False, database=database_url) as stopped:
         assert library_status(stopped).last_run.status == "interrupted"
 
-    # The dead process's lock is gone with it; run again to completion (no --model: recorded).
+    # The dead process's lock is gone with it (on a server: with its connection); run again to
+    # completion (no --model: recorded).
     rerun = subprocess.run(
         [sys.executable, "-m", "siglip_search", *args[:4], *args[-2:], "--batch-size", "4"]
         + ["--no-progress"],
@@ -108,13 +128,13 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     assert rerun.returncode == 0, rerun.stderr
     assert f"added {60 - done_before_rerun}, updated 0" in rerun.stdout
 
-    clean = open_library(clean_lib)
+    clean = open_library(clean_lib)  # an SQLite library, on either backend
     with lock_library(clean):
         summary = index_paths(clean, [photos], embedder, batch_size=4, workers=2, progress=False)
     assert summary.added == 60
     clean.close()
 
-    killed_rows, clean_rows = db_rows(killed_lib), db_rows(clean_lib)
+    killed_rows, clean_rows = db_rows(killed_lib, database_url), db_rows(clean_lib)
     assert len(killed_rows) == 60 == len({rel for rel, _, _ in killed_rows})  # no duplicates
     assert [rel for rel, _, _ in killed_rows] == [rel for rel, _, _ in clean_rows]
     assert all(status == "ok" for _, status, _ in killed_rows)
@@ -123,12 +143,13 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint
     ]
     assert mismatched == []  # identical embedding bytes
 
-    killed = open_library(killed_lib, create=False)
+    killed = open_library(killed_lib, create=False, database=database_url)
     assert len(killed.vector_index()) == 60
     report = library_status(killed)
     assert report.last_run.status == "ok"
-    with sqlite3.connect(killed_lib / "library.db") as conn:
-        statuses = [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY id")]
+    statuses = [
+        s for (s,) in _query(killed_lib, database_url, "SELECT status FROM runs ORDER BY id")
+    ]
     assert statuses == ["interrupted", "ok"]
     query = np.frombuffer(killed_rows[5][2], dtype=np.float32)
     assert (

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from indexer_fixtures import draw_photo, permissions_are_enforced
 from layering import imported_roots
 
@@ -120,6 +121,18 @@ def test_fingerprint_ignores_name_and_place_but_not_content(tmp_path):
 # --- store --------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def database(tmp_path, database_url) -> str:
+    """Where a store test's database lives: an SQLite file, or a fresh database on the test server."""
+    return database_url or str(tmp_path / "library.db")
+
+
+def _execute(store, sql: str, params: list[dict] | dict | None = None) -> None:
+    """Plain SQL on the store's database, past the Store (as another program would write)."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(sql), params or {})
+
+
 def _embedded(root_id: int, rel: str, seed: int, dim: int = 4) -> EmbeddedImage:
     v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
     return EmbeddedImage(
@@ -127,8 +140,8 @@ def _embedded(root_id: int, rel: str, seed: int, dim: int = 4) -> EmbeddedImage:
     )
 
 
-def test_store_round_trips_images_embeddings_and_failures(tmp_path):
-    store = open_store(tmp_path / "library.db")
+def test_store_round_trips_images_embeddings_and_failures(tmp_path, database):
+    store = open_store(database)
     root = store.add_root(str(tmp_path / "photos"))
     assert store.add_root(str(tmp_path / "photos")) == root  # registering twice is harmless
     store.write_batch(
@@ -161,15 +174,16 @@ def test_store_round_trips_images_embeddings_and_failures(tmp_path):
     store.close()
 
 
-def test_database_refuses_duplicate_paths_in_a_root(tmp_path):
-    store = open_store(tmp_path / "library.db")
+def test_database_refuses_duplicate_paths_in_a_root(database):
+    store = open_store(database)
     root = store.add_root("/photos")
     store.write_batch([_embedded(root.id, "a.jpg", 1)])
-    with sqlite3.connect(tmp_path / "library.db") as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute(
+    with pytest.raises(sa.exc.IntegrityError):
+        _execute(
+            store,
             "INSERT INTO images (root_id, rel_path, size_bytes, mtime_ns, status, indexed_at) "
-            "VALUES (?, 'a.jpg', 1, 1, 'ok', '2024-01-01')",
-            (root.id,),
+            "VALUES (:root, 'a.jpg', 1, 1, 'ok', '2024-01-01')",
+            {"root": root.id},
         )
     store.close()
 
@@ -207,7 +221,7 @@ def test_a_version_1_library_is_migrated_and_keeps_its_images(tmp_path):
     with sqlite3.connect(tmp_path / "library.db") as conn:
         conn.executescript(SCHEMA_V1)
     store = open_store(tmp_path / "library.db")
-    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
     image = store.image_by_id(7)
     assert (
         image.rel_path == "a.jpg" and (image.lens, image.latitude, image.longitude) == (None,) * 3
@@ -227,16 +241,51 @@ def test_a_version_1_library_is_migrated_and_keeps_its_images(tmp_path):
     store.close()
 
 
-def test_a_library_from_a_newer_version_or_a_foreign_database_is_refused(tmp_path):
+# Version 2 added the tags table; its vectors generation was one counter row in meta.
+SCHEMA_V2 = (
+    SCHEMA_V1.replace("'schema_version', '1'", "'schema_version', '2'")
+    + """
+CREATE TABLE tags (
+    id INTEGER NOT NULL PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL, score FLOAT, source VARCHAR(32) NOT NULL, model TEXT, vocabulary_version VARCHAR(64),
+    UNIQUE (image_id, tag, source));
+CREATE INDEX ix_images_indexed_at ON images (indexed_at, id);
+INSERT INTO meta VALUES ('vectors_generation', '5');
+INSERT INTO meta VALUES ('zero_shot_tagger', '{"key": "k", "after": ["2024-01-01T00:00:00", 7]}');
+"""
+)
+
+
+def test_a_version_2_library_keeps_its_generation_and_its_readers_start_over_once(tmp_path):
+    with sqlite3.connect(tmp_path / "library.db") as conn:
+        conn.executescript(SCHEMA_V2)
     store = open_store(tmp_path / "library.db")
+    assert store.get_meta("schema_version") == "3" and store.get_meta("vectors_generation") is None
+    assert store.vectors_generation() == 5 and len(store.library_id() or "") == 32
+    [chunk] = store.iter_embeddings_after(None)
+    assert chunk.ids.tolist() == [7] and chunk.last == (5, 7)
+    assert list(store.iter_embeddings_after(chunk.last)) == []
+    store.write_batch([_embedded(1, "b.jpg", 2)])  # the next write comes after, in a new generation
+    assert store.vectors_generation() == 6
+    assert [c.ids.tolist() for c in store.iter_embeddings_after(chunk.last)] == [[8]]
+    store.close()
+
+
+def test_a_library_from_a_newer_version_or_a_foreign_database_is_refused(database):
+    store = open_store(database)
     store.set_meta("schema_version", "99")
     store.close()
     with pytest.raises(SchemaError, match="newer than this siglip-search"):
-        open_store(tmp_path / "library.db")
-    with sqlite3.connect(tmp_path / "other.db") as conn:
-        conn.execute("CREATE TABLE notes (x TEXT)")
+        open_store(database)
+    # Another program's tables in the database.
+    engine = sa.create_engine(database if "://" in database else f"sqlite:///{database}")
+    with engine.begin() as conn:
+        for table in ("tags", "images", "runs", "generations", "roots", "meta"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        conn.execute(sa.text("CREATE TABLE notes (x TEXT)"))
+    engine.dispose()
     with pytest.raises(SchemaError, match="not a siglip-search library"):
-        open_store(tmp_path / "other.db")
+        open_store(database)
 
 
 # --- vectors ------------------------------------------------------------------------------------
@@ -287,16 +336,16 @@ def test_generated_photos_are_distinct():
     assert np.abs(a - b).mean() > 10
 
 
-def test_deleting_an_image_deletes_its_tags(tmp_path):
-    store = open_store(tmp_path / "library.db")
+def test_deleting_an_image_deletes_its_tags(database):
+    store = open_store(database)
     root = store.add_root("/photos")
     store.write_batch([_embedded(root.id, "a.jpg", 1), _embedded(root.id, "b.jpg", 2)])
     a, b = (r.id for r in sorted(store.iter_images(), key=lambda r: r.rel_path))
-    with sqlite3.connect(tmp_path / "library.db") as conn:
-        conn.executemany(
-            "INSERT INTO tags (image_id, tag, score, source) VALUES (?, 'beach', 0.9, 'auto')",
-            [(a,), (b,)],
-        )
+    _execute(
+        store,
+        "INSERT INTO tags (image_id, tag, score, source) VALUES (:image, 'beach', 0.9, 'auto')",
+        [{"image": a}, {"image": b}],
+    )
     store.delete_images([a])
     assert store.counts().tags == 1
     store.close()

@@ -20,9 +20,9 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture
-def big_library(tmp_path, embedder):
+def big_library(tmp_path, embedder, database_url):
     """N stored embeddings with known values (no files needed to search), ANN forced on."""
-    library = open_library(tmp_path / "library")
+    library = open_library(tmp_path / "library", database=database_url)
     library.ensure_model(embedder)
     root = library.store.add_root(str(tmp_path / "photos"))
     vectors = unit(np.random.default_rng(0).standard_normal((N, embedder.dim)))
@@ -117,11 +117,13 @@ def test_deleted_and_re_embedded_photos_never_come_back(big_library, embedder):
     assert min(h.id for h in searcher.search_vector(vectors[150], k=100).hits) > 200
 
 
-def test_the_approximate_index_survives_a_restart_and_catches_up(big_library, embedder, tmp_path):
+def test_the_approximate_index_survives_a_restart_and_catches_up(
+    big_library, embedder, tmp_path, database_url
+):
     library, vectors = big_library
     library.vector_index()
     library.store.delete_images([3])
-    reopened = open_library(library.path)
+    reopened = open_library(library.path, database=database_url)
     reopened.ann_min_vectors = 100
     try:
         index = reopened.vector_index()

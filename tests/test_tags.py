@@ -87,7 +87,7 @@ def test_a_prompt_ensemble_is_the_renormalised_mean_of_its_prompts(embedder):
 
 
 @needs_demo
-def test_tagging_writes_the_colour_of_known_pictures(tmp_path, demo_embedder):
+def test_tagging_writes_the_colour_of_known_pictures(tmp_path, demo_embedder, database_url):
     """The demo model knows its world's colours (its shapes barely): each picture of one large shape
     gets exactly its own colour tag. Its probabilities are low (true colours >= 0.04, others
     <= 0.004 when measured), so the tags of its world are kept from 0.02 up."""
@@ -114,7 +114,7 @@ def test_tagging_writes_the_colour_of_known_pictures(tmp_path, demo_embedder):
         )
     )
     assert len(demo_world) == 13
-    library = open_library(tmp_path / "library")
+    library = open_library(tmp_path / "library", database=database_url)
     try:
         index_folder(library, photos, demo_embedder)
         summary = tag_library(library, demo_embedder, demo_world, threshold=0.02, progress=False)

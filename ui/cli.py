@@ -52,14 +52,17 @@ def serve_command(args: argparse.Namespace) -> int:
     from .state import load_state
 
     options = _serve_options(args)
+    # With --database, --library names this machine's folder of the library (default: one a database).
+    library_dir = args.library if args.database else args.library or default_library_dir()
     state = load_state(
-        args.library or default_library_dir(),
+        library_dir,
         model=args.model,
         max_pixels=args.max_pixels,
         vocabulary=args.vocabulary,
         read_only=args.read_only,
         mode=args.mode,
         device=args.device,
+        database=args.database,
     )
     try:
         launch(state, options)
@@ -83,6 +86,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.no_serve:
         return 0
     args.library, args.model, args.max_pixels, args.vocabulary = str(library_dir), None, None, None
+    args.database = None  # the demo library is always an SQLite file of its own
     return serve_command(args)
 
 

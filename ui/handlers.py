@@ -339,7 +339,10 @@ def index_folder(state: AppState, folder: str, progress: gr.Progress = gr.Progre
         def on_progress(done: int, total: int) -> None:
             progress((done, total), desc=views.progress_line(done, total), unit="photos")
 
-        with warnings.catch_warnings(), lock_library(library):
+        with (
+            warnings.catch_warnings(),
+            lock_library(library, folders=[path], command="serve: index"),
+        ):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             summary = index_paths(
                 library,
@@ -363,7 +366,7 @@ def tag_library(state: AppState, threshold: float, progress: gr.Progress = gr.Pr
     """Tag every new or changed photo from its stored embedding (indexer.tags.tag_library)."""
     library = require_library(state)
     prob = views.parse_probability(threshold)
-    with _one_job(state), lock_library(library):
+    with _one_job(state), lock_library(library, command="serve: tag"):
         progress(0, desc="tagging the library")
         summary = tags.tag_library(
             library,
@@ -385,7 +388,7 @@ def export_tags(
     fmt = EXPORT_FORMATS.get(format_name, format_name)
     prob = views.parse_probability(threshold) or None
     if fmt == "xmp":
-        with _one_job(state), lock_library(library):
+        with _one_job(state), lock_library(library, command="serve: export"):
             report = export_library_xmp(library, (root_tag or "").strip() or None, prob, dry_run)
         return views.export_report_markdown(report, dry_run=dry_run), gr.update(
             value=None, visible=False
@@ -409,7 +412,7 @@ def export_tags(
 def undo_export(state: AppState, dry_run: bool) -> tuple:
     """Remove exactly the keywords earlier XMP exports added (`siglip-search export --undo`)."""
     library = require_library(state)
-    with _one_job(state), lock_library(library):
+    with _one_job(state), lock_library(library, command="serve: undo"):
         report = undo_library_xmp(library, dry_run)
     return views.export_report_markdown(report, dry_run=dry_run, undo=True), gr.update(
         value=None, visible=False

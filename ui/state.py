@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.errors import LibraryNotFoundError, ModelNotRecordedError
-from indexer.library import DB_NAME, Library, open_library
+from indexer.library import DB_NAME, Library, default_library_dir, open_library
 from indexer.search import Searcher
 
 from .thumbnails import Thumbnails, thumbnail_dir
@@ -35,6 +35,7 @@ class AppState:
     device: str = "auto"  # where the model runs (siglip_search.devices)
     # no indexing, tagging or export from the page (search and tag-an-image only)
     read_only: bool = False
+    database: str | None = None  # the library's database on a server, if it is on one
     job_lock: threading.Lock = field(default_factory=threading.Lock)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,7 +46,7 @@ class AppState:
 
 
 def load_state(
-    library_dir: str | os.PathLike,
+    library_dir: str | os.PathLike | None,
     *,
     model: str | os.PathLike | None = None,
     max_pixels: int | None = None,
@@ -53,16 +54,29 @@ def load_state(
     read_only: bool = False,
     mode: str = "auto",
     device: str = "auto",
+    database: str | None = None,
 ) -> AppState:
     """Open the library (if there is one yet) and load its model now, on `device`, so the first
     query is fast.
 
     Without a library, the page still opens: its Library tab indexes a first folder with `model`.
+    A library on a database server (`database`) must exist already, unless `model` is given for
+    indexing from the page; `library_dir` is then the folder of this machine's own files.
     """
     from siglip_search.devices import resolve_device
 
     resolve_device(device)  # a device this machine lacks is refused now, not at the first query
-    folder = Path(library_dir).expanduser().resolve()
+    library = None
+    if database:
+        # Only with a model to index with may the page set up a library in an empty database.
+        library = open_library(
+            library_dir, create=model is not None and not read_only, database=database
+        )
+        folder = library.path
+    else:
+        folder = Path(library_dir or default_library_dir()).expanduser().resolve()
+        if (folder / DB_NAME).is_file():
+            library = open_library(folder, create=False)
     state = AppState(
         folder,
         Thumbnails(thumbnail_dir(folder), max_pixels=max_pixels),
@@ -72,9 +86,10 @@ def load_state(
         read_only=read_only,
         mode=mode,
         device=device,
+        library=library,
+        database=database,
     )
-    if (folder / DB_NAME).is_file():
-        state.library = open_library(folder, create=False)
+    if state.library is not None:
         if state.library.model_identity() is not None:
             load_model(state)
     elif model is not None:
@@ -113,7 +128,7 @@ def require_library(state: AppState, *, create: bool = False) -> Library:
                 raise LibraryNotFoundError(
                     f"No library at {state.library_dir} yet. Index a folder in the Library tab first."
                 )
-            state.library = open_library(state.library_dir, create=True)
+            state.library = open_library(state.library_dir, create=True, database=state.database)
         return state.library
 
 

@@ -4,7 +4,6 @@ the ids a search filter allows, fingerprint groups, the cameras and lenses to ch
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 import numpy as np
 import sqlalchemy as sa
@@ -42,25 +41,26 @@ class QueryStore(StoreBase):
             return np.fromiter(rows, dtype=np.int64)
 
     def iter_embeddings_after(
-        self, after: tuple[str, int] | None = None, batch_size: int = 4096
+        self, after: tuple[int, int] | None = None, batch_size: int = 4096
     ) -> Iterator[EmbeddingChunk]:
         """Embeddings written after position `after` (all when None), oldest first: what an
-        incremental consumer (tagging, the approximate index) has not seen yet. Re-embedding a
-        changed file sets a new indexed_at, so it comes again."""
-        query = sa.select(Image.id, Image.embedding, Image.indexed_at).where(
+        incremental consumer (tagging, the approximate index) has not seen yet. Positions are
+        (generation, id), and generations become visible in order (generation.py), so a row
+        committed by another writer later never lands behind a position already passed.
+        Re-embedding a changed file gives it a new generation, so it comes again."""
+        query = sa.select(Image.id, Image.embedding, Image.generation).where(
             Image.status == "ok", Image.embedding.is_not(None)
         )
         if after is not None:
-            at = datetime.fromisoformat(after[0])
             query = query.where(
-                sa.or_(Image.indexed_at > at, sa.and_(Image.indexed_at == at, Image.id > after[1]))
+                sa.tuple_(Image.generation, Image.id) > sa.tuple_(int(after[0]), int(after[1]))
             )
-        query = query.order_by(Image.indexed_at, Image.id).execution_options(yield_per=batch_size)
+        query = query.order_by(Image.generation, Image.id).execution_options(yield_per=batch_size)
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 vectors = np.stack([stored_vector(r[1]) for r in rows])
-                yield EmbeddingChunk(ids, vectors, (rows[-1][2].isoformat(), int(rows[-1][0])))
+                yield EmbeddingChunk(ids, vectors, (int(rows[-1][2] or 0), int(rows[-1][0])))
 
     def image_ids_where(
         self,

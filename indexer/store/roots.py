@@ -7,7 +7,8 @@ import os
 
 import sqlalchemy as sa
 
-from .base import StoreBase, now_utc
+from .base import StoreBase, insert, now_utc
+from .generation import next_generation, prune_generations
 from .rows import PassedOver, RootRow, RunRow
 from .schema import Image, Root, Run, Tag, TagRejection
 
@@ -18,6 +19,15 @@ def _run_roots(text: str | None) -> list[str]:
     if not text:
         return []
     return json.loads(text) if text.startswith("[") else text.splitlines()
+
+
+def _overlap(folders: list[str], others: list[str]) -> bool:
+    """Whether a folder of one list is a folder of the other, or inside or around one."""
+    return any(
+        a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+        for a in folders
+        for b in others
+    )
 
 
 def _root_row(root: Root) -> RootRow:
@@ -40,12 +50,11 @@ class RootStore(StoreBase):
     # --- roots ------------------------------------------------------------------------------
     def add_root(self, path: str) -> RootRow:
         with self._session.begin() as session:
-            root = session.scalar(sa.select(Root).where(Root.path == path))
-            if root is None:
-                root = Root(path=path, added_at=now_utc())
-                session.add(root)
-                session.flush()
-            return _root_row(root)
+            # Two writers may register one folder at once (indexing it and a folder inside it).
+            session.execute(
+                insert(session, Root).values(path=path, added_at=now_utc()).on_conflict_do_nothing()
+            )
+            return _root_row(session.scalars(sa.select(Root).where(Root.path == path)).one())
 
     def roots(self) -> list[RootRow]:
         with self._session() as session:
@@ -83,6 +92,8 @@ class RootStore(StoreBase):
         Returns how many images it held."""
         with self._session.begin() as session:
             ids = list(session.scalars(sa.select(Image.id).where(Image.root_id == root_id)))
+            if ids:
+                next_generation(session)
             for start in range(0, len(ids), 500):
                 session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
                 session.execute(
@@ -92,17 +103,24 @@ class RootStore(StoreBase):
                 )
             session.execute(sa.delete(Image).where(Image.root_id == root_id))
             session.execute(sa.delete(Root).where(Root.id == root_id))
-            if ids:
-                self._bump_generation(session)
         return len(ids)
 
     # --- runs -------------------------------------------------------------------------------
-    def start_run(self, roots: list[str]) -> int:
-        """Record a run; runs still 'running' were killed (the caller holds the lock)."""
+    def start_run(self, roots: list[str], *, whole_library: bool = True) -> int:
+        """Record a run. Runs still 'running' that the caller's lock excludes were killed: all of
+        them when it holds the whole library, else those over the same folders, or folders inside
+        or around them (runs over other folders may be running now, from another machine)."""
         with self._session.begin() as session:
-            session.execute(
-                sa.update(Run).where(Run.status == "running").values(status="interrupted")
-            )
+            running = session.execute(
+                sa.select(Run.id, Run.roots).where(Run.status == "running")
+            ).all()
+            dead = [
+                run_id
+                for run_id, text in running
+                if whole_library or _overlap(_run_roots(text), roots)
+            ]
+            if dead:
+                session.execute(sa.update(Run).where(Run.id.in_(dead)).values(status="interrupted"))
             run = Run(
                 started_at=now_utc(),
                 status="running",
@@ -133,6 +151,7 @@ class RootStore(StoreBase):
                 removed,
                 failed,
             )
+            prune_generations(session)
 
     def last_run(self) -> RunRow | None:
         with self._session() as session:

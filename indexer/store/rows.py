@@ -171,11 +171,11 @@ class TagRecord:
 
 @dataclass(frozen=True)
 class EmbeddingChunk:
-    """Embeddings in (indexed_at, id) order; `last` is the position after the chunk's last row."""
+    """Embeddings in (generation, id) order; `last` is the position after the chunk's last row."""
 
     ids: np.ndarray  # int64 (n,)
     vectors: np.ndarray  # float32 (n, dim)
-    last: tuple[str, int]  # (indexed_at ISO 8601, image id)
+    last: tuple[int, int]  # (generation, image id)
 
 
 @dataclass(frozen=True)

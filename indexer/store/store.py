@@ -1,6 +1,8 @@
 """The Store: typed access to one library database, every public method one transaction. This
 module holds the images (writes, reads, embeddings, filters); the Store's other parts are its bases:
-roots and runs (roots.py), tags and rejections (tags.py), the session and meta table (base.py)."""
+roots and runs (roots.py), tags and rejections (tags.py), the session and meta table (base.py).
+Batched writes (bulk.py), the vectors' generation (generation.py) and a server's locks (locks.py)
+live apart."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from .base import now_utc, stored_vector
+from .bulk import embedded_row, failed_row, upsert_images
+from .generation import next_generation
 from .queries import QueryStore
 from .roots import RootStore
 from .rows import (
@@ -55,60 +59,28 @@ class Store(QueryStore, RootStore, TagStore):
     def write_batch(
         self, embedded: Iterable[EmbeddedImage], failed: Iterable[FailedImage] = ()
     ) -> None:
-        """Insert or replace images by (root, rel_path), all in one transaction."""
+        """Insert or replace images by (root, rel_path), all in one transaction (bulk.py)."""
         embedded, failed = list(embedded), list(failed)
+        if not embedded and not failed:
+            return
         with self._session.begin() as session:
-            existing = self._existing(session, [(e.root_id, e.rel_path) for e in embedded + failed])
-            vectors_changed = bool(embedded)
-            for item in embedded:
-                image = existing.get((item.root_id, item.rel_path)) or Image(
-                    root_id=item.root_id, rel_path=item.rel_path
-                )
-                image.size_bytes, image.mtime_ns, image.fingerprint = (
-                    item.size_bytes,
-                    item.mtime_ns,
-                    item.fingerprint,
-                )
-                image.width, image.height, image.taken_at, image.camera = (
-                    item.width,
-                    item.height,
-                    item.taken_at,
-                    item.camera,
-                )
-                image.lens, image.latitude, image.longitude = (
-                    item.lens,
-                    item.latitude,
-                    item.longitude,
-                )
-                image.metadata_version = METADATA_VERSION
-                image.status, image.error, image.model_id = "ok", None, item.model_id
-                image.embedding = np.ascontiguousarray(item.embedding, dtype=np.float32).tobytes()
-                image.indexed_at = now_utc()
-                session.add(image)
-            failed_keys = {(f.root_id, f.rel_path) for f in failed}
-            stale = [
-                i.id
-                for key, i in existing.items()
-                if key in failed_keys and i.embedding is not None
-            ]
+            stale = (
+                self._with_vectors(session, [(f.root_id, f.rel_path) for f in failed])
+                if failed
+                else []
+            )
+            # The generation comes first: it takes the lock that orders commits (generation.py).
+            generation = next_generation(session, durable=False) if embedded or stale else None
+            now = now_utc()
             if stale:  # a photo that no longer decodes keeps no machine tags of its old content
                 session.execute(
                     sa.delete(Tag).where(Tag.image_id.in_(stale), Tag.source == MACHINE_TAG_SOURCE)
                 )
-            for fail in failed:
-                image = existing.get((fail.root_id, fail.rel_path)) or Image(
-                    root_id=fail.root_id, rel_path=fail.rel_path
-                )
-                vectors_changed |= image.embedding is not None
-                image.size_bytes, image.mtime_ns = fail.size_bytes, fail.mtime_ns
-                image.fingerprint = fail.fingerprint
-                image.width = image.height = None
-                image.taken_at = image.camera = image.model_id = image.embedding = None
-                image.lens = image.latitude = image.longitude = image.metadata_version = None
-                image.status, image.error, image.indexed_at = "failed", fail.reason, now_utc()
-                session.add(image)
-            if vectors_changed:
-                self._bump_generation(session)
+            upsert_images(
+                session,
+                [embedded_row(item, now, generation) for item in embedded]
+                + [failed_row(item, now, generation) for item in failed],
+            )
 
     def upsert_image(self, item: EmbeddedImage) -> None:
         self.write_batch([item])
@@ -117,15 +89,18 @@ class Store(QueryStore, RootStore, TagStore):
         self.write_batch([], [item])
 
     @staticmethod
-    def _existing(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Image]:
-        found: dict[tuple[int, str], Image] = {}
+    def _with_vectors(session: Session, keys: list[tuple[int, str]]) -> list[int]:
+        """Ids of the stored images at these (root id, rel_path) that hold a vector."""
+        found: list[int] = []
         for root_id in {root_id for root_id, _ in keys}:
             paths = [rel for r, rel in keys if r == root_id]
             for start in range(0, len(paths), 500):  # stay below any bound-parameter limit
-                query = sa.select(Image).where(
-                    Image.root_id == root_id, Image.rel_path.in_(paths[start : start + 500])
+                query = sa.select(Image.id).where(
+                    Image.root_id == root_id,
+                    Image.rel_path.in_(paths[start : start + 500]),
+                    Image.embedding.is_not(None),
                 )
-                found.update({(i.root_id, i.rel_path): i for i in session.scalars(query)})
+                found += session.scalars(query)
         return found
 
     def update_locations(self, updates: Iterable[FileUpdate]) -> None:
@@ -148,6 +123,7 @@ class Store(QueryStore, RootStore, TagStore):
         if not ids:
             return 0
         with self._session.begin() as session:
+            next_generation(session)
             for start in range(0, len(ids), 500):
                 session.execute(sa.delete(Tag).where(Tag.image_id.in_(ids[start : start + 500])))
                 session.execute(
@@ -156,7 +132,6 @@ class Store(QueryStore, RootStore, TagStore):
                     )
                 )
                 session.execute(sa.delete(Image).where(Image.id.in_(ids[start : start + 500])))
-            self._bump_generation(session)
         return len(ids)
 
     # --- images: reads ----------------------------------------------------------------------
@@ -214,6 +189,7 @@ class Store(QueryStore, RootStore, TagStore):
                 query = (
                     sa.select(Image, Root.path)
                     .join(Root)
+                    .options(defer(Image.embedding))
                     .where(Image.id.in_(ids[start : start + 500]))
                 )
                 found.update(
@@ -225,6 +201,7 @@ class Store(QueryStore, RootStore, TagStore):
         query = (
             sa.select(Image, Root.path)
             .join(Root)
+            .options(defer(Image.embedding))
             .where(Image.status == status)
             .order_by(Image.id)
             .execution_options(yield_per=batch_size)
@@ -254,6 +231,7 @@ class Store(QueryStore, RootStore, TagStore):
         query = (
             sa.select(Image, Root.path)
             .join(Root)
+            .options(defer(Image.embedding))
             .where(
                 Image.status == "ok",
                 Image.root_id.in_(list(root_ids)),

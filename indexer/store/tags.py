@@ -9,9 +9,9 @@ from typing import cast
 
 import sqlalchemy as sa
 
-from .base import StoreBase, chunks, now_utc, unique_ids
+from .base import StoreBase, chunks, now_utc, set_meta_values, unique_ids
 from .rows import TagRecord, TagRejectionRow
-from .schema import Image, Meta, Root, Tag, TagRejection
+from .schema import Image, Root, Tag, TagRejection
 
 MACHINE_TAG_SOURCE = "zero-shot"
 # Where a rejection comes from: a keyword the user deleted in a photo manager, which `export` found
@@ -60,8 +60,7 @@ class TagStore(StoreBase):
             ]
             if rows:
                 session.execute(sa.insert(Tag), rows)
-            for key, value in (meta or {}).items():
-                session.merge(Meta(key=key, value=value))
+            set_meta_values(session, meta or {})
         return len(rows)
 
     def iter_tags(
