@@ -123,7 +123,8 @@ def test_a_killed_decode_process_ends_the_run_in_one_line_and_the_rerun_resumes(
 ):
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(24):
+    # Enough photos that the decode window (batch + 2 x workers) is still full when a worker dies.
+    for i in range(96):
         draw_photo(i, (96, 72)).save(photos / f"img_{i:03d}.png")
     library_dir = tmp_path / "library"
     killed = threading.Event()
@@ -147,7 +148,7 @@ def test_a_killed_decode_process_ends_the_run_in_one_line_and_the_rerun_resumes(
                 on_progress=kill_a_worker,
             )
         committed = library_status(library).images
-    assert killed.is_set() and 2 <= committed < 24
+    assert killed.is_set() and 2 <= committed < 96
     args = ["index", str(photos), "--library", str(library_dir), "--no-progress", "--pool"]
     assert main([*args, "processes", "--batch-size", "2"]) == 0
-    assert f"added {24 - committed}, updated 0" in capsys.readouterr().out
+    assert f"added {96 - committed}, updated 0" in capsys.readouterr().out
