@@ -22,7 +22,14 @@ from .errors import QueryError
 from .library import open_library
 from .names import shown
 from .query import QueryTerm, parse_query
-from .search import Searcher
+from .scores import format_scores
+from .search import COSINE, PROBABILITY, Searcher, score_kind_of
+
+# What `search` says on stderr about the second column (--json says it per hit: "score_kind").
+SCORE_NOTES = {
+    PROBABILITY: "scores are SigLIP probabilities, sigmoid(t*cosine + b), that a photo matches the text",
+    COSINE: "scores are cosine similarities (-1..1): a query with a picture in it has no probability",
+}
 
 
 def search_command(args: argparse.Namespace) -> int:
@@ -50,12 +57,16 @@ def search_command(args: argparse.Namespace) -> int:
                 raise QueryError(f"image file {args.image} does not exist")
             terms.append(QueryTerm("image", Path(args.image).resolve(), 1.0))
         label = " + ".join(filter(None, [args.query, args.image]))
-        page = searcher.search_vector(searcher.combine(terms), label=label, **options)
+        kind = score_kind_of(terms)
+        page = searcher.search_vector(
+            searcher.combine(terms), label=label, score_kind=kind, **options
+        )
     if args.json:
         hits = [
             {
                 "path": str(h.path),
                 "score": h.score,
+                "score_kind": h.score_kind,
                 "cosine": h.cosine,
                 "id": h.id,
                 "taken_at": h.taken_at,
@@ -66,9 +77,10 @@ def search_command(args: argparse.Namespace) -> int:
             for h in page.hits
         ]
         print(json.dumps(hits, indent=1, ensure_ascii=False))
-    else:
-        for hit in page.hits:
-            print(f"{shown(str(hit.path))}\t{hit.score:.4f}")
+        return 0
+    print(f"{PROG}: {SCORE_NOTES[kind]}", file=sys.stderr)
+    for hit, score in zip(page.hits, format_scores([h.score for h in page.hits]), strict=True):
+        print(f"{shown(str(hit.path))}\t{score}")
     return 0
 
 
@@ -124,7 +136,8 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
         help="find photos by text, image or combined query",
         description='Query syntax: words, "quoted text", image paths, #ID of an indexed photo, joined by + '
         'and -, with weights: "beach" + 0.5 ./ref.jpg - "people", 2:cat. Prints one path and its '
-        "probability a line (or --json).",
+        "score a line (or --json): SigLIP's probability for a text query, the cosine similarity when "
+        "a picture is in the query (stderr says which).",
     )
     search.add_argument("query", nargs="?", default="", metavar="QUERY")
     add_library_argument(search)
@@ -136,7 +149,7 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
         type=probability,
         default=0.0,
         metavar="P",
-        help="only hits with probability >= P (default: 0)",
+        help="only hits scoring >= P (probability for text, cosine with a picture; default: 0)",
     )
     search.add_argument(
         "--offset", type=non_negative_int, default=0, metavar="N", help="skip the first N hits"
@@ -190,7 +203,8 @@ def _add_search(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--json",
         action="store_true",
-        help='a JSON list of {"path", "score", "cosine", "id", "taken_at", "camera", "lens", "gps"}',
+        help='a JSON list of {"path", "score", "score_kind", "cosine", "id", "taken_at", "camera", '
+        '"lens", "gps"}',
     )
     add_mode_argument(search)
     add_device_argument(search)

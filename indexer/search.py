@@ -1,4 +1,10 @@
-"""Search a library: text, image and combined queries -> pages of hits with cosine and SigLIP probability."""
+"""Search a library: text, image and combined queries -> pages of hits with cosine and SigLIP probability.
+
+Which number a hit's `score` is depends on the query (`score_kind`): for a text query it is SigLIP's
+probability sigmoid(t * cosine + b), the model's own yes/no answer for an image-text pair; a query
+with a picture in it (an image, "more like this", a mix of text and images) has no such probability,
+so its score is the cosine itself, said as such ("cosine"), never passed through the sigmoid.
+"""
 
 from __future__ import annotations
 
@@ -28,18 +34,22 @@ SORTS = ("score", "date")
 # that grew with the offset would let later pages repeat photos and skip others.
 DATE_SORT_POOL = 1000
 RERANK_FACTOR = 2  # approximate index: candidates re-ranked exactly per hit asked for
+PROBABILITY, COSINE = "probability", "cosine"  # what a hit's score is (Hit.score_kind)
+SCORE_KINDS = (PROBABILITY, COSINE)
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One photo found: where it is, how close (cosine) and how likely a match (SigLIP probability)."""
+    """One photo found: where it is, how close (cosine) and how good a match (`score`, of `score_kind`)."""
 
     id: int
     path: Path  # absolute, on this machine
     rel_path: str  # POSIX, relative to `root`
     root: str
     cosine: float
-    score: float  # SigLIP probability: sigmoid(t * cosine + b) with the model's own t and b
+    # score_kind "probability": SigLIP's sigmoid(t * cosine + b) with the model's own t and b (text
+    # queries); "cosine": the cosine itself (queries with a picture in them have no probability)
+    score: float
     taken_at: str | None  # EXIF DateTimeOriginal, ISO 8601
     width: int | None
     height: int | None
@@ -47,6 +57,7 @@ class Hit:
     lens: str | None = None
     latitude: float | None = None  # GPS position, decimal degrees
     longitude: float | None = None
+    score_kind: str = PROBABILITY
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class SearchPage:
     k: int
     query: str
     has_more: bool = False  # another page exists (above min_score)
+    score_kind: str = PROBABILITY  # what the hits' scores are: "probability" or "cosine"
 
 
 class Searcher:
@@ -160,18 +172,27 @@ class Searcher:
     def search(self, query: str, **options: Any) -> SearchPage:
         """Text or combined query (see indexer.query). Options: k=20, min_score=0.0, offset=0,
         sort="score"|"date", folder=None, date_from=None, date_to=None (inclusive), and the photo
-        filters camera, lens, has_gps, tag, rejected (PHOTO_FILTERS)."""
-        return self.search_vector(self.query_vector(query), label=query, **options)
+        filters camera, lens, has_gps, tag, rejected (PHOTO_FILTERS). Scores are probabilities
+        when every term is text, cosines when a picture is among them."""
+        terms = parse_query(query)
+        return self.search_vector(
+            self.combine(terms), label=query, score_kind=score_kind_of(terms), **options
+        )
 
     def search_image(self, image: Image.Image | str | os.PathLike, **options: Any) -> SearchPage:
-        """Photos like a PIL image or an image file (same options as search)."""
+        """Photos like a PIL image or an image file (same options as search); scores are cosines."""
         label = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
-        return self.search_vector(self.embed_image(image), label=label, **options)
+        return self.search_vector(
+            self.embed_image(image), label=label, score_kind=COSINE, **options
+        )
 
     def more_like_this(self, image_id: int, **options: Any) -> SearchPage:
-        """Photos like an indexed one, from its stored embedding; the photo itself is left out."""
+        """Photos like an indexed one, from its stored embedding; the photo itself is left out.
+        Scores are cosines."""
         vector = self.stored_embedding(image_id)
-        return self.search_vector(vector, label=f"#{image_id}", exclude=int(image_id), **options)
+        return self.search_vector(
+            vector, label=f"#{image_id}", exclude=int(image_id), score_kind=COSINE, **options
+        )
 
     def search_vector(
         self,
@@ -186,11 +207,16 @@ class Searcher:
         date_from: str | date | None = None,
         date_to: str | date | None = None,
         exclude: int | None = None,
+        score_kind: str = COSINE,
         **filters: Any,
     ) -> SearchPage:
-        """One page of the images nearest a unit query vector (dim,), filtered and sorted.
+        """One page of the images nearest a unit query vector (dim,), filtered and sorted. Say
+        score_kind="probability" only for a text vector: SigLIP's sigmoid answers image-text pairs.
+        min_score applies to the score of that kind (0: no cut-off, negative cosines included).
         `filters`: camera, lens, has_gps, tag, rejected (see PHOTO_FILTERS)."""
         _check_options(k, min_score, offset, sort)
+        if score_kind not in SCORE_KINDS:
+            raise SearchOptionError(f"score_kind must be one of {', '.join(SCORE_KINDS)}")
         k, offset = int(k), int(offset)  # numpy integers too
         allowed = self._allowed(folder, date_from, date_to, _photo_filters(filters))
         index = self.library.vector_index()
@@ -199,7 +225,8 @@ class Searcher:
         if sort == "date":  # the same pool for every page; the last page of the pool has no more
             wanted = DATE_SORT_POOL + (exclude is not None)
         cosines, ids = self._nearest(index, np.asarray(vector, np.float32), wanted, allowed)
-        keep = (self.probability(cosines) >= min_score) & (
+        scores = self.probability(cosines) if score_kind == PROBABILITY else cosines
+        keep = (scores >= min_score if min_score > 0 else np.isfinite(scores)) & (
             ids != (-1 if exclude is None else exclude)
         )
         cosines, ids = cosines[keep], ids[keep]
@@ -212,13 +239,15 @@ class Searcher:
             )
         page = order[offset : offset + k]
         rows = {r.id: r for r in store.images_by_ids(ids[page].tolist())}
-        probs = self.probability(cosines[page])
+        shown = self.probability(cosines[page]) if score_kind == PROBABILITY else cosines[page]
         hits = [
-            _hit(rows[int(ids[i])], float(cosines[i]), float(p))
-            for i, p in zip(page, probs, strict=True)
+            _hit(rows[int(ids[i])], float(cosines[i]), float(score), score_kind)
+            for i, score in zip(page, shown, strict=True)
             if int(ids[i]) in rows
         ]
-        return SearchPage(hits, total, offset, k, label, has_more=len(order) > offset + k)
+        return SearchPage(
+            hits, total, offset, k, label, has_more=len(order) > offset + k, score_kind=score_kind
+        )
 
     def _nearest(
         self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None
@@ -330,13 +359,18 @@ def _photo_filters(given: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def score_kind_of(terms: list[QueryTerm]) -> str:
+    """ "probability" for a query of text terms only; "cosine" once a picture is among them."""
+    return PROBABILITY if terms and all(t.kind == "text" for t in terms) else COSINE
+
+
 def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:
     if not isinstance(k, numbers.Integral) or k < 1:
         raise SearchOptionError(f"k must be a whole number of at least 1, got {k!r}")
     if not isinstance(offset, numbers.Integral) or offset < 0:
         raise SearchOptionError(f"offset must be 0 or more, got {offset!r}")
     if not 0.0 <= float(min_score) <= 1.0:
-        raise SearchOptionError(f"min score is a probability between 0 and 1, got {min_score!r}")
+        raise SearchOptionError(f"min score must be between 0 and 1, got {min_score!r}")
     if sort not in SORTS:
         raise SearchOptionError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
 
@@ -392,14 +426,14 @@ def _sorted(cosines: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return cosines[order], ids[order]
 
 
-def _hit(row: Any, cosine: float, prob: float) -> Hit:
+def _hit(row: Any, cosine: float, score: float, score_kind: str) -> Hit:
     return Hit(
         row.id,
         Path(row.path),
         row.rel_path,
         row.root_path,
         cosine,
-        prob,
+        score,
         row.taken_at,
         row.width,
         row.height,
@@ -407,4 +441,5 @@ def _hit(row: Any, cosine: float, prob: float) -> Hit:
         row.lens,
         row.latitude,
         row.longitude,
+        score_kind,
     )

@@ -73,16 +73,20 @@ def test_adding_and_subtracting_terms_moves_the_results(demo_library, demo_embed
 # --- queries and vectors (tiny model) --------------------------------------------------------
 
 
-def test_an_indexed_photo_as_query_finds_itself_first_with_its_self_match_probability(
+def test_an_indexed_photo_as_query_finds_itself_first_scored_by_cosine_not_probability(
     photos, library, embedder
 ):
+    """A picture query has no SigLIP probability (the sigmoid answers image-text pairs): its hits
+    are scored by their cosine, and say so, so the self-match is 1.0 and the rest fall below it."""
     searcher = Searcher(library, embedder)
     for rel in ("2021/summer/beach.jpg", "undated/scan_1.png"):
         page = searcher.search_image(photos[rel], k=3)
         first = page.hits[0]
         assert first.rel_path == rel and first.path == photos[rel].resolve()
         assert first.cosine == pytest.approx(1.0, abs=1e-4)
-        assert first.score == pytest.approx(float(embedder.probability(1.0)), abs=1e-4)
+        assert page.score_kind == "cosine" and all(h.score_kind == "cosine" for h in page.hits)
+        assert [h.score for h in page.hits] == [h.cosine for h in page.hits]
+        assert page.hits[-1].score < first.score
     from PIL import Image
 
     with Image.open(photos["undated/scan_1.png"]) as im:
@@ -353,6 +357,21 @@ def test_more_like_this_leaves_the_photo_itself_out(photos, library, embedder):
     source = searcher.search_image(photos["2019/summer.jpg"], k=1).hits[0]
     similar = searcher.more_like_this(source.id, k=50)
     assert source.id not in [h.id for h in similar.hits] and len(similar.hits) == len(photos) - 1
+    assert similar.score_kind == "cosine" and similar.hits[0].score == similar.hits[0].cosine
+
+
+def test_each_query_says_which_kind_of_score_its_hits_have(photos, library, embedder):
+    """Text (also text minus text): SigLIP probabilities; a picture anywhere in it: cosines, and
+    min_score then cuts on the cosine."""
+    searcher = Searcher(library, embedder)
+    text = searcher.search('"a beach" - "a city"', k=3)
+    assert text.score_kind == "probability"
+    assert all(h.score == pytest.approx(float(embedder.probability(h.cosine))) for h in text.hits)
+    mixed = searcher.search(f'"a beach" + {photos["2019/summer.jpg"]}', k=20)
+    assert mixed.score_kind == "cosine" and all(h.score == h.cosine for h in mixed.hits)
+    floor = mixed.hits[3].cosine
+    cut = searcher.search(f'"a beach" + {photos["2019/summer.jpg"]}', k=20, min_score=floor)
+    assert [h.id for h in cut.hits] == [h.id for h in mixed.hits if h.cosine >= floor]
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -361,18 +380,37 @@ def test_more_like_this_leaves_the_photo_itself_out(photos, library, embedder):
 def test_cli_search_prints_paths_and_scores_or_json(photos, library, embedder, capsys, tmp_path):
     lib = ["--library", str(library.path)]
     assert main(["search", "a sunny beach", *lib, "-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 3 and "scores are SigLIP probabilities" in err
     for line in lines:
         path, score = line.split("\t")
         assert os.path.isfile(path) and 0.0 < float(score) < 1.0
     assert main(["search", "a sunny beach", *lib, "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["path"] for h in hits] == [line.split("\t")[0] for line in lines]
-    assert set(hits[0]) == {"path", "score", "cosine", "id", "taken_at", "camera", "lens", "gps"}
+    assert set(hits[0]) == {
+        "path",
+        "score",
+        "score_kind",
+        "cosine",
+        "id",
+        "taken_at",
+        "camera",
+        "lens",
+        "gps",
+    }
+    assert hits[0]["score_kind"] == "probability"
     assert hits[0]["score"] == pytest.approx(float(embedder.probability(hits[0]["cosine"])))
-    assert main(["search", "--image", str(photos["2021/autumn.jpg"]), *lib, "-k", "1"]) == 0
-    assert capsys.readouterr().out.split("\t")[0] == str(photos["2021/autumn.jpg"].resolve())
+    # each printed score reads back as the probability, to the digits shown
+    for line, hit in zip(lines, hits, strict=True):
+        assert float(line.split("\t")[1]) == pytest.approx(hit["score"], rel=1e-3)
+    assert main(["search", "--image", str(photos["2021/autumn.jpg"]), *lib, "-k", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out.split("\t")[0] == str(photos["2021/autumn.jpg"].resolve())
+    assert "cosine similarities" in err and float(out.splitlines()[1].split("\t")[1]) < 1
+    assert main(["search", "--image", str(photos["2021/autumn.jpg"]), *lib, "--json"]) == 0
+    assert {h["score_kind"] for h in json.loads(capsys.readouterr().out)} == {"cosine"}
     assert (
         main(
             [
