@@ -38,12 +38,12 @@ echo "## CUDA tests" | tee "$OUT/tests.md"
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee -a "$OUT/tests.md"
 
 echo "## Model only: ours against transformers, fp16" | tee "$OUT/embed_speed.md"
-python3 benchmarks/embed_speed.py --device cuda --quick 2>&1 | grep -v "^I0000\|^WARNING" |
+python3 benchmarks/device_embed_speed.py --device cuda --quick 2>&1 | grep -v "^I0000\|^WARNING" |
     tee -a "$OUT/embed_speed.md"
 
 for pool in threads processes; do
     echo "## Indexing 12 MP JPEGs, decoding in $pool" | tee "$OUT/index_speed_$pool.md"
-    python3 benchmarks/index_speed.py --device cuda --n 256 --pool "$pool" --no-rss 2>&1 |
+    python3 benchmarks/device_index_speed.py --device cuda --n 256 --pool "$pool" --no-rss 2>&1 |
         grep -v "^I0000\|^WARNING" | tee -a "$OUT/index_speed_$pool.md"
 done
 
