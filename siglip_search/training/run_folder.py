@@ -88,7 +88,13 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
     tokenizer.save_pretrained(out)
     processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
     processor.save_pretrained(out)
-    cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
+    text_config = cfg.model_config["text_config"]
+    text_config["vocab_size"] = tokenizer.vocab_size
+    # The special ids of this tokenizer, not transformers' CLIP-era defaults (49406/49407), which lie
+    # outside a small vocabulary and make transformers warn on every load.
+    text_config.update(
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None
+    )
     return tokenizer, processor
 
 
