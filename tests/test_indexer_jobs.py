@@ -265,7 +265,8 @@ def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(
     tmp_path, library, embedder, capsys
 ):
     assert main(["index", str(tmp_path), "--library", str(tmp_path / "new")]) == 2
-    assert "--model ID_OR_PATH" in capsys.readouterr().err
+    assert "needs --model" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
     with pytest.raises(FolderNotFoundError, match="does not exist"):
         index(library, [tmp_path / "nope"], embedder)
     assert main(["status", "--library", str(tmp_path / "nowhere")]) == 2
