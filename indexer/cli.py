@@ -21,7 +21,7 @@ from .cli_tags import add_tag_commands
 from .decode import MISSING_DECODERS
 from .errors import FolderNotFoundError
 from .jobs import index_paths
-from .library import Library, lock_library, open_library
+from .library import Library, lock_library, open_library, require_model_for_new_library
 from .names import shown
 from .pipeline import POOLS
 from .scan import check_utf8_path
@@ -35,6 +35,8 @@ def index_command(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for path in args.paths:
         check_utf8_path(path)  # before the library is created
+    if args.model is None:
+        require_model_for_new_library(args.library, args.database)  # before anything is created
     with open_library(args.library, database=args.database) as library:
         with lock_library(library, args.wait, folders=args.paths or None, command="index"):
             embedder = library.load_embedder(args.model, mode=args.mode, device=args.device)
@@ -166,7 +168,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_library_argument(index)
     index.add_argument(
-        "--model", metavar="ID_OR_PATH", help="model for a new library (default: the recorded one)"
+        "--model",
+        metavar="ID_OR_PATH",
+        help="model for a new library, needed by its first index: the demo model's folder or a hub "
+        "id such as google/siglip-base-patch16-224 (default: the one the library records)",
     )
     add_mode_argument(index, "; modes of one vector family share a library")
     add_device_argument(index)
@@ -234,7 +239,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     forget.set_defaults(func=forget_command, interrupted=INTERRUPTED)
 
     status = subparsers.add_parser(
-        "status", help="what a library holds: counts, model, roots, failures"
+        "status",
+        help="what a library holds: counts, model, roots, failures",
+        description="What a library holds, read-only: how many photos are indexed, the model and "
+        "mode they were embedded with, each root folder (online or offline, exclude patterns, "
+        "what was passed over) and the files that failed, with the reason.",
     )
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")

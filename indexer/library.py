@@ -20,6 +20,7 @@ from siglip_search.modes import (
     pick_modes,
     vector_family,
 )
+from siglip_search.resources import DEMO_MODEL
 
 from .errors import (
     DatabaseUnsupportedError,
@@ -57,6 +58,35 @@ ANN_REBUILD_FRACTION = 0.25
 # The model, the mode the latest run embedded images in, and that mode's family (siglip_search.modes):
 # any mode of the family may add to the library or search it.
 IDENTITY_KEY, MODE_KEY, FAMILY_KEY = "model_identity", "model_mode", "model_mode_family"
+
+
+# What a new library's --model can be, for the messages that ask for one.
+MODEL_CHOICES = (
+    f"{DEMO_MODEL} (the bundled demo model: it knows only the synthetic shapes of its sample "
+    "photos) or a hub id such as google/siglip-base-patch16-224 (for real photos; downloaded once, "
+    "about 800 MB)"
+)
+
+
+def require_model_for_new_library(
+    path: str | os.PathLike | None, database: str | None = None
+) -> None:
+    """ModelNotRecordedError, creating nothing, unless the library at `path` (or in `database`)
+    exists and records its model: a new library needs --model."""
+    try:
+        library = open_library(path, create=False, database=database)
+    except LibraryNotFoundError:
+        folder = Path(path).expanduser().resolve() if path is not None else default_library_dir()
+        where = "the --database" if database else str(folder)
+        raise ModelNotRecordedError(
+            f"{where} is a new library, which needs --model: pass --model {MODEL_CHOICES}"
+        ) from None
+    with library:
+        if library.model_identity() is None:
+            raise ModelNotRecordedError(
+                f"library {library.path} has no model yet, so the first index needs --model: "
+                f"pass --model {MODEL_CHOICES}"
+            )
 
 
 def default_library_dir() -> Path:
@@ -167,7 +197,8 @@ class Library:
         else:
             raise ModelNotRecordedError(
                 f"library {self.path} has no model yet; index photos into it first: "
-                f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH"
+                f"siglip-search index FOLDER --library {self.path} --model ID_OR_PATH, with "
+                f"{MODEL_CHOICES}"
             )
         target = resolve_device(device)  # before anything is read
         device_type = target.type if target is not None else "cpu"
@@ -185,24 +216,32 @@ class Library:
             )
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
-            self.check_model(embedder.identity(), embedder.image_mode)
+            self.check_model(
+                embedder.identity(), embedder.image_mode, model_given=model is not None
+            )
         return embedder
 
-    def check_model(self, identity: dict, mode: str = "fp32") -> None:
+    def check_model(self, identity: dict, mode: str = "fp32", *, model_given: bool = True) -> None:
         """ModelMismatchError unless `identity` is the recorded model and `mode` (the mode images
-        are embedded in) is of the library's vector family (siglip_search/modes.py)."""
+        are embedded in) is of the library's vector family (siglip_search/modes.py). `model_given`:
+        the user named the model (--model), rather than the library's record."""
         recorded = self.model_identity()
         if recorded is None:
             return
         differing = _identity_differences(recorded, identity)
         if differing:
             recorded_mode = self.model_mode() or "fp32"
+            todo = (
+                "leave out --model to use the recorded one, or use another --library"
+                if model_given
+                else "the files at the recorded model's place changed since: put the original "
+                "model back there, or index into another --library with --model"
+            )
             raise ModelMismatchError(
                 f"library {self.path} was built with model {recorded.get('model_id')} "
                 f"({_describe(recorded, recorded_mode)}), not {identity.get('model_id')} "
                 f"({_describe(identity, mode)}); they differ in {', '.join(differing)}. "
-                "Vectors of two models cannot be mixed: leave out --model to use the recorded one, "
-                "or use another --library"
+                f"Vectors of two models cannot be mixed: {todo}"
             )
         self._check_mode(mode)
 

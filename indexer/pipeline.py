@@ -28,11 +28,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
 from .batches import Batch, RunSummary, commit_batch, iter_batches
 from .errors import DecodeWorkerError
 from .prepare import Preparer, Work
+from .progress import progress_bar
 from .store import Store
 
 if TYPE_CHECKING:
@@ -158,10 +158,7 @@ class _Progress:
         desc: str,
     ) -> None:
         self.total, self.done, self.summary, self.on_progress = total, 0, summary, on_progress
-        show = progress and sys.stderr.isatty()
-        self.bar = tqdm(
-            total=total, unit="img", desc=desc, file=sys.stderr, disable=not show, smoothing=0.1
-        )
+        self.bar = progress_bar(total, desc, "img", progress)
         if on_progress is not None:
             on_progress(0, total)
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
-from .library import Library
+from .library import Library, open_library
 from .query import QueryTerm, parse_query
 from .text_cache import TextEmbeddingCache
 from .vectors import AnnIndex
@@ -79,16 +79,25 @@ class Searcher:
 
     def __init__(
         self,
-        library: Library,
+        library: Library | str | os.PathLike,
         embedder: Embedder | None = None,
         cache_size: int = 256,
         mode: str | None = None,
         *,
         device: str = "auto",
     ) -> None:
-        """`embedder` (checked against the library), or the library's recorded model loaded on
-        `device` ('auto': CUDA, then MPS, then the CPU) in `mode` (None: auto, see
-        Library.load_embedder) at the first query that needs it."""
+        """`library`: a Library (open_library(path)) or the path of a library folder, which is
+        opened here (never created) and closed by close(). `embedder` (checked against the library),
+        or the library's recorded model loaded on `device` ('auto': CUDA, then MPS, then the CPU) in
+        `mode` (None: auto, see Library.load_embedder) at the first query that needs it."""
+        self._owns_library = isinstance(library, (str, os.PathLike))
+        if isinstance(library, (str, os.PathLike)):
+            library = open_library(library, create=False)
+        elif not isinstance(library, Library):
+            raise SearchOptionError(
+                "Searcher takes a library folder path or indexer.library.open_library(path), "
+                f"got {type(library).__name__}"
+            )
         self.library = library
         self._mode = mode
         if embedder is not None:
@@ -97,6 +106,18 @@ class Searcher:
         self.device = device
         self._texts = TextEmbeddingCache(cache_size)
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the library when this Searcher opened it from a path (a Library passed in stays
+        open: its owner closes it)."""
+        if self._owns_library:
+            self.library.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def embedder(self) -> Embedder:

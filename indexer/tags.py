@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
 from .library import Library
+from .progress import progress_bar
 from .store import ANALYZE_MIN_ROWS, MACHINE_TAG_SOURCE
 from .text_cache import TextEmbeddingCache
 from .vocabulary import Vocabulary, VocabularyTag
@@ -239,8 +238,8 @@ def tag_library(
     summary = TagSummary(
         0, 0, 0, vocabulary.version, embedder.model_id, threshold, cap, retagged_all
     )
-    show = progress and sys.stderr.isatty()
-    with tqdm(unit="photo", desc="tagging", file=sys.stderr, disable=not show) as bar:
+    to_tag = library.store.embedding_count() if retagged_all else None
+    with progress_bar(to_tag, "tagging", "photo", progress) as bar:
         for chunk in library.store.iter_embeddings_after(after, batch_size):
             probs = np.asarray(embedder.probability(chunk.vectors @ tag_vectors.T))  # (n, n_tags)
             found = {

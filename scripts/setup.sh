@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Installs siglip-search into the current Python from nothing. --dev adds the test tools (and
-# PostgreSQL's server binaries, for the tests' throwaway server). A library on a PostgreSQL server
-# needs the `postgres` extra: pip install -e ".[postgres]".
+# PostgreSQL's server binaries, for the tests' throwaway server); --cpu takes torch from PyTorch's
+# CPU wheel index (see below). A library on a PostgreSQL server needs the `postgres` extra:
+# pip install -e ".[postgres]".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip install --disable-pip-version-check -q"
-# Pinned: an unpinned torch resolves to a multi-GB CUDA build; 2.13.0 is the CPU build.
+DEV=0
+TORCH_FROM=()
+for arg in "$@"; do
+    case "$arg" in
+        --dev) DEV=1 ;;
+        --cpu) TORCH_FROM=(--index-url https://download.pytorch.org/whl/cpu) ;;
+        *) echo "setup: unknown option $arg (options: --dev, --cpu)" >&2; exit 2 ;;
+    esac
+done
+# torch is pinned to 2.13.0. Which build that brings depends on the package index pip uses: from
+# plain PyPI on Linux it is the CUDA build (several GB with its NVIDIA libraries), which GPU owners
+# want; an index that serves a CPU wheel (this project's CI machines) gives the CPU build (a few
+# hundred MB). A CPU-only user gets the small build with --cpu, which is
+#   pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-    $PIP torch==2.13.0
+    $PIP torch==2.13.0 "${TORCH_FROM[@]}"
 fi
-if [[ "${1:-}" == "--dev" ]]; then
+if [[ $DEV == 1 ]]; then
     $PIP -e ".[dev]"
     if ! command -v exiftool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         # The export tests check sidecars and DNG files with exiftool, as photographers would.

@@ -68,10 +68,13 @@ class SiglipTextConfig(_ConfigMixin):
     hidden_act: str = "gelu_pytorch_tanh"
     layer_norm_eps: float = 1e-6
     attention_dropout: float = 0.0
-    # pad = </s> = 1; bos/eos 49406/49407 are CLIP leftovers that SigLIP never uses.
+    # pad = </s> = 1; bos/eos 49406/49407 are CLIP leftovers that SigLIP never uses (transformers'
+    # defaults, kept for hub checkpoints that rely on them). A model trained here writes its own
+    # tokenizer's ids: eos = </s>, and no bos (SigLIP's tokenizer has none), so transformers finds
+    # every id inside the vocabulary.
     pad_token_id: int = 1
-    bos_token_id: int = 49406
-    eos_token_id: int = 49407
+    bos_token_id: int | None = 49406
+    eos_token_id: int | None = 49407
     projection_size: int | None = None
     model_type: str = "siglip_text_model"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)

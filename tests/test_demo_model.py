@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,40 @@ def test_transformers_loads_the_demo_model_with_the_same_features():
             atol=1e-4,
             rtol=1e-4,
         )
+
+
+def test_transformers_finds_the_demo_models_special_ids_inside_its_vocabulary():
+    tf = pytest.importorskip("transformers")
+    text_config = tf.SiglipConfig.from_pretrained(DEMO).text_config
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(text_config, name)
+        assert value is None or 0 <= value < text_config.vocab_size, (name, value)
+
+
+# transformers' zero-shot pipeline pads every SigLIP text to 64 tokens (and drops tokenizer_kwargs),
+# so it runs only on models with 64 text positions. `train` now writes such models; the shipped demo
+# model has 32 until it is retrained. Strict: this fails loudly once the retrained model is in place,
+# so the marker goes with it.
+_DEMO_POSITIONS = json.loads((DEMO / "config.json").read_text())["text_config"][
+    "max_position_embeddings"
+]
+
+
+@pytest.mark.xfail(
+    _DEMO_POSITIONS != 64,
+    reason="the shipped demo model has 32 text positions; transformers' pipeline pads to 64",
+    strict=True,
+)
+def test_transformers_zero_shot_pipeline_runs_on_the_demo_model_with_our_scores():
+    tf = pytest.importorskip("transformers")
+    from siglip_search import pipeline
+
+    photo = sorted((DATA / "samples").glob("*.jpg"))[0]
+    labels = ["a red circle", "a blue star", "a green square"]
+    theirs = tf.pipeline("zero-shot-image-classification", model=str(DEMO), device=-1)(
+        str(photo), candidate_labels=labels
+    )
+    ours = pipeline("zero-shot-image-classification", model=DEMO)(photo, candidate_labels=labels)
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert mine["score"] == pytest.approx(ref["score"], abs=1e-5)

@@ -7,7 +7,6 @@ import ast
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -114,8 +113,7 @@ def test_the_model_pages_python_example_runs_and_prints_what_it_documents(monkey
 
     probs = namespace["probs"]
     assert probs.shape == (1, 2) and torch.all((probs > 0) & (probs < 1))
-    expected = ast.literal_eval(documented.strip())
-    assert [r["label"] for r in result] == [e["label"] for e in expected]
-    np.testing.assert_allclose(
-        [r["score"] for r in result], [e["score"] for e in expected], rtol=0.05
-    )
+    # The documented line is what the code prints, scores to 2 significant digits: a changed model
+    # or pipeline shows up here with the line to paste.
+    printed = repr([{"score": float(f"{r['score']:.2g}"), "label": r["label"]} for r in result])
+    assert documented.strip() == printed

@@ -267,7 +267,8 @@ def test_a_new_library_needs_a_model_and_a_missing_folder_is_an_error(
     tmp_path, library, embedder, capsys
 ):
     assert main(["index", str(tmp_path), "--library", str(tmp_path / "new")]) == 2
-    assert "--model ID_OR_PATH" in capsys.readouterr().err
+    assert "needs --model" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
     with pytest.raises(FolderNotFoundError, match="does not exist"):
         index(library, [tmp_path / "nope"], embedder)
     if not library.store.on_server:  # on a server, any folder takes this machine's own files
@@ -501,7 +502,7 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_log(
     tmp_path, library, embedder, monkeypatch
 ):
     photos = tmp_path / "photos"
@@ -514,11 +515,12 @@ def test_progress_bar_shows_files_done_rate_and_failures_on_a_terminal_only(
     # The bar says where the model runs: --device auto is the CPU on a machine without a GPU.
     assert re.search(r"indexing on cpu, fp32: 100%.* 9/9 .*img/s.*failed=1", bar), bar
 
-    piped = io.StringIO()  # not a terminal: no bar (logs stay clean)
+    piped = io.StringIO()  # not a terminal (a cron log): lines, no carriage returns
     monkeypatch.setattr("sys.stderr", piped)
     draw_photo(50).save(photos / "new.png")
     assert index(library, [photos], embedder, progress=True).added == 1
-    assert piped.getvalue() == ""
+    assert "\r" not in piped.getvalue()
+    assert re.search(r"1/1 imgs \(100 %\), [\d.]+ imgs/s", piped.getvalue()), piped.getvalue()
 
 
 def test_indexing_with_no_folder_needs_registered_roots(library, embedder):

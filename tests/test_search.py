@@ -455,3 +455,26 @@ def test_cli_search_errors_are_one_line_and_exit_2(photos, library, capsys, argv
 def test_cli_search_of_a_missing_library_exits_2(tmp_path, capsys):
     assert main(["search", "sea", "--library", str(tmp_path / "none")]) == 2
     assert "no library at" in capsys.readouterr().err
+
+
+def test_a_searcher_opens_a_library_from_its_path_and_loads_its_recorded_model(
+    photos, library, embedder, tmp_path
+):
+    expected = Searcher(library, embedder).search("a photo", k=5)
+    with Searcher(str(library.path)) as searcher:  # as the docs show it
+        page = searcher.search("a photo", k=5)
+        assert searcher.embedder.identity() == embedder.identity()
+    assert [h.rel_path for h in page.hits] == [h.rel_path for h in expected.hits]
+    assert [h.cosine for h in page.hits] == pytest.approx(
+        [h.cosine for h in expected.hits], abs=1e-5
+    )
+
+
+def test_a_searcher_refuses_what_is_not_a_library_when_it_is_made(tmp_path):
+    from indexer.errors import LibraryNotFoundError
+
+    with pytest.raises(LibraryNotFoundError, match="no library at"):
+        Searcher(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()  # nothing created
+    with pytest.raises(SearchOptionError, match="open_library"):
+        Searcher({"library": "x"})  # type: ignore[arg-type]

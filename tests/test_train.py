@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from siglip_search import SiglipModel
@@ -260,3 +261,33 @@ def test_the_schedule_warms_up_holds_through_the_lock_then_warms_up_again_and_de
         assert group["lr_scale"] == expected and all(
             (id(p) in text) == (expected == 0.25) for p in group["params"]
         )
+
+
+def _ids_inside_the_vocabulary(text_config) -> None:
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(text_config, name)
+        assert value is None or 0 <= value < text_config.vocab_size, (name, value)
+
+
+def test_a_trained_model_runs_in_transformers_zero_shot_pipeline_with_our_scores(tmp_path):
+    """transformers' pipeline pads every SigLIP text to 64 tokens and reads the special ids from
+    config.json: a model trained here (64 positions, its own tokenizer's ids) runs there as it does
+    in ours."""
+    tf = pytest.importorskip("transformers")
+    from PIL import Image
+
+    from siglip_search import pipeline
+
+    config = _config(tmp_path / "run", steps=2, checkpoint_every=1000)
+    config.model_config["text_config"]["max_position_embeddings"] = 64
+    out = train(config)
+    _ids_inside_the_vocabulary(tf.SiglipConfig.from_pretrained(out).text_config)
+    image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    labels = ["a red circle", "a blue star", "a green heart"]
+    theirs = tf.pipeline("zero-shot-image-classification", model=str(out), device=-1)(
+        image, candidate_labels=labels
+    )
+    ours = pipeline("zero-shot-image-classification", model=out)(image, candidate_labels=labels)
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs]
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert mine["score"] == pytest.approx(ref["score"], abs=1e-5)

@@ -40,7 +40,8 @@ NEW_SIDECAR = (
 
 @dataclass(frozen=True)
 class KeywordProperty:
-    """A keyword list some photo manager reads (TAG_EXPORT.md); `key` names it in reports and manifests."""
+    """A keyword list some photo manager reads (docs/export.md, "Which file each photo manager
+    reads"); `key` names it in reports and manifests."""
 
     key: str  # preferred "prefix:localName"
     uris: tuple[str, ...]

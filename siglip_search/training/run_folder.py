@@ -63,9 +63,8 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
             "--tokenizer or with the same file, or pick a new --out"
         )
     tokenizer_file = spiece or cfg.tokenizer
-    if tokenizer_file:
-        vocab_size = SiglipTokenizer(tokenizer_file).vocab_size
-        cfg.model_config["text_config"]["vocab_size"] = vocab_size
+    if tokenizer_file:  # before the options are compared with the run's: they hold these
+        _set_special_ids(cfg, SiglipTokenizer(tokenizer_file))
     if previous is not None:
         _check_same_options(previous, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,8 +87,20 @@ def prepare_output(cfg: TrainConfig) -> tuple[SiglipTokenizer, SiglipImageProces
     tokenizer.save_pretrained(out)
     processor = SiglipImageProcessor(size={"height": image_size, "width": image_size})
     processor.save_pretrained(out)
-    cfg.model_config["text_config"]["vocab_size"] = tokenizer.vocab_size
+    _set_special_ids(cfg, tokenizer)
     return tokenizer, processor
+
+
+def _set_special_ids(cfg: TrainConfig, tokenizer: SiglipTokenizer) -> None:
+    """The vocabulary size and special ids of this tokenizer into the model's text config, not
+    transformers' CLIP-era defaults (49406/49407), which lie outside a small vocabulary and make
+    transformers warn on every load."""
+    cfg.model_config["text_config"].update(
+        vocab_size=tokenizer.vocab_size,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
 
 
 def _previous_options(out: Path) -> dict[str, Any] | None:
@@ -120,7 +131,7 @@ def _previous_options(out: Path) -> dict[str, Any] | None:
 
 def _check_same_options(previous: dict[str, Any], cfg: TrainConfig) -> None:
     """A resumed run must train the same thing, or its checkpoints mix two recipes."""
-    current, previous = _without_vocab_size(cfg.to_json()), _without_vocab_size(previous)
+    current, previous = _without_tokenizer_ids(cfg.to_json()), _without_tokenizer_ids(previous)
     differ = [
         k
         for k in current
@@ -136,13 +147,15 @@ def _check_same_options(previous: dict[str, Any], cfg: TrainConfig) -> None:
         )
 
 
-def _without_vocab_size(options: dict[str, Any]) -> dict[str, Any]:
-    """The vocabulary size follows spiece.model, which a resumed run keeps (checked on its own)."""
+def _without_tokenizer_ids(options: dict[str, Any]) -> dict[str, Any]:
+    """The vocabulary size and special ids follow spiece.model, which a resumed run keeps (checked
+    on its own)."""
     options = json.loads(json.dumps(options))
     if isinstance(options.get("model_config"), dict) and isinstance(
         options["model_config"].get("text_config"), dict
     ):
-        options["model_config"]["text_config"].pop("vocab_size", None)
+        for key in ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id"):
+            options["model_config"]["text_config"].pop(key, None)
     return options
 
 
