@@ -68,8 +68,16 @@ class PostgresServer:
         """What a crash does: stop at once (-m immediate: no checkpoint, recovery at the start),
         then start again with the same options (pg_ctl keeps them in postmaster.opts)."""
         pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate"]
+        # The restarted server's output goes to its log: a server holding this process's pipe
+        # open would keep subprocess.run waiting for its end forever.
+        log = ["-l", str(self.folder / "server.log")]
         subprocess.run(
-            [*self._as_postgres, *pg_ctl, "-w", "restart"], capture_output=True, check=True
+            [*self._as_postgres, *pg_ctl, *log, "-w", "restart"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+            timeout=60,
         )
 
     def stop(self) -> None:

@@ -424,6 +424,9 @@ def test_after_a_server_crash_no_generation_number_is_drawn_again(tmp_path, embe
             with lock_library(library):
                 index_paths(library, [_photos(tmp_path / "photos", 4)], embedder, progress=False)
             before = library.store.vectors_generation()
+        # What was committed before this point is on disk (batches commit without waiting for
+        # it, and an immediate stop may lose the newest): the restart below keeps `before`.
+        server.execute("CHECKPOINT")
         server.restart()
         with open_library(tmp_path / "library", database=url) as library:
             assert library.store.vectors_generation() == before  # durable commits survive
