@@ -260,7 +260,8 @@ def test_a_version_2_library_keeps_its_generation_and_its_readers_start_over_onc
     with sqlite3.connect(tmp_path / "library.db") as conn:
         conn.executescript(SCHEMA_V2)
     store = open_store(tmp_path / "library.db")
-    assert store.get_meta("schema_version") == "3" and store.get_meta("vectors_generation") is None
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert store.get_meta("vectors_generation") is None
     assert store.vectors_generation() == 5 and len(store.library_id() or "") == 32
     [chunk] = store.iter_embeddings_after(None)
     assert chunk.ids.tolist() == [7] and chunk.last == (5, 7)
@@ -280,7 +281,7 @@ def test_a_library_from_a_newer_version_or_a_foreign_database_is_refused(databas
     # Another program's tables in the database.
     engine = sa.create_engine(database if "://" in database else f"sqlite:///{database}")
     with engine.begin() as conn:
-        for table in ("tags", "images", "runs", "generations", "roots", "meta"):
+        for table in ("tags", "tag_rejections", "images", "runs", "generations", "roots", "meta"):
             conn.execute(sa.text(f"DROP TABLE {table}"))
         conn.execute(sa.text("CREATE TABLE notes (x TEXT)"))
     engine.dispose()
