@@ -73,13 +73,29 @@ def require_model_for_new_library(
 ) -> None:
     """ModelNotRecordedError, creating nothing, unless the library at `path` (or in `database`)
     exists and records its model: a new library needs --model."""
+    if database:  # the server's library, without making this machine's folder for it
+        _check_server_url(database)
+        try:
+            store = open_store(database, create=False)
+        except LibraryNotFoundError:
+            raise ModelNotRecordedError(
+                f"the --database holds no library yet, which needs --model: pass --model {MODEL_CHOICES}"
+            ) from None
+        try:
+            if store.get_meta(IDENTITY_KEY) is None:
+                raise ModelNotRecordedError(
+                    f"the library in {store.name} has no model yet, so the first index needs "
+                    f"--model: pass --model {MODEL_CHOICES}"
+                )
+        finally:
+            store.close()
+        return
     try:
-        library = open_library(path, create=False, database=database)
+        library = open_library(path, create=False)
     except LibraryNotFoundError:
         folder = Path(path).expanduser().resolve() if path is not None else default_library_dir()
-        where = "the --database" if database else str(folder)
         raise ModelNotRecordedError(
-            f"{where} is a new library, which needs --model: pass --model {MODEL_CHOICES}"
+            f"{folder} is a new library, which needs --model: pass --model {MODEL_CHOICES}"
         ) from None
     with library:
         if library.model_identity() is None:
@@ -407,12 +423,16 @@ def open_library(
     return Library(folder, open_store(folder / DB_NAME))
 
 
-def _open_server_library(path: str | os.PathLike | None, database: str, create: bool) -> Library:
+def _check_server_url(database: str) -> None:
     if "://" not in database or database.startswith("sqlite"):
         raise DatabaseUnsupportedError(
             f"--database takes a server's URL (postgresql://USER@HOST/DATABASE), not {database!r}; "
             "an SQLite library is a folder: give it with --library DIR"
         )
+
+
+def _open_server_library(path: str | os.PathLike | None, database: str, create: bool) -> Library:
+    _check_server_url(database)
     store = open_store(database, create=create)
     try:
         library_id = store.library_id() or "library"

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
-from .library import Library, open_library
+from .library import Library, default_database, open_library
 from .query import QueryTerm, parse_query
 from .text_cache import TextEmbeddingCache
 from .vectors import AnnIndex
@@ -92,7 +92,7 @@ class Searcher:
         `mode` (None: auto, see Library.load_embedder) at the first query that needs it."""
         self._owns_library = isinstance(library, (str, os.PathLike))
         if isinstance(library, (str, os.PathLike)):
-            library = open_library(library, create=False)
+            library = open_library(library, create=False, database=default_database())
         elif not isinstance(library, Library):
             raise SearchOptionError(
                 "Searcher takes a library folder path or indexer.library.open_library(path), "

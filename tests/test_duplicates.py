@@ -19,9 +19,15 @@ SAMPLE_NAMES = sorted(p.name for p in SAMPLES.glob("*.jpg"))[:8] if SAMPLES.is_d
 
 
 @pytest.fixture(scope="module")
-def camera_roll(tmp_path_factory, demo_embedder, session_database_url):
+def camera_roll(tmp_path_factory, demo_embedder, session_database_url, request):
     """Eight different sample photos, a byte copy of one, a half-size copy of another, and three
-    blank frames (black at two sizes, and a near-black one with sensor noise)."""
+    blank frames (black at two sizes, and a near-black one with sensor noise). On the server in a
+    database of its own: the session's database holds the demo library, whose searches count its
+    photos."""
+    url = session_database_url
+    if url:
+        server = request.getfixturevalue("postgres_server")
+        url = server.url(server.create_database())
     folder = tmp_path_factory.mktemp("camera-roll")
     photos = folder / "photos"
     (photos / "backup").mkdir(parents=True)
@@ -36,15 +42,15 @@ def camera_roll(tmp_path_factory, demo_embedder, session_database_url):
     Image.new("RGB", (320, 240)).save(photos / "lens-cap.jpg", quality=90)
     noise = np.random.default_rng(0).normal(6, 2, (240, 320, 3))
     Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).save(photos / "pocket.png")
-    library = open_library(folder / "library", database=session_database_url)
+    library = open_library(folder / "library", database=url)
     index_folder(library, photos, demo_embedder)
-    yield library, photos
+    yield library, photos, url
     library.close()
 
 
 @needs_demo
 def test_a_copy_and_a_resized_copy_are_found_and_blank_frames_are_not_grouped(camera_roll):
-    library, photos = camera_roll
+    library, photos, _ = camera_roll
     report = find_duplicates(library)
     assert report.threshold == DEFAULT_THRESHOLD
     groups = {frozenset(r.path for r in g.images): g for g in report.groups}
@@ -61,7 +67,7 @@ def test_a_copy_and_a_resized_copy_are_found_and_blank_frames_are_not_grouped(ca
 @needs_demo
 def test_without_the_blank_guard_the_black_frames_would_be_grouped(camera_roll):
     """The guard is what keeps them apart: the model alone sees them as one picture."""
-    library, photos = camera_roll
+    library, photos, _ = camera_roll
     report = find_duplicates(library, blank_std=0.0)
     black = {str(photos / "black.png"), str(photos / "lens-cap.jpg")}
     assert any(black <= {r.path for r in g.images} for g in report.groups)
@@ -69,10 +75,10 @@ def test_without_the_blank_guard_the_black_frames_would_be_grouped(camera_roll):
 
 
 @needs_demo
-def test_cli_duplicates_plain_and_json(camera_roll, capsys, monkeypatch, session_database_url):
-    if session_database_url:
-        monkeypatch.setenv(DATABASE_ENV, session_database_url)
-    library, photos = camera_roll
+def test_cli_duplicates_plain_and_json(camera_roll, capsys, monkeypatch):
+    library, photos, url = camera_roll
+    if url:
+        monkeypatch.setenv(DATABASE_ENV, url)
     assert main(["duplicates", "--library", str(library.path), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["threshold"] == DEFAULT_THRESHOLD

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from indexer_fixtures import make_photo_folder, run_cli_where_permissions_apply
 
+from indexer.cli_search import SCORE_NOTES
 from indexer.errors import IndexerError, LibraryUnreadableError
+from indexer.search import PROBABILITY
 from indexer.store import open_store
 from siglip_search.cli import main
 
@@ -140,14 +142,16 @@ def test_read_only_library_still_searches_and_refuses_writes_in_one_line(
     status, archive_search, duplicates, tag, index, files_search, files_index, lock_index = results
     assert (status["rc"], status["stderr"]) == (0, "")
     assert "8 indexed" in status["stdout"]
+    # Searching says on stderr what kind its scores are, and nothing else.
+    note = "siglip-search: " + SCORE_NOTES[PROBABILITY] + "\n"
     assert (archive_search["rc"], archive_search["stderr"], archive_search["stdout"]) == (
         0,
-        "",
+        note,
         writable_hits,
     )
     assert (files_search["rc"], files_search["stderr"], files_search["stdout"]) == (
         0,
-        "",
+        note,
         writable_hits,
     )
     assert (duplicates["rc"], duplicates["stderr"]) == (0, "")

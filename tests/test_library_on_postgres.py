@@ -100,6 +100,8 @@ def test_two_machines_index_different_roots_at_once_and_get_the_library_of_one_r
     common = [
         "--model",
         str(tiny_checkpoint),
+        "--mode",  # as the one run below embeds: the rows are compared byte for byte
+        "fp32",
         "--batch-size",
         "4",
         "--no-progress",
@@ -135,14 +137,19 @@ def test_two_machines_index_different_roots_at_once_and_get_the_library_of_one_r
 
 
 def test_the_same_root_from_a_second_machine_waits_or_names_who_holds_it(
-    tmp_path, postgres_url, embedder, capsys
+    tmp_path, postgres_url, embedder, tiny_checkpoint, capsys
 ):
     photos = make_photo_folder(tmp_path / "photos", n=8)
     root = next(iter(photos.values())).parents[2]
     with open_library(tmp_path / "machine-a", database=postgres_url) as library:
         with lock_library(library, folders=[root], command="index"):
             # The same root, a folder inside it, and the whole library are refused at once.
-            for args in (["index", str(root)], ["index", str(root / "2021")], ["tag"]):
+            model = ["--model", str(tiny_checkpoint)]  # the library has none recorded yet
+            for args in (
+                ["index", str(root), *model],
+                ["index", str(root / "2021"), *model],
+                ["tag"],
+            ):
                 rc = main(
                     [*args, "--library", str(tmp_path / "machine-b"), "--database", postgres_url]
                 )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -233,8 +232,8 @@ def test_photos_indexed_before_lens_and_gps_were_stored_get_them_at_the_next_run
     index_paths(library, [photos], embedder, progress=False)
     before = {r.id: r for r in library.store.iter_images()}
     vectors = library.store.embeddings_by_ids(before)
-    with sqlite3.connect(library.path / "library.db") as conn:  # as the migration leaves them
-        conn.execute(
+    with library.store.engine.begin() as conn:  # as the migration leaves them
+        conn.exec_driver_sql(
             "UPDATE images SET lens = NULL, latitude = NULL, longitude = NULL, metadata_version = NULL"
         )
     assert {r.lens for r in library.store.iter_images()} == {None}

@@ -132,7 +132,11 @@ def test_a_killed_decode_process_ends_the_run_in_one_line_and_the_rerun_resumes(
     def kill_a_worker(done: int, total: int) -> None:
         if done and not killed.is_set():  # after the first batch is committed
             children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-            os.kill(int(children[0]), signal.SIGKILL)
+            # A forked decode worker runs our own command line; other children (multiprocessing's
+            # resource tracker, a server another test started) do not.
+            ours = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
+            workers = [c for c in children if Path(f"/proc/{c}/cmdline").read_bytes() == ours]
+            os.kill(int(workers[0]), signal.SIGKILL)
             killed.set()
 
     with _fails_after(120), open_library(library_dir) as library, lock_library(library):

@@ -185,7 +185,10 @@ def _add_generations(conn: sa.Connection) -> None:
     generation (generations only ever grow) and every stored row is stamped with it; the
     positions incremental readers saved (the approximate index, the tagger) were (indexed_at, id)
     and are read as "start over" from now on. The library also gets its id, which the FAISS
-    files do not name yet: they are rebuilt once."""
+    files do not name yet: they are rebuilt once. A database that has the column already (a
+    version number set back by hand) is left as it is."""
+    if "generation" in {column["name"] for column in sa.inspect(conn).get_columns("images")}:
+        return
     counter = conn.execute(sa.select(Meta.value).where(Meta.key == "vectors_generation")).scalar()
     generation = int(counter or 0)
     Base.metadata.tables[Generation.__tablename__].create(conn, checkfirst=True)
