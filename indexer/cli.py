@@ -19,6 +19,7 @@ from PIL import Image
 
 from siglip_search.cli import PROG
 
+from .cli_scale import add_executor_arguments, executor_from_args
 from .decode import MISSING_DECODERS
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
@@ -45,6 +46,7 @@ def index_command(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for path in args.paths:
         check_utf8_path(path)  # before the library is created
+    executor = executor_from_args(args)
     with open_library(args.library) as library:
         with lock_library(library, args.wait):
             embedder = library.load_embedder(args.model, mode=args.mode)
@@ -56,6 +58,7 @@ def index_command(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 progress=not args.no_progress,
                 max_pixels=args.max_pixels,
+                executor=executor,
             )
     for root in summary.offline_roots:
         print(
@@ -338,6 +341,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="refuse larger images as decompression bombs (default: Pillow's limit)",
     )
+    add_executor_arguments(index, "where photos are decoded and embedded")
     index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 
     forget = subparsers.add_parser(

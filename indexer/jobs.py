@@ -15,7 +15,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -36,6 +36,8 @@ from .store import EmbeddedImage, FailedImage, FileState, FileUpdate, Store
 from .targets import Target, drop_vanished_empty_roots, nested_prefixes, resolve_targets, within
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from siglip_search.embedder import Embedder
 
 T = TypeVar("T")
@@ -67,6 +69,7 @@ class RunSummary:
     # absolute; folder links leaving their root
     outside_links: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    nodes: Counter[str] = field(default_factory=Counter)  # photos embedded per node (Ray jobs)
 
     def counts(self) -> RunCounts:
         return {
@@ -86,10 +89,13 @@ class RunSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (
+        line = (
             f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
             f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s)"
         )
+        if self.nodes:
+            line += "; embedded on " + ", ".join(f"{n} {c}" for n, c in sorted(self.nodes.items()))
+        return line
 
 
 @dataclass
@@ -111,12 +117,25 @@ class _Prepared:
     # The stored row whose content this file still has: only the stat changed (touched, copied
     # back), so the row keeps its vector.
     same_row: FileState | None = None
+    vector: np.ndarray | None = None  # (dim,): embedded already, by another executor
+    node: str | None = None  # where that executor embedded it (a Ray node's address)
 
     def decoded_parts(self) -> tuple[str, np.ndarray, tuple[int, int, str | None, str | None]]:
-        """(fingerprint, pixels, decoded) of a file that decoded: what the write step embeds."""
-        if self.fingerprint is None or self.pixels is None or self.decoded is None:
+        """(fingerprint, pixels or vector, decoded) of a file that decoded: what the write step
+        embeds, or the vector another executor embedded."""
+        embeddable = self.pixels if self.vector is None else self.vector
+        if self.fingerprint is None or embeddable is None or self.decoded is None:
             raise AssertionError(f"{self.work.file.rel_path} has no decoded pixels to embed")
-        return self.fingerprint, self.pixels, self.decoded
+        return self.fingerprint, embeddable, self.decoded
+
+
+class Executor(Protocol):
+    """Prepares and embeds a job's files somewhere else (indexer.ray_executor.RayExecutor): it
+    yields them in order with `vector` set, and this module commits them as it commits its own."""
+
+    def prepare(
+        self, work: list[_Work], embedder: Embedder, batch_size: int, max_pixels: int | None
+    ) -> Iterator[_Prepared]: ...
 
 
 def index_paths(
@@ -129,12 +148,14 @@ def index_paths(
     progress: bool = True,
     max_pixels: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
 
     The caller holds lock_library(). Each batch is its own transaction, so a killed job loses at
     most the batch in flight and the next run picks up where it stopped. `on_progress(done, total)`
     is called after each committed batch (files to embed only; the web UI's progress bar).
+    `executor` prepares and embeds elsewhere (a Ray cluster); by default this process does.
     """
     started = time.monotonic()
     paths = list(paths)
@@ -149,8 +170,11 @@ def index_paths(
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
             work = _diff(store, targets, summary, pool, max_pixels)
-            prepare = _Preparer(embedder, max_pixels)
-            results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
+            if executor is None:
+                prepare = _Preparer(embedder, max_pixels)
+                results = _bounded_map(pool, prepare, work, window=batch_size + 2 * workers)
+            else:
+                results = executor.prepare(work, embedder, batch_size, max_pixels)
             _embed_and_write(
                 store, embedder, results, len(work), batch_size, summary, progress, on_progress
             )
@@ -326,10 +350,19 @@ def _try_fingerprint(path: str) -> str | None:
         return None  # the decode step records why it cannot be read
 
 
+class ImagePreprocessing(Protocol):
+    """What preparing a photo needs of the model: an Embedder, or only its image processor."""
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
+
+    def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
+
+
 class _Preparer:
     """Runs in decode threads: fingerprint, decode, preprocess. Bad files become reasons."""
 
-    def __init__(self, embedder: Embedder, max_pixels: int | None) -> None:
+    def __init__(self, embedder: ImagePreprocessing, max_pixels: int | None) -> None:
         self.embedder = embedder
         self.max_pixels = max_pixels
 
@@ -447,19 +480,24 @@ def _write_batch(
     batch_size: int,
     summary: RunSummary,
 ) -> None:
-    """Embed one batch and commit it with the batch's failures in one transaction."""
+    """Embed one batch (unless an executor did) and commit it with the batch's failures in one
+    transaction."""
     embedded = []
     if ready:
         parts = [r.decoded_parts() for r in ready]
-        pixels = np.stack([p for _, p, _ in parts])  # (B, 3, H, W)
-        if len(ready) < batch_size:
-            # Pad the last batch to the usual shape: the same file then gets bit-identical
-            # vectors however a run was cut into batches (kill -9 and resume = one clean run).
-            pixels = np.concatenate(
-                [pixels, np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)]
-            )
-        vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
+        if all(r.vector is not None for r in ready):
+            vectors = np.stack([v for _, v, _ in parts])  # (B, dim)
+        else:
+            pixels = np.stack([p for _, p, _ in parts])  # (B, 3, H, W)
+            if len(ready) < batch_size:
+                # Pad the last batch to the usual shape: the same file then gets bit-identical
+                # vectors however a run was cut into batches (kill -9 and resume = one clean run).
+                padding = np.zeros((batch_size - len(ready), *pixels.shape[1:]), pixels.dtype)
+                pixels = np.concatenate([pixels, padding])
+            vectors = embedder.embed_pixels(pixels)[: len(ready)]  # (B, dim)
         for r, (fingerprint, _, decoded), vector in zip(ready, parts, vectors, strict=True):
+            if r.node is not None:
+                summary.nodes[r.node] += 1
             w, f = r.work, r.work.file
             width, height, taken_at, camera = decoded
             embedded.append(

@@ -8,7 +8,7 @@ if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '
     $PIP torch==2.13.0
 fi
 if [[ "${1:-}" == "--dev" ]]; then
-    $PIP -e ".[dev]"
+    $PIP -e ".[dev,ray]"  # ray: the tests run indexing jobs on a local Ray
     if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         # The UI tests drive a real headless browser; browsers cannot be downloaded by pip here.
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \

@@ -19,8 +19,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from checkpoints import make_tiny_checkpoint  # noqa: E402
 
-# indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library.
-pytest_plugins = ["indexer_fixtures", "search_fixtures"]
+# indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library;
+# ray_cluster: ray_cluster (a private Ray for a test module).
+pytest_plugins = ["indexer_fixtures", "search_fixtures", "ray_cluster"]
 
 REPO = Path(__file__).resolve().parents[1]
 
