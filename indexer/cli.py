@@ -19,7 +19,7 @@ from PIL import Image
 
 from siglip_search.cli import PROG
 
-from .cli_scale import add_executor_arguments, executor_from_args
+from .cli_scale import add_executor_arguments, add_reindex_command, executor_from_args, index_notes
 from .decode import MISSING_DECODERS
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .errors import ExportOptionError, FolderNotFoundError, QueryError
@@ -60,6 +60,7 @@ def index_command(args: argparse.Namespace) -> int:
                 max_pixels=args.max_pixels,
                 executor=executor,
             )
+            notes = index_notes(library)
     for root in summary.offline_roots:
         print(
             f"{PROG}: root {shown(root)} is offline (missing or empty); its images are kept",
@@ -79,6 +80,8 @@ def index_command(args: argparse.Namespace) -> int:
             f"({MISSING_DECODERS[suffix]})",
             file=sys.stderr,
         )
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
     print(summary.line())
     return 0
 
@@ -280,6 +283,16 @@ def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
         lines.append(
             f"{'roots' if i == 0 else '':9} {state} {shown(root.path)} ({root.images} images)"
         )
+    if report.index is not None:
+        index = report.index
+        lines.append(
+            f"index     ivfpq {index.factory} of {index.photos} photos, built {index.built_at}"
+            + (
+                f"; UNUSABLE, searching with the default index: {index.problem}"
+                if index.problem
+                else ""
+            )
+        )
     run = report.last_run
     if run:
         lines.append(
@@ -360,6 +373,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=status_command, interrupted=INTERRUPTED)
+    add_reindex_command(subparsers, add_library_argument)
     _add_search(subparsers)
     _add_tag(subparsers)
     _add_duplicates(subparsers)

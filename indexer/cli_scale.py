@@ -4,11 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
+
+from siglip_search.cli import PROG
 
 from .errors import ExecutorError
+from .ivf import DEFAULT_NPROBE, IvfIndex
+from .library import Library, lock_library, open_library
 from .ray_executor import RayExecutor
+from .reindex import KINDS, reindex_library
 
 EXECUTORS = ("local", "ray")
+# `index` suggests a reindex once this share of the photos is searched from memory or tombstoned.
+REBUILD_HINT_FRACTION = 0.25
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser, where: str) -> None:
@@ -75,3 +84,82 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
+
+
+def reindex_command(args: argparse.Namespace) -> int:
+    executor = executor_from_args(args)
+    with open_library(args.library, create=False) as library:
+        with lock_library(library, args.wait):
+            summary = reindex_library(
+                library,
+                args.index,
+                shards=args.shards,
+                executor=executor,
+                factory=args.factory,
+                nprobe=args.nprobe,
+            )
+            library.vector_index()  # maps the new index now: a broken build fails here, not later
+    print(summary.line())
+    return 0
+
+
+def index_notes(library: Library) -> list[str]:
+    """After `index`: whether the on-disk index should be rebuilt to fold in what changed."""
+    index = library.vector_index()
+    if not isinstance(index, IvfIndex) or index.changed_fraction <= REBUILD_HINT_FRACTION:
+        return [library.index_problem] if library.index_problem else []
+    added, tombstones = index.changes()
+    return [
+        f"the ivfpq index was built before {added} photos were added or changed and {tombstones} "
+        f"left it; `{PROG} reindex --index ivfpq` folds them in"
+    ]
+
+
+def add_reindex_command(
+    subparsers: argparse._SubParsersAction,
+    add_library_argument: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    reindex = subparsers.add_parser(
+        "reindex",
+        help="choose the vector index: ivfpq builds a sharded on-disk index for millions of photos",
+        description="Build the library's vector index from its stored embeddings. ivfpq: an IVF "
+        "index with PQ codes, trained on a sample, filled in shards in parallel, merged on disk "
+        "and searched memory-mapped, candidates re-ranked exactly (docs/scale.md). auto: back to "
+        "the default (exact, approximate above 50,000 photos). The choice is recorded in the "
+        "library; photos indexed or removed later are searched too, from memory, until the next "
+        "reindex.",
+    )
+    add_library_argument(reindex)
+    reindex.add_argument("--index", choices=KINDS, default="ivfpq", help="ivfpq (default) or auto")
+    reindex.add_argument(
+        "--shards",
+        type=_positive_int,
+        default=max(1, min(8, os.cpu_count() or 1)),
+        metavar="N",
+        help="shards filled in parallel (default: the CPU count, at most 8)",
+    )
+    reindex.add_argument(
+        "--factory",
+        default=None,
+        metavar="SPEC",
+        help="FAISS index_factory string of an IVF index, e.g. IVF4096,PQ96x4 (default: about "
+        "2 x sqrt(photos) lists and 4-bit PQ codes of dim/8 bytes)",
+    )
+    reindex.add_argument(
+        "--nprobe",
+        type=_positive_int,
+        default=DEFAULT_NPROBE,
+        metavar="N",
+        help=f"lists a search probes (default: {DEFAULT_NPROBE})",
+    )
+    reindex.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for an indexer to finish (default: 0)",
+    )
+    add_executor_arguments(reindex, "where the shards are filled")
+    reindex.set_defaults(
+        func=reindex_command, interrupted="interrupted; the index was left as it was"
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,8 +22,10 @@ from checkpoints import make_tiny_checkpoint
 from indexer_fixtures import draw_photo, make_bad_corpus, make_photo_folder
 from ray_cluster import RayCluster
 
+from indexer.ivf import IvfIndex
 from indexer.jobs import _Work, index_paths
 from indexer.library import lock_library, open_library
+from indexer.reindex import reindex_library
 from indexer.scan import ScannedFile
 
 pytest.importorskip("ray", reason="Ray is not installed (bash scripts/setup.sh --dev installs it)")
@@ -283,3 +286,33 @@ def test_a_photo_a_node_cannot_see_is_a_failed_row_that_says_so(tiny_checkpoint,
         r"photos must be at the same path on every node\)",
         rows["error"][0],
     )
+
+
+def test_reindex_fills_its_shards_as_ray_tasks_and_answers_as_a_local_build(
+    ray_cluster: RayCluster, tiny_checkpoint, tmp_path
+):
+    photos = tmp_path / "photos"
+    make_photo_folder(photos, 40)
+    index_locally(photos, tmp_path / "on-ray", tiny_checkpoint, batch_size=8)
+    shutil.copytree(tmp_path / "on-ray", tmp_path / "here")
+    factory = "IVF4,PQ12x4"  # the tiny model's 48 dims in 12 sub-quantizers of 4 bits
+    job = run_cli(
+        *("reindex", "--library", str(tmp_path / "on-ray"), "--shards", "3", "--factory", factory),
+        *("--executor", "ray", "--ray-address", ray_cluster.address),
+        cluster=ray_cluster,
+    )
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.startswith(f"ivfpq index of 40 photos ({factory}, 3 shards)")
+    answers = []
+    for name in ("on-ray", "here"):
+        with open_library(tmp_path / name, create=False) as library:
+            if name == "here":
+                reindex_library(library, "ivfpq", shards=3, factory=factory)
+            index = library.vector_index()
+            assert isinstance(index, IvfIndex)
+            queries = np.stack(
+                [v for _, vectors in library.store.iter_embeddings() for v in vectors]
+            )
+            answers.append(index.search(queries, 10))
+    np.testing.assert_array_equal(answers[0][1], answers[1][1])
+    np.testing.assert_array_equal(answers[0][0], answers[1][0])

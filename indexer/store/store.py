@@ -254,14 +254,19 @@ class Store:
             rows = [r for r in rows if r.rel_path.startswith(prefix + "/")]
         return {r.rel_path: r for r in rows}
 
-    def iter_embeddings(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images, by id; streamed."""
-        query = (
-            sa.select(Image.id, Image.embedding)
-            .where(Image.status == "ok", Image.embedding.is_not(None))
-            .order_by(Image.id)
-            .execution_options(yield_per=batch_size)
+    def iter_embeddings(
+        self, batch_size: int = 4096, first_id: int | None = None, last_id: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images (with ids in
+        [first_id, last_id] when given: one shard of an index build), by id; streamed."""
+        query = sa.select(Image.id, Image.embedding).where(
+            Image.status == "ok", Image.embedding.is_not(None)
         )
+        if first_id is not None:
+            query = query.where(Image.id >= first_id)
+        if last_id is not None:
+            query = query.where(Image.id <= last_id)
+        query = query.order_by(Image.id).execution_options(yield_per=batch_size)
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -349,6 +354,19 @@ class Store:
                 sa.select(Image.id).where(Image.status == "ok", Image.embedding.is_not(None))
             )
             return np.fromiter(rows, dtype=np.int64)
+
+    def latest_embedding_position(self) -> tuple[str, int] | None:
+        """The position (indexed_at, id) of the newest embedding: iter_embeddings_after(it) yields
+        only what is written later. None when there is none."""
+        query = (
+            sa.select(Image.indexed_at, Image.id)
+            .where(Image.status == "ok", Image.embedding.is_not(None))
+            .order_by(Image.indexed_at.desc(), Image.id.desc())
+            .limit(1)
+        )
+        with self._session() as session:
+            row = session.execute(query).first()
+        return (row[0].isoformat(), int(row[1])) if row is not None else None
 
     def iter_embeddings_after(
         self, after: tuple[str, int] | None = None, batch_size: int = 4096
