@@ -46,6 +46,7 @@ class RunSummary:
     facts_read: int = 0  # photos indexed before whose lens and GPS were read now (metadata.py)
     seconds: float = 0.0
     device: str = ""  # where and how the model ran: "cpu, fp32", "cuda:0 (NVIDIA H200), fp16"
+    nodes: Counter[str] = field(default_factory=Counter)  # photos embedded per node (Ray jobs)
 
     def counts(self) -> RunCounts:
         return {
@@ -70,11 +71,15 @@ class RunSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        on = f"; {self.device}" if self.device and self.embedded else ""
-        return (
+        # A remote executor's photos were embedded on its nodes, not on this process's device.
+        on = f"; {self.device}" if self.device and self.embedded and not self.nodes else ""
+        line = (
             f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
             f"failed {self.failed} ({self.seconds:.1f} s, {self.images_per_s:.1f} img/s{on})"
         )
+        if self.nodes:
+            line += "; embedded on " + ", ".join(f"{n} {c}" for n, c in sorted(self.nodes.items()))
+        return line
 
 
 @dataclass
@@ -87,6 +92,15 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.ready) + len(self.failed) + len(self.touched)
+
+    @property
+    def embedded_elsewhere(self) -> bool:
+        """Every ready photo came with its vector (a remote executor embedded them)."""
+        return bool(self.ready) and all(p.vector is not None for p in self.ready)
+
+    def take_vectors(self) -> np.ndarray:
+        """(len(ready), dim) the vectors a remote executor embedded, in order."""
+        return np.stack([p.vector for p in self.ready if p.vector is not None])
 
     def take_pixels(self, out: np.ndarray) -> np.ndarray:
         """The ready photos' pixels moved into `out` (batch_size, 3, H, W), the rows after them
@@ -153,6 +167,7 @@ def commit_batch(
         store.write_batch(embedded, batch.failed)
     if batch.touched:
         store.update_locations(batch.touched)
+    summary.nodes.update(p.node for p in batch.ready if p.node is not None)
     summary.added += sum(p.work.old is None for p in batch.ready)
     summary.updated += sum(p.work.old is not None for p in batch.ready)
     summary.failed += len(batch.failed)

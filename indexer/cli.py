@@ -16,6 +16,7 @@ from PIL import Image
 from siglip_search.cli import PROG, add_device_argument, add_mode_argument
 
 from .cli_options import INTERRUPTED, add_library_argument, positive_int
+from .cli_scale import add_executor_arguments, add_reindex_command, executor_from_args, index_notes
 from .cli_search import add_search_commands
 from .cli_tags import add_tag_commands
 from .decode import MISSING_DECODERS
@@ -35,6 +36,7 @@ def index_command(args: argparse.Namespace) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     for path in args.paths:
         check_utf8_path(path)  # before the library is created
+    executor = executor_from_args(args)
     if args.model is None:
         require_model_for_new_library(args.library, args.database)  # before anything is created
     with open_library(args.library, database=args.database) as library:
@@ -51,7 +53,9 @@ def index_command(args: argparse.Namespace) -> int:
                 max_pixels=args.max_pixels,
                 exclude=args.exclude,
                 no_exclude=args.no_exclude,
+                executor=executor,
             )
+            notes = index_notes(library)
     for root in summary.offline_roots:
         print(
             f"{PROG}: root {shown(root)} is offline (missing or empty); its images are kept",
@@ -79,6 +83,8 @@ def index_command(args: argparse.Namespace) -> int:
     left_out = passed_over_text(summary.passed_over, summary.hidden, summary.excluded)
     if left_out:
         print(f"{PROG}: not indexed: {left_out} (`status` lists them per folder)", file=sys.stderr)
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
     print(summary.line())
     return 0
 
@@ -140,6 +146,16 @@ def format_status(report: LibraryStatus, max_failures: int = 20) -> str:
         left_out = passed and passed_over_text(passed.suffixes, passed.hidden, passed.excluded)
         if left_out:
             lines.append(f"{'':17} {shown(left_out)}")
+    if report.index is not None:
+        index = report.index
+        lines.append(
+            f"index     ivfpq {index.factory} of {index.photos} photos, built {index.built_at}"
+            + (
+                f"; UNUSABLE, searching with the default index: {index.problem}"
+                if index.problem
+                else ""
+            )
+        )
     run = report.last_run
     if run:
         lines.append(
@@ -226,6 +242,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATTERN",
         help="forget an exclude pattern of the root (as `status` lists it; repeatable)",
     )
+    add_executor_arguments(index, "where photos are decoded and embedded")
     index.set_defaults(func=index_command, interrupted=INTERRUPTED)
 
     forget = subparsers.add_parser(
@@ -248,5 +265,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_library_argument(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=status_command, interrupted=INTERRUPTED)
+    add_reindex_command(subparsers, add_library_argument)
     add_search_commands(subparsers)
     add_tag_commands(subparsers)

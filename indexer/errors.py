@@ -170,3 +170,16 @@ class SidecarError(Exception):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = Path(path), reason
+
+
+# --- Ray jobs and the on-disk index (docs/scale.md) -------------------------------------------------
+
+
+class ExecutorError(IndexerError):
+    """A job that cannot run where it was sent: Ray not installed, a cluster out of reach or too
+    small for what was asked, or a Ray job that failed (its cause in one line)."""
+
+
+class ReindexError(IndexerError, ValueError):
+    """A vector index that cannot be built as asked: an unknown kind, a FAISS factory that is not
+    an inverted-file index, too few photos to train it."""

@@ -15,7 +15,7 @@ from .batches import RunCounts, RunSummary
 from .decode import DEFAULT_MAX_PIXELS, refused_pixel_count
 from .library import Library
 from .metadata import refresh_photo_facts
-from .pipeline import decode_pool, default_workers, embed_and_commit
+from .pipeline import RemoteExecutor, decode_pool, default_workers, embed_and_commit
 from .prepare import Work
 from .scan import ScanResult, check_utf8_path, fingerprint_file, is_root_online, scan_folder
 from .store import ANALYZE_MIN_ROWS, FailedImage, FileState, FileUpdate, PassedOver, Store
@@ -47,6 +47,7 @@ def index_paths(
     on_progress: Callable[[int, int], None] | None = None,
     exclude: Sequence[str] = (),
     no_exclude: Sequence[str] = (),
+    executor: RemoteExecutor | None = None,
 ) -> RunSummary:
     """Bring the library up to date with `paths` (all registered roots when empty).
 
@@ -58,7 +59,8 @@ def index_paths(
 
     `exclude` / `no_exclude`: patterns added to / removed from the scanned roots' stored exclude
     patterns before the scan (scan.normalized_pattern); photos they now exclude leave the library
-    (the files stay).
+    (the files stay). `executor` prepares and embeds elsewhere (a Ray cluster, which sets each
+    Prepared's vector); by default this process does, in the local pipeline.
     """
     started = time.monotonic()
     paths = list(paths)
@@ -74,22 +76,23 @@ def index_paths(
     summary = RunSummary(device=embedder.describe())
     workers = workers or default_workers()
     try:
-        with decode_pool(workers, pool) as executor:
-            work = _diff(store, targets, summary, executor, max_pixels)
+        with decode_pool(workers, pool) as decoders:
+            work = _diff(store, targets, summary, decoders, max_pixels)
             embed_and_commit(
                 store,
                 embedder,
                 work,
-                executor,
+                decoders,
                 batch_size=batch_size or embedder.batch_size,
                 workers=workers,
                 max_pixels=max_pixels,
                 summary=summary,
                 progress=progress,
                 on_progress=on_progress,
+                remote=executor,
             )
             online = {t.root.id for t in targets if t.root.path not in summary.offline_roots}
-            summary.facts_read = refresh_photo_facts(store, online, executor, progress)
+            summary.facts_read = refresh_photo_facts(store, online, decoders, progress)
     except KeyboardInterrupt:
         # the counts of what was committed so far
         store.finish_run(run_id, **summary.counts(), status="interrupted")

@@ -30,7 +30,9 @@ from .errors import (
     ModelMismatchError,
     ModelNotRecordedError,
 )
+from .ivf import IvfIndex
 from .locks import lock_library as lock_library  # where callers have always found it
+from .reindex import INDEX_CHOICE_KEY, open_recorded, recorded_index
 from .scan import check_utf8_path
 from .store import Store, open_store
 from .vectors import (
@@ -142,7 +144,10 @@ class Library:
     store: Store
     ann_min_vectors: int = ANN_MIN_VECTORS
     ann_rebuild_fraction: float = ANN_REBUILD_FRACTION
-    _index: VectorIndex | AnnIndex | None = field(default=None, repr=False)
+    # Why the recorded index (`reindex`) cannot be used, when it cannot: search goes on with the default.
+    index_problem: str | None = None
+    _index: VectorIndex | AnnIndex | IvfIndex | None = field(default=None, repr=False)
+    _index_choice: str | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _library_id: str | None = field(default=None, repr=False)
 
@@ -292,13 +297,28 @@ class Library:
             self.store.set_meta(MODE_KEY, embedder.image_mode)  # the latest of its family
 
     # --- vectors ----------------------------------------------------------------------------
-    def vector_index(self) -> VectorIndex | AnnIndex:
+    def vector_index(self) -> VectorIndex | AnnIndex | IvfIndex:
         """The FAISS index for the database as it is now: reuses, loads, or rebuilds and saves.
-        Exact below `ann_min_vectors` images, approximate (kept in step incrementally) above."""
+        The one `reindex` recorded, if any; else exact below `ann_min_vectors` images, approximate
+        (kept in step incrementally) above."""
         with self._lock:
             generation = self.store.vectors_generation()
-            if self._index is not None and self._index.generation == generation:
+            choice = self.store.get_meta(INDEX_CHOICE_KEY) or ""
+            if self._index is not None and (self._index.generation, self._index_choice) == (
+                generation,
+                choice,
+            ):
                 return self._index
+            self._index_choice = choice
+            if choice:
+                try:
+                    record = recorded_index(self)
+                    if record is not None:
+                        self._index = open_recorded(self, record, self._index, generation)
+                        self.index_problem = None
+                        return self._index
+                except IndexFileError as exc:
+                    self.index_problem = f"{exc}; run `siglip-search reindex` to build it again"
             if self.store.embedding_count() >= max(self.ann_min_vectors, ANN_MIN_TRAIN):
                 self._index = self._ann_index(generation)
             else:

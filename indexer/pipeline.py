@@ -25,13 +25,13 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
 from .batches import Batch, RunSummary, commit_batch, iter_batches
 from .errors import DecodeWorkerError
-from .prepare import Preparer, Work
+from .prepare import Prepared, Preparer, Work
 from .progress import progress_bar
 from .store import Store
 
@@ -106,6 +106,15 @@ def _next_result(pending: deque[tuple[T, Future[R]]]) -> R:
     return result
 
 
+class RemoteExecutor(Protocol):
+    """Prepares and embeds a job's photos somewhere else (indexer.ray_executor.RayExecutor): it
+    yields them in order with `vector` set, and they are committed as the local ones are."""
+
+    def prepare(
+        self, work: list[Work], embedder: Embedder, batch_size: int, max_pixels: int | None
+    ) -> Iterator[Prepared]: ...
+
+
 def embed_and_commit(
     store: Store,
     embedder: Embedder,
@@ -118,12 +127,18 @@ def embed_and_commit(
     summary: RunSummary,
     progress: bool,
     on_progress: Callable[[int, int], None] | None = None,
+    remote: RemoteExecutor | None = None,
 ) -> None:
-    """Prepare `work` in `pool`, embed it batch by batch and commit each batch, in order."""
-    preparer = Preparer(embedder.image_processor, embedder.image_size, max_pixels)
-    # One batch ahead of the one embedding, and two photos a worker besides.
-    window = batch_size + 2 * workers
-    prepared = prefetch(pool, preparer, work, window, describe=lambda w: w.file.path)
+    """Prepare `work` in `pool`, embed it batch by batch and commit each batch, in order. With
+    `remote`, it prepares and embeds instead, and only the commits run here."""
+    prepared: Iterable[Prepared]
+    if remote is None:
+        preparer = Preparer(embedder.image_processor, embedder.image_size, max_pixels)
+        # One batch ahead of the one embedding, and two photos a worker besides.
+        window = batch_size + 2 * workers
+        prepared = prefetch(pool, preparer, work, window, describe=lambda w: w.file.path)
+    else:
+        prepared = remote.prepare(work, embedder, batch_size, max_pixels)
     pixels = embedder.pixel_array(batch_size)  # reused: each batch is copied in before it embeds
     bar = _Progress(len(work), summary, progress, on_progress, f"indexing on {summary.device}")
     with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit") as writer:
@@ -143,6 +158,8 @@ def _embed(embedder: Embedder, batch: Batch, pixels: np.ndarray) -> np.ndarray:
     """(len(batch.ready), dim) vectors of the batch's photos, embedded as one full-size batch."""
     if not batch.ready:
         return np.zeros((0, embedder.dim), dtype=np.float32)
+    if batch.embedded_elsewhere:
+        return batch.take_vectors()  # (B, dim): the local model does not run
     return embedder.embed_pixels(batch.take_pixels(pixels))[: len(batch.ready)]
 
 

@@ -42,6 +42,8 @@ class Prepared:
     # The stored row whose content this file still has: only the stat changed (touched, copied
     # back), so the row keeps its vector.
     same_row: FileState | None = None
+    vector: np.ndarray | None = None  # (dim,): embedded already, by a remote executor (Ray)
+    node: str | None = None  # where that executor embedded it (a Ray node's address)
 
     def row_parts(self) -> tuple[str, tuple[int, int, PhotoMetadata]]:
         """(fingerprint, decoded) of a file that decoded: what its row keeps."""

@@ -21,10 +21,12 @@ from PIL import Image
 
 from .decode import decode_image, reduce_for_model, to_rgb
 from .errors import DecodeError, QueryError, SearchOptionError
+from .ivf import IvfIndex
 from .library import Library, default_database, open_library
 from .query import QueryTerm, parse_query
+from .store import Store
 from .text_cache import TextEmbeddingCache
-from .vectors import AnnIndex
+from .vectors import AnnIndex, VectorIndex
 
 if TYPE_CHECKING:
     from siglip_search.embedder import Embedder
@@ -245,7 +247,7 @@ class Searcher:
         wanted = offset + k + 1 + (exclude is not None)  # one more tells whether a next page exists
         if sort == "date":  # the same pool for every page; the last page of the pool has no more
             wanted = DATE_SORT_POOL + (exclude is not None)
-        cosines, ids = self._nearest(index, np.asarray(vector, np.float32), wanted, allowed)
+        cosines, ids = nearest(self.library, index, np.asarray(vector, np.float32), wanted, allowed)
         scores = self.probability(cosines) if score_kind == PROBABILITY else cosines
         keep = (scores >= min_score if min_score > 0 else np.isfinite(scores)) & (
             ids != (-1 if exclude is None else exclude)
@@ -269,33 +271,6 @@ class Searcher:
         return SearchPage(
             hits, total, offset, k, label, has_more=len(order) > offset + k, score_kind=score_kind
         )
-
-    def _nearest(
-        self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(cosines, ids) of the n nearest allowed images, best first, exact cosines."""
-        if isinstance(index, AnnIndex):
-            candidates = index.search(vector, n * RERANK_FACTOR, allowed)[1][0]
-            return self._rerank(vector, candidates[candidates >= 0], n)
-        cosines, ids = index.search(vector, n, allowed)
-        found = ids[0] >= 0
-        return _sorted(cosines[0][found].astype(np.float64), ids[0][found].astype(np.int64))
-
-    def _rerank(
-        self, vector: np.ndarray, candidates: np.ndarray, n: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosines from the stored embeddings (the database is the source of truth)."""
-        stored: dict[int, np.ndarray] = {}
-        for start in range(0, len(candidates), 500):
-            stored.update(
-                self.library.store.embeddings_by_ids(candidates[start : start + 500].tolist())
-            )
-        if not stored:
-            return np.zeros(0), np.zeros(0, np.int64)
-        ids = np.fromiter(stored, dtype=np.int64, count=len(stored))
-        cosines = np.stack(list(stored.values())) @ vector
-        cosines, ids = _sorted(cosines.astype(np.float64), ids)
-        return cosines[:n], ids[:n]
 
     # --- filters ----------------------------------------------------------------------------
     def _allowed(
@@ -383,6 +358,39 @@ def _photo_filters(given: dict[str, Any]) -> dict[str, Any]:
 def score_kind_of(terms: list[QueryTerm]) -> str:
     """ "probability" for a query of text terms only; "cosine" once a picture is among them."""
     return PROBABILITY if terms and all(t.kind == "text" for t in terms) else COSINE
+
+
+def nearest(
+    library: Library,
+    index: VectorIndex | AnnIndex | IvfIndex,
+    vector: np.ndarray,
+    n: int,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosines, ids) of the n nearest allowed images, best first, exact cosines: an approximate
+    index proposes candidates, re-ranked exactly from the stored embeddings."""
+    if isinstance(index, (AnnIndex, IvfIndex)):
+        wanted = index.candidates(n) if isinstance(index, IvfIndex) else n * RERANK_FACTOR
+        candidates = index.search(vector, wanted, allowed)[1][0]
+        return _rerank(library.store, vector, candidates[candidates >= 0], n)
+    cosines, ids = index.search(vector, n, allowed)
+    found = ids[0] >= 0
+    return _sorted(cosines[0][found].astype(np.float64), ids[0][found].astype(np.int64))
+
+
+def _rerank(
+    store: Store, vector: np.ndarray, candidates: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosines from the stored embeddings (the database is the source of truth)."""
+    stored: dict[int, np.ndarray] = {}
+    for start in range(0, len(candidates), 500):
+        stored.update(store.embeddings_by_ids(candidates[start : start + 500].tolist()))
+    if not stored:
+        return np.zeros(0), np.zeros(0, np.int64)
+    ids = np.fromiter(stored, dtype=np.int64, count=len(stored))
+    cosines = np.stack(list(stored.values())) @ vector
+    cosines, ids = _sorted(cosines.astype(np.float64), ids)
+    return cosines[:n], ids[:n]
 
 
 def _check_options(k: int, min_score: float, offset: int, sort: str) -> None:

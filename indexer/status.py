@@ -9,8 +9,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .decode import MISSING_DECODERS
+from .errors import IndexFileError
+from .ivf import LISTS_FILE
 from .library import Library
 from .locks import indexer_running
+from .reindex import recorded_index
 from .scan import is_root_online
 from .store import PassedOver
 
@@ -44,6 +47,17 @@ class FailedFile:
 
 
 @dataclass(frozen=True)
+class IndexStatus:
+    """The on-disk index `reindex` built, when the library records one."""
+
+    kind: str  # ivfpq
+    factory: str | None
+    photos: int | None  # in it when it was built; photos indexed later are searched from memory
+    built_at: str | None
+    problem: str | None  # why it cannot be used (search goes on with the default index), or None
+
+
+@dataclass(frozen=True)
 class LibraryStatus:
     """What `siglip-search status` and the web app's Library tab show."""
 
@@ -59,6 +73,7 @@ class LibraryStatus:
     last_run: RunStatus | None
     failed: tuple[FailedFile, ...]
     database: str | None = None  # a library on a server: its URL, without the password
+    index: IndexStatus | None = None  # None: the default index
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object `siglip-search status --json` prints, keys in this order."""
@@ -116,7 +131,27 @@ def library_status(library: Library) -> LibraryStatus:
         roots=roots,
         last_run=last_run,
         failed=tuple(FailedFile(r.path, r.error) for r in store.failures()),
+        index=_index_status(library),
     )
+
+
+def _index_status(library: Library) -> IndexStatus | None:
+    """The recorded index and whether its files are there as built (without mapping them)."""
+    try:
+        record = recorded_index(library)
+    except IndexFileError as exc:
+        return IndexStatus("ivfpq", None, None, None, str(exc))
+    if record is None:
+        return None
+    lists = library.path / record.folder / LISTS_FILE
+    problem = None
+    if not lists.is_file():
+        problem = f"{lists} is missing; run `siglip-search reindex` to build it again"
+    elif lists.stat().st_size != record.lists_bytes:
+        problem = (
+            f"{lists} changed since it was built; run `siglip-search reindex` to build it again"
+        )
+    return IndexStatus("ivfpq", record.factory, record.count, record.built_at, problem)
 
 
 def _utc_iso(moment: datetime | None) -> str | None:

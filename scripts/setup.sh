@@ -24,7 +24,7 @@ if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '
     $PIP torch==2.13.0 "${TORCH_FROM[@]}"
 fi
 if [[ $DEV == 1 ]]; then
-    $PIP -e ".[dev]"
+    $PIP -e ".[dev,ray]"  # ray: the tests run indexing jobs on a local Ray
     if ! command -v exiftool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
         # The export tests check sidecars and DNG files with exiftool, as photographers would.
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libimage-exiftool-perl) >/dev/null \

@@ -25,8 +25,9 @@ if not os.environ.get("SIGLIP_SEARCH_TEST_GPU"):
 from checkpoints import make_tiny_checkpoint  # noqa: E402
 
 # indexer_fixtures: embedder, other_embedder, library; search_fixtures: demo_embedder, demo_library;
-# postgres_fixtures: database_url (each test on SQLite and on PostgreSQL), postgres_url, postgres_server.
-pytest_plugins = ["indexer_fixtures", "search_fixtures", "postgres_fixtures"]
+# postgres_fixtures: database_url (each test on SQLite and on PostgreSQL), postgres_url, postgres_server;
+# ray_cluster: ray_cluster (a private Ray for a test module).
+pytest_plugins = ["indexer_fixtures", "search_fixtures", "postgres_fixtures", "ray_cluster"]
 
 REPO = Path(__file__).resolve().parents[1]
 

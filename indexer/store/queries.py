@@ -40,6 +40,19 @@ class QueryStore(StoreBase):
             )
             return np.fromiter(rows, dtype=np.int64)
 
+    def latest_embedding_position(self) -> tuple[int, int] | None:
+        """The position (generation, id) of the newest embedding: iter_embeddings_after(it)
+        yields only what is written later. None when there is none."""
+        query = (
+            sa.select(Image.generation, Image.id)
+            .where(Image.status == "ok", Image.embedding.is_not(None))
+            .order_by(Image.generation.desc().nulls_last(), Image.id.desc())
+            .limit(1)
+        )
+        with self._session() as session:
+            row = session.execute(query).first()
+        return (int(row[0] or 0), int(row[1])) if row is not None else None
+
     def iter_embeddings_after(
         self, after: tuple[int, int] | None = None, batch_size: int = 4096
     ) -> Iterator[EmbeddingChunk]:

@@ -152,14 +152,19 @@ class Store(QueryStore, RootStore, TagStore):
             rows = [r for r in rows if r.rel_path.startswith(prefix + "/")]
         return {r.rel_path: r for r in rows}
 
-    def iter_embeddings(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images, by id; streamed."""
-        query = (
-            sa.select(Image.id, Image.embedding)
-            .where(Image.status == "ok", Image.embedding.is_not(None))
-            .order_by(Image.id)
-            .execution_options(yield_per=batch_size)
+    def iter_embeddings(
+        self, batch_size: int = 4096, first_id: int | None = None, last_id: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 (n,), vectors float32 (n, dim)) chunks of all indexed images (with ids in
+        [first_id, last_id] when given: one shard of an index build), by id; streamed."""
+        query = sa.select(Image.id, Image.embedding).where(
+            Image.status == "ok", Image.embedding.is_not(None)
         )
+        if first_id is not None:
+            query = query.where(Image.id >= first_id)
+        if last_id is not None:
+            query = query.where(Image.id <= last_id)
+        query = query.order_by(Image.id).execution_options(yield_per=batch_size)
         with self._session() as session:
             for rows in session.execute(query).partitions():
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
