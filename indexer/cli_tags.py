@@ -134,15 +134,15 @@ def _print_report(report, dry_run: bool, undo: bool) -> int:
             if count or (verb == "remove") == undo:
                 counts.append(f"{'would ' + verb if dry_run else verb.rstrip('e') + 'ed'} {count}")
         print(
-            f"{change.path}\t{', '.join(counts)} keywords"
+            f"{shown(str(change.path))}\t{', '.join(counts)} keywords"
             + ("; sidecar deleted" if change.deleted else "")
         )
         for note in change.notes:
-            print(f"{PROG}: note: {change.path}: {note}", file=sys.stderr)
+            print(f"{PROG}: note: {shown(str(change.path))}: {shown(note)}", file=sys.stderr)
     for path in report.missing:
-        print(f"{PROG}: {path} no longer exists; forgotten", file=sys.stderr)
+        print(f"{PROG}: {shown(str(path))} no longer exists; forgotten", file=sys.stderr)
     for path, reason in report.skipped:
-        print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr)
+        print(f"{PROG}: skipped {shown(str(path))}: {shown(reason)}", file=sys.stderr)
     done = len(report.planned if dry_run else report.written)
     print(
         f"{'planned' if dry_run else 'changed'} {done} sidecars, {len(report.unchanged)} unchanged, "

@@ -61,6 +61,7 @@ def export_library_xmp(
         dry_run,
         every_photo=True,
         photo_keys={path: row.fingerprint for path, row in photos.items()},
+        roots=_roots(library),
         naming=naming,
         ancestors=ancestors,
         on_rejected=record_rejections,
@@ -71,8 +72,16 @@ def undo_library_xmp(library: Library, dry_run: bool = False) -> ExportReport:
     """Remove exactly the keywords earlier exports of this library added (the user's stay), also
     from sidecars moved along with their photos since."""
     return undo_xmp(
-        library.path / EXPORT_MANIFEST_NAME, dry_run=dry_run, photos=_photo_keys(library)
+        library.path / EXPORT_MANIFEST_NAME,
+        dry_run=dry_run,
+        photos=_photo_keys(library),
+        roots=_roots(library),
     )
+
+
+def _roots(library: Library) -> list[Path]:
+    """The library's photo folders: no sidecar is touched through a link below one of them."""
+    return [Path(root.path) for root in library.store.roots()]
 
 
 def _photo_keys(library: Library) -> dict[Path, str | None]:

@@ -48,8 +48,16 @@ def save_manifest(path: Path, records: dict[Path, SidecarChange]) -> None:
         record["photo"] = str(change.photo) if change.photo else None
         sidecars[str(sidecar)] = record
     document = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "sidecars": sidecars}
-    with open_atomic(os.path.realpath(path)) as f:  # a symlinked manifest: its target is replaced
-        f.write(json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n")
+    try:
+        with open_atomic(
+            os.path.realpath(path)
+        ) as f:  # a symlinked manifest: its target is replaced
+            f.write(json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n")
+    except OSError as exc:  # a full disk: the manifest on disk is the last one written, whole
+        raise ManifestError(
+            f"cannot write the export manifest {exc.filename or path} ({exc.strerror or exc}); "
+            "it still matches the sidecars written before: free some space and run again"
+        ) from None
 
 
 def _change_from_record(path: Path, record: dict) -> SidecarChange:
@@ -62,6 +70,7 @@ def _change_from_record(path: Path, record: dict) -> SidecarChange:
         mirrored={k: list(v) for k, v in record.get("mirrored", {}).items()},
         created_properties=list(record.get("created_properties", [])),
         declared_namespaces=dict(record.get("declared_namespaces", {})),
+        written_sha256=record.get("written_sha256"),
     )
 
 
@@ -83,6 +92,7 @@ def merged_record(old: SidecarChange | None, new: SidecarChange) -> SidecarChang
         mirrored=union(old.mirrored, new.mirrored),
         created_properties=list(dict.fromkeys([*old.created_properties, *new.created_properties])),
         declared_namespaces={**old.declared_namespaces, **new.declared_namespaces},
+        written_sha256=new.written_sha256 or old.written_sha256,
     )
 
 

@@ -4,18 +4,22 @@ nobody changed the file meanwhile). The bytes themselves are xmp.py's."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
+import stat
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from siglip_search.atomic import fsync_directory, open_atomic
+from siglip_search.atomic import LinkRefusedError, lstat_in, open_atomic, open_folder
 
 from ..errors import SidecarError, TagNameError
 from ..raw import RAW_EXTENSIONS
 from .manifest import values_less
 from .xmp import (
+    MAX_XMP_BYTES,
     NEW_SIDECAR,
     SidecarChange,
     add_keywords,
@@ -26,15 +30,17 @@ from .xmp import (
 )
 
 ROOT_TAG = "AI"
-# darktable histories reach a few hundred KiB; anything this big is not a sidecar we should edit.
-MAX_SIDECAR_BYTES = 32 << 20
 # --sidecar-name: see sidecar_path_for.
 SIDECAR_NAMINGS = ("auto", "photo.ext.xmp", "photo.xmp")
 
 
 @dataclass
 class SidecarPlan:
-    """One sidecar's new bytes (or deletion), and the file identity they were computed from."""
+    """One sidecar's new bytes (or deletion), and the file identity they were computed from.
+
+    `root`: the photo folder the sidecar lies in (a library root, else the photo's own folder).
+    Anyone who can write there could plant links, so nothing is read, written, renamed onto or
+    deleted through a symbolic link at the sidecar or at any folder between `root` and it."""
 
     change: SidecarChange
     data: bytes | None  # None: nothing to write
@@ -46,6 +52,7 @@ class SidecarPlan:
     user_removed: dict[str, list[str]] = field(default_factory=dict)
     # All of ours leaves this sidecar (the photo's keywords moved to another one): its record goes.
     leaves: bool = False
+    root: Path | None = None  # None: the sidecar's own folder
 
 
 def machine_tag_path(tag: str | Sequence[str], root_tag: str | None = ROOT_TAG) -> tuple[str, ...]:
@@ -152,11 +159,25 @@ def plan_keyword_merge(
     return plan_keyword_sync(photo, tag_paths, lambda _sidecar: None, folder_names)
 
 
+def sidecar_root(path: Path, roots: Sequence[Path] = ()) -> Path:
+    """Where the link checks for a sidecar at `path` start: the innermost of `roots` holding it,
+    else its own folder."""
+    return folder_root(Path(path).parent, roots)
+
+
+def folder_root(folder: Path, roots: Sequence[Path] = ()) -> Path:
+    """The innermost of `roots` that is `folder` or holds it, else `folder` itself."""
+    folder = Path(folder)
+    inside = [Path(r) for r in roots if Path(r) == folder or Path(r) in folder.parents]
+    return max(inside, key=lambda r: len(r.parts)) if inside else folder
+
+
 def plan_keyword_sync(
     photo: Path,
     tag_paths: Sequence[tuple[str, ...]],
     previous: Callable[[Path], SidecarChange | None],
     folder_names: Collection[str] | None = None,
+    root: Path | None = None,
     *,
     naming: str = "auto",
     ancestors: bool = True,
@@ -173,7 +194,8 @@ def plan_keyword_sync(
     if not photo.is_file():
         raise FileNotFoundError(errno.ENOENT, "photo not found", str(photo))
     sidecar = sidecar or sidecar_path_for(photo, folder_names, naming)
-    raw, before = _read_sidecar(sidecar, missing_ok=True)
+    root = root or sidecar.parent
+    raw, before = _read_sidecar(sidecar, root, missing_ok=True)
     record = previous(sidecar) if before is not None else None
     rejected: list[tuple[str, ...]] = []
     user_removed: dict[str, list[str]] = {}
@@ -192,16 +214,18 @@ def plan_keyword_sync(
     notes: list[str] = []
     data: bytes | None = None
     if stale is not None:
-        data, removal = remove_keywords(raw, stale, sidecar)
+        data, removal = _remove(raw, stale, sidecar)
         if removal.deleted:
             removal.photo = photo
-            return SidecarPlan(removal, None, before, True, rejected, user_removed)
+            return SidecarPlan(removal, None, before, True, rejected, user_removed, root=root)
         removed, notes = removal.removed, removal.notes
     added_data, change = add_keywords(data if data is not None else raw, wanted, sidecar)
     data = added_data if added_data is not None else data
     change.photo, change.created = photo, before is None
     change.removed, change.notes = removed, [*notes, *change.notes]
-    return SidecarPlan(change, data, before, False, rejected, user_removed)
+    if data is not None:
+        change.written_sha256 = hashlib.sha256(data).hexdigest()
+    return SidecarPlan(change, data, before, False, rejected, user_removed, root=root)
 
 
 def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarChange | None:
@@ -221,52 +245,86 @@ def _stale_part(record: SidecarChange, wanted: dict[str, list[str]]) -> SidecarC
 
 
 def plan_keyword_move_out(
-    sidecar: Path, record: SidecarChange, tag_paths: Sequence[tuple[str, ...]], to: Path
+    sidecar: Path,
+    record: SidecarChange,
+    tag_paths: Sequence[tuple[str, ...]],
+    to: Path,
+    root: Path | None = None,
 ) -> SidecarPlan:
     """The photo's keywords now go to the sidecar `to` (the export's --sidecar-name changed): plan
     removing from this one what earlier exports added (`record`), as an undo does, deleting it if
     we created it and nothing else is left. A tag of `tag_paths` the user had removed from it is
-    named in `rejected`, so that it is not written into `to` either."""
-    raw, before = _read_sidecar(sidecar, missing_ok=False)
+    named in `rejected`, so that it is not written into `to` either. `root`: as for
+    plan_keyword_removal."""
+    root = root or sidecar.parent
+    raw, before = _read_sidecar(sidecar, root, missing_ok=False)
     rejected = removed_tags(tag_paths, record, keyword_lists(raw, sidecar))
     data, change = remove_keywords(raw, record, sidecar)
     change.notes.append(f"keywords moved to {to.name} (--sidecar-name)")
-    return SidecarPlan(change, data, before, change.deleted, rejected, leaves=True)
+    return SidecarPlan(change, data, before, change.deleted, rejected, leaves=True, root=root)
 
 
-def plan_keyword_removal(sidecar: Path, record: SidecarChange) -> SidecarPlan:
-    """Plan removing what `record` says we added; deleting the file if we created it and it is empty."""
-    raw, before = _read_sidecar(sidecar, missing_ok=False)
+def plan_keyword_removal(
+    sidecar: Path, record: SidecarChange, root: Path | None = None
+) -> SidecarPlan:
+    """Plan removing what `record` says we added; deleting the file if we created it and it holds
+    exactly the bytes our last write left (see _remove)."""
+    root = root or sidecar.parent
+    raw, before = _read_sidecar(sidecar, root, missing_ok=False)
+    data, change = _remove(raw, record, sidecar)
+    return SidecarPlan(change, data, before, delete=change.deleted, root=root)
+
+
+def _remove(raw: bytes, record: SidecarChange, sidecar: Path) -> tuple[bytes | None, SidecarChange]:
+    """remove_keywords, deleting a sidecar we created only while its bytes are the ones we wrote
+    (records of older manifests, without a hash: while nothing but the empty wrapper remains). A
+    sidecar another program rewrote since keeps its file, without our keywords."""
     data, change = remove_keywords(raw, record, sidecar)
-    return SidecarPlan(change, data, before, delete=change.deleted)
+    if change.deleted and record.written_sha256 not in (None, hashlib.sha256(raw).hexdigest()):
+        data, change = remove_keywords(raw, replace(record, created=False), sidecar)
+        change.notes.append(
+            "written by another program since our export: kept, without our keywords"
+        )
+    return data, change
 
 
 def file_identity(path: Path) -> tuple[int, int, int] | None:
-    """(inode, size, mtime_ns): notices another program writing between our read and our write."""
+    """(inode, size, mtime_ns) of the entry itself (a link is not followed): notices another program
+    writing, or a link planted, between our read and our write."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _read_sidecar(path: Path, missing_ok: bool) -> tuple[bytes, tuple[int, int, int] | None]:
-    try:
-        with open(path, "rb") as f:
+def _read_sidecar(
+    path: Path, root: Path, missing_ok: bool
+) -> tuple[bytes, tuple[int, int, int] | None]:
+    """The sidecar's bytes and identity, read without following a link at it or on the way from
+    `root` (LinkRefusedError); NEW_SIDECAR and None for a missing one when `missing_ok`."""
+    with open_folder(path.parent, root) as folder:
+        found = lstat_in(path.name, folder)
+        if found is None:
+            if missing_ok:
+                return NEW_SIDECAR, None
+            raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+        if stat.S_ISLNK(found.st_mode):
+            raise LinkRefusedError(path)
+        if not stat.S_ISREG(found.st_mode):
+            raise SidecarError(path, "not a regular file; left untouched")
+        if found.st_size > MAX_XMP_BYTES:
+            raise SidecarError(
+                path, f"{found.st_size} bytes is too large for an XMP sidecar; left untouched"
+            )
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
-            if st.st_size > MAX_SIDECAR_BYTES:
-                raise SidecarError(
-                    path, f"{st.st_size} bytes is too large for an XMP sidecar; left untouched"
-                )
-            raw = f.read()
-    except FileNotFoundError:
-        if missing_ok:
-            return NEW_SIDECAR, None
-        raise
+            raw = f.read(MAX_XMP_BYTES + 1)
     # The mode bits too: os.access says yes to root (photo tools in containers often run as root).
     if not os.access(path, os.W_OK) or not st.st_mode & 0o222:
         raise SidecarError(path, "read-only; left untouched")
-    return raw, file_identity(path)
+    return raw, (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def merge_keywords_into_sidecar(
@@ -283,18 +341,24 @@ def merge_keywords_into_sidecar(
 
 
 def commit_sidecar_plan(plan: SidecarPlan) -> None:
-    """Write (atomically) or delete the sidecar, unless another program changed it since we read it."""
+    """Write (atomically) or delete the sidecar, unless another program changed it since we read
+    it; never through a symbolic link (LinkRefusedError), at the sidecar or on the way from its root."""
     path = plan.change.path
+    root = plan.root or path.parent
 
     def unchanged_since_read() -> None:
         if file_identity(path) != plan.before:
             raise SidecarError(path, "changed by another program while we were working; run again")
 
     if plan.delete:
-        unchanged_since_read()
-        os.unlink(path)
-        fsync_directory(path.parent)
+        with open_folder(path.parent, root) as folder:
+            found = lstat_in(path.name, folder)
+            if found is not None and stat.S_ISLNK(found.st_mode):
+                raise LinkRefusedError(path)
+            unchanged_since_read()
+            os.unlink(path.name, dir_fd=folder)  # an entry, never what a link names
+            with contextlib.suppress(OSError):
+                os.fsync(folder)
     elif plan.data is not None:
-        # A symlinked sidecar has its target replaced, not the link.
-        with open_atomic(os.path.realpath(path), before_replace=unchanged_since_read) as f:
+        with open_atomic(path, before_replace=unchanged_since_read, root=root) as f:
             f.write(plan.data)

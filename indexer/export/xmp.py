@@ -67,6 +67,11 @@ KEYWORD_PROPERTIES = (
         "mediapro:CatalogSets", ("http://ns.iview-multimedia.com/mediapro/1.0/",), "Bag", False
     ),
 )
+# Bounds checked before a sidecar's elements reach our tree: darktable histories reach a few hundred
+# KiB and XMP nests a dozen levels (x:xmpmeta, rdf:RDF, rdf:Description, a property, rdf:Bag,
+# rdf:li, a structure...); anything beyond is not a sidecar we should edit.
+MAX_XMP_BYTES = 32 << 20
+MAX_XMP_DEPTH = 64
 ACDSEE_CATEGORIES = "{http://ns.acdsee.com/iptc/1.0/}categories"
 
 
@@ -85,6 +90,9 @@ class SidecarChange:
     mirrored: dict[str, list[str]] = field(default_factory=dict)
     created_properties: list[str] = field(default_factory=list)
     declared_namespaces: dict[str, str] = field(default_factory=dict)  # prefix -> URI
+    # SHA-256 of the bytes our last write left in the file: undo deletes a sidecar we created only
+    # while it still holds exactly those bytes. None: nothing written yet (or an older manifest).
+    written_sha256: str | None = None
     removed: dict[str, list[str]] = field(default_factory=dict)
     deleted: bool = False
     notes: list[str] = field(default_factory=list)
@@ -256,6 +264,10 @@ class _Doc:
     unit: str  # one level of indentation, as the file does it
 
 
+class _TooDeepError(ValueError):
+    """Raised from inside the parser when an element lies deeper than MAX_XMP_DEPTH."""
+
+
 class _Recorder:
     """Parser target that records where each element starts and ends in the bytes."""
 
@@ -270,6 +282,8 @@ class _Recorder:
         self.pending.append((prefix or "", uri or ""))
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if len(self.stack) >= MAX_XMP_DEPTH:  # stops the parse: the tree never holds it
+            raise _TooDeepError(f"nested more than {MAX_XMP_DEPTH} elements deep")
         scope = dict(
             self.stack[-1].scope if self.stack else {"xml": "http://www.w3.org/XML/1998/namespace"}
         )
@@ -317,7 +331,13 @@ class _Recorder:
 
 
 def _parse(raw: bytes, path: Path) -> _Doc:
-    """Parse untrusted XMP with defusedxml (no DTD, so no entity expansion); refuse what we cannot keep."""
+    """Parse untrusted XMP with defusedxml (no DTD, so no entity expansion); refuse what we cannot keep:
+    more than MAX_XMP_BYTES, or elements nested deeper than MAX_XMP_DEPTH (the walks over the tree
+    recurse, so a sidecar 5,000 levels deep must never become one)."""
+    if len(raw) > MAX_XMP_BYTES:
+        raise SidecarError(
+            path, f"{len(raw)} bytes is too large for an XMP sidecar; left untouched"
+        )
     declared = _DECLARED_ENCODING.match(raw)
     if declared and declared[1].lower() not in (b"utf-8", b"utf8"):
         raise SidecarError(path, f"encoded as {declared[1].decode()}, not UTF-8; left untouched")
@@ -331,6 +351,10 @@ def _parse(raw: bytes, path: Path) -> _Doc:
     try:
         parser.feed(raw)
         root = parser.close()
+    except _TooDeepError as exc:
+        raise SidecarError(
+            path, f"{exc}, which is not XMP a photo manager writes; left untouched"
+        ) from None
     except (SyntaxError, ValueError) as exc:  # ParseError, DTDForbidden, EntitiesForbidden
         raise SidecarError(
             path, f"not well-formed XML or has a DTD, left untouched ({exc})"

@@ -1,5 +1,6 @@
 """An XMP export or undo over many photos: every tag checked first, sidecars planned in batches,
-the manifest saved before each batch is committed, a sidecar that cannot be edited reported."""
+the manifest saved before each batch is committed, a sidecar that cannot be edited reported, and
+the temp files an interrupted export or undo left in the folders it visits removed."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from siglip_search.atomic import remove_stale_temps
+
 from ..errors import ManifestError, SidecarError
 from .manifest import load_manifest, merged_record, record_without, save_manifest
 from .sidecars import (
     ROOT_TAG,
     SidecarPlan,
     commit_sidecar_plan,
+    folder_root,
     machine_tag_path,
     plan_keyword_move_out,
     plan_keyword_removal,
     plan_keyword_sync,
     sidecar_path_for,
+    sidecar_root,
 )
 from .xmp import SidecarChange
 
@@ -48,6 +53,7 @@ def export_xmp(
     naming: str = "auto",
     ancestors: bool = True,
     on_rejected: Callable[[list[tuple[Path, tuple[str, ...]]]], None] | None = None,
+    roots: Sequence[Path] = (),
 ) -> ExportReport:
     """Make each photo's sidecar hold its machine tags, and record in the manifest what was added.
 
@@ -56,7 +62,9 @@ def export_xmp(
     `items` hold the tags of every photo the manifest covers (a whole library), so a recorded photo
     missing from them has no tags any more and loses what earlier exports added. photo_keys: what
     identifies each photo's content (a library's fingerprints), recorded so that a photo renamed
-    together with its sidecar keeps its record.
+    together with its sidecar keeps its record. roots: the photo folders (a library's roots): no
+    sidecar is read, written or deleted through a symbolic link at it or at any folder between its
+    root (else its own folder) and it; such a sidecar is skipped and reported.
 
     Every tag is checked before any file is touched. A sidecar that cannot be read or parsed is
     skipped and reported. The manifest records each batch before its sidecars are written, so an
@@ -67,6 +75,8 @@ def export_xmp(
     """
     jobs = _collect_jobs(items, root_tag)
     manifest_path = Path(manifest_path)
+    if not dry_run:
+        remove_stale_temps(manifest_path.parent)
     records = load_manifest(manifest_path)
     keys: dict[Path, str | None] = dict(photo_keys or {})
     if _follow_moves(records, {photo: keys.get(photo) for photo, _ in jobs}) and not dry_run:
@@ -83,7 +93,7 @@ def export_xmp(
     saved = False
     try:
         for batch in _batches(jobs):
-            plans = _plan_batch(batch, report, records, naming, ancestors)
+            plans = _plan_batch(batch, report, records, naming, ancestors, roots, clean=not dry_run)
             rejected = [(p.change.photo or p.change.path, tag) for p in plans for tag in p.rejected]
             report.rejected += rejected
             if dry_run:
@@ -134,6 +144,7 @@ def undo_xmp(
     manifest_path: Path,
     dry_run: bool = False,
     photos: Iterable[Path] | Mapping[Path, str | None] = (),
+    roots: Sequence[Path] = (),
 ) -> ExportReport:
     """Remove exactly the values the manifest says we added; the user's own keywords always stay.
 
@@ -141,6 +152,7 @@ def undo_xmp(
     cannot be undone now (unparseable, changed meanwhile) stay in the manifest to retry later.
     `photos`: where the photos are now (a library's), to follow photos moved with their sidecars;
     a mapping to their content keys (as export_xmp's photo_keys) also follows renamed ones.
+    `roots`: as for export_xmp; a sidecar that is (or lies behind) a symbolic link is skipped.
     """
     manifest_path = Path(manifest_path)
     if not manifest_path.exists():
@@ -151,6 +163,9 @@ def undo_xmp(
     )
     remaining = dict(records)
     report = ExportReport()
+    if not dry_run:
+        for folder in dict.fromkeys([manifest_path.parent, *(p.parent for p in records)]):
+            remove_stale_temps(folder, root=folder_root(folder, roots))
     try:
         for path, record in records.items():
             if not os.path.lexists(path):
@@ -159,7 +174,7 @@ def undo_xmp(
                     del remaining[path]
                 continue
             try:
-                plan = plan_keyword_removal(path, record)
+                plan = plan_keyword_removal(path, record, sidecar_root(path, roots))
                 if not dry_run:
                     commit_sidecar_plan(plan)
             except (SidecarError, OSError) as exc:
@@ -233,6 +248,8 @@ def _plan_batch(
     records: Mapping[Path, SidecarChange],
     naming: str = "auto",
     ancestors: bool = True,
+    roots: Sequence[Path] = (),
+    clean: bool = True,
 ) -> list[SidecarPlan]:
     listings: dict[Path, set[str]] = {}  # one directory listing per folder and batch
     plans: list[SidecarPlan] = []
@@ -243,17 +260,22 @@ def _plan_batch(
         if record.photo in photos:
             recorded.setdefault(record.photo, []).append(path)
     for photo, tag_paths in batch:
+        root = sidecar_root(photo, roots)
         try:
             if photo.parent not in listings:
                 listings[photo.parent] = set(os.listdir(photo.parent))
+                if clean:  # what an export or undo killed here left behind
+                    stale = remove_stale_temps(photo.parent, listings[photo.parent], root=root)
+                    listings[photo.parent] -= {p.name for p in stale}
             sidecar = _chosen_sidecar(photo, listings[photo.parent], naming, recorded)
-            moves = _move_out_plans(photo, sidecar, tag_paths, recorded, records, report)
+            moves = _move_out_plans(photo, sidecar, tag_paths, recorded, records, report, roots)
             gone = [tag for move in moves for tag in move.rejected]
             plan = plan_keyword_sync(
                 photo,
                 [p for p in tag_paths if p not in gone],
                 records.get,
                 listings[photo.parent],
+                root,
                 naming=naming,
                 ancestors=ancestors,
                 sidecar=sidecar,
@@ -298,6 +320,7 @@ def _move_out_plans(
     recorded: Mapping[Path, list[Path]],
     records: Mapping[Path, SidecarChange],
     report: ExportReport,
+    roots: Sequence[Path] = (),
 ) -> list[SidecarPlan]:
     """Plans taking our keywords out of the photo's other recorded sidecars (the user switched
     --sidecar-name): a sidecar that cannot be edited is reported and keeps them."""
@@ -306,7 +329,11 @@ def _move_out_plans(
         if path == sidecar or not os.path.lexists(path):
             continue  # a recorded sidecar gone since: undo reports it
         try:
-            moves.append(plan_keyword_move_out(path, records[path], tag_paths, sidecar))
+            moves.append(
+                plan_keyword_move_out(
+                    path, records[path], tag_paths, sidecar, sidecar_root(path, roots)
+                )
+            )
         except (SidecarError, OSError) as exc:
             report.skipped.append(_skip(exc, path))
     return moves
