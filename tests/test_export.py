@@ -295,7 +295,8 @@ def test_a_keyword_the_user_removed_before_the_name_switch_does_not_come_back(tm
     report = export_xmp(items, manifest, naming="photo.xmp")
 
     assert report.rejected == [(jpeg, ("AI", "animal", "dog"))]
-    assert not old.exists()
+    # digiKam rewrote the sidecar we created: no longer our bytes, so it is kept without ours.
+    assert old.exists() and not any(keywords(old).values())
     assert keywords(tmp_path / "D.xmp")["digiKam:TagsList"] == ["AI/scene/beach"]
 
 

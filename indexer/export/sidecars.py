@@ -253,13 +253,13 @@ def plan_keyword_move_out(
 ) -> SidecarPlan:
     """The photo's keywords now go to the sidecar `to` (the export's --sidecar-name changed): plan
     removing from this one what earlier exports added (`record`), as an undo does, deleting it if
-    we created it and nothing else is left. A tag of `tag_paths` the user had removed from it is
-    named in `rejected`, so that it is not written into `to` either. `root`: as for
-    plan_keyword_removal."""
+    we created it and it holds exactly the bytes our last write left (see _remove). A tag of
+    `tag_paths` the user had removed from it is named in `rejected`, so that it is not written
+    into `to` either. `root`: as for plan_keyword_removal."""
     root = root or sidecar.parent
     raw, before = _read_sidecar(sidecar, root, missing_ok=False)
     rejected = removed_tags(tag_paths, record, keyword_lists(raw, sidecar))
-    data, change = remove_keywords(raw, record, sidecar)
+    data, change = _remove(raw, record, sidecar)
     change.notes.append(f"keywords moved to {to.name} (--sidecar-name)")
     return SidecarPlan(change, data, before, change.deleted, rejected, leaves=True, root=root)
 
