@@ -23,75 +23,34 @@ ratios that do not depend on the neighbours.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from embed_speed import (  # noqa: E402  the CPU benchmark's inputs and timing
+    IMAGE_BATCH,
+    IMAGE_SIZE,
+    TEXT_BATCH,
+    TEXT_LENGTH,
+    WORDS,
+    build_checkpoint,
+    run_round_robin,
+)
 
 from siglip_search import SiglipImageProcessor, SiglipModel, SiglipTokenizer  # noqa: E402
 from siglip_search.devices import describe_device, resolve_device  # noqa: E402
 from siglip_search.embedder import MODES, Embedder  # noqa: E402
 
-IMAGE_BATCH, TEXT_BATCH, TEXT_LENGTH, IMAGE_SIZE = 8, 32, 64, 224
 GPU_IMAGE_BATCH, GPU_TEXT_BATCH = 256, 256
-WORDS = (
-    "a photo of the red blue green small large dog cat bird car street beach mountain river city "
-    "night sunset forest snow people child boat bicycle house garden flower tree sky cloud"
-).split()
-
-
-def build_checkpoint(directory: Path) -> None:
-    """Random base-sized SigLIP weights saved by transformers, plus tokenizer and preprocessor files."""
-    import transformers
-
-    torch.manual_seed(0)
-    model = transformers.SiglipModel(transformers.SiglipConfig()).eval()
-    model.save_pretrained(directory)
-    rng = np.random.default_rng(0)
-    corpus = [" ".join(rng.choice(WORDS, 12)) for _ in range(400)]
-    buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus),
-        model_writer=buffer,
-        vocab_size=120,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        hard_vocab_limit=False,
-        minloglevel=2,
-        num_threads=1,
-    )
-    (directory / "spiece.model").write_bytes(buffer.getvalue())
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": TEXT_LENGTH, "model_input_names": ["input_ids"]})
-    )
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-                "resample": 3,
-                "image_mean": [0.5] * 3,
-                "image_std": [0.5] * 3,
-            }
-        )
-    )
 
 
 def make_inputs(
@@ -102,29 +61,6 @@ def make_inputs(
     # 40 words per text: always more than 64 pieces, so every row is 63 pieces + </s>.
     texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(text_batch)]
     return pixels, texts
-
-
-def run_round_robin(
-    runners: dict[str, tuple[Callable, Callable]],
-    warmup: int,
-    repeats: int,
-    clock: Callable[[], float] = time.perf_counter,
-):
-    """Seconds per batch for every runner, measured in turns so that a noisy neighbour hits all alike."""
-    times = {name: ([], []) for name in runners}
-    outputs = {}
-    for name, (images, texts) in runners.items():
-        start = time.perf_counter()
-        for _ in range(warmup):
-            outputs[name] = (images(), texts())
-        print(f"  warm-up {name}: {time.perf_counter() - start:.0f}s", flush=True)
-    for _ in range(repeats):
-        for name, (images, texts) in runners.items():
-            for fn, bucket in ((images, times[name][0]), (texts, times[name][1])):
-                start = clock()
-                fn()
-                bucket.append(clock() - start)
-    return times, outputs
 
 
 def unit(x: torch.Tensor) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,63 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
+from index_speed import (  # the CPU benchmark's photos, model and measures
+    DEMO_MODEL,
+    REPO,
+    draft_cosines,
+    make_jpeg,
+    peak_rss_mb,
+    random_base_checkpoint,
+    rss_mb,
+    time_decodes,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEMO_MODEL = REPO / "data" / "models" / "siglip-demo"
-
-
-def make_jpeg(path: Path, seed: int, size: tuple[int, int] = (4000, 3000)) -> None:
-    """A 12 MP 'photo': smooth colour field, shapes, sensor-like noise; ~3 MB at quality 90."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    low = Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8))
-    pixels = np.asarray(low.resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
-    pixels = pixels + rng.integers(-10, 11, (h, w, 1), dtype=np.int16)
-    im = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    for _ in range(6):
-        x, y = (int(v) for v in rng.integers(0, [w - 800, h - 800]))
-        dx, dy = (int(v) for v in rng.integers(200, 800, 2))
-        draw.ellipse((x, y, x + dx, y + dy), fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-    im.save(path, "JPEG", quality=90)
-
-
-def random_base_checkpoint(directory: Path) -> Path:
-    """SigLIP B/16-224 shapes with random weights, when no trained model is at hand."""
-    from siglip_search import (
-        SiglipConfig,
-        SiglipImageProcessor,
-        SiglipModel,
-        SiglipTokenizer,
-    )
-    from siglip_search.training import synthetic
-
-    directory.mkdir(parents=True, exist_ok=True)
-    synthetic.train_sentencepiece(
-        synthetic.caption_corpus(0, 2000), directory / "spiece.model", vocab_size=128
-    )
-    tokenizer = SiglipTokenizer(
-        directory / "spiece.model", model_max_length=64, model_input_names=["input_ids"]
-    )
-    tokenizer.save_pretrained(directory)
-    SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(directory)
-    config = SiglipConfig.from_dict(
-        {"text_config": {"vocab_size": tokenizer.vocab_size}, "vision_config": {}}
-    )
-    SiglipModel(config).save_pretrained(directory)
-    return directory
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class RssSampler(threading.Thread):
@@ -156,18 +110,6 @@ def measure_peak_rss(folder: Path, setup: Setup) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def time_decodes(paths: list[Path], target: tuple[int, int]) -> tuple[float, float]:
-    from indexer.decode import decode_image
-
-    def mean_ms(**kw) -> float:
-        start = time.perf_counter()
-        for p in paths:
-            decode_image(p, **kw)
-        return (time.perf_counter() - start) * 1000 / len(paths)
-
-    return mean_ms(target_size=target), mean_ms()
-
-
 def decode_only_rate(
     embedder, folder: Path, workers: int, pool: str, repeats: int = 2
 ) -> tuple[float, float]:
@@ -207,21 +149,6 @@ def cpu_seconds(executor) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def draft_cosines(embedder, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of each photo's draft and full-decode embeddings, and (for scale) the cosines
-    between different photos: a model that maps everything alike makes the first meaningless."""
-    from indexer.decode import decode_image
-
-    target = embedder.image_size
-    drafted = np.stack(
-        [embedder.preprocess_image(decode_image(p, target_size=target).image) for p in paths]
-    )
-    full = np.stack([embedder.preprocess_image(decode_image(p).image) for p in paths])
-    a, b = embedder.embed_pixels(drafted), embedder.embed_pixels(full)  # unit rows
-    between = (b @ b.T)[~np.eye(len(paths), dtype=bool)]
-    return np.sum(a * b, axis=1), between
 
 
 def model_only_rate(embedder, paths: list[Path], n: int, batch_size: int) -> float:
