@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +340,20 @@ def run_cli_where_permissions_apply(folder: Path, steps: list[list[str]], probe:
     if results == "permissions not enforced":
         pytest.skip(f"this process is not stopped by file permissions ({probe} probe in {folder})")
     return results
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int) -> Iterator[None]:
+    """A regression that blocks (a FIFO opened for reading, a pipeline waiting on a dead worker)
+    fails its test after `seconds` instead of hanging the suite (SIGALRM, main thread only)."""
+
+    def hung(*_):
+        raise AssertionError(f"still waiting after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

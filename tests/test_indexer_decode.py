@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from indexer_fixtures import draw_photo, jpeg_bytes, png_header_only, save_jpeg_with_exif
+from indexer_fixtures import (
+    draw_photo,
+    fails_after,
+    jpeg_bytes,
+    png_header_only,
+    save_jpeg_with_exif,
+)
 from PIL import Image
 
 from indexer.decode import decode_image
@@ -211,29 +215,13 @@ def test_exif_dates_are_parsed_or_dropped(value, expected):
     assert parse_exif_datetime(value) == expected
 
 
-@contextmanager
-def _fails_after(seconds: int):
-    """A regression that blocks (open() on a FIFO waits for a writer) fails instead of hanging."""
-
-    def timeout(*_):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def test_a_photo_replaced_by_a_fifo_after_the_scan_is_a_failure_not_a_hang(tmp_path, embedder):
     path = tmp_path / "photo.jpg"
     draw_photo(1).save(path)
     [scanned] = scan_folder(str(tmp_path)).files
     path.unlink()
     os.mkfifo(path)  # no writer will ever come
-    with _fails_after(10):
+    with fails_after(10):
         with pytest.raises(NotRegularFileError, match=r"not a regular file \(a FIFO\)"):
             fingerprint_file(path)
         with pytest.raises(DecodeError, match=r"not a regular file \(a FIFO\)"):

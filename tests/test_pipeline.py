@@ -4,7 +4,6 @@ exception or a dead worker ends the run in one line, without a hang, keeping com
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from indexer_fixtures import db_rows, draw_photo
+from indexer_fixtures import db_rows, draw_photo, fails_after
 
 from indexer.errors import DecodeWorkerError
 from indexer.jobs import index_paths
@@ -20,22 +19,6 @@ from indexer.library import lock_library, open_library
 from indexer.pipeline import decode_pool, prefetch
 from indexer.status import library_status
 from siglip_search.cli import main
-
-
-@contextlib.contextmanager
-def _fails_after(seconds: int):
-    """A hang fails the test instead of the suite."""
-
-    def hung(*_):
-        raise AssertionError(f"still waiting after {seconds} s: the pipeline hangs")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _slower_for_earlier(i: int) -> int:
@@ -77,7 +60,7 @@ def test_prefetch_keeps_the_order_and_never_runs_more_than_its_window_ahead(kind
 @pytest.mark.parametrize("kind", ["threads", "processes"])
 def test_an_exception_in_a_worker_is_raised_at_its_item_and_nothing_hangs(kind):
     got: list[int] = []
-    with _fails_after(60), decode_pool(2, kind) as pool:
+    with fails_after(60), decode_pool(2, kind) as pool:
         with pytest.raises(ValueError, match="bad item 5"):
             for result in prefetch(pool, _fails_at_five, range(1000), window=4):
                 got.append(result)
@@ -85,7 +68,7 @@ def test_an_exception_in_a_worker_is_raised_at_its_item_and_nothing_hangs(kind):
 
 
 def test_a_worker_process_that_dies_is_one_line_naming_the_item_not_a_hang():
-    with _fails_after(60), decode_pool(2, "processes") as pool:
+    with fails_after(60), decode_pool(2, "processes") as pool:
         with pytest.raises(DecodeWorkerError) as info:
             list(prefetch(pool, _dies_at_three, range(20), window=4, describe=lambda i: f"#{i}"))
     message = str(info.value)
@@ -139,7 +122,7 @@ def test_a_killed_decode_process_ends_the_run_in_one_line_and_the_rerun_resumes(
             os.kill(int(workers[0]), signal.SIGKILL)
             killed.set()
 
-    with _fails_after(120), open_library(library_dir) as library, lock_library(library):
+    with fails_after(120), open_library(library_dir) as library, lock_library(library):
         with pytest.raises(DecodeWorkerError, match="a decode worker process died while preparing"):
             index_paths(
                 library,
