@@ -16,7 +16,6 @@ from siglip_search.modes import AUTO as AUTO_MODE
 from siglip_search.modes import (
     INTERCHANGEABLE_COSINE,
     MODES,
-    family,
     pick_modes,
     vector_family,
 )
@@ -192,7 +191,7 @@ class Library:
         its mode's."""
         recorded = self.store.get_meta(FAMILY_KEY)
         mode = self.model_mode()
-        return recorded or (family(mode) if mode else None)
+        return recorded or (vector_family(mode) if mode else None)
 
     def load_embedder(
         self,
@@ -207,7 +206,7 @@ class Library:
         `mode` None or "auto" picks the device's fastest mode whose vectors are of the library's
         family (for a new library: interchangeable with fp32), else the mode the library's images
         were last embedded in; another mode must be of the library's family."""
-        from siglip_search.devices import AUTO, resolve_device
+        from siglip_search.devices import resolve_device
         from siglip_search.embedder import Embedder
 
         recorded = self.model_identity()
@@ -226,15 +225,10 @@ class Library:
         mode = mode or AUTO_MODE
         stored, recorded_mode = self.mode_family(), self.model_mode()
         if recorded is not None and mode == AUTO_MODE and stored and recorded_mode:
-            if family(pick_modes(AUTO_MODE, device_type).image_mode) != stored:
+            if vector_family(pick_modes(AUTO_MODE, device_type).image_mode) != stored:
                 mode = recorded_mode  # this device's pick makes other vectors: keep the library's
         if recorded is not None and mode != AUTO_MODE:
             self._check_mode(mode)
-        if mode == "int8" and device_type != "cpu" and device != AUTO:
-            raise ModelMismatchError(
-                f"library {self.path} was built in mode int8, which runs on the CPU only: use "
-                "--device cpu (or auto), or another --library"
-            )
         embedder = Embedder.from_pretrained(name, mode=mode, device=device)
         if recorded is not None:
             self.check_model(

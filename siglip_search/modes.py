@@ -84,9 +84,6 @@ def vector_family(mode: str) -> str:
     return "fp32" if images >= INTERCHANGEABLE_COSINE else mode
 
 
-family = vector_family
-
-
 def texts_interchangeable(mode: str) -> bool:
     """Whether `mode`'s text vectors, too, stayed within INTERCHANGEABLE_COSINE of fp32's."""
     if mode in FP32_ARITHMETIC:

@@ -13,7 +13,7 @@ from PIL import Image
 from siglip_search.embedder import Embedder
 from siglip_search.errors import InputError
 from siglip_search.inference import gelu_tanh_
-from siglip_search.modes import family, pick_modes
+from siglip_search.modes import pick_modes, vector_family
 
 TEXTS = [
     "a red circle",
@@ -94,7 +94,9 @@ def test_auto_picks_the_fastest_interchangeable_mode_from_the_cpu_flags(
     picked = pick_modes("auto", "cpu", flags, int8_kernels)
     assert (picked.image_mode, picked.text_mode) == (images, texts)
     # whatever it picks, its vectors are of fp32's family: a library mixes them freely
-    assert family(picked.image_mode) == family(picked.text_mode) == family("fp32")
+    assert (
+        vector_family(picked.image_mode) == vector_family(picked.text_mode) == vector_family("fp32")
+    )
 
 
 def test_a_named_mode_is_run_as_asked_and_an_unknown_one_is_refused_in_one_line():

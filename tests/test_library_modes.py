@@ -10,7 +10,7 @@ from indexer_fixtures import make_photo_folder
 
 from indexer.library import FAMILY_KEY, MODE_KEY, open_library
 from siglip_search.cli import main
-from siglip_search.modes import family, pick_modes
+from siglip_search.modes import pick_modes, vector_family
 
 
 def _search(library_dir, query: str, mode: str, capsys) -> list[str]:
@@ -31,7 +31,7 @@ def test_indexing_by_default_says_and_records_the_mode_auto_picked(
     assert main(["status", "--library", str(library_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mode"] == picked.image_mode
     with open_library(library_dir, create=False) as library:
-        assert library.store.get_meta(FAMILY_KEY) == family(picked.image_mode)
+        assert library.store.get_meta(FAMILY_KEY) == vector_family(picked.image_mode)
 
 
 def test_a_library_indexed_in_int8_is_searched_and_added_to_in_fp32_and_the_reverse(
@@ -57,7 +57,7 @@ def test_a_library_indexed_in_int8_is_searched_and_added_to_in_fp32_and_the_reve
         str(photos / "new" / "copy.jpg"),
     }
     with open_library(library_dir, create=False) as library:
-        assert (library.model_mode(), library.mode_family()) == ("fp32", family("int8"))
+        assert (library.model_mode(), library.mode_family()) == ("fp32", vector_family("int8"))
 
 
 def test_a_library_of_another_family_is_refused_in_one_line_and_left_as_it_was(
